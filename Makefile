@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv demo test up down status lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required (none found on PATH)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+venv: $(STAMP) ## create .venv with the pinned packages and the clickstream package
+
+demo: venv ## start the local stack and run the main job end to end
+	$(BIN)/clickstream demo
+
+test: venv ## run every test and notebook (starts its own private stack)
+	$(BIN)/python -m pytest
+
+up: venv ## start the local stack
+	$(BIN)/clickstream up
+
+down: venv ## stop the local stack (data is kept)
+	$(BIN)/clickstream down
+
+status: venv ## health of the local stack
+	$(BIN)/clickstream status
+
+lint: venv ## cfn-lint the CloudFormation templates
+	$(BIN)/cfn-lint cloudformation/*.yaml
+
+bench: venv ## run the benchmarks (figures go into the README)
+	$(BIN)/python benchmarks/ingest_throughput.py
+
+clean: ## remove the venv (keeps .clickstream data)
+	rm -rf $(VENV)

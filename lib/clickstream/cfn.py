@@ -1,0 +1,300 @@
+"""Read the CloudFormation templates and resolve them for the local target, as `sam local` does.
+
+The templates are the single source of truth for names, routes, environment, CORS and schedules;
+everything local (buckets, the HTTP API's routes, each Lambda's handler and environment) is derived here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cfnlint.decode import cfn_yaml
+
+from clickstream.settings import LOCAL_ACCOUNT_ID, LOCAL_NAME_SUFFIX, Settings
+
+SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
+
+
+class TemplateError(ValueError):
+    """A template uses something the local resolver does not understand."""
+
+
+@dataclass(frozen=True)
+class LocalFunction:
+    logical_id: str
+    name: str
+    handler: str
+    source_dir: Path
+    environment: dict[str, str]
+    timeout: int
+    memory: int
+    runtime: str
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    key: str  # "POST /clickstream", "ANY /{proxy+}" or "$default"
+    function: str  # logical id of the integrated function
+
+    @property
+    def method(self) -> str:
+        return "ANY" if self.key == "$default" else self.key.split(" ", 1)[0]
+
+    @property
+    def path(self) -> str | None:
+        return None if self.key == "$default" else self.key.split(" ", 1)[1]
+
+
+@dataclass(frozen=True)
+class HttpApi:
+    logical_id: str
+    name: str
+    api_id: str
+    stage: str
+    routes: tuple[HttpRoute, ...]
+    cors: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class LocalBucket:
+    logical_id: str
+    name: str
+    encryption: str | None
+
+
+@dataclass
+class Stack:
+    """One template with its parameter values, resolved for the local target."""
+
+    path: Path
+    body: dict
+    parameters: dict[str, Any]
+    region: str = "us-east-1"
+    account_id: str = LOCAL_ACCOUNT_ID
+    exports: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path, settings: Settings, overrides: dict[str, Any] | None = None) -> "Stack":
+        body = cfn_yaml.load(str(path))
+        parameters = {name: spec.get("Default") for name, spec in body.get("Parameters", {}).items()}
+        if "NameSuffix" in parameters:
+            parameters["NameSuffix"] = LOCAL_NAME_SUFFIX
+        parameters.update(overrides or {})
+        for name, spec in body.get("Parameters", {}).items():
+            value = parameters[name]
+            if value is None:
+                raise TemplateError(f"{path.name}: parameter {name} has no default and no local value")
+            if spec.get("Type") == "CommaDelimitedList" and isinstance(value, str):
+                parameters[name] = [item.strip() for item in value.split(",")]
+        return cls(path=path, body=body, parameters=parameters, region=settings.region)
+
+    @property
+    def name(self) -> str:
+        return f"clickstream-{self.path.stem}"
+
+    @property
+    def resources(self) -> dict[str, dict]:
+        return self.body.get("Resources", {})
+
+    def of_type(self, resource_type: str) -> dict[str, dict]:
+        return {lid: res for lid, res in self.resources.items() if res.get("Type") == resource_type}
+
+    def props(self, logical_id: str) -> dict:
+        return self.resources[logical_id].get("Properties", {})
+
+    # --- intrinsic functions -------------------------------------------------------------
+    def resolve(self, value: Any) -> Any:
+        """Resolve Ref, Fn::Sub, Fn::GetAtt, Fn::Join, Fn::Select, Fn::ImportValue to local values."""
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (fn, arg), = value.items()
+            if fn == "Ref":
+                return self.ref(arg)
+            if fn == "Fn::GetAtt":
+                logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
+                return self.get_att(logical_id, attribute)
+            if fn == "Fn::Sub":
+                return self.sub(arg)
+            if fn == "Fn::Join":
+                separator, items = arg
+                return separator.join(str(item) for item in self.resolve(items))
+            if fn == "Fn::Select":
+                index, items = arg
+                return self.resolve(items)[int(self.resolve(index))]
+            if fn == "Fn::ImportValue":
+                export = self.resolve(arg)
+                if export not in self.exports:
+                    raise TemplateError(f"{self.path.name}: no export named {export} (deploy its stack first)")
+                return self.exports[export]
+            if fn.startswith("Fn::") or fn == "Condition":
+                raise TemplateError(f"{self.path.name}: {fn} is not supported by the local resolver")
+        return {key: self.resolve(item) for key, item in value.items()}
+
+    def ref(self, name: str) -> Any:
+        pseudo = {
+            "AWS::Region": self.region,
+            "AWS::AccountId": self.account_id,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": self.name,
+            "AWS::NoValue": None,
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        if name not in self.resources:
+            raise TemplateError(f"{self.path.name}: Ref to unknown {name}")
+        return self.physical_id(name)
+
+    def physical_id(self, logical_id: str) -> str:
+        """The name the resource gets locally (its Ref value)."""
+        resource = self.resources[logical_id]
+        name_property = {
+            "AWS::S3::Bucket": "BucketName",
+            "AWS::Lambda::Function": "FunctionName",
+            "AWS::Logs::LogGroup": "LogGroupName",
+            "AWS::SecretsManager::Secret": "Name",
+            "AWS::Events::Rule": "Name",
+        }.get(resource["Type"])
+        if name_property and name_property in resource.get("Properties", {}):
+            return self.resolve(resource["Properties"][name_property])
+        if resource["Type"] == "AWS::ApiGatewayV2::Api":
+            return local_api_id(self.resolve(resource["Properties"].get("Name", logical_id)))
+        return logical_id
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        if logical_id not in self.resources:
+            raise TemplateError(f"{self.path.name}: GetAtt of unknown {logical_id}")
+        if attribute != "Arn":
+            return f"{logical_id}.{attribute}"
+        resource_type = self.resources[logical_id]["Type"]
+        name = self.physical_id(logical_id)
+        arn = {
+            "AWS::S3::Bucket": f"arn:aws:s3:::{name}",
+            "AWS::Lambda::Function": f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}",
+            "AWS::Logs::LogGroup": f"arn:aws:logs:{self.region}:{self.account_id}:log-group:{name}:*",
+            "AWS::IAM::Role": f"arn:aws:iam::{self.account_id}:role/{name}",
+            "AWS::SecretsManager::Secret": f"arn:aws:secretsmanager:{self.region}:{self.account_id}:secret:{name}",
+        }.get(resource_type)
+        return arn or f"arn:aws:{resource_type.split('::')[1].lower()}:{self.region}:{self.account_id}:{name}"
+
+    def sub(self, arg: Any) -> str:
+        template, variables = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
+
+        def replace(match: re.Match) -> str:
+            name = match.group(1)
+            if name in variables:
+                return str(variables[name])
+            if "." in name and name.split(".", 1)[0] in self.resources:
+                return str(self.get_att(*name.split(".", 1)))
+            return str(self.ref(name))
+
+        return SUB_VARIABLE.sub(replace, template).replace("${!", "${")
+
+    # --- what the local stack needs ------------------------------------------------------
+    def functions(self) -> dict[str, LocalFunction]:
+        functions = {}
+        for logical_id, resource in self.of_type("AWS::Lambda::Function").items():
+            props = resource["Properties"]
+            source = resource.get("Metadata", {}).get("clickstream", {}).get("Source")
+            if not source:
+                raise TemplateError(
+                    f"{self.path.name}: {logical_id} needs Metadata.clickstream.Source (its code folder) to run locally"
+                )
+            env = self.resolve(props.get("Environment", {}).get("Variables", {}))
+            functions[logical_id] = LocalFunction(
+                logical_id=logical_id,
+                name=self.physical_id(logical_id),
+                handler=props["Handler"],
+                source_dir=(self.path.parent.parent / source).resolve(),
+                environment={key: str(value) for key, value in env.items()},
+                timeout=int(props.get("Timeout", 3)),
+                memory=int(props.get("MemorySize", 128)),
+                runtime=props.get("Runtime", ""),
+            )
+        return functions
+
+    def http_apis(self) -> list[HttpApi]:
+        apis = []
+        for logical_id, resource in self.of_type("AWS::ApiGatewayV2::Api").items():
+            props = resource["Properties"]
+            if props.get("ProtocolType") != "HTTP":
+                continue
+            routes = tuple(
+                HttpRoute(key=self.resolve(route["Properties"]["RouteKey"]), function=self._route_function(route))
+                for route in self.of_type("AWS::ApiGatewayV2::Route").values()
+                if route["Properties"].get("ApiId") == {"Ref": logical_id}
+            )
+            stages = [
+                self.resolve(stage["Properties"]["StageName"])
+                for stage in self.of_type("AWS::ApiGatewayV2::Stage").values()
+                if stage["Properties"].get("ApiId") == {"Ref": logical_id}
+            ]
+            cors = self.resolve(props["CorsConfiguration"]) if "CorsConfiguration" in props else None
+            apis.append(
+                HttpApi(
+                    logical_id=logical_id,
+                    name=self.resolve(props.get("Name", logical_id)),
+                    api_id=self.physical_id(logical_id),
+                    stage=stages[0] if stages else "$default",
+                    routes=routes,
+                    cors=cors,
+                )
+            )
+        return apis
+
+    def _route_function(self, route: dict) -> str:
+        target = self.resolve(route["Properties"].get("Target", ""))
+        integration_id = target.removeprefix("integrations/")
+        if integration_id not in self.resources:
+            raise TemplateError(f"{self.path.name}: route target {target!r} is not an integration of this template")
+        uri = self.props(integration_id).get("IntegrationUri")
+        if isinstance(uri, dict) and "Fn::GetAtt" in uri:
+            arg = uri["Fn::GetAtt"]
+            return arg.split(".", 1)[0] if isinstance(arg, str) else arg[0]
+        if isinstance(uri, dict) and "Ref" in uri:
+            return uri["Ref"]
+        raise TemplateError(f"{self.path.name}: {integration_id} IntegrationUri must be !GetAtt <Function>.Arn")
+
+    def buckets(self) -> list[LocalBucket]:
+        buckets = []
+        for logical_id, resource in self.of_type("AWS::S3::Bucket").items():
+            rules = (
+                resource.get("Properties", {})
+                .get("BucketEncryption", {})
+                .get("ServerSideEncryptionConfiguration", [{}])
+            )
+            algorithm = rules[0].get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") if rules else None
+            buckets.append(LocalBucket(logical_id, self.physical_id(logical_id), algorithm))
+        return buckets
+
+    def outputs(self) -> dict[str, Any]:
+        return {name: self.resolve(out["Value"]) for name, out in self.body.get("Outputs", {}).items()}
+
+
+def local_api_id(name: str) -> str:
+    """A stable 10-character id like API Gateway's, derived from the API's name."""
+    return hashlib.sha1(name.encode()).hexdigest()[:10]
+
+
+def load_stacks(settings: Settings, overrides: dict[str, dict] | None = None) -> list[Stack]:
+    """Every template under cloudformation/, in name order, resolved for the local target."""
+    overrides = overrides or {}
+    stacks: list[Stack] = []
+    exports: dict[str, str] = {}
+    for path in sorted(settings.templates.glob("*.yaml")):
+        stack = Stack.load(path, settings, overrides.get(path.stem))
+        stack.exports = exports
+        stacks.append(stack)
+        for out in stack.body.get("Outputs", {}).values():
+            if "Export" in out:
+                exports[stack.resolve(out["Export"]["Name"])] = stack.resolve(out["Value"])
+    return stacks

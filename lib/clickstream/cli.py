@@ -1,0 +1,180 @@
+"""`clickstream`: run the platform's local stack and its jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections import Counter
+
+import click
+
+from clickstream import aws, raw, samples, tracker
+from clickstream.local import stack
+from clickstream.local.postgres import PortInUseError
+from clickstream.settings import Settings
+
+PORT_OPTIONS = [
+    click.option("--aws-port", type=int, help="Port of the local AWS endpoint (moto). [env CLICKSTREAM_AWS_PORT; 4566]"),
+    click.option("--api-port", type=int, help="Port of the local HTTP API. [env CLICKSTREAM_API_PORT; 3100]"),
+    click.option("--dw-port", type=int, help="Port of the DW PostgreSQL. [env CLICKSTREAM_DW_PORT; 15432]"),
+    click.option("--oltp-port", type=int, help="Port of the shop's OLTP PostgreSQL. [env CLICKSTREAM_OLTP_PORT; 15433]"),
+]
+
+
+def port_options(command):
+    for option in reversed(PORT_OPTIONS):
+        command = option(command)
+    return command
+
+
+def echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--target", type=click.Choice(["local", "aws"]), help="Where the platform runs. [env CLICKSTREAM_TARGET; local]")
+@click.option("--home", type=click.Path(file_okay=False), help="State folder of the local stack. [env CLICKSTREAM_HOME; ./.clickstream]")
+@click.pass_context
+def main(ctx: click.Context, target: str | None, home: str | None) -> None:
+    """Batch clickstream analytics for a laptop, monitor and accessory shop.
+
+    The local stack runs on this machine with no cloud account: a moto AWS endpoint, the DW and the
+    shop's OLTP PostgreSQL clusters, and the HTTP API `clickstream-http-api` in front of the ingest
+    Lambda. Start with `clickstream up`, check with `clickstream status`, stop with `clickstream down`.
+    """
+    env = dict(os.environ)
+    if home:
+        env["CLICKSTREAM_HOME"] = home
+    ctx.obj = Settings.from_env(env, target=target)
+
+
+def settings_with_ports(ctx: click.Context, ports: dict) -> Settings:
+    return ctx.obj.with_(**ports)
+
+
+@main.command()
+@port_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def up(ctx, as_json: bool, **ports) -> None:
+    """Start the local stack (idempotent: what already runs is left alone)."""
+    settings = settings_with_ports(ctx, ports)
+    try:
+        result = stack.up(settings, progress=lambda line: click.echo(line, err=True))
+    except (PortInUseError, stack.StackError) as error:
+        raise click.ClickException(str(error)) from error
+    echo_json(result) if as_json else print_status(result)
+
+
+@main.command()
+@click.pass_context
+def down(ctx) -> None:
+    """Stop the local stack by pid. The databases and the raw bucket's objects are kept."""
+    stopped = stack.down(ctx.obj, progress=click.echo)
+    if not stopped:
+        click.echo("nothing was running")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def status(ctx, as_json: bool) -> None:
+    """Endpoints, DSNs and the health of each local service (exit 1 if one is down)."""
+    result = stack.status(ctx.obj)
+    echo_json(result) if as_json else print_status(result)
+    sys.exit(0 if result["healthy"] else 1)
+
+
+def print_status(result: dict) -> None:
+    for name, svc in result["services"].items():
+        mark = click.style("up  ", fg="green") if svc["healthy"] else click.style("down", fg="red")
+        click.echo(f"  {mark} {name:<5} port {svc['port']}" + (f"  pid {svc['pid']}" if svc["pid"] else ""))
+    click.echo(f"  ingest API   {result['ingest_url']}")
+    click.echo(f"  AWS endpoint {result['aws_endpoint_url']}  (raw bucket s3://{result['raw_bucket']})")
+    click.echo(f"  DW (psql)    clickstream psql")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def psql(ctx, psql_args) -> None:
+    """Open psql on the warehouse clickstream_dw (as the local superuser, over the unix socket)."""
+    binary = shutil.which("psql")
+    if not binary:
+        raise click.ClickException("psql is not installed (Debian: apt-get install postgresql-client)")
+    dsn = stack.status(ctx.obj)["dw_admin_dsn"]
+    os.execv(binary, [binary, dsn, *psql_args])
+
+
+@main.command()
+@click.option("--events", "count", default=20, show_default=True, help="How many sample events to send.")
+@click.option("--batch-size", default=10, show_default=True, help="Events per request (1 sends them one by one).")
+@click.option("--seed", default=7, show_default=True, help="Seed of the sample events.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def send(ctx, count: int, batch_size: int, seed: int, as_json: bool) -> None:
+    """Send sample events through the local HTTP API, as the browser tracker would."""
+    url = stack.status(ctx.obj)["ingest_url"]
+    report = tracker.send_events(url, samples.canonical_batch(count, seed), batch_size=batch_size)
+    result = {"requests": report.requests, "accepted": report.accepted, "rejected": report.rejected,
+              "object_keys": report.object_keys}
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"sent {count} events in {report.requests} requests: {report.accepted} accepted, "
+                   f"{len(report.rejected)} rejected, {len(report.object_keys)} raw objects written")
+
+
+@main.command("raw")
+@click.option("--prefix", default=raw.RAW_PREFIX, show_default=True, help="Key prefix, e.g. events/2026/11/25/.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_raw(ctx, prefix: str, as_json: bool) -> None:
+    """List the raw objects in the raw bucket (paginated: every key, not only the first 1,000)."""
+    bucket = stack.status(ctx.obj)["raw_bucket"]
+    objects = list(raw.list_objects(aws.client("s3", ctx.obj), bucket, prefix))
+    if as_json:
+        echo_json([{"key": o["Key"], "size": o["Size"], "last_modified": o["LastModified"]} for o in objects])
+        return
+    for obj in objects:
+        click.echo(f"  s3://{bucket}/{obj['Key']}  {obj['Size']:>7} B")
+    click.echo(f"{len(objects)} objects under s3://{bucket}/{prefix}")
+
+
+@main.command()
+@port_options
+@click.pass_context
+def demo(ctx, **ports) -> None:
+    """The main job: start the stack, send sample traffic through the API, show what landed in S3."""
+    settings = settings_with_ports(ctx, ports)
+    click.secho("1. Starting the local stack", bold=True)
+    try:
+        result = stack.up(settings, progress=lambda line: click.echo(f"   {line}"))
+    except (PortInUseError, stack.StackError) as error:
+        raise click.ClickException(str(error)) from error
+    print_status(result)
+
+    click.secho("\n2. Sending events through POST /clickstream", bold=True)
+    events = samples.canonical_batch(60, seed=42)
+    batched = tracker.send_events(result["ingest_url"], events[:50], batch_size=25)
+    single = tracker.send_events(result["ingest_url"], events[50:], batch_size=1)
+    legacy = tracker.send_events(result["ingest_url"], [samples.legacy_event(n) for n in
+                                 ("home_view", "product_view", "add_to_cart_click", "checkout_complete")])
+    bad = tracker.send_events(result["ingest_url"], [samples.canonical_event("teleport"), events[0]])
+    click.echo(f"   50 events in batches of 25 -> {batched.accepted} accepted in {batched.requests} requests")
+    click.echo(f"   10 single events           -> {single.accepted} accepted in {single.requests} requests")
+    click.echo(f"   4 legacy tracker events    -> {legacy.accepted} accepted")
+    click.echo(f"   a batch with a bad event   -> {bad.accepted} accepted, rejected: {bad.rejected}")
+
+    click.secho("\n3. Raw objects written (one per request)", bold=True)
+    s3 = aws.client("s3", settings)
+    objects = list(raw.list_objects(s3, result["raw_bucket"]))
+    written = set(batched.object_keys + single.object_keys + legacy.object_keys + bad.object_keys)
+    per_hour = Counter(o["Key"].rsplit("/", 1)[0] for o in objects)
+    for partition, n in sorted(per_hour.items()):
+        click.echo(f"   s3://{result['raw_bucket']}/{partition}/  {n} objects")
+    click.echo(f"   this run wrote {len(written)} objects; the bucket holds {len(objects)} in all")
+    click.secho("\nNext: open notebooks/00_welcome_and_setup.ipynb (jupyter lab), or `clickstream --help`.", bold=True)
+    click.echo("The stack keeps running; stop it with `clickstream down` (data is kept).")

@@ -1,0 +1,174 @@
+"""A local API Gateway HTTP API (payload format 2.0), its routes, integrations and CORS read from the template."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from clickstream.cfn import HttpApi, HttpRoute
+from clickstream.lambda_runtime import LambdaTimeoutError, LocalLambda
+from clickstream.settings import LOCAL_ACCOUNT_ID
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload quota
+TEXT_TYPES = re.compile(r"^(text/|application/(json|[\w.+-]+\+json|xml|javascript|x-www-form-urlencoded))", re.I)
+HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    route: HttpRoute
+    pattern: re.Pattern | None  # None: the $default route
+
+    @classmethod
+    def of(cls, route: HttpRoute) -> "CompiledRoute":
+        if route.path is None:
+            return cls(route, None)
+        regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(route.path))
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
+        return cls(route, re.compile(f"^{regex}$"))
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if self.route.method not in ("ANY", method):
+            return None
+        if self.pattern is None:
+            return {}
+        found = self.pattern.match(path)
+        return found.groupdict() if found else None
+
+    @property
+    def specificity(self) -> tuple:
+        """API Gateway prefers exact paths, then greedy ones, then $default; a method over ANY."""
+        path = self.route.path
+        return (path is None, path is not None and "+}" in path, self.route.method == "ANY", -len(path or ""))
+
+
+def build_event(request: Request, body: bytes, route: HttpRoute, params: dict, api: HttpApi, request_id: str) -> dict:
+    """The payload format 2.0 event API Gateway would send for this request."""
+    headers: dict[str, str] = {}
+    for key, value in request.headers.items():
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    cookies = [c.strip() for c in headers.pop("cookie", "").split(";") if c.strip()]
+    query: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        query[key] = f"{query[key]},{value}" if key in query else value
+    now = datetime.now(timezone.utc)
+    content_type = headers.get("content-type", "")
+    try:
+        text = body.decode("utf-8") if TEXT_TYPES.match(content_type) or not body else None
+    except UnicodeDecodeError:
+        text = None
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route.key,
+        "rawPath": request.url.path,
+        "rawQueryString": request.url.query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": LOCAL_ACCOUNT_ID,
+            "apiId": api.api_id,
+            "domainName": headers.get("host", ""),
+            "domainPrefix": headers.get("host", "").split(".")[0],
+            "http": {
+                "method": request.method,
+                "path": request.url.path,
+                "protocol": f"HTTP/{request.scope.get('http_version', '1.1')}",
+                "sourceIp": request.client.host if request.client else "127.0.0.1",
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": request_id,
+            "routeKey": route.key,
+            "stage": api.stage,
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": text is None,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if query:
+        event["queryStringParameters"] = query
+    if params:
+        event["pathParameters"] = params
+    if body:
+        event["body"] = text if text is not None else base64.b64encode(body).decode("ascii")
+    return event
+
+
+def to_response(result: Any, request_id: str) -> Response:
+    """Map the handler's result back to HTTP as API Gateway does for payload format 2.0."""
+    headers = {"apigw-requestid": request_id}
+    if not (isinstance(result, dict) and "statusCode" in result):
+        headers["content-type"] = "application/json"
+        return Response(json.dumps(result), status_code=200, headers=headers)
+    headers.update({k.lower(): str(v) for k, v in (result.get("headers") or {}).items()})
+    body = result.get("body") or ""
+    content = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
+    response = Response(content, status_code=int(result["statusCode"]), headers=headers)
+    for cookie in result.get("cookies") or []:
+        response.headers.append("set-cookie", cookie)
+    return response
+
+
+def create_app(api: HttpApi, functions: dict[str, LocalLambda]) -> Starlette:
+    """An ASGI app serving `api`'s routes with the local Lambdas behind them."""
+    routes = sorted((CompiledRoute.of(r) for r in api.routes), key=lambda c: c.specificity)
+
+    async def dispatch(request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        for compiled in routes:
+            params = compiled.match(request.method, request.url.path)
+            if params is not None:
+                break
+        else:
+            return JSONResponse({"message": "Not Found"}, status_code=404, headers={"apigw-requestid": request_id})
+        body = await request.body()
+        if len(body) > MAX_PAYLOAD_BYTES:
+            return JSONResponse({"message": "Request Entity Too Large"}, status_code=413)
+        event = build_event(request, body, compiled.route, params, api, request_id)
+        function = functions[compiled.route.function]
+        started = time.perf_counter()
+        try:
+            result = await run_in_threadpool(function.invoke, event, request_id)
+        except LambdaTimeoutError as error:
+            log.error("%s", error)
+            return JSONResponse({"message": "Service Unavailable"}, status_code=503)
+        except Exception:
+            log.exception("%s failed on request %s", function.function.name, request_id)
+            return JSONResponse({"message": "Internal Server Error"}, status_code=500)
+        finally:
+            log.debug("%s %s -> %s in %.1f ms", request.method, request.url.path, function.function.name,
+                      (time.perf_counter() - started) * 1000)
+        return to_response(result, request_id)
+
+    middleware = []
+    if api.cors:
+        cors = api.cors
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=cors.get("AllowOrigins", []),
+                allow_methods=cors.get("AllowMethods", []),
+                allow_headers=cors.get("AllowHeaders", []),
+                expose_headers=cors.get("ExposeHeaders", []),
+                allow_credentials=bool(cors.get("AllowCredentials", False)),
+                max_age=int(cors.get("MaxAge", 600)),
+            )
+        )
+    return Starlette(routes=[Route("/{path:path}", dispatch, methods=HTTP_METHODS)], middleware=middleware)

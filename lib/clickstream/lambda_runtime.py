@@ -1,0 +1,136 @@
+"""A local Lambda runtime: runs the handler named in the template in-process, with its environment.
+
+moto cannot run Python handlers without Docker, so this imports `<Source>/<module>.py` by file path
+(no sys.path edits) and calls `handler(event, context)` with a context like Lambda's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+import time
+import uuid
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+from clickstream.aws import LOCAL_CREDENTIALS
+from clickstream.cfn import LocalFunction
+from clickstream.settings import LOCAL_ACCOUNT_ID, Settings
+
+log = logging.getLogger(__name__)
+_environ_lock = threading.RLock()
+
+
+class LambdaTimeoutError(RuntimeError):
+    """The handler ran past the function's Timeout; Lambda would have killed it and lost the result."""
+
+
+@dataclass
+class LambdaContext:
+    """The attributes and method of Lambda's Python context object that handlers use."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_seconds: int
+    region: str = "us-east-1"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    _started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:{LOCAL_ACCOUNT_ID}:function:{self.function_name}"
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    @property
+    def log_stream_name(self) -> str:
+        return f"local/{self.aws_request_id}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
+
+
+def runtime_environment(function: LocalFunction, settings: Settings) -> dict[str, str]:
+    """The function's environment from the template, plus what Lambda and the local target add."""
+    return {
+        **function.environment,
+        "AWS_LAMBDA_FUNCTION_NAME": function.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_REGION": settings.region,
+        "AWS_DEFAULT_REGION": settings.region,
+        "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+        "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
+        "CLICKSTREAM_TARGET": "local",
+        "CLICKSTREAM_HOME": str(settings.home),
+        "LAMBDA_TASK_ROOT": str(function.source_dir),
+        "_HANDLER": function.handler,
+    }
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Apply `values` to os.environ for the duration of one invocation, then restore it."""
+    with _environ_lock:
+        saved = {key: os.environ.get(key) for key in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for key, old in saved.items():
+                if old is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = old
+
+
+def load_handler(function: LocalFunction) -> Callable[[Any, Any], Any]:
+    module_name, _, attribute = function.handler.rpartition(".")
+    path = function.source_dir / f"{module_name.replace('.', '/')}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{function.logical_id}: handler module {path} not found (Handler {function.handler})")
+    spec = importlib.util.spec_from_file_location(f"clickstream_lambda_{function.logical_id}_{module_name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, attribute)
+
+
+class LocalLambda:
+    """One function of the template, ready to invoke."""
+
+    def __init__(self, function: LocalFunction, settings: Settings, scoped_environment: bool = True):
+        """With `scoped_environment` False the caller has applied `self.env` to the process already
+        (a process serving functions whose environments agree), so invocations run concurrently."""
+        self.function = function
+        self.settings = settings
+        self.env = runtime_environment(function, settings)
+        self.scoped_environment = scoped_environment
+        self._handler: Callable[[Any, Any], Any] | None = None
+
+    def context(self, request_id: str | None = None) -> LambdaContext:
+        return LambdaContext(
+            function_name=self.function.name,
+            memory_limit_in_mb=self.function.memory,
+            timeout_seconds=self.function.timeout,
+            region=self.settings.region,
+            aws_request_id=request_id or str(uuid.uuid4()),
+        )
+
+    def invoke(self, event: Any, request_id: str | None = None) -> Any:
+        context = self.context(request_id)
+        with environment(self.env) if self.scoped_environment else nullcontext():
+            if self._handler is None:
+                self._handler = load_handler(self.function)
+            result = self._handler(event, context)
+        if context.get_remaining_time_in_millis() == 0:
+            raise LambdaTimeoutError(
+                f"{self.function.name} ran past its {self.function.timeout} s Timeout (request {context.aws_request_id})"
+            )
+        return result

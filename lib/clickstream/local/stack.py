@@ -1,0 +1,299 @@
+"""The local stack: moto (AWS endpoint), the DW and OLTP PostgreSQL clusters, and the local HTTP API.
+
+`up` is idempotent, `down` stops by pid what `up` started and keeps all data, `status` reports health.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+
+from clickstream import aws
+from clickstream.cfn import load_stacks
+from clickstream.local import credentials
+from clickstream.local.postgres import Cluster, PortInUseError, dsn, setup_oltp, setup_warehouse
+from clickstream.settings import Settings
+
+DW_DATABASE = "clickstream_dw"
+OLTP_DATABASE = "shop_oltp"
+DW_ROLES = ["etl_writer", "dashboard_reader"]
+OLTP_ROLES = ["shop_app"]
+PROCESS_MODULES = {"aws": "clickstream.local.moto_runner", "api": "clickstream.local.api_server"}
+PORT_HINTS = {
+    "aws": "--aws-port or CLICKSTREAM_AWS_PORT",
+    "api": "--api-port or CLICKSTREAM_API_PORT",
+    "dw": "--dw-port or CLICKSTREAM_DW_PORT",
+    "oltp": "--oltp-port or CLICKSTREAM_OLTP_PORT",
+}
+
+
+class StackError(RuntimeError):
+    """The local stack could not be started or reached; the message says what to do."""
+
+
+# --- processes ---------------------------------------------------------------------------
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def process_alive(pid: int | None, module: str) -> bool:
+    """True if `pid` runs `module` (guards against a recycled pid)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return module in cmdline
+
+
+def stop_process(pid: int, timeout: float = 60.0) -> None:
+    """SIGTERM, wait for the process to exit, SIGKILL only as a last resort."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return
+        except ChildProcessError:
+            pass
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], log_file: Path) -> int:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+    return process.pid
+
+
+def wait_until(ready: Callable[[], bool], what: str, log_file: Path, pid: int, module: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if not process_alive(pid, module):
+            break
+        time.sleep(0.1)
+    tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+    raise StackError(f"{what} did not become ready; last lines of {log_file}:\n{tail}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+# --- state -------------------------------------------------------------------------------
+def read_state(settings: Settings) -> dict:
+    try:
+        return json.loads(settings.state_file.read_text())
+    except (OSError, ValueError):
+        return {"services": {}}
+
+
+def write_state(settings: Settings, state: dict) -> None:
+    tmp = settings.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, settings.state_file)
+
+
+@contextmanager
+def stack_lock(settings: Settings) -> Iterator[None]:
+    """One `up`/`down` at a time per home folder."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with open(settings.home / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def clusters(settings: Settings) -> dict[str, Cluster]:
+    return {
+        "dw": Cluster("dw", settings.home / "pg" / "dw", settings.dw_port, settings.host, PORT_HINTS["dw"]),
+        "oltp": Cluster("oltp", settings.home / "pg" / "oltp", settings.oltp_port, settings.host, PORT_HINTS["oltp"]),
+    }
+
+
+def credentials_file(settings: Settings, cluster: str) -> Path:
+    return settings.home / "credentials" / f"{cluster}.json"
+
+
+# --- up / down / status --------------------------------------------------------------------
+def up(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Start whatever is not running yet; a second call while everything runs changes nothing."""
+    if settings.target != "local":
+        raise StackError("`up` starts the local stack; the aws target is deployed with CloudFormation instead")
+    with stack_lock(settings):
+        state = read_state(settings)
+        services = state.setdefault("services", {})
+        env = {
+            **os.environ,
+            "CLICKSTREAM_HOME": str(settings.home),
+            "CLICKSTREAM_TARGET": "local",
+            **{var: str(getattr(settings, field)) for field, var in Settings.PORT_ENV.items()},
+        }
+        _check_ports(settings, services)
+        services["aws"] = _ensure_process(
+            settings, "aws", ["--state-dir", str(settings.home / "s3")], env, services.get("aws"), progress
+        )
+        write_state(settings, state)
+        _ensure_buckets(settings)
+
+        dw_passwords = credentials.load_or_create(credentials_file(settings, "dw"), DW_ROLES)
+        oltp_passwords = credentials.load_or_create(credentials_file(settings, "oltp"), OLTP_ROLES)
+        for name, cluster in clusters(settings).items():
+            if cluster.ensure_started():
+                progress(f"started PostgreSQL {name} on {settings.host}:{cluster.port}")
+            (setup_warehouse if name == "dw" else setup_oltp)(cluster, dw_passwords if name == "dw" else oltp_passwords)
+            services[name] = {"port": cluster.port, "pid": cluster.pid, "data_dir": str(cluster.data_dir)}
+            write_state(settings, state)
+
+        services["api"] = _ensure_process(settings, "api", [], env, services.get("api"), progress)
+        write_state(settings, state)
+    return status(settings)
+
+
+def _check_ports(settings: Settings, services: dict) -> None:
+    """Fail before starting anything if a port we need is held by another program."""
+    pg = clusters(settings)
+    for name in ("aws", "dw", "oltp", "api"):
+        port = getattr(settings, f"{name}_port")
+        ours = pg[name].is_running() if name in pg else process_alive(services.get(name, {}).get("pid"), PROCESS_MODULES[name])
+        if not ours and not port_is_free(settings.host, port):
+            raise PortInUseError(port, PORT_HINTS[name])
+
+
+def _ensure_process(
+    settings: Settings, name: str, extra_args: list[str], env: dict, previous: dict | None, progress: Callable
+) -> dict:
+    port, module = getattr(settings, f"{name}_port"), PROCESS_MODULES[name]
+    if previous and previous.get("port") == port and process_alive(previous.get("pid"), module):
+        return previous
+    if previous and process_alive(previous.get("pid"), module):
+        raise StackError(
+            f"{name} already runs on port {previous['port']}; run `clickstream down` before changing its port"
+        )
+    if not port_is_free(settings.host, port):
+        raise PortInUseError(port, PORT_HINTS[name])
+    log_file = settings.home / "logs" / f"{name}.log"
+    argv = [sys.executable, "-m", module, "--host", settings.host, "--port", str(port), *extra_args]
+    pid = spawn(name, argv, env, log_file)
+    url = f"http://{settings.host}:{port}/"
+    wait_until(lambda: http_ok(url), f"{name} on port {port}", log_file, pid, module)
+    progress(f"started {name} on {url} (pid {pid})")
+    return {"port": port, "pid": pid, "log": str(log_file)}
+
+
+def _ensure_buckets(settings: Settings) -> None:
+    """Create every bucket the templates declare, with its default encryption."""
+    s3 = aws.client("s3", settings)
+    existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
+    for stack in load_stacks(settings):
+        for bucket in stack.buckets():
+            if bucket.name not in existing:
+                s3.create_bucket(Bucket=bucket.name)
+            if bucket.encryption:
+                s3.put_bucket_encryption(
+                    Bucket=bucket.name,
+                    ServerSideEncryptionConfiguration={
+                        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": bucket.encryption}}]
+                    },
+                )
+
+
+def down(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> list[str]:
+    """Stop, by pid, what `up` started: the API first, then moto (which saves S3), then the clusters."""
+    stopped = []
+    with stack_lock(settings):
+        state = read_state(settings)
+        services = state.get("services", {})
+        for name in ("api", "aws"):
+            svc = services.pop(name, None)
+            if svc and process_alive(svc.get("pid"), PROCESS_MODULES[name]):
+                stop_process(svc["pid"])
+                stopped.append(name)
+                progress(f"stopped {name} (pid {svc['pid']})")
+        for name, cluster in clusters(settings).items():
+            services.pop(name, None)
+            if cluster.stop():
+                stopped.append(name)
+                progress(f"stopped PostgreSQL {name} (data kept in {cluster.data_dir})")
+        if settings.home.exists():
+            write_state(settings, state)
+    return stopped
+
+
+def status(settings: Settings) -> dict:
+    """Endpoints, DSNs and each service's health, as `clickstream status --json` prints them."""
+    state = read_state(settings)
+    services = state.get("services", {})
+    health = {}
+    for name in ("aws", "api"):
+        svc = services.get(name, {})
+        port = svc.get("port", getattr(settings, f"{name}_port"))
+        alive = process_alive(svc.get("pid"), PROCESS_MODULES[name]) and http_ok(f"http://{settings.host}:{port}/")
+        health[name] = {"healthy": alive, "port": port, "pid": svc.get("pid") if alive else None}
+    pg = clusters(settings)
+    for name, cluster in pg.items():
+        running = cluster.is_running()
+        health[name] = {"healthy": running, "port": cluster.port, "pid": cluster.pid if running else None}
+
+    stacks = load_stacks(settings)
+    ingestion = next(s for s in stacks if s.path.stem == "ingestion")
+    readers = _dw_passwords(settings)
+    return {
+        "target": settings.target,
+        "home": str(settings.home),
+        "healthy": all(h["healthy"] for h in health.values()),
+        "api_url": settings.api_url,
+        "ingest_url": f"{settings.api_url}/clickstream",
+        "aws_endpoint_url": settings.aws_endpoint_url,
+        "region": settings.region,
+        "raw_bucket": ingestion.outputs()["RawBucketName"],
+        "dw_dsn": dsn(settings.host, settings.dw_port, DW_DATABASE, "dashboard_reader", readers.get("dashboard_reader", "")),
+        "dw_admin_dsn": pg["dw"].admin_dsn(DW_DATABASE),
+        "services": health,
+    }
+
+
+def _dw_passwords(settings: Settings) -> dict[str, str]:
+    path = credentials_file(settings, "dw")
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,67 @@
+"""A Python stand-in for the browser tracker: posts events to the ingest API in batches, with retries.
+
+Retries resend the same events with the same event ids, so the warehouse still counts each once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import httpx
+
+MAX_BATCH = 500
+
+
+@dataclass
+class SendReport:
+    requests: int = 0
+    accepted: int = 0
+    retries: int = 0
+    rejected: list[dict] = field(default_factory=list)
+    object_keys: list[str] = field(default_factory=list)
+
+
+def send_events(
+    ingest_url: str,
+    events: Iterable[dict],
+    batch_size: int = 100,
+    retries: int = 3,
+    client: httpx.Client | None = None,
+) -> SendReport:
+    """POST `events` as `{"events": [...]}` batches; 5xx and connection errors are retried with backoff."""
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
+    events = list(events)
+    report = SendReport()
+    own_client = client is None
+    client = client or httpx.Client(timeout=10.0)
+    try:
+        for start in range(0, len(events), batch_size):
+            batch = events[start : start + batch_size]
+            body = _post_with_retries(client, ingest_url, {"events": batch}, retries, report)
+            report.accepted += body.get("accepted", 0)
+            report.rejected += [{**r, "index": r["index"] + start} for r in body.get("rejected", [])]
+            if body.get("object_key"):
+                report.object_keys.append(body["object_key"])
+    finally:
+        if own_client:
+            client.close()
+    return report
+
+
+def _post_with_retries(client: httpx.Client, url: str, payload: dict, retries: int, report: SendReport) -> dict:
+    for attempt in range(retries + 1):
+        report.requests += 1
+        try:
+            response = client.post(url, json=payload)
+            if response.status_code < 500:
+                return response.json()
+            problem = f"HTTP {response.status_code}: {response.text[:200]}"
+        except httpx.TransportError as error:
+            problem = str(error)
+        if attempt < retries:
+            report.retries += 1
+            time.sleep(0.2 * 2**attempt)
+    raise ConnectionError(f"gave up on {url} after {retries + 1} attempts: {problem}")

@@ -1,0 +1,70 @@
+"""The templates resolve to the local wiring the stack uses (routes, handler, environment, buckets)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from clickstream.cfn import Stack, TemplateError, load_stacks, local_api_id
+from clickstream.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings.from_env({}, project=ROOT, home=ROOT / ".clickstream-unused")
+
+
+@pytest.fixture
+def ingestion(settings) -> Stack:
+    return next(s for s in load_stacks(settings) if s.path.stem == "ingestion")
+
+
+def test_ingest_route_invokes_the_ingest_function_with_payload_2(ingestion):
+    (api,) = ingestion.http_apis()
+    assert api.name == "clickstream-http-api"
+    assert [(r.key, r.function) for r in api.routes] == [("POST /clickstream", "IngestFunction")]
+    assert api.stage == "$default"
+    assert api.api_id == local_api_id("clickstream-http-api") and len(api.api_id) == 10
+    assert "POST" in api.cors["AllowMethods"] and api.cors["AllowOrigins"] == ["*"]
+
+
+def test_function_environment_resolves_refs_to_local_resources(ingestion):
+    function = ingestion.functions()["IngestFunction"]
+    assert function.name == "clickstream-ingest-local"
+    assert function.handler == "handler.handler"
+    assert function.source_dir == ROOT / "lambdas" / "ingest"
+    assert function.environment["RAW_BUCKET"] == "clickstream-s3-ingest-local"
+    assert function.timeout == 10
+
+
+def test_buckets_and_outputs(ingestion):
+    assert [(b.name, b.encryption) for b in ingestion.buckets()] == [("clickstream-s3-ingest-local", "AES256")]
+    outputs = ingestion.outputs()
+    assert outputs["RawBucketName"] == "clickstream-s3-ingest-local"
+    assert outputs["ApiUrl"].endswith(".execute-api.us-east-1.amazonaws.com/clickstream")
+
+
+def test_sub_getatt_and_escapes(ingestion):
+    assert ingestion.resolve({"Fn::Sub": "${RawBucket.Arn}/events/*"}) == "arn:aws:s3:::clickstream-s3-ingest-local/events/*"
+    assert ingestion.resolve({"Fn::Sub": "${!NotAVariable}-${AWS::Region}"}) == "${NotAVariable}-us-east-1"
+    assert ingestion.resolve({"Fn::Sub": ["${A}-${NameSuffix}", {"A": "x"}]}) == "x-local"
+    assert ingestion.resolve({"Fn::Join": ["/", ["a", {"Ref": "NameSuffix"}]]}) == "a/local"
+
+
+def test_unknown_reference_is_a_clear_error(ingestion):
+    with pytest.raises(TemplateError, match="Ref to unknown Nope"):
+        ingestion.resolve({"Ref": "Nope"})
+    with pytest.raises(TemplateError, match="Fn::If is not supported"):
+        ingestion.resolve({"Fn::If": ["c", 1, 2]})
+
+
+def test_a_changed_template_changes_the_wiring(tmp_path, settings):
+    shutil.copytree(ROOT / "cloudformation", tmp_path / "cloudformation")
+    path = tmp_path / "cloudformation" / "ingestion.yaml"
+    text = path.read_text().replace("RouteKey: POST /clickstream", "RouteKey: PUT /v2/events/{stream}")
+    path.write_text(text.replace("RAW_PREFIX: events/", "RAW_PREFIX: other/"))
+    stack = next(s for s in load_stacks(settings.with_(project=tmp_path)) if s.path.stem == "ingestion")
+    assert [r.key for r in stack.http_apis()[0].routes] == ["PUT /v2/events/{stream}"]
+    assert stack.functions()["IngestFunction"].environment["RAW_PREFIX"] == "other/"

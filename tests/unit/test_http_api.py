@@ -1,0 +1,115 @@
+"""The local HTTP API builds API Gateway payload format 2.0 events and maps handler results back."""
+
+import base64
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from clickstream.cfn import HttpApi, HttpRoute
+from clickstream.http_api import create_app
+from clickstream.lambda_runtime import LambdaTimeoutError
+
+
+class RecordingFunction:
+    """Stands in for a LocalLambda: records the event, returns a chosen result."""
+
+    def __init__(self, result=None, error=None):
+        self.result, self.error, self.events = result, error, []
+        self.function = type("F", (), {"name": "recording"})()
+
+    def invoke(self, event, request_id=None):
+        self.events.append(event)
+        if self.error:
+            raise self.error
+        return self.result
+
+
+def make_client(function, routes=("POST /clickstream",), cors=None):
+    api = HttpApi("Api", "test-api", "abcdef1234", "$default", tuple(HttpRoute(k, "Fn") for k in routes), cors)
+    return TestClient(create_app(api, {"Fn": function}))
+
+
+def test_request_becomes_a_payload_2_event():
+    function = RecordingFunction({"statusCode": 201, "headers": {"X-Thing": "1"}, "body": "{}"})
+    client = make_client(function)
+    response = client.post(
+        "/clickstream?a=1&a=2&b=x", content=b'{"k": 1}',
+        headers={"content-type": "application/json", "user-agent": "pytest-agent", "cookie": "c1=v1; c2=v2"},
+    )
+    assert response.status_code == 201 and response.headers["x-thing"] == "1"
+    (event,) = function.events
+    assert event["version"] == "2.0" and event["routeKey"] == "POST /clickstream"
+    assert event["rawPath"] == "/clickstream" and event["rawQueryString"] == "a=1&a=2&b=x"
+    assert event["queryStringParameters"] == {"a": "1,2", "b": "x"}
+    assert event["cookies"] == ["c1=v1", "c2=v2"] and "cookie" not in event["headers"]
+    assert event["headers"]["user-agent"] == "pytest-agent"
+    assert all(key == key.lower() for key in event["headers"])
+    assert event["body"] == '{"k": 1}' and event["isBase64Encoded"] is False
+    ctx = event["requestContext"]
+    assert ctx["http"] == {"method": "POST", "path": "/clickstream", "protocol": "HTTP/1.1",
+                           "sourceIp": "testclient", "userAgent": "pytest-agent"}
+    assert ctx["apiId"] == "abcdef1234" and ctx["stage"] == "$default" and ctx["routeKey"] == "POST /clickstream"
+    assert response.headers["apigw-requestid"] == ctx["requestId"]
+    assert abs(ctx["timeEpoch"] / 1000 - __import__("time").time()) < 60
+
+
+def test_binary_body_is_base64_encoded():
+    function = RecordingFunction({"statusCode": 200, "body": ""})
+    make_client(function).post("/clickstream", content=b"\xff\x00\x01", headers={"content-type": "application/octet-stream"})
+    event = function.events[0]
+    assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == b"\xff\x00\x01"
+
+
+def test_bare_object_result_becomes_200_json():
+    response = make_client(RecordingFunction({"ok": True})).post("/clickstream", json={})
+    assert response.status_code == 200 and response.json() == {"ok": True}
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_base64_result_and_cookies_are_decoded():
+    result = {"statusCode": 200, "body": base64.b64encode(b"bin").decode(), "isBase64Encoded": True,
+              "cookies": ["a=1", "b=2"]}
+    response = make_client(RecordingFunction(result)).post("/clickstream", json={})
+    assert response.content == b"bin" and response.headers.get_list("set-cookie") == ["a=1", "b=2"]
+
+
+def test_unknown_route_and_method_are_404_without_invoking():
+    function = RecordingFunction({"statusCode": 200})
+    client = make_client(function)
+    assert client.post("/other", json={}).status_code == 404
+    assert client.get("/clickstream").json() == {"message": "Not Found"}
+    assert function.events == []
+
+
+def test_path_parameters_and_greedy_routes():
+    function = RecordingFunction({"statusCode": 204})
+    client = make_client(function, routes=("GET /items/{id}", "ANY /{proxy+}"))
+    client.get("/items/42")
+    client.delete("/a/b/c")
+    assert function.events[0]["pathParameters"] == {"id": "42"} and function.events[0]["routeKey"] == "GET /items/{id}"
+    assert function.events[1]["pathParameters"] == {"proxy": "a/b/c"} and function.events[1]["routeKey"] == "ANY /{proxy+}"
+
+
+@pytest.mark.parametrize("error, status", [(RuntimeError("boom"), 500), (LambdaTimeoutError("slow"), 503)])
+def test_handler_failures_map_like_api_gateway(error, status):
+    response = make_client(RecordingFunction(error=error)).post("/clickstream", json={})
+    assert response.status_code == status and "message" in response.json()
+
+
+def test_cors_preflight_from_template_configuration():
+    cors = {"AllowOrigins": ["https://shop.example.com"], "AllowMethods": ["POST", "OPTIONS"],
+            "AllowHeaders": ["content-type"], "MaxAge": 600}
+    function = RecordingFunction({"statusCode": 200, "body": "{}"})
+    client = make_client(function, cors=cors)
+    ok = client.options("/clickstream", headers={"origin": "https://shop.example.com",
+                                                 "access-control-request-method": "POST",
+                                                 "access-control-request-headers": "content-type"})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://shop.example.com"
+    assert ok.headers["access-control-max-age"] == "600"
+    denied = client.options("/clickstream", headers={"origin": "https://evil.example",
+                                                     "access-control-request-method": "POST"})
+    assert denied.status_code == 400 and "access-control-allow-origin" not in denied.headers
+    assert function.events == []
+    simple = client.post("/clickstream", json={}, headers={"origin": "https://shop.example.com"})
+    assert simple.headers["access-control-allow-origin"] == "https://shop.example.com"
