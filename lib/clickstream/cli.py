@@ -178,3 +178,7 @@ def demo(ctx, **ports) -> None:
     click.echo(f"   this run wrote {len(written)} objects; the bucket holds {len(objects)} in all")
     click.secho("\nNext: open notebooks/00_welcome_and_setup.ipynb (jupyter lab), or `clickstream --help`.", bold=True)
     click.echo("The stack keeps running; stop it with `clickstream down` (data is kept).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,688 @@
+"""Private PostgreSQL clusters for the local stack: the analytics warehouse and the shop's OLTP database.
+
+Each cluster is a throwaway, project-local data dir served on 127.0.0.1:<port>:
+
+    dw = Cluster("dw", home / "pg" / "dw", port=15432, port_hint="--dw-port or CLICKSTREAM_DW_PORT")
+    dw.ensure_started()                      # initdb on first use, start if not running
+    setup_warehouse(dw, load_or_create(home / "credentials" / "dw.json", WAREHOUSE_ROLES))
+    dw.stop()                                # pg_ctl stop -m fast, data kept
+
+Binaries: $CLICKSTREAM_PG_BINDIR, else the system PostgreSQL (`pg_config --bindir`, the highest
+/usr/lib/postgresql/*/bin, `initdb` on PATH), else the binaries inside the `pgserver` wheel (only its
+binaries: its Python API has side effects as root).
+
+Users: initdb/postgres refuse to run as root. As root every server command runs as the `postgres`
+system user (setpriv, else runuser); if that user does not exist we stop with a message telling how
+to create it (we do not create system users ourselves). As a normal user they run directly.
+
+Layout of the real cluster dir (the requested base dir, or its /tmp fallback, see `Cluster.dir`):
+    data/            PGDATA (0700, owned by the server user); data/clickstream.conf is rewritten at each start
+    run/             unix socket dir (0700): only the server user (and root) can reach the socket
+    postgres.log     server log (pg_ctl -l)
+
+Auth: superuser `postgres` only over the unix socket (trust; the 0700 socket dir keeps others out);
+TCP on 127.0.0.1 needs a scram-sha-256 password and refuses `postgres`. Applications use login roles
+created by setup_warehouse / setup_oltp. Passwords go to the server as SCRAM verifiers computed here,
+so the plain text never reaches the server (or its log).
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import hmac
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+BINDIR_ENV = "CLICKSTREAM_PG_BINDIR"
+SERVER_USER = "postgres"  # OS user running the server when we are root
+SUPERUSER = "postgres"  # database superuser (initdb -U)
+
+WAREHOUSE_DB = "clickstream_dw"
+ETL_WRITER = "etl_writer"
+DASHBOARD_READER = "dashboard_reader"
+WAREHOUSE_ROLES = (ETL_WRITER, DASHBOARD_READER)
+
+OLTP_DB = "shop_oltp"
+SHOP_APP = "shop_app"
+OLTP_ROLES = (SHOP_APP,)
+
+POINTER_FILE = "location"  # in the requested base dir when the cluster lives in the /tmp fallback
+CONF_FILE = "clickstream.conf"  # included from postgresql.conf, rewritten at every start
+TMP_ROOT = Path("/tmp")  # not $TMPDIR: macOS's is too long for a unix socket path
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the trailing NUL
+START_TIMEOUT = 60
+LOG_TAIL_LINES = 25
+
+
+class ClusterError(RuntimeError):
+    """initdb / start / stop failed, or the cluster cannot be set up here; the message says what to do."""
+
+
+class PortInUseError(ClusterError):
+    """The port is taken by a program other than this cluster."""
+
+    def __init__(self, port: int, setting_hint: str = ""):
+        super().__init__(port, setting_hint)
+        self.port = port
+        self.setting_hint = setting_hint
+
+    def __str__(self) -> str:
+        message = f"port {self.port} is already in use by another program"
+        return f"{message}; choose another with {self.setting_hint}" if self.setting_hint else message
+
+
+# ----------------------------------------------------------------------------------------- binaries
+
+
+def find_bindir() -> Path:
+    """The folder holding initdb, pg_ctl and postgres (see the module docstring for the search order)."""
+    if env := os.environ.get(BINDIR_ENV):
+        if not _has_server(Path(env)):
+            raise ClusterError(f"{BINDIR_ENV}={env} does not contain initdb, pg_ctl and postgres")
+        return Path(env)
+    for candidate in _system_bindirs():
+        if _has_server(candidate):
+            return candidate
+    if (wheel := pgserver_bindir()) is not None and _has_server(wheel):
+        return wheel
+    raise ClusterError(
+        "no PostgreSQL server binaries found: install PostgreSQL (e.g. `apt-get install postgresql`), "
+        f"or `pip install pgserver`, or point {BINDIR_ENV} at a folder with initdb, pg_ctl and postgres"
+    )
+
+
+def pgserver_bindir() -> Path | None:
+    """pgserver._commands.POSTGRES_BIN_PATH, found without importing pgserver (its import has side effects)."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def _system_bindirs() -> Iterator[Path]:
+    if pg_config := shutil.which("pg_config"):
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                yield Path(out.stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    versions = []
+    for path in Path("/usr/lib/postgresql").glob("*/bin"):
+        try:
+            versions.append((tuple(int(x) for x in path.parent.name.split(".")), path))
+        except ValueError:
+            continue
+    yield from (path for _, path in sorted(versions, reverse=True))
+    if initdb := shutil.which("initdb"):
+        yield Path(initdb).resolve().parent
+
+
+def _has_server(bindir: Path) -> bool:
+    return all(os.access(bindir / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres"))
+
+
+def _major_version(bindir: Path) -> int:
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, timeout=30)
+    match = re.search(r"\)\s*(\d+)", out.stdout)
+    if out.returncode != 0 or not match:
+        raise ClusterError(f"cannot run {bindir / 'postgres'} --version: {(out.stderr or out.stdout).strip()}")
+    return int(match.group(1))
+
+
+# ----------------------------------------------------------------------------- users and processes
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    uid: int
+    gid: int
+    prefix: tuple[str, ...]  # () when we run the server commands ourselves
+
+
+def _run_as() -> _RunAs:
+    if os.geteuid() != 0:
+        return _RunAs(os.geteuid(), os.getegid(), ())
+    try:
+        pw = pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise ClusterError(
+            f"running as root, PostgreSQL must run as another user but there is no `{SERVER_USER}` system user. "
+            f"Create one (`useradd --system --user-group --home-dir /var/lib/postgresql --shell /usr/sbin/nologin "
+            f"{SERVER_USER}`) or run as a normal user."
+        ) from None
+    if shutil.which("setpriv"):
+        prefix = ("setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--")
+    elif shutil.which("runuser"):
+        prefix = ("runuser", "-u", SERVER_USER, "--")
+    else:
+        raise ClusterError(f"running as root, but neither setpriv nor runuser is installed to run PostgreSQL as `{SERVER_USER}`")
+    return _RunAs(pw.pw_uid, pw.pw_gid, prefix)
+
+
+def _clean_env() -> dict[str, str]:
+    """Our environment minus libpq/server variables (PGPORT, PGDATA, ...) that would override our options."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
+def _server_can_traverse(run_as: _RunAs, directory: Path) -> bool:
+    """Can the server user reach `directory` (search permission on it and on all its parents)?"""
+    if not run_as.prefix:
+        return True
+    result = subprocess.run([*run_as.prefix, "test", "-x", str(directory)], env=_clean_env(), cwd="/",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    return result.returncode == 0
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, someone else's
+    comm = Path(f"/proc/{pid}/comm")
+    if comm.exists():  # Linux: a stale postmaster.pid whose pid was reused by another program
+        try:
+            return comm.read_text().strip() in ("postgres", "postmaster")
+        except OSError:
+            return True
+    return True
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as postgres does: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _short_hash(path: Path) -> str:
+    return hashlib.sha256(str(path).encode()).hexdigest()[:10]
+
+
+def _conf_quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _make_dirs(path: Path, mode: int = 0o755) -> None:
+    """mkdir -p with an explicit mode on each folder we create (a 077 umask must not lock the server user out)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        os.chmod(folder, mode)
+
+
+@contextmanager
+def _flock(directory: Path) -> Iterator[None]:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------ cluster
+
+
+@dataclass
+class Cluster:
+    """One private PostgreSQL cluster ("dw" or "oltp") served on host:port."""
+
+    name: str
+    base_dir: Path  # requested dir; the real one may be the /tmp fallback (see .dir)
+    port: int
+    host: str = "127.0.0.1"
+    port_hint: str = ""  # how the caller's user changes the port, e.g. "--dw-port or CLICKSTREAM_DW_PORT"
+    bindir: Path | None = None  # None: find_bindir()
+    _dir: Path | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.base_dir = Path(self.base_dir).expanduser().absolute()
+        self.port = int(self.port)
+        if self.bindir is not None:
+            self.bindir = Path(self.bindir)
+
+    # ---- where things are
+
+    @property
+    def dir(self) -> Path:
+        """The real cluster dir: base_dir, or /tmp/clickstream-pg-<uid>-<hash of base_dir>/<name> when, as root,
+        the `postgres` user cannot traverse base_dir's parents. The fallback is recorded in base_dir/location."""
+        if self._dir is None:
+            self._dir = self._locate()
+        return self._dir
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "postgres.log"
+
+    @property
+    def socket_dir(self) -> Path:
+        run = self.dir / "run"
+        if len(os.fsencode(run / f".s.PGSQL.{self.port}")) <= SOCKET_PATH_MAX:
+            return run
+        return self._tmp_root() / f"{self.name}-run"
+
+    def _tmp_root(self) -> Path:
+        return TMP_ROOT / f"clickstream-pg-{os.geteuid()}-{_short_hash(self.base_dir.resolve())}"
+
+    def _locate(self) -> Path:
+        pointer = self.base_dir / POINTER_FILE
+        if pointer.is_file():
+            target = Path(pointer.read_text().strip() or ".")
+            if target.is_absolute() and target.parent.is_dir():  # else /tmp was cleaned: decide again
+                return target
+        if (self.base_dir / "data").exists():
+            return self.base_dir
+        try:
+            run_as = _run_as()
+        except ClusterError:
+            return self.base_dir  # ensure_started will raise the same error; nothing can be running
+        # base_dir itself will belong to the server user; it must traverse the parents. Folders we create
+        # get 0755, so the nearest existing parent decides.
+        probe = self.base_dir.parent
+        while not probe.exists():
+            probe = probe.parent
+        if not _server_can_traverse(run_as, probe):
+            return self._tmp_root() / self.name
+        return self.base_dir
+
+    # ---- state
+
+    def _pidfile_lines(self) -> list[str]:
+        try:
+            return (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except PermissionError as exc:
+            raise ClusterError(f"cannot read {exc.filename}: the cluster was created by another user") from None
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (first line of data/postmaster.pid), or None when not running."""
+        lines = self._pidfile_lines()
+        try:
+            pid = int(lines[0])
+        except (IndexError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def _running_port(self) -> int | None:
+        lines = self._pidfile_lines()
+        try:
+            return int(lines[3])
+        except (IndexError, ValueError):
+            return None
+
+    # ---- start / stop
+
+    def ensure_started(self) -> bool:
+        """initdb if needed and start if not running. True if this call started the server, False if it was running."""
+        if self._check_running():
+            return False
+        run_as = _run_as()
+        bindir = self.bindir or find_bindir()
+        if not _port_free(self.host, self.port):
+            raise PortInUseError(self.port, self.port_hint)
+        self._prepare_dirs(run_as)
+        with _flock(self.dir):
+            if self._check_running():  # another process started it while we waited for the lock
+                return False
+            if run_as.prefix and not _server_can_traverse(run_as, bindir):
+                raise ClusterError(f"the `{SERVER_USER}` user cannot reach {bindir}; install PostgreSQL system-wide "
+                                   f"or put the binaries in a folder others can read")
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb(run_as, bindir)
+            self._check_version(bindir)
+            self._write_config(run_as)
+            self._pg_ctl_start(run_as, bindir)
+        return True
+
+    def _check_running(self) -> bool:
+        if not self.is_running():
+            return False
+        running = self._running_port()
+        if running is not None and running != self.port:
+            raise ClusterError(f"the {self.name} cluster in {self.dir} is already running on port {running}, "
+                               f"not {self.port}; stop it first")
+        return True
+
+    def stop(self) -> bool:
+        """pg_ctl stop -m fast (data is kept). True if it stopped a running server, False if none was running."""
+        if not self.is_running():
+            return False
+        run_as = _run_as()
+        bindir = self.bindir or find_bindir()
+        result = self._run(run_as, [str(bindir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w",
+                                    "-t", str(START_TIMEOUT)])
+        if result.returncode != 0 and self.is_running():
+            raise ClusterError(f"could not stop the {self.name} cluster:\n{result.stdout.strip()}\n"
+                               f"--- last lines of {self.log_file}:\n{_tail(self.log_file)}")
+        return True
+
+    def _run(self, run_as: _RunAs, cmd: list[str], timeout: float = START_TIMEOUT + 30) -> subprocess.CompletedProcess:
+        # Output into a file, not a pipe: a server forked by pg_ctl must not hold our pipe open.
+        with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
+            result = subprocess.run([*run_as.prefix, *cmd], stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=_clean_env(), cwd=str(self.dir), timeout=timeout)
+            out.seek(0)
+            return subprocess.CompletedProcess(result.args, result.returncode, out.read(), None)
+
+    def _prepare_dirs(self, run_as: _RunAs) -> None:
+        real = self.dir
+        _make_dirs(self.base_dir.parent)
+        self.base_dir.mkdir(exist_ok=True)
+        if self._tmp_root() in (real.parent, self.socket_dir.parent):
+            self._make_tmp_root(run_as)
+        if real != self.base_dir:
+            pointer = self.base_dir / POINTER_FILE
+            if not pointer.is_file() or pointer.read_text().strip() != str(real):
+                pointer.write_text(f"{real}\n")
+        self._own_dir(real, run_as)
+        self._own_dir(self.socket_dir, run_as)
+
+    def _make_tmp_root(self, run_as: _RunAs) -> None:
+        """/tmp is shared: refuse a folder that someone else created to catch our files."""
+        root = self._tmp_root()
+        try:
+            root.mkdir(mode=0o700)
+            os.chmod(root, 0o711 if run_as.prefix else 0o700)  # the server user needs to traverse it
+        except FileExistsError:
+            st = os.lstat(root)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                raise ClusterError(f"{root} exists but is not a private folder of this user; remove it") from None
+
+    @staticmethod
+    def _own_dir(folder: Path, run_as: _RunAs) -> None:
+        """Create `folder` 0700 owned by the server user, or check an existing one is (as root: hand it over)."""
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode):
+            raise ClusterError(f"{folder} is not a folder")
+        if st.st_uid != run_as.uid:
+            if not (run_as.prefix and st.st_uid == 0):
+                raise ClusterError(f"{folder} belongs to {_user_name(st.st_uid)} but the server runs as "
+                                   f"{_user_name(run_as.uid)}: it was made by another user (or as root); "
+                                   f"run as that user, or delete it")
+            os.chown(folder, run_as.uid, run_as.gid)
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(folder, 0o700)
+
+    def _initdb(self, run_as: _RunAs, bindir: Path) -> None:
+        staging = self.dir / "data.initdb"  # renamed to data/ once complete: a half-made cluster is never used
+        if staging.exists():
+            shutil.rmtree(staging)
+        result = None
+        for locale in ("C.UTF-8", "C"):  # C.UTF-8 is missing on some systems (older macOS)
+            result = self._run(run_as, [str(bindir / "initdb"), "-D", str(staging), "-U", SUPERUSER, "--auth=trust",
+                                        "-E", "UTF8", f"--locale={locale}"])
+            if result.returncode == 0:
+                break
+            if staging.exists():
+                shutil.rmtree(staging)
+        if result.returncode != 0:
+            tail = "\n".join(result.stdout.strip().splitlines()[-LOG_TAIL_LINES:])
+            raise ClusterError(f"initdb of the {self.name} cluster in {staging} failed:\n{tail}")
+        with open(staging / "postgresql.conf", "a", encoding="utf-8") as conf:
+            conf.write(f"\n# Settings of the clickstream local stack, rewritten at every start.\n"
+                       f"include_if_exists = '{CONF_FILE}'\n")
+        staging.rename(self.data_dir)
+
+    def _check_version(self, bindir: Path) -> None:
+        data_version = (self.data_dir / "PG_VERSION").read_text().strip()
+        server_version = _major_version(bindir)
+        if data_version != str(server_version):
+            raise ClusterError(
+                f"the {self.name} cluster in {self.data_dir} was made by PostgreSQL {data_version}, but the binaries "
+                f"in {bindir} are PostgreSQL {server_version}; set {BINDIR_ENV} to a PostgreSQL {data_version} bin "
+                f"folder, or delete {self.dir} to start from scratch (its data is lost)")
+
+    def _write_config(self, run_as: _RunAs) -> None:
+        conf = f"""\
+# Written by clickstream.local.postgres at every start: change the code or the port setting, not this file.
+listen_addresses = {_conf_quote(self.host)}
+port = {self.port}
+unix_socket_directories = {_conf_quote(str(self.socket_dir))}
+password_encryption = 'scram-sha-256'
+# jit compiles each plan: it adds ~10 ms to the short dashboard queries and rarely pays back here.
+jit = off
+# DEV-ONLY speed settings: this is a throwaway local cluster whose data can be rebuilt. A crash of the
+# machine may corrupt it. Never use these for a database whose data matters.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+"""
+        hba = """\
+# Written by clickstream.local.postgres at every start.
+# TYPE  DATABASE  USER      ADDRESS        METHOD
+# The superuser: unix socket only (its folder is 0700, so only the server's OS user and root reach it).
+local   all       postgres                 trust
+host    all       postgres  0.0.0.0/0      reject
+host    all       postgres  ::/0           reject
+# Application roles: password (SCRAM) over TCP on the loopback.
+local   all       all                      scram-sha-256
+host    all       all       127.0.0.1/32   scram-sha-256
+host    all       all       ::1/128        scram-sha-256
+"""
+        self._write_data_file(CONF_FILE, conf, run_as)
+        self._write_data_file("pg_hba.conf", hba, run_as)
+
+    def _write_data_file(self, name: str, text: str, run_as: _RunAs) -> None:
+        path = self.data_dir / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        if run_as.prefix:
+            os.chown(tmp, run_as.uid, run_as.gid)
+        os.replace(tmp, path)
+
+    def _pg_ctl_start(self, run_as: _RunAs, bindir: Path) -> None:
+        log_size = self.log_file.stat().st_size if self.log_file.exists() else 0
+        result = self._run(run_as, [str(bindir / "pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
+                                    "-w", "-t", str(START_TIMEOUT)])
+        if result.returncode == 0 and self.is_running():
+            return
+        new_log = _tail(self.log_file, 400)
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(log_size)
+                new_log = f.read().decode("utf-8", "replace")
+        except OSError:
+            pass
+        self._kill_leftover()
+        if "Address already in use" in new_log or "could not create any TCP/IP sockets" in new_log:
+            raise PortInUseError(self.port, self.port_hint)
+        tail = "\n".join(new_log.strip().splitlines()[-LOG_TAIL_LINES:]) or _tail(self.log_file)
+        raise ClusterError(f"the {self.name} cluster did not start (pg_ctl: {result.stdout.strip()})\n"
+                           f"--- last lines of {self.log_file}:\n{tail}")
+
+    def _kill_leftover(self) -> None:
+        """After a failed or timed-out start, do not leave a half-started postmaster behind."""
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGINT)  # fast shutdown
+        except OSError:
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.05)
+
+    # ---- SQL
+
+    def admin_dsn(self, dbname: str = "postgres") -> str:
+        """The superuser over the unix socket (the only way it can log in)."""
+        return make_conninfo("", host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=dbname)
+
+    def app_dsn(self, dbname: str, user: str, password: str) -> str:
+        """An application role over TCP (contains the password: do not log it)."""
+        return dsn(self.host, self.port, dbname, user, password)
+
+    def connect_admin(self, dbname: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(self.admin_dsn(dbname), autocommit=True, connect_timeout=10)
+
+    def ensure_database(self, dbname: str, owner: str | None = None) -> None:
+        with self.connect_admin() as conn:
+            row = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+            if row is None:
+                query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))
+                if owner:
+                    query += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+                conn.execute(query)
+            elif owner and row[0] != owner:
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(owner)))
+
+    def ensure_login_role(self, role: str, password: str) -> None:
+        """Create the role, or reset its password and attributes: an application role, never privileged."""
+        if not password:
+            raise ValueError(f"empty password for role {role}")
+        # A SCRAM verifier computed here, so the plain text never reaches the server (nor its log on error).
+        secret = _scram_verifier(password) if password.isascii() else password  # non-ASCII needs SASLprep
+        attrs = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD {}").format(
+            sql.Literal(secret))
+        with self.connect_admin() as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            verb = sql.SQL("ALTER ROLE") if exists else sql.SQL("CREATE ROLE")
+            conn.execute(sql.SQL("{} {} {}").format(verb, sql.Identifier(role), attrs))
+
+
+def _scram_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for an ASCII `password` (as libpq's PQencryptPasswordConn)."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def dsn(host: str, port: int, dbname: str, user: str, password: str | None = None) -> str:
+    """A libpq key=value connection string, each value quoted as needed (contains the password: do not log it)."""
+    params = {"host": host, "port": port, "dbname": dbname, "user": user}
+    if password is not None:
+        params["password"] = password
+    return make_conninfo("", **params)
+
+
+def _require(passwords: Mapping[str, str], roles: tuple[str, ...], what: str) -> None:
+    missing = [role for role in roles if not passwords.get(role)]
+    if missing:
+        raise ValueError(f"no password for {', '.join(missing)} ({what})")
+
+
+def setup_warehouse(cluster: Cluster, passwords: Mapping[str, str]) -> None:
+    """Database clickstream_dw and its roles; idempotent (re-running resets passwords from `passwords`).
+
+    etl_writer: CONNECT, TEMPORARY (staging temp tables for loads), USAGE on public, SELECT/INSERT/UPDATE/DELETE
+    on its tables and USAGE/SELECT/UPDATE on its sequences, now and (default privileges) on those postgres
+    creates later. dashboard_reader: CONNECT, USAGE on public, SELECT on tables now and later; nothing else.
+    Neither can create objects. Tables in other schemas than public are not covered.
+    """
+    _require(passwords, WAREHOUSE_ROLES, "setup_warehouse")
+    for role in WAREHOUSE_ROLES:
+        cluster.ensure_login_role(role, passwords[role])
+    cluster.ensure_database(WAREHOUSE_DB, owner=SUPERUSER)
+    _lock_down_maintenance_dbs(cluster)
+    etl, reader, db, su = (sql.Identifier(x) for x in (ETL_WRITER, DASHBOARD_READER, WAREHOUSE_DB, SUPERUSER))
+    statements = [
+        sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db),
+        sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, etl),
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, reader),
+        sql.SQL("REVOKE ALL ON SCHEMA public FROM PUBLIC"),
+        sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}").format(etl, reader),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(etl),
+        sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(etl),
+        sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(reader),
+        sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}").format(su, etl),
+        sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
+                "GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {}").format(su, etl),
+        sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(su, reader),
+    ]
+    with cluster.connect_admin(WAREHOUSE_DB) as conn, conn.transaction():
+        for statement in statements:
+            conn.execute(statement)
+
+
+def setup_oltp(cluster: Cluster, passwords: Mapping[str, str]) -> None:
+    """Database shop_oltp owned by shop_app (which owns its schema public and creates the shop's tables); idempotent."""
+    _require(passwords, OLTP_ROLES, "setup_oltp")
+    cluster.ensure_login_role(SHOP_APP, passwords[SHOP_APP])
+    cluster.ensure_database(OLTP_DB, owner=SHOP_APP)
+    _lock_down_maintenance_dbs(cluster)
+    app, db = sql.Identifier(SHOP_APP), sql.Identifier(OLTP_DB)
+    with cluster.connect_admin(OLTP_DB) as conn, conn.transaction():
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+        conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, app))
+        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(app))
+        conn.execute(sql.SQL("REVOKE ALL ON SCHEMA public FROM PUBLIC"))
+
+
+def _lock_down_maintenance_dbs(cluster: Cluster) -> None:
+    """Application roles only reach their own database."""
+    with cluster.connect_admin() as conn:
+        for name in ("postgres", "template1"):
+            conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
