@@ -84,7 +84,9 @@ def status(ctx, as_json: bool) -> None:
     """Endpoints, DSNs and the health of each local service (exit 1 if one is down)."""
     result = stack.status(ctx.obj)
     echo_json(result) if as_json else print_status(result)
-    sys.exit(0 if result["healthy"] else 1)
+    if not result["healthy"]:
+        click.echo("some services are down: start them with `clickstream up`", err=True)
+        sys.exit(1)
 
 
 def print_status(result: dict) -> None:
