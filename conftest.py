@@ -7,69 +7,45 @@ and never touches a learner's own stack in ./.clickstream.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import tempfile
-from pathlib import Path
+from contextlib import ExitStack
 
 import pytest
 
-from clickstream.local import stack
+from clickstream.local.stack import private_stack
 from clickstream.settings import Settings
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class SessionStack:
-    """Starts lazily, at most once per run; `settings` describe where it runs."""
+    """Starts lazily, at most once per run."""
 
     def __init__(self) -> None:
+        self._exit = ExitStack()
         self.settings: Settings | None = None
 
     def ensure(self) -> Settings:
         if self.settings is None:
-            home = Path(tempfile.mkdtemp(prefix="cs-test-"))
-            home.chmod(0o755)  # as root, the postgres user must reach the data dirs inside
-            env = {
-                "CLICKSTREAM_HOME": str(home),
-                "CLICKSTREAM_TARGET": "local",
-                **{var: str(free_port()) for var in Settings.PORT_ENV.values()},
-            }
-            os.environ.update(env)
-            self.settings = Settings.from_env()
-            try:
-                stack.up(self.settings)
-            except Exception:
-                self.stop()
-                raise
+            self.settings = self._exit.enter_context(private_stack(apply_to_environ=True))
         return self.settings
 
     def stop(self) -> None:
-        if self.settings is not None:
-            stack.down(self.settings)
-            shutil.rmtree(self.settings.home, ignore_errors=True)
-            self.settings = None
+        self._exit.close()
+        self.settings = None
 
 
-TEST_STACK = SessionStack()
+SESSION_STACK = SessionStack()
 
 
 @pytest.fixture(scope="session")
 def local_stack() -> Settings:
     """Settings of the running test stack (started on first use)."""
-    return TEST_STACK.ensure()
+    return SESSION_STACK.ensure()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.path.suffix == ".ipynb":
-        TEST_STACK.ensure()  # before nbval starts the kernel, so it inherits the stack's environment
+        SESSION_STACK.ensure()  # before nbval starts the kernel, so the kernel inherits the stack's environment
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    TEST_STACK.stop()
+    SESSION_STACK.stop()

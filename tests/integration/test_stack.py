@@ -11,6 +11,7 @@ import pytest
 
 from clickstream import aws
 from clickstream.local import stack
+from clickstream.local.stack import free_port
 from clickstream.local.postgres import PortInUseError
 from clickstream.settings import Settings
 
@@ -70,16 +71,10 @@ def test_a_port_taken_by_another_program_is_named_with_its_setting(tmp_path):
         squatter.listen()
         taken = squatter.getsockname()[1]
         settings = Settings.from_env({"CLICKSTREAM_HOME": str(tmp_path)}, api_port=taken,
-                                     aws_port=_free(), dw_port=_free(), oltp_port=_free())
+                                     aws_port=free_port(), dw_port=free_port(), oltp_port=free_port())
         with pytest.raises(PortInUseError, match=rf"{taken}.*(--api-port|CLICKSTREAM_API_PORT)"):
             stack.up(settings)
         assert stack.read_state(settings).get("services", {}) == {}, "nothing may be started before the check"
-        result = cli("--home", str(tmp_path), "up", "--api-port", str(taken), "--aws-port", str(_free()),
-                     "--dw-port", str(_free()), "--oltp-port", str(_free()))
+        result = cli("--home", str(tmp_path), "up", "--api-port", str(taken), "--aws-port", str(free_port()),
+                     "--dw-port", str(free_port()), "--oltp-port", str(free_port()))
         assert result.returncode != 0 and str(taken) in result.stderr and "Traceback" not in result.stderr
-
-
-def _free() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -8,10 +8,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -297,3 +299,34 @@ def status(settings: Settings) -> dict:
 def _dw_passwords(settings: Settings) -> dict[str, str]:
     path = credentials_file(settings, "dw")
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def private_stack(apply_to_environ: bool = False) -> Iterator[Settings]:
+    """A throwaway stack on free ports in a temporary home, stopped and deleted on exit (tests, benchmarks).
+
+    With `apply_to_environ` the process environment points at it, so subprocesses and notebook
+    kernels started inside the block use it too.
+    """
+    home = Path(tempfile.mkdtemp(prefix="cs-"))
+    home.chmod(0o755)  # as root, the postgres user must reach the data dirs inside
+    env = {
+        "CLICKSTREAM_HOME": str(home),
+        "CLICKSTREAM_TARGET": "local",
+        **{var: str(free_port()) for var in Settings.PORT_ENV.values()},
+    }
+    if apply_to_environ:
+        os.environ.update(env)
+    settings = Settings.from_env(env)
+    try:
+        up(settings)
+        yield settings
+    finally:
+        down(settings)
+        shutil.rmtree(home, ignore_errors=True)
