@@ -16,13 +16,13 @@ import json
 import os
 import platform
 import time
-from datetime import datetime, timezone
 
 import httpx
 from tqdm import tqdm
 
 from clickstream import samples
 from clickstream.cfn import load_stacks
+from clickstream.http_api import synthetic_event
 from clickstream.lambda_runtime import LocalLambda
 from clickstream.local.stack import private_stack, status
 
@@ -41,26 +41,17 @@ def post_all(url: str, bodies: list, label: str) -> float:
         return time.perf_counter() - started
 
 
-def api_event(body: dict) -> dict:
-    now = datetime.now(timezone.utc)
-    return {
-        "version": "2.0", "routeKey": "POST /clickstream", "rawPath": "/clickstream", "rawQueryString": "",
-        "headers": {"content-type": "application/json", "user-agent": "Mozilla/5.0 (X11; Linux x86_64) bench"},
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "bench", "stage": "$default", "requestId": "bench",
-            "routeKey": "POST /clickstream", "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "timeEpoch": int(now.timestamp() * 1000),
-            "http": {"method": "POST", "path": "/clickstream", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9",
-                     "userAgent": "Mozilla/5.0 (X11; Linux x86_64) bench"},
-        },
-        "body": json.dumps(body), "isBase64Encoded": False,
-    }
+def api_event(api, body: dict) -> dict:
+    headers = {"content-type": "application/json", "user-agent": "Mozilla/5.0 (X11; Linux x86_64) bench"}
+    return synthetic_event(api, "POST /clickstream", json.dumps(body).encode(), headers)
 
 
 def handler_cpu_per_event(settings, batches: list[list[dict]]) -> float:
-    function = next(f for s in load_stacks(settings) for f in s.functions().values() if f.logical_id == "IngestFunction")
+    stacks = load_stacks(settings)
+    (api,) = [api for stack in stacks for api in stack.http_apis()]
+    function = next(f for s in stacks for f in s.functions().values() if f.logical_id == "IngestFunction")
     ingest = LocalLambda(function, settings)
-    events = [api_event({"events": batch}) for batch in batches]
+    events = [api_event(api, {"events": batch}) for batch in batches]
     ingest.invoke(events[0])  # import and client creation are not per-event costs
     started = time.process_time()
     for event in tqdm(events[1:], desc="handler CPU", unit="req", leave=False):

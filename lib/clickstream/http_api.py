@@ -111,6 +111,27 @@ def build_event(request: Request, body: bytes, route: HttpRoute, params: dict, a
     return event
 
 
+def synthetic_event(
+    api: HttpApi,
+    route_key: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    query: str = "",
+    source_ip: str = "203.0.113.7",
+) -> dict:
+    """The payload format 2.0 event a request to `route_key` (e.g. "POST /clickstream") would produce,
+    without a server: for notebooks that show the event, and for benchmarks that invoke handlers directly."""
+    method, _, path = route_key.partition(" ")
+    headers = {"host": "127.0.0.1", "content-length": str(len(body)), **(headers or {})}
+    scope = {
+        "type": "http", "http_version": "1.1", "method": method, "path": path, "raw_path": path.encode(),
+        "query_string": query.encode(), "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": (source_ip, 50000), "server": ("127.0.0.1", 80), "scheme": "http", "root_path": "",
+    }
+    route = next(r for r in api.routes if r.key == route_key)
+    return build_event(Request(scope), body, route, {}, api, str(uuid.uuid4()))
+
+
 def to_response(result: Any, request_id: str) -> Response:
     """Map the handler's result back to HTTP as API Gateway does for payload format 2.0."""
     headers = {"apigw-requestid": request_id}

@@ -7,7 +7,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from clickstream.cfn import HttpApi, HttpRoute
-from clickstream.http_api import create_app
+from clickstream.http_api import create_app, synthetic_event
 from clickstream.lambda_runtime import LambdaTimeoutError
 
 
@@ -113,3 +113,19 @@ def test_cors_preflight_from_template_configuration():
     assert function.events == []
     simple = client.post("/clickstream", json={}, headers={"origin": "https://shop.example.com"})
     assert simple.headers["access-control-allow-origin"] == "https://shop.example.com"
+
+
+def test_synthetic_event_matches_a_served_request():
+    function = RecordingFunction({"statusCode": 200, "body": ""})
+    api = HttpApi("Api", "test-api", "abcdef1234", "$default", (HttpRoute("POST /clickstream", "Fn"),), None)
+    TestClient(create_app(api, {"Fn": function})).post(
+        "/clickstream", content=b"{}", headers={"content-type": "text/plain", "user-agent": "ua"})
+    served = function.events[0]
+    made = synthetic_event(api, "POST /clickstream", b"{}", {"content-type": "text/plain", "user-agent": "ua"},
+                           source_ip="testclient")
+    volatile = ("requestId", "time", "timeEpoch", "domainName", "domainPrefix")
+    for event in (served, made):
+        for key in volatile:
+            event["requestContext"].pop(key)
+        event["headers"] = {k: v for k, v in event["headers"].items() if k in ("content-type", "user-agent")}
+    assert made == served
