@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Iterator
+
+from clickstream import contract
 
 RAW_PREFIX = "events/"
 
@@ -15,4 +16,5 @@ def list_objects(s3, bucket: str, prefix: str = RAW_PREFIX) -> Iterator[dict]:
 
 
 def read_object(s3, bucket: str, key: str) -> dict:
-    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    """One raw object, money kept exact (decimals, not floats)."""
+    return contract.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())

@@ -1,0 +1,190 @@
+"""ingest-openapi.yaml describes what handle_http_event really accepts and answers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from http import HTTPStatus
+
+import pytest
+import schemathesis
+from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, settings as hypothesis_settings
+from openapi_spec_validator import validate as validate_openapi
+from schemathesis.core.failures import AcceptedNegativeData
+from schemathesis.specs.openapi.checks import negative_data_rejection, unsupported_method
+from openapi_spec_validator.readers import read_from_filename
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from clickstream import contract
+from clickstream.ingest import IngestSettings, handle_http_event
+
+from event_samples import BUCKET, load_sample
+
+DOCUMENT_URI = "urn:clickstream:ingest-openapi"
+FUZZ_EXAMPLES = int(os.environ.get("CLICKSTREAM_FUZZ_EXAMPLES", "40"))
+OPERATION = "/paths/~1clickstream/post"
+
+
+@pytest.fixture(scope="module")
+def document() -> dict:
+    return contract.openapi_document()
+
+
+def schema_at(document: dict, pointer: str):
+    registry = Registry().with_resource(DOCUMENT_URI, Resource(contents=document, specification=DRAFT202012))
+    return contract.EventValidator({"$ref": f"{DOCUMENT_URI}#{pointer}"}, registry=registry, format_checker=contract.FORMAT_CHECKER)
+
+
+def test_openapi_document_is_valid_openapi_3_1(document):
+    spec, base_uri = read_from_filename(str(contract.OPENAPI_PATH))
+    assert spec["openapi"].startswith("3.1")
+    validate_openapi(spec, base_uri=base_uri)
+    validate_openapi(document)
+
+
+def test_limits_in_the_document_match_the_defaults(document):
+    defaults = IngestSettings(raw_bucket=BUCKET)
+    batch = document["components"]["schemas"]["Batch"]["properties"]["events"]
+    assert batch["maxItems"] == defaults.max_batch_events
+    assert str(defaults.max_body_bytes) in document["info"]["description"]
+    rejection_errors = document["components"]["schemas"]["Rejection"]["properties"]["errors"]
+    assert rejection_errors["maxItems"] == contract.MAX_REASONS
+
+
+@pytest.mark.parametrize("media_type", ["application/json", "text/plain"])
+def test_request_examples_match_the_request_schema(document, media_type):
+    content = document["paths"]["/clickstream"]["post"]["requestBody"]["content"][media_type]
+    validator = schema_at(document, "/components/schemas/IngestRequest")
+    for name, example in content["examples"].items():
+        value = example["value"] if "value" in example else document["components"]["examples"][example["$ref"].rsplit("/", 1)[1]]["value"]
+        assert list(validator.iter_errors(value)) == [], name
+
+
+@pytest.mark.parametrize(
+    "sample",
+    ["apigw_http_post_single_event.json", "apigw_http_post_batch_beacon.json", "apigw_http_post_legacy_event.json"],
+)
+def test_sample_bodies_match_the_request_schema(document, sample):
+    validator = schema_at(document, "/components/schemas/IngestRequest")
+    assert list(validator.iter_errors(contract.loads(load_sample(sample)["body"]))) == []
+
+
+def test_request_schema_rejects_what_the_handler_rejects(document, make_event):
+    validator = schema_at(document, "/components/schemas/IngestRequest")
+    for body in ([make_event()], {"events": []}, {"events": [make_event()], "x": 1}, make_event(event_name="checkout")):
+        assert not validator.is_valid(body)
+
+
+class BrokenS3:
+    def put_object(self, **kwargs):
+        raise ClientError({"Error": {"Code": "InternalError", "Message": "We encountered an internal error."}}, "PutObject")
+
+
+def responses_of_every_kind(http_event, s3, make_event) -> list[dict]:
+    ingest_settings = IngestSettings(raw_bucket=BUCKET)
+    valid, invalid = contract.dumps(make_event()), contract.dumps(make_event(event_name="nope"))
+    events = [
+        http_event(),
+        http_event(f'{{"events": [{valid}, {invalid}]}}'),
+        http_event(invalid),
+        http_event(""),
+        http_event("{"),
+        http_event("[]"),
+        http_event('{"events": []}'),
+        http_event("%%%", base64_encoded=True),
+        http_event("x" * (ingest_settings.max_body_bytes + 1)),
+        http_event('{"events": [' + ",".join([valid] * 501) + "]}"),
+        http_event(content_type="application/xml"),
+    ]
+    responses = [handle_http_event(event, str(uuid.uuid4()), s3, ingest_settings) for event in events]
+    responses.append(handle_http_event(http_event(), "r", BrokenS3(), ingest_settings))
+    return responses
+
+
+def test_every_response_is_documented_and_matches_its_schema(document, http_event, s3, make_event):
+    responses = responses_of_every_kind(http_event, s3, make_event)
+    documented = document["paths"]["/clickstream"]["post"]["responses"]
+    assert {response["statusCode"] for response in responses} == {200, 400, 413, 415, 503}
+    for response in responses:
+        status = str(response["statusCode"])
+        assert status in documented
+        validator = schema_at(document, f"{OPERATION}/responses/{status}/content/application~1json/schema")
+        assert list(validator.iter_errors(json.loads(response["body"]))) == [], response["body"]
+        assert response["headers"]["content-type"] == "application/json"
+        for name, header in documented[status].get("headers", {}).items():
+            if "$ref" in header:
+                header = document["components"]["headers"][header["$ref"].rsplit("/", 1)[1]]
+            if header.get("required"):
+                assert name in response["headers"], (status, name)
+
+
+# The same document, fuzzed by schemathesis against the handler in-process ----------------------------------------
+
+
+def wsgi_app(backend: dict):
+    """What API Gateway does for the route, as WSGI: build the payload 2.0 event, call the pure handler."""
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] != "/clickstream" or environ["REQUEST_METHOD"] != "POST":
+            start_response("404 Not Found", [("content-type", "application/json")])
+            return [b'{"message":"Not Found"}']
+        data = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        event = {
+            "version": "2.0",
+            "routeKey": "POST /clickstream",
+            "rawPath": "/clickstream",
+            "headers": headers,
+            "requestContext": {"apiId": "local", "stage": "$default", "requestId": "fuzz", "http": {"method": "POST", "sourceIp": "127.0.0.1"}},
+            "isBase64Encoded": False,
+        }
+        if data:
+            try:
+                event["body"] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                event["body"], event["isBase64Encoded"] = base64.b64encode(data).decode(), True
+        response = handle_http_event(event, str(uuid.uuid4()), backend["s3"], backend["settings"])
+        status = response["statusCode"]
+        start_response(f"{status} {HTTPStatus(status).phrase}", list(response["headers"].items()))
+        return [response["body"].encode("utf-8")]
+
+    return app
+
+
+BACKEND: dict = {}
+INGEST_API = schemathesis.openapi.from_path(contract.OPENAPI_PATH)
+INGEST_API.app = wsgi_app(BACKEND)
+
+
+@pytest.fixture
+def backend(s3, settings):
+    BACKEND.update(s3=s3, settings=settings)
+    yield BACKEND
+    BACKEND.clear()
+
+
+def invalid_events_are_rejected(ctx, response, case):
+    """schemathesis' negative_data_rejection, except that a batch may be partly accepted: answered 200, it
+    must then list rejected events (the spec's documented partial acceptance)."""
+    try:
+        return negative_data_rejection(ctx, response, case)
+    except AcceptedNegativeData:
+        if response.status_code == 200 and json.loads(response.content)["rejected"]:
+            return None
+        raise
+
+
+@INGEST_API.parametrize()
+@hypothesis_settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_handler_conforms_to_openapi_under_fuzzing(case, backend):
+    """Every documented check; a method other than POST is API Gateway's 404, not the handler's business."""
+    case.call_and_validate(
+        excluded_checks=[unsupported_method, negative_data_rejection],
+        additional_checks=[invalid_events_are_rejected],
+    )
