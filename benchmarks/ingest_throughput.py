@@ -34,6 +34,7 @@ def machine() -> str:
 
 def post_all(url: str, bodies: list, label: str) -> float:
     with httpx.Client(timeout=30) as client:
+        client.post(url, json=bodies[0]).raise_for_status()  # warm-up: connection and first-call costs
         started = time.perf_counter()
         for body in tqdm(bodies, desc=label, unit="req", leave=False):
             response = client.post(url, json=body)

@@ -123,11 +123,16 @@ class LocalLambda:
             aws_request_id=request_id or str(uuid.uuid4()),
         )
 
-    def invoke(self, event: Any, request_id: str | None = None) -> Any:
-        context = self.context(request_id)
+    def init(self) -> None:
+        """Import the handler module (Lambda's init phase); invoke does it on first use otherwise."""
         with environment(self.env) if self.scoped_environment else nullcontext():
             if self._handler is None:
                 self._handler = load_handler(self.function)
+
+    def invoke(self, event: Any, request_id: str | None = None) -> Any:
+        self.init()
+        context = self.context(request_id)
+        with environment(self.env) if self.scoped_environment else nullcontext():
             result = self._handler(event, context)
         if context.get_remaining_time_in_millis() == 0:
             raise LambdaTimeoutError(

@@ -37,6 +37,8 @@ def build_app(settings: Settings) -> Starlette:
         merged.update(function.env)
     else:
         os.environ.update(merged)
+    for function in functions.values():
+        function.init()  # import now, so the first request does not pay for it
     return create_app(api, functions)
 
 
