@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 
 import click
+from tqdm import tqdm
 
 from clickstream import aws, raw, samples, tracker
 from clickstream.local import stack
@@ -119,7 +120,9 @@ def psql(ctx, psql_args) -> None:
 def send(ctx, count: int, batch_size: int, seed: int, as_json: bool) -> None:
     """Send sample events through the local HTTP API, as the browser tracker would."""
     url = stack.status(ctx.obj)["ingest_url"]
-    report = tracker.send_events(url, samples.canonical_batch(count, seed), batch_size=batch_size)
+    with tqdm(total=count, unit="event", desc="sending", disable=as_json) as bar:
+        report = tracker.send_events(url, samples.canonical_batch(count, seed), batch_size=batch_size,
+                                     on_batch=bar.update)
     result = {"requests": report.requests, "accepted": report.accepted, "rejected": report.rejected,
               "object_keys": report.object_keys}
     if as_json:
@@ -168,7 +171,10 @@ def demo(ctx, **ports) -> None:
     click.echo(f"   50 events in batches of 25 -> {batched.accepted} accepted in {batched.requests} requests")
     click.echo(f"   10 single events           -> {single.accepted} accepted in {single.requests} requests")
     click.echo(f"   4 legacy tracker events    -> {legacy.accepted} accepted")
-    click.echo(f"   a batch with a bad event   -> {bad.accepted} accepted, rejected: {bad.rejected}")
+    click.echo(f"   a bad event + a resent one -> {bad.accepted} accepted (the resend keeps its event_id: the ETL "
+               "counts it once)")
+    for rejected in bad.rejected:
+        click.echo(f"      rejected #{rejected['index']}: {rejected['reason'][:110]}")
 
     click.secho("\n3. Raw objects written (one per request)", bold=True)
     s3 = aws.client("s3", settings)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import httpx
 
@@ -29,8 +29,11 @@ def send_events(
     batch_size: int = 100,
     retries: int = 3,
     client: httpx.Client | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> SendReport:
-    """POST `events` as `{"events": [...]}` batches; 5xx and connection errors are retried with backoff."""
+    """POST `events` as `{"events": [...]}` batches; 5xx and connection errors are retried with backoff.
+
+    `on_batch(n)` is called after each batch of n events (for a progress bar)."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
     events = list(events)
@@ -45,6 +48,8 @@ def send_events(
             report.rejected += [{**r, "index": r["index"] + start} for r in body.get("rejected", [])]
             if body.get("object_key"):
                 report.object_keys.append(body["object_key"])
+            if on_batch:
+                on_batch(len(batch))
     finally:
         if own_client:
             client.close()
