@@ -189,4 +189,4 @@ def demo(ctx, **ports) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="clickstream")
