@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test up down status lint bench clean
+.PHONY: help venv demo test up down status lint bench toc clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: venv ## cfn-lint the CloudFormation templates
 
 bench: venv ## run the benchmarks (figures go into the README)
 	$(BIN)/python benchmarks/ingest_throughput.py
+
+toc: venv ## regenerate the README's table of notebooks from their file names
+	$(BIN)/python notebooks/make_toc.py --readme README.md
 
 clean: ## remove the venv (keeps .clickstream data)
 	rm -rf $(VENV)

@@ -5,6 +5,7 @@ heading of its first markdown cell (without a leading "NN ·"), else its slug.
 
     python notebooks/make_toc.py              # links relative to the repository root (for README.md)
     python notebooks/make_toc.py --link-base . # links relative to notebooks/
+    python notebooks/make_toc.py --readme README.md  # rewrite the table between the README's markers
 """
 
 from __future__ import annotations
@@ -52,10 +53,25 @@ def toc(link_base: str = "notebooks", folder: Path = NOTEBOOKS) -> str:
     return "\n".join(rows)
 
 
+START, END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
+
+
+def with_toc(readme: str, table: str) -> str:
+    """`readme` with the text between the notebook markers replaced by `table`."""
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{table}\n{END}{tail}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--link-base", default="notebooks", help="prefix of the links (default: notebooks)")
-    print(toc(parser.parse_args().link_base))
+    parser.add_argument("--readme", type=Path, help="rewrite the table between the markers in this file")
+    args = parser.parse_args()
+    if args.readme:
+        args.readme.write_text(with_toc(args.readme.read_text(encoding="utf-8"), toc(args.link_base)), encoding="utf-8")
+    else:
+        print(toc(args.link_base))
 
 
 if __name__ == "__main__":
