@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings as hypothesis_settings
-from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
-    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -20,6 +17,7 @@ from schemathesis.specs.openapi.checks import (
 
 from clickstream import aws, contract, raw
 from clickstream.local import stack
+from tests.schemathesis_checks import invalid_events_are_rejected
 
 FUZZ_EXAMPLES = int(os.environ.get("CLICKSTREAM_FUZZ_EXAMPLES", "50"))
 
@@ -32,17 +30,6 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-
-
-def invalid_events_are_rejected(ctx, response, case):
-    """negative_data_rejection, except that a batch may be partly accepted: answered 200, it must then list
-    the rejected events (the documented partial acceptance)."""
-    try:
-        return negative_data_rejection(ctx, response, case)
-    except AcceptedNegativeData:
-        if response.status_code == 200 and json.loads(response.content)["rejected"]:
-            return None
-        raise
 
 
 @pytest.fixture(scope="module")
