@@ -13,8 +13,9 @@ from tqdm import tqdm
 
 from clickstream import aws, raw, samples, tracker
 from clickstream.local import stack
-from clickstream.local.postgres import PortInUseError
-from clickstream.settings import Settings
+from clickstream.cfn import TemplateError
+from clickstream.local.postgres import ClusterError
+from clickstream.settings import Settings, SettingsError
 
 PORT_OPTIONS = [
     click.option("--aws-port", type=int, help="Port of the local AWS endpoint (moto). [env CLICKSTREAM_AWS_PORT; 4566]"),
@@ -34,7 +35,20 @@ def echo_json(value) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+EXPECTED_ERRORS = (ClusterError, stack.StackError, TemplateError, SettingsError, ConnectionError)
+
+
+class FriendlyGroup(click.Group):
+    """Expected failures (a port in use, a service down, a template problem) print one clear line, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EXPECTED_ERRORS as error:
+            raise click.ClickException(str(error)) from error
+
+
+@click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--target", type=click.Choice(["local", "aws"]), help="Where the platform runs. [env CLICKSTREAM_TARGET; local]")
 @click.option("--home", type=click.Path(file_okay=False), help="State folder of the local stack. [env CLICKSTREAM_HOME; ./.clickstream]")
 @click.pass_context
@@ -62,10 +76,7 @@ def settings_with_ports(ctx: click.Context, ports: dict) -> Settings:
 def up(ctx, as_json: bool, **ports) -> None:
     """Start the local stack (idempotent: what already runs is left alone)."""
     settings = settings_with_ports(ctx, ports)
-    try:
-        result = stack.up(settings, progress=lambda line: click.echo(line, err=True))
-    except (PortInUseError, stack.StackError) as error:
-        raise click.ClickException(str(error)) from error
+    result = stack.up(settings, progress=lambda line: click.echo(line, err=True))
     echo_json(result) if as_json else print_status(result)
 
 
@@ -155,10 +166,7 @@ def demo(ctx, **ports) -> None:
     """The main job: start the stack, send sample traffic through the API, show what landed in S3."""
     settings = settings_with_ports(ctx, ports)
     click.secho("1. Starting the local stack", bold=True)
-    try:
-        result = stack.up(settings, progress=lambda line: click.echo(f"   {line}"))
-    except (PortInUseError, stack.StackError) as error:
-        raise click.ClickException(str(error)) from error
+    result = stack.up(settings, progress=lambda line: click.echo(f"   {line}"))
     print_status(result)
 
     click.secho("\n2. Sending events through POST /clickstream", bold=True)

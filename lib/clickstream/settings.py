@@ -15,6 +15,10 @@ LOCAL_ACCOUNT_ID = "123456789012"  # moto's account
 LOCAL_NAME_SUFFIX = "local"
 
 
+class SettingsError(ValueError):
+    """A setting (usually an environment variable) has a value the platform cannot use."""
+
+
 def project_root() -> Path:
     """The repository the package was installed from (editable install), else the working directory."""
     if env := os.environ.get("CLICKSTREAM_PROJECT_ROOT"):
@@ -61,11 +65,13 @@ class Settings:
         values.update(_ports_of_running_stack(values["home"]))
         for field, var in cls.PORT_ENV.items():
             if var in env:
+                if not env[var].isdigit():
+                    raise SettingsError(f"{var} must be a port number, not {env[var]!r}")
                 values[field] = int(env[var])
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         if settings.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, not {settings.target!r} (CLICKSTREAM_TARGET)")
+            raise SettingsError(f"target must be one of {TARGETS}, not {settings.target!r} (CLICKSTREAM_TARGET)")
         return settings
 
     def with_(self, **changes) -> "Settings":

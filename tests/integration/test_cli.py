@@ -39,3 +39,12 @@ def test_send_and_raw_json(local_stack):
     assert sent["accepted"] == 30 and sent["requests"] == 3 and len(sent["object_keys"]) == 3
     listed = {o["key"] for o in json.loads(cli("raw", "--json").stdout)}
     assert set(sent["object_keys"]) <= listed
+
+
+def test_bad_settings_and_the_unbuilt_aws_target_give_one_clear_line():
+    for env, expected in (({"CLICKSTREAM_API_PORT": "abc"}, "CLICKSTREAM_API_PORT must be a port number"),
+                          ({"CLICKSTREAM_TARGET": "gcp"}, "target must be one of"),
+                          ({"CLICKSTREAM_TARGET": "aws"}, "clickstream deploy")):
+        result = subprocess.run([sys.executable, "-m", "clickstream.cli", "status"], capture_output=True, text=True,
+                                env={**os.environ, **env}, timeout=60)
+        assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr, env

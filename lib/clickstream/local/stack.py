@@ -265,6 +265,9 @@ def down(settings: Settings, progress: Callable[[str], None] = lambda _: None) -
 
 def status(settings: Settings) -> dict:
     """Endpoints, DSNs and each service's health, as `clickstream status --json` prints them."""
+    if settings.target != "local":
+        raise StackError("the aws target's endpoints come from the deployed CloudFormation stacks, "
+                         "which `clickstream deploy` (a later lesson) creates; use the local target for now")
     state = read_state(settings)
     services = state.get("services", {})
     health = {}
