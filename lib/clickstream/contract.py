@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
@@ -197,22 +198,39 @@ def _validator(definition: str | None = None) -> Draft202012Validator:
     return EventValidator(target, registry=registry, format_checker=FORMAT_CHECKER)
 
 
+@cache
+def _fast_validator(definition: str | None = None) -> jsonschema_rs.Validator:
+    """The same schema compiled by jsonschema-rs (~200x faster): answers valid/invalid; the reasons for an
+    invalid instance come from `_validator`, whose messages are the contract's."""
+    schema = event_schema()
+    target = schema if definition is None else {"$ref": f"{schema['$id']}#/$defs/{definition}"}
+    return jsonschema_rs.validator_for(
+        target,
+        registry=jsonschema_rs.Registry([(schema["$id"], schema)]),
+        validate_formats=True,
+        formats={"date-time": _is_timestamp},
+    )
+
+
 def validate_event(event: Any) -> list[str]:
     """Reasons why `event` is not a valid version 1 event; empty when it is."""
-    return _reasons(_validator(), event)
+    return _reasons(None, event)
 
 
 def validate_legacy_event(event: Any) -> list[str]:
     """Reasons why `event` is not a valid legacy tracker event; empty when it is."""
-    return _reasons(_validator("legacy_event"), event)
+    return _reasons("legacy_event", event)
 
 
 def validate_raw_object(raw_object: Any) -> list[str]:
     """Reasons why a stored S3 object does not match the raw object format; empty when it does."""
-    return _reasons(_validator("raw_object"), raw_object)
+    return _reasons("raw_object", raw_object)
 
 
-def _reasons(validator: Draft202012Validator, instance: Any) -> list[str]:
+def _reasons(definition: str | None, instance: Any) -> list[str]:
+    if _fast_validator(definition).is_valid(instance):
+        return [f"{path}: {message}" for path, message in _invalid_unicode(instance)]
+    validator = _validator(definition)
     reasons: list[str] = []
     failed_paths: set[str] = set()
     for error in validator.iter_errors(instance):
