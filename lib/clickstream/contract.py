@@ -316,6 +316,8 @@ def _shown(value: Any) -> str:
 
 def _invalid_unicode(instance: Any) -> Iterator[tuple[str, str]]:
     """Strings with unpaired surrogates (from JSON escapes like \\ud800): valid JSON, but not text PostgreSQL can store."""
+    if _is_valid_unicode(json.dumps(instance, ensure_ascii=False, default=str)):
+        return  # one C-speed pass; the walk below only runs to name the paths
     stack: list[tuple[str, Any]] = [("$", instance)]
     while stack:
         path, value = stack.pop()
