@@ -6,7 +6,9 @@ everything local (buckets, the HTTP API's routes, each Lambda's handler and envi
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +20,23 @@ from clickstream.settings import LOCAL_ACCOUNT_ID, LOCAL_NAME_SUFFIX, Settings
 
 SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
 
+# Local values of parameters that only matter in AWS (network ids), by parameter type: a template declares
+# them without a default (the deployer must choose), and the local stack, which has no VPC, gets these.
+LOCAL_PLACEHOLDERS: dict[str, Any] = {
+    "AWS::EC2::VPC::Id": "vpc-local",
+    "AWS::EC2::Subnet::Id": "subnet-local",
+    "AWS::EC2::SecurityGroup::Id": "sg-local",
+    "List<AWS::EC2::Subnet::Id>": ["subnet-local"],
+    "List<AWS::EC2::SecurityGroup::Id>": ["sg-local"],
+}
+
 
 class TemplateError(ValueError):
     """A template uses something the local resolver does not understand."""
+
+
+class MissingExportError(TemplateError):
+    """Fn::ImportValue of an export no template (yet) declares."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,27 @@ class LocalBucket:
     encryption: str | None
 
 
+@dataclass(frozen=True)
+class LocalSchedule:
+    """An EventBridge rule with a ScheduleExpression that invokes a function of the same template."""
+
+    logical_id: str
+    name: str
+    expression: str  # "rate(1 hour)", "cron(0 * * * ? *)"
+    function: str  # logical id of the target function
+    enabled: bool
+    input: Any = None  # the target's Input (parsed JSON); None: EventBridge sends its scheduled event
+
+
+@dataclass(frozen=True)
+class LocalSecret:
+    """A Secrets Manager secret; `local_value` (Metadata.clickstream.LocalValue) says what `up` writes into it."""
+
+    logical_id: str
+    name: str
+    local_value: str | None
+
+
 @dataclass
 class Stack:
     """One template with its parameter values, resolved for the local target."""
@@ -79,16 +116,30 @@ class Stack:
 
     @classmethod
     def load(cls, path: Path, settings: Settings, overrides: dict[str, Any] | None = None) -> "Stack":
+        """Parameter values: the template's Default; for parameters that only matter in AWS, the template's
+        Metadata.clickstream.LocalParameters, else a placeholder by type (LOCAL_PLACEHOLDERS); NameSuffix is
+        `local`; `overrides` win over all of these."""
         body = cfn_yaml.load(str(path))
-        parameters = {name: spec.get("Default") for name, spec in body.get("Parameters", {}).items()}
+        specs = body.get("Parameters", {})
+        local_values = body.get("Metadata", {}).get("clickstream", {}).get("LocalParameters", {})
+        unknown = sorted(set(local_values) - set(specs))
+        if unknown:
+            raise TemplateError(f"{path.name}: Metadata.clickstream.LocalParameters names undeclared parameters {unknown}")
+        parameters = {name: spec.get("Default") for name, spec in specs.items()}
+        for name, spec in specs.items():
+            if name in local_values:
+                parameters[name] = local_values[name]
+            elif parameters[name] is None and spec.get("Type") in LOCAL_PLACEHOLDERS:
+                parameters[name] = copy.deepcopy(LOCAL_PLACEHOLDERS[spec["Type"]])
         if "NameSuffix" in parameters:
             parameters["NameSuffix"] = LOCAL_NAME_SUFFIX
         parameters.update(overrides or {})
-        for name, spec in body.get("Parameters", {}).items():
+        for name, spec in specs.items():
             value = parameters[name]
             if value is None:
                 raise TemplateError(f"{path.name}: parameter {name} has no default and no local value")
-            if spec.get("Type") == "CommaDelimitedList" and isinstance(value, str):
+            is_list = spec.get("Type") == "CommaDelimitedList" or str(spec.get("Type", "")).startswith("List<")
+            if is_list and isinstance(value, str):
                 parameters[name] = [item.strip() for item in value.split(",")]
         return cls(path=path, body=body, parameters=parameters, region=settings.region)
 
@@ -131,7 +182,7 @@ class Stack:
             if fn == "Fn::ImportValue":
                 export = self.resolve(arg)
                 if export not in self.exports:
-                    raise TemplateError(f"{self.path.name}: no export named {export} (deploy its stack first)")
+                    raise MissingExportError(f"{self.path.name}: no export named {export} (deploy its stack first)")
                 return self.exports[export]
             if fn.startswith("Fn::") or fn == "Condition":
                 raise TemplateError(f"{self.path.name}: {fn} is not supported by the local resolver")
@@ -183,6 +234,7 @@ class Stack:
             "AWS::Logs::LogGroup": f"arn:aws:logs:{self.region}:{self.account_id}:log-group:{name}:*",
             "AWS::IAM::Role": f"arn:aws:iam::{self.account_id}:role/{name}",
             "AWS::SecretsManager::Secret": f"arn:aws:secretsmanager:{self.region}:{self.account_id}:secret:{name}",
+            "AWS::Events::Rule": f"arn:aws:events:{self.region}:{self.account_id}:rule/{name}",
         }.get(resource_type)
         return arn or f"arn:aws:{resource_type.split('::')[1].lower()}:{self.region}:{self.account_id}:{name}"
 
@@ -276,8 +328,54 @@ class Stack:
             buckets.append(LocalBucket(logical_id, self.physical_id(logical_id), algorithm))
         return buckets
 
+    def schedules(self) -> list[LocalSchedule]:
+        """Every scheduled EventBridge rule and the function each of its targets invokes."""
+        schedules = []
+        for logical_id, resource in self.of_type("AWS::Events::Rule").items():
+            props = resource.get("Properties", {})
+            if "ScheduleExpression" not in props:
+                continue  # an event-pattern rule: nothing to run on a clock
+            for target in props.get("Targets", []):
+                function = _function_of_arn(target.get("Arn"))
+                if function is None or self.resources.get(function, {}).get("Type") != "AWS::Lambda::Function":
+                    raise TemplateError(
+                        f"{self.path.name}: {logical_id} target {target.get('Id')} must be !GetAtt <Function>.Arn "
+                        "of a function in this template to run locally"
+                    )
+                raw_input = self.resolve(target["Input"]) if "Input" in target else None
+                schedules.append(
+                    LocalSchedule(
+                        logical_id=logical_id,
+                        name=self.physical_id(logical_id),
+                        expression=str(self.resolve(props["ScheduleExpression"])).strip(),
+                        function=function,
+                        enabled=self.resolve(props.get("State", "ENABLED")) == "ENABLED",
+                        input=json.loads(raw_input) if raw_input is not None else None,
+                    )
+                )
+        return schedules
+
+    def secrets(self) -> list[LocalSecret]:
+        return [
+            LocalSecret(
+                logical_id=logical_id,
+                name=self.physical_id(logical_id),
+                local_value=resource.get("Metadata", {}).get("clickstream", {}).get("LocalValue"),
+            )
+            for logical_id, resource in self.of_type("AWS::SecretsManager::Secret").items()
+        ]
+
     def outputs(self) -> dict[str, Any]:
         return {name: self.resolve(out["Value"]) for name, out in self.body.get("Outputs", {}).items()}
+
+
+def _function_of_arn(value: Any) -> str | None:
+    """The logical id in `!GetAtt F.Arn`, else None."""
+    if isinstance(value, dict) and list(value) == ["Fn::GetAtt"]:
+        arg = value["Fn::GetAtt"]
+        logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
+        return logical_id if attribute == "Arn" else None
+    return None
 
 
 def local_api_id(name: str) -> str:
@@ -286,7 +384,11 @@ def local_api_id(name: str) -> str:
 
 
 def load_stacks(settings: Settings, overrides: dict[str, dict] | None = None) -> list[Stack]:
-    """Every template under cloudformation/, in name order, resolved for the local target."""
+    """Every template under cloudformation/, in name order, resolved for the local target.
+
+    The stacks share one export table, filled in dependency order whatever the file names (analytics.yaml
+    imports what ingestion.yaml exports), as CloudFormation would if the stacks were deployed in that order.
+    """
     overrides = overrides or {}
     stacks: list[Stack] = []
     exports: dict[str, str] = {}
@@ -294,7 +396,25 @@ def load_stacks(settings: Settings, overrides: dict[str, dict] | None = None) ->
         stack = Stack.load(path, settings, overrides.get(path.stem))
         stack.exports = exports
         stacks.append(stack)
-        for out in stack.body.get("Outputs", {}).values():
-            if "Export" in out:
+    pending = [(stack, out) for stack in stacks for out in stack.body.get("Outputs", {}).values() if "Export" in out]
+    while pending:
+        waiting: list[tuple[Stack, dict]] = []
+        error: MissingExportError | None = None
+        for stack, out in pending:
+            try:
                 exports[stack.resolve(out["Export"]["Name"])] = stack.resolve(out["Value"])
+            except MissingExportError as missing:
+                waiting.append((stack, out))
+                error = error or missing
+        if len(waiting) == len(pending):
+            raise error  # an import nobody exports, or a cycle
+        pending = waiting
     return stacks
+
+
+def find_function(stacks: list[Stack], logical_id: str) -> LocalFunction:
+    """The function `logical_id` of whichever template declares it."""
+    for stack in stacks:
+        if logical_id in stack.of_type("AWS::Lambda::Function"):
+            return stack.functions()[logical_id]
+    raise TemplateError(f"no template declares a function {logical_id}")

@@ -13,9 +13,14 @@ from tqdm import tqdm
 
 from clickstream import aws, raw, samples, tracker
 from clickstream.local import stack
-from clickstream.cfn import TemplateError
+from clickstream.cfn import LocalFunction, TemplateError, find_function, load_stacks
+from clickstream.lambda_runtime import LambdaContext, LambdaTimeoutError, LocalLambda
 from clickstream.local.postgres import ClusterError
+from clickstream.scheduler import ScheduleError
+from clickstream.secrets import SecretError
 from clickstream.settings import Settings, SettingsError
+
+ETL_FUNCTION = "EtlFunction"  # logical id of SBW_Lamda_ETL in cloudformation/analytics.yaml
 
 PORT_OPTIONS = [
     click.option("--aws-port", type=int, help="Port of the local AWS endpoint (moto). [env CLICKSTREAM_AWS_PORT; 4566]"),
@@ -35,7 +40,8 @@ def echo_json(value) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-EXPECTED_ERRORS = (ClusterError, stack.StackError, TemplateError, SettingsError, ConnectionError)
+EXPECTED_ERRORS = (ClusterError, stack.StackError, TemplateError, SettingsError, ConnectionError, SecretError,
+                   ScheduleError, LambdaTimeoutError)
 
 
 class FriendlyGroup(click.Group):
@@ -71,12 +77,18 @@ def settings_with_ports(ctx: click.Context, ports: dict) -> Settings:
 
 @main.command()
 @port_options
+@click.option("--schedule", is_flag=True,
+              help="Also run the templates' EventBridge schedules (the hourly ETL) in a background process, "
+                   "until `clickstream down`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
-def up(ctx, as_json: bool, **ports) -> None:
-    """Start the local stack (idempotent: what already runs is left alone)."""
+def up(ctx, schedule: bool, as_json: bool, **ports) -> None:
+    """Start the local stack (idempotent: what already runs is left alone).
+
+    It also applies the warehouse migrations and writes the ETL's DW secret into the local endpoint.
+    """
     settings = settings_with_ports(ctx, ports)
-    result = stack.up(settings, progress=lambda line: click.echo(line, err=True))
+    result = stack.up(settings, progress=lambda line: click.echo(line, err=True), schedule=schedule)
     echo_json(result) if as_json else print_status(result)
 
 
@@ -102,9 +114,13 @@ def status(ctx, as_json: bool) -> None:
 
 
 def print_status(result: dict) -> None:
+    width = max(5, *(len(name) for name in result["services"]))
     for name, svc in result["services"].items():
         mark = click.style("up  ", fg="green") if svc["healthy"] else click.style("down", fg="red")
-        click.echo(f"  {mark} {name:<5} port {svc['port']}" + (f"  pid {svc['pid']}" if svc["pid"] else ""))
+        where = f"port {svc['port']}" if svc["port"] else "(no port)"
+        click.echo(f"  {mark} {name:<{width}} {where}" + (f"  pid {svc['pid']}" if svc["pid"] else ""))
+        for job in svc.get("jobs", []):
+            click.echo(f"       {job['rule']}: {job['expression']} -> {job['function']}, next run {job['next_run']}")
     click.echo(f"  ingest API   {result['ingest_url']}")
     click.echo(f"  AWS endpoint {result['aws_endpoint_url']}  (raw bucket s3://{result['raw_bucket']})")
     click.echo(f"  DW (psql)    clickstream psql")
@@ -157,6 +173,71 @@ def list_raw(ctx, prefix: str, as_json: bool) -> None:
     for obj in objects:
         click.echo(f"  s3://{bucket}/{obj['Key']}  {obj['Size']:>7} B")
     click.echo(f"{len(objects)} objects under s3://{bucket}/{prefix}")
+
+
+class _EtlLambda(LocalLambda):
+    """The ETL function with a progress callback on its context (`clickstream etl` only: Lambda's has none)."""
+
+    def __init__(self, function: LocalFunction, settings: Settings, on_chunk):
+        super().__init__(function, settings)
+        self.on_chunk = on_chunk
+
+    def context(self, request_id: str | None = None) -> LambdaContext:
+        context = super().context(request_id)
+        context.progress = self.on_chunk
+        return context
+
+
+SUMMARY_LABELS = {
+    "objects_listed": "objects listed", "loaded": "objects loaded", "skipped": "already loaded",
+    "rows_inserted": "rows inserted", "duplicates": "duplicates", "rejected": "rejected", "seconds": "seconds",
+    "remaining": "objects left",
+}
+
+
+@main.command()
+@click.option("--date", "day", metavar="YYYY-MM-DD", help="Load one UTC day of raw objects.")
+@click.option("--prefix", metavar="KEY_PREFIX", help="Load the raw objects under one key prefix, e.g. events/2026/11/24/.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
+    """Run the ETL Lambda SBW_Lamda_ETL once: raw objects not loaded yet -> clickstream_dw.
+
+    Invokes the handler through the local Lambda runtime with the function's environment and Timeout from
+    cloudformation/analytics.yaml. Without --date or --prefix it loads what the last LOOKBACK_DAYS days
+    hold and is not loaded yet. Objects already loaded are skipped, so running it again is safe.
+    """
+    from clickstream.etl import EtlRequestError
+    from clickstream.warehouse import WarehouseError
+
+    if day and prefix:
+        raise click.UsageError("give --date or --prefix, not both")
+    settings = ctx.obj
+    current = stack.status(settings)
+    down = [name for name in ("aws", "dw") if not current["services"][name]["healthy"]]
+    if down:
+        raise click.ClickException(f"{' and '.join(down)} not running: start the local stack with `clickstream up`")
+    event = {"date": day} if day else {"prefix": prefix} if prefix else {}
+    function = find_function(load_stacks(settings), ETL_FUNCTION)
+    with tqdm(unit="object", desc="loading", disable=as_json, leave=False) as bar:
+
+        def on_chunk(progress) -> None:
+            bar.total = progress.objects_to_load
+            bar.update(progress.objects_done - bar.n)
+            bar.set_postfix(rows=progress.rows_inserted, rejected=progress.rejected)
+
+        try:
+            summary = _EtlLambda(function, settings, on_chunk).invoke(event)
+        except (EtlRequestError, WarehouseError) as error:
+            raise click.ClickException(str(error)) from error
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"{function.name} {json.dumps(event)}")
+    for key, label in SUMMARY_LABELS.items():
+        click.echo(f"  {label:<16}{summary.get(key)!s:>10}")
+    if summary.get("remaining"):
+        click.echo(f"time ran short: {summary['remaining']} objects left; run `clickstream etl` again to continue")
 
 
 @main.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -96,8 +97,10 @@ def load_handler(function: LocalFunction) -> Callable[[Any, Any], Any]:
     path = function.source_dir / f"{module_name.replace('.', '/')}.py"
     if not path.is_file():
         raise FileNotFoundError(f"{function.logical_id}: handler module {path} not found (Handler {function.handler})")
-    spec = importlib.util.spec_from_file_location(f"clickstream_lambda_{function.logical_id}_{module_name}", path)
+    name = f"clickstream_lambda_{function.logical_id}_{module_name}"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as a normal import would: dataclasses and typing look modules up there
     spec.loader.exec_module(module)
     return getattr(module, attribute)
 

@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 
 import httpx
 
-from clickstream import aws
-from clickstream.cfn import load_stacks
+from clickstream import aws, scheduler, secrets
+from clickstream.cfn import TemplateError, load_stacks
 from clickstream.local import credentials
 from clickstream.local.postgres import Cluster, PortInUseError, dsn, setup_oltp, setup_warehouse
 from clickstream.settings import Settings
@@ -31,7 +31,11 @@ DW_DATABASE = "clickstream_dw"
 OLTP_DATABASE = "shop_oltp"
 DW_ROLES = ["etl_writer", "dashboard_reader"]
 OLTP_ROLES = ["shop_app"]
-PROCESS_MODULES = {"aws": "clickstream.local.moto_runner", "api": "clickstream.local.api_server"}
+PROCESS_MODULES = {
+    "aws": "clickstream.local.moto_runner",
+    "api": "clickstream.local.api_server",
+    "scheduler": "clickstream.scheduler",  # only with `up --schedule`; no port
+}
 PORT_HINTS = {
     "aws": "--aws-port or CLICKSTREAM_AWS_PORT",
     "api": "--api-port or CLICKSTREAM_API_PORT",
@@ -159,8 +163,12 @@ def credentials_file(settings: Settings, cluster: str) -> Path:
 
 
 # --- up / down / status --------------------------------------------------------------------
-def up(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> dict:
-    """Start whatever is not running yet; a second call while everything runs changes nothing."""
+def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, schedule: bool = False) -> dict:
+    """Start whatever is not running yet; a second call while everything runs changes nothing.
+
+    With `schedule` (or when an earlier `up --schedule` recorded it and no `down` came since) the
+    scheduler process also runs the templates' EventBridge schedules.
+    """
     if settings.target != "local":
         raise StackError("`up` starts the local stack; the aws target is deployed with CloudFormation instead")
     with stack_lock(settings):
@@ -185,11 +193,17 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> 
             if cluster.ensure_started():
                 progress(f"started PostgreSQL {name} on {settings.host}:{cluster.port}")
             (setup_warehouse if name == "dw" else setup_oltp)(cluster, dw_passwords if name == "dw" else oltp_passwords)
+            if name == "dw":
+                _migrate_warehouse(cluster, progress)
             services[name] = {"port": cluster.port, "pid": cluster.pid, "data_dir": str(cluster.data_dir)}
             write_state(settings, state)
+        _ensure_secrets(settings, dw_passwords, progress)
 
         services["api"] = _ensure_process(settings, "api", [], env, services.get("api"), progress)
         write_state(settings, state)
+        if schedule or "scheduler" in services:
+            services["scheduler"] = _ensure_scheduler(settings, env, services.get("scheduler"), progress)
+            write_state(settings, state)
     return status(settings)
 
 
@@ -224,6 +238,59 @@ def _ensure_process(
     return {"port": port, "pid": pid, "log": str(log_file)}
 
 
+def _ensure_scheduler(settings: Settings, env: dict, previous: dict | None, progress: Callable) -> dict:
+    """The background process running the templates' schedules (no port: healthy = alive)."""
+    module = PROCESS_MODULES["scheduler"]
+    if previous and process_alive(previous.get("pid"), module):
+        return previous
+    log_file = settings.home / "logs" / "scheduler.log"
+    scheduler.status_file(settings).unlink(missing_ok=True)
+    pid = spawn("scheduler", [sys.executable, "-m", module], env, log_file)
+    # Ready once it has loaded the templates and handlers and written its first status.
+    wait_until(lambda: scheduler.read_status(settings).get("pid") == pid, "the scheduler", log_file, pid, module)
+    for job in scheduler.read_status(settings).get("jobs", []):
+        progress(f"scheduled {job['function']} ({job['rule']}: {job['expression']}), next run {job['next_run']}")
+    progress(f"started scheduler (pid {pid})")
+    return {"pid": pid, "log": str(log_file)}
+
+
+def _migrate_warehouse(cluster: Cluster, progress: Callable[[str], None]) -> None:
+    """Apply the sql/migrations not applied yet (as the superuser; etl_writer and dashboard_reader get their
+    privileges on the new tables from setup_warehouse's default privileges)."""
+    from clickstream import warehouse  # here: the other commands need not import the ETL's dependencies
+
+    applied = warehouse.migrate(cluster.admin_dsn(DW_DATABASE))
+    if applied:
+        progress(f"applied DW migrations {', '.join(applied)}")
+
+
+def _ensure_secrets(settings: Settings, dw_passwords: dict[str, str], progress: Callable[[str], None]) -> None:
+    """Write the templates' secrets that have a local value into the local endpoint (moto keeps them in
+    memory only, so this runs at every `up`). The DW secret gets etl_writer's password from the 0600
+    credentials file and the local DW's address."""
+    client = aws.client("secretsmanager", settings)
+    for stack in load_stacks(settings):
+        for secret in stack.secrets():
+            if secret.local_value is None:
+                continue
+            if secret.local_value != secrets.DW_ETL_WRITER:
+                raise TemplateError(f"{stack.path.name}: {secret.logical_id} has an unknown Metadata.clickstream."
+                                    f"LocalValue {secret.local_value!r} (known: {secrets.DW_ETL_WRITER})")
+            value = secrets.dw_etl_writer_value(dw_passwords["etl_writer"], settings.host, settings.dw_port)
+            if secrets.put_secret(client, secret.name, value, "etl_writer of the local warehouse (clickstream up)"):
+                progress(f"wrote secret {secret.name} (etl_writer of clickstream_dw)")
+
+
+def dw_secret_id(stacks: list) -> str:
+    """The name of the DW secret the templates declare for the ETL."""
+    names = [secret.name for stack in stacks for secret in stack.secrets()
+             if secret.local_value == secrets.DW_ETL_WRITER]
+    if len(names) != 1:
+        raise TemplateError(f"expected one secret with Metadata.clickstream.LocalValue {secrets.DW_ETL_WRITER}, "
+                            f"found {names}")
+    return names[0]
+
+
 def _ensure_buckets(settings: Settings) -> None:
     """Create every bucket the templates declare, with its default encryption."""
     s3 = aws.client("s3", settings)
@@ -242,12 +309,13 @@ def _ensure_buckets(settings: Settings) -> None:
 
 
 def down(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> list[str]:
-    """Stop, by pid, what `up` started: the API first, then moto (which saves S3), then the clusters."""
+    """Stop, by pid, what `up` started: the scheduler and the API first, then moto (which saves S3), then
+    the clusters."""
     stopped = []
     with stack_lock(settings):
         state = read_state(settings)
         services = state.get("services", {})
-        for name in ("api", "aws"):
+        for name in ("scheduler", "api", "aws"):
             svc = services.pop(name, None)
             if svc and process_alive(svc.get("pid"), PROCESS_MODULES[name]):
                 stop_process(svc["pid"])
@@ -280,6 +348,12 @@ def status(settings: Settings) -> dict:
     for name, cluster in pg.items():
         running = cluster.is_running()
         health[name] = {"healthy": running, "port": cluster.port, "pid": cluster.pid if running else None}
+    if "scheduler" in services:  # started by `up --schedule`
+        pid = services["scheduler"].get("pid")
+        alive = process_alive(pid, PROCESS_MODULES["scheduler"])
+        report = scheduler.read_status(settings) if alive else {}
+        health["scheduler"] = {"healthy": alive, "port": None, "pid": pid if alive else None,
+                               "jobs": report.get("jobs", []) if report.get("pid") == pid else []}
 
     stacks = load_stacks(settings)
     ingestion = next(s for s in stacks if s.path.stem == "ingestion")
@@ -295,6 +369,7 @@ def status(settings: Settings) -> dict:
         "raw_bucket": ingestion.outputs()["RawBucketName"],
         "dw_dsn": dsn(settings.host, settings.dw_port, DW_DATABASE, "dashboard_reader", readers.get("dashboard_reader", "")),
         "dw_admin_dsn": pg["dw"].admin_dsn(DW_DATABASE),
+        "dw_secret_id": dw_secret_id(stacks),
         "services": health,
     }
 

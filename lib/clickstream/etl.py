@@ -1,0 +1,231 @@
+"""The ETL: raw S3 objects -> clickstream_dw, exactly once, in chunks, within a time budget.
+
+    request = parse_etl_event(event)                       # {}, {"date"}, {"prefix"}, or the workshop's knobs
+    summary = run_etl(s3, bucket, dw_dsn, **request.as_kwargs(), remaining_ms=context.get_remaining_time_in_millis)
+
+`run_etl` lists the partitions (paginated), skips the objects whose key and etag are in the load log (one
+query for the whole listing), then per chunk of objects: reads them, validates and transforms them
+(`clickstream.transform`) and loads them in one transaction (`clickstream.warehouse.load_chunk`). It stops
+before a chunk when the remaining time is under max(10 s, 2 x the slowest chunk so far) and reports how
+many objects are left; the next run continues with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date as Date
+from datetime import datetime, timedelta, timezone
+from time import monotonic
+from typing import Any
+
+from clickstream import raw, warehouse
+from clickstream.transform import transform_body
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LOOKBACK_DAYS = 3.0
+MAX_LOOKBACK_DAYS = 366
+DEFAULT_CHUNK_OBJECTS = 100  # objects of up to 500 events: at most ~50k rows (~100 MB) in memory per chunk
+READ_THREADS = 8
+MIN_MARGIN_MS = 10_000
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+SCHEDULED_EVENT_KEYS = {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
+# (our key, the original workshop's key)
+EVENT_KEYS = (("date", "targetUtcDate"), ("prefix", "overridePrefix"), ("lookback_days", "hoursBack"))
+
+
+class EtlRequestError(ValueError):
+    """The invocation event asks for something the ETL cannot do; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class EtlRequest:
+    """What one run loads: one UTC day, one key prefix, or (neither) the last `lookback_days` of partitions."""
+
+    date: Date | None = None
+    prefix: str | None = None
+    lookback_days: float = DEFAULT_LOOKBACK_DAYS
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {"date": self.date, "prefix": self.prefix, "lookback_days": self.lookback_days}
+
+
+def parse_etl_event(event: Mapping[str, Any] | None) -> EtlRequest:
+    """The request in an invocation event; raises EtlRequestError with a readable message.
+
+    Accepted: {} or an EventBridge scheduled event (the lookback default), {"date": "YYYY-MM-DD"},
+    {"prefix": "events/2026/11/24/"}, {"lookback_days": 2}, and the original workshop's
+    {"targetUtcDate": "YYYY-MM-DD"}, {"overridePrefix": "..."}, {"hoursBack": 6}.
+    """
+    if event is None:
+        return EtlRequest()
+    if not isinstance(event, Mapping):
+        raise EtlRequestError(f"the event must be a JSON object, not {type(event).__name__}")
+    if event.get("detail-type") == "Scheduled Event" and set(event) <= SCHEDULED_EVENT_KEYS:
+        return EtlRequest()
+    known = {name for pair in EVENT_KEYS for name in pair}
+    unknown = sorted(set(event) - known)
+    if unknown:
+        raise EtlRequestError(f"unknown keys {', '.join(unknown)}; accepted: date, prefix, lookback_days "
+                              "(or targetUtcDate, overridePrefix, hoursBack)")
+    values = {}
+    for ours, theirs in EVENT_KEYS:
+        given = [name for name in (ours, theirs) if event.get(name) is not None]
+        if len(given) == 2:
+            raise EtlRequestError(f"give {ours} or {theirs}, not both")
+        if given:
+            values[ours] = (given[0], event[given[0]])
+    if "date" in values and "prefix" in values:
+        raise EtlRequestError("give a date or a prefix, not both")
+    request: dict[str, Any] = {}
+    if "date" in values:
+        request["date"] = _parse_date(*values["date"])
+    if "prefix" in values:
+        name, prefix = values["prefix"]
+        if not isinstance(prefix, str) or not prefix.strip():
+            raise EtlRequestError(f"{name} must be a non-empty key prefix such as events/2026/11/24/")
+        request["prefix"] = prefix
+    if "lookback_days" in values:
+        if "date" in values or "prefix" in values:
+            raise EtlRequestError("a lookback applies only without a date or a prefix")
+        name, amount = values["lookback_days"]
+        days = _parse_lookback(name, amount)
+        request["lookback_days"] = days / 24 if name == "hoursBack" else days
+    return EtlRequest(**request)
+
+
+def _parse_date(name: str, value: Any) -> Date:
+    if not isinstance(value, str) or not DATE_RE.match(value):
+        raise EtlRequestError(f"{name} must be a date YYYY-MM-DD, not {value!r}")
+    try:
+        return Date.fromisoformat(value)
+    except ValueError:
+        raise EtlRequestError(f"{name} {value!r} is not a calendar date") from None
+
+
+def _parse_lookback(name: str, value: Any) -> float:
+    unit_max = MAX_LOOKBACK_DAYS * (24 if name == "hoursBack" else 1)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= unit_max:
+        raise EtlRequestError(f"{name} must be a number above 0 and at most {unit_max}, not {value!r}")
+    return float(value)
+
+
+def partition_prefixes(now: datetime, lookback_days: float, raw_prefix: str = raw.RAW_PREFIX) -> list[str]:
+    """The partitions covering [now - lookback, now]: whole days when lookback is whole days, else hours."""
+    start = now.astimezone(timezone.utc) - timedelta(days=lookback_days)
+    end = now.astimezone(timezone.utc)
+    if float(lookback_days).is_integer():
+        step, moment, fmt = timedelta(days=1), start.replace(hour=0, minute=0, second=0, microsecond=0), "%Y/%m/%d/"
+    else:
+        step, moment, fmt = timedelta(hours=1), start.replace(minute=0, second=0, microsecond=0), "%Y/%m/%d/%H/"
+    prefixes = []
+    while moment <= end:
+        prefixes.append(raw_prefix + moment.strftime(fmt))
+        moment += step
+    return prefixes
+
+
+@dataclass(frozen=True)
+class ChunkProgress:
+    """Reported after each committed chunk (cumulative over the run)."""
+
+    objects_done: int
+    objects_to_load: int
+    rows_inserted: int
+    duplicates: int
+    rejected: int
+    chunk_seconds: float
+
+
+def run_etl(
+    s3: Any,
+    bucket: str,
+    dw_dsn: str,
+    *,
+    date: Date | None = None,
+    prefix: str | None = None,
+    lookback_days: float = DEFAULT_LOOKBACK_DAYS,
+    raw_prefix: str = raw.RAW_PREFIX,
+    now: datetime | None = None,
+    remaining_ms: Callable[[], int] | None = None,
+    chunk_objects: int = DEFAULT_CHUNK_OBJECTS,
+    progress: Callable[[ChunkProgress], None] | None = None,
+) -> dict[str, Any]:
+    """Load the raw objects not loaded yet, in chunks of `chunk_objects` objects.
+
+    Returns {objects_listed, loaded, skipped (already loaded, same etag), rows_inserted, duplicates,
+    rejected, seconds, remaining (objects left for the next run when time ran short)}.
+
+    Raises warehouse.WarehouseError when the DW cannot be reached (nothing is read or marked loaded) and
+    lets S3 errors propagate; chunks committed before an error stay loaded and are skipped next time.
+    """
+    if date is not None and prefix is not None:
+        raise ValueError("give a date or a prefix, not both")
+    if chunk_objects < 1:
+        raise ValueError("chunk_objects must be at least 1")
+    started = monotonic()
+    if prefix is not None:
+        prefixes = [prefix]
+    elif date is not None:
+        prefixes = [f"{raw_prefix}{date:%Y/%m/%d}/"]
+    else:
+        prefixes = partition_prefixes(now or datetime.now(timezone.utc), lookback_days, raw_prefix)
+    totals = {"rows_inserted": 0, "duplicates": 0, "rejected": 0}
+    with warehouse.connect(dw_dsn) as conn:
+        listed = _list(s3, bucket, prefixes)
+        already = warehouse.loaded_etags(conn, list(listed))
+        todo = sorted(key for key, etag in listed.items() if already.get(key) != etag)
+        loaded, slowest_ms = 0, 0.0
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            for chunk in _chunks(todo, chunk_objects):
+                if remaining_ms is not None and remaining_ms() < max(MIN_MARGIN_MS, 2 * slowest_ms):
+                    break
+                chunk_started = monotonic()
+                bodies = pool.map(lambda key: _read(s3, bucket, key), chunk)
+                objects = [_transform(key, etag, body) for key, (etag, body) in zip(chunk, bodies)]
+                counts = warehouse.load_chunk(conn, objects)
+                for count in counts.values():
+                    totals["rows_inserted"] += count.rows_inserted
+                    totals["duplicates"] += count.duplicates
+                    totals["rejected"] += count.rejected
+                loaded += len(chunk)
+                chunk_seconds = monotonic() - chunk_started
+                slowest_ms = max(slowest_ms, chunk_seconds * 1000)
+                if progress is not None:
+                    progress(ChunkProgress(objects_done=loaded, objects_to_load=len(todo), chunk_seconds=chunk_seconds,
+                                           **totals))
+    summary = {
+        "objects_listed": len(listed),
+        "loaded": loaded,
+        "skipped": len(listed) - len(todo),
+        **totals,
+        "seconds": round(monotonic() - started, 3),
+        "remaining": len(todo) - loaded,
+    }
+    logger.info("ETL over %s: %s", ", ".join(prefixes[:2]) + (" ..." if len(prefixes) > 2 else ""), summary)
+    return summary
+
+
+def _list(s3: Any, bucket: str, prefixes: Iterable[str]) -> dict[str, str]:
+    """{key: etag without quotes} of every object under the prefixes (paginated)."""
+    return {obj["Key"]: obj["ETag"].strip('"') for prefix in prefixes for obj in raw.list_objects(s3, bucket, prefix)}
+
+
+def _read(s3: Any, bucket: str, key: str) -> tuple[str, bytes]:
+    """(etag, body) of one object: the etag of the bytes read, which the load log records."""
+    response = s3.get_object(Bucket=bucket, Key=key)
+    return response["ETag"].strip('"'), response["Body"].read()
+
+
+def _transform(key: str, etag: str, body: bytes) -> warehouse.ObjectLoad:
+    transformed = transform_body(body, key)
+    return warehouse.ObjectLoad(key, etag, transformed.rows, transformed.rejects)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

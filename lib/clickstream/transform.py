@@ -1,0 +1,312 @@
+"""Pure transform of the raw S3 objects into warehouse rows (no I/O): `transform_body(body, key) -> Transformed`.
+
+Rows are tuples in the order of `COLUMNS` (name -> PostgreSQL type), the columns the ETL copies into
+`clickstream_events` (`loaded_at` is set by the database at commit).
+
+event_timestamp, when the interaction happened on the server's clock, never the load time:
+    received_at - (sent_ts - client_ts)   when the event has a sent_ts and the delay the browser measured,
+                                          sent_ts - client_ts, is plausible: 0 <= delay <= 7 days;
+    received_at                           otherwise (no sent_ts, sent before it happened, or too long ago).
+Both client times come from the same (possibly skewed) browser clock, so their difference is trustworthy
+while each on its own is not; the corrected time is never after received_at nor more than 7 days before it.
+
+is_bot and device_category (desktop | mobile | tablet | bot; null when the user agent says nothing) come from
+maintained lists: crawlerdetect (bots, crawlers, HTTP libraries, headless browsers) and user-agents over
+ua-parser's regexes (bots, tablets, phones, PCs). Results are cached per user agent string.
+
+Legacy tracker events keep the original workshop's columns: identity_source, is_first_visit and a
+user_login_state the v1 mapping could not place come from the stored `legacy` block; the legacy event
+name, id and clicked element go to properties["legacy"]. utm term and content go to properties too.
+
+Rejects, each with a reason, so nothing is dropped silently:
+- an event that fails the v1 contract, contains U+0000 (PostgreSQL text and jsonb cannot hold it), or has
+  an amount with more than 2 decimals (the money columns are numeric(12,2); amounts are never rounded);
+- a whole object that is not UTF-8, not JSON or not a raw object: one reject with event_index None and the
+  object's text (or its JSON) as payload.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from functools import cache, lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+import user_agents
+from crawlerdetect import CrawlerDetect
+
+from clickstream import contract
+
+COLUMNS: Mapping[str, str] = {
+    "event_id": "uuid",
+    "event_timestamp": "timestamptz",
+    "event_name": "text",
+    "user_id": "text",
+    "user_login_state": "text",
+    "identity_source": "text",
+    "client_id": "text",
+    "session_id": "text",
+    "is_first_visit": "bool",
+    "context_product_id": "text",
+    "context_product_name": "text",
+    "context_product_category": "text",
+    "context_product_brand": "text",
+    "context_product_price": "numeric",
+    "context_product_discount_price": "numeric",
+    "context_product_url_path": "text",
+    "client_ts": "timestamptz",
+    "received_at": "timestamptz",
+    "page_url": "text",
+    "page_path": "text",
+    "page_type": "text",
+    "referrer": "text",
+    "utm_source": "text",
+    "utm_medium": "text",
+    "utm_campaign": "text",
+    "user_agent": "text",
+    "device_category": "text",
+    "is_bot": "bool",
+    "quantity": "int4",
+    "cart_id": "text",
+    "order_id": "text",
+    "value": "numeric",
+    "currency": "text",
+    "properties": "jsonb",
+    "schema_version": "text",
+    "source_key": "text",
+}
+MAX_SEND_DELAY = timedelta(days=7)
+CENT = Decimal("0.01")
+LEGACY_PROPERTIES = ("event_name", "event_id", "event_id_source", "client_ts_source", "element")
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An event (event_index) or a whole object (event_index None) that is not loaded, and why."""
+
+    source_key: str
+    event_index: int | None
+    reason: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Transformed:
+    """The rows of an object's valid events and the rejects of the others."""
+
+    rows: list[Row] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+class EventRejected(ValueError):
+    """An event that passed the contract but cannot be stored as is; the message is the reason."""
+
+
+def transform_body(body: bytes, source_key: str) -> Transformed:
+    """Parse and transform the bytes of one raw object; an unreadable object is quarantined whole."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return _quarantine(source_key, f"not valid UTF-8 ({error.reason} at byte {error.start})",
+                           body.decode("utf-8", "replace"))
+    try:
+        raw_object = contract.loads(text)
+    except RecursionError:
+        return _quarantine(source_key, "not valid JSON: nested too deeply", text)
+    except ValueError as error:
+        return _quarantine(source_key, f"not valid JSON: {error}", text)
+    # JSON can only carry U+0000 as the escape \u0000: without one in the text, no string needs a scan.
+    return transform_object(raw_object, source_key, may_contain_nul=b"\\u0000" in body)
+
+
+def transform_object(raw_object: Any, source_key: str, *, may_contain_nul: bool = True) -> Transformed:
+    """Rows and rejects of one parsed raw object (as `contract.loads` returns it)."""
+    errors = contract.validate_raw_object(raw_object)
+    envelope_errors = [error for error in errors if not error.startswith("$.events[")]
+    if envelope_errors:
+        return _quarantine(source_key, "not a valid raw object: " + "; ".join(envelope_errors), raw_object)
+    events = raw_object["events"]
+    if raw_object["event_count"] != len(events):
+        return _quarantine(
+            source_key, f"event_count is {raw_object['event_count']} but the object has {len(events)} events", raw_object
+        )
+    result = Transformed()
+    for index, stored in enumerate(events):
+        reasons = _stored_event_errors(raw_object, stored) if errors else []
+        if not reasons:
+            try:
+                result.rows.append(event_row(stored, source_key, may_contain_nul=may_contain_nul))
+                continue
+            except EventRejected as error:
+                reasons = [str(error)]
+        result.rejects.append(Reject(source_key, index, "; ".join(reasons), storable(stored)))
+    return result
+
+
+def _stored_event_errors(raw_object: Mapping[str, Any], stored: Any) -> list[str]:
+    """The contract's reasons for one stored event, with paths relative to it ("$.event.client_ts: ...")."""
+    single = {**raw_object, "event_count": 1, "events": [stored]}
+    return ["$" + error.removeprefix("$.events[0]") for error in contract.validate_raw_object(single)]
+
+
+def _quarantine(source_key: str, reason: str, payload: Any) -> Transformed:
+    return Transformed(rejects=[Reject(source_key, None, reason, storable(payload))])
+
+
+def event_row(stored: Mapping[str, Any], source_key: str, *, may_contain_nul: bool = True) -> Row:
+    """The row of one valid stored event; raises EventRejected when it cannot be stored exactly."""
+    nul_path = _find_nul(stored, "$") if may_contain_nul else None
+    if nul_path:
+        raise EventRejected(f"{nul_path}: contains U+0000, which PostgreSQL cannot store")
+    event, server, legacy = stored["event"], stored["server"], stored["legacy"]
+    product = event.get("product") or {}
+    utm = event.get("utm") or {}
+    user_id = event.get("user_id")
+    client_ts = contract.parse_timestamp(event["client_ts"])
+    sent_ts = contract.parse_timestamp(event["sent_ts"]) if event.get("sent_ts") else None
+    received_at = contract.parse_timestamp(server["received_at"])
+    properties = dict(event.get("properties") or {})
+    for part in ("term", "content"):
+        if utm.get(part) is not None:
+            properties.setdefault(f"utm_{part}", utm[part])
+    if legacy:
+        properties["legacy"] = {name: legacy[name] for name in LEGACY_PROPERTIES}
+        is_first_visit = legacy["is_first_visit"]
+        identity_source = legacy["identity_source"]
+        user_login_state = event.get("user_login_state") or legacy["user_login_state"] or None
+    else:
+        first_visit = properties.get("is_first_visit")
+        is_first_visit = first_visit if isinstance(first_visit, bool) else None
+        identity_source = "user_id" if user_id else "client_id"
+        user_login_state = event.get("user_login_state")
+    is_bot, device_category = classify_user_agent(server.get("user_agent"))
+    quantity = event.get("quantity")
+    values = {
+        "event_id": uuid.UUID(event["event_id"]),
+        "event_timestamp": event_timestamp(client_ts, sent_ts, received_at),
+        "event_name": event["event_name"],
+        "user_id": user_id,
+        "user_login_state": user_login_state,
+        "identity_source": identity_source,
+        "client_id": event["client_id"],
+        "session_id": event["session_id"],
+        "is_first_visit": is_first_visit,
+        "context_product_id": product.get("id"),
+        "context_product_name": product.get("name"),
+        "context_product_category": product.get("category"),
+        "context_product_brand": product.get("brand"),
+        "context_product_price": money(product.get("price"), "$.event.product.price"),
+        "context_product_discount_price": money(product.get("discount_price"), "$.event.product.discount_price"),
+        "context_product_url_path": product.get("url_path"),
+        "client_ts": client_ts,
+        "received_at": received_at,
+        "page_url": event.get("page_url"),
+        "page_path": page_path(event.get("page_url")),
+        "page_type": event.get("page_type"),
+        "referrer": event.get("referrer"),
+        "utm_source": utm.get("source"),
+        "utm_medium": utm.get("medium"),
+        "utm_campaign": utm.get("campaign"),
+        "user_agent": server.get("user_agent"),
+        "device_category": device_category,
+        "is_bot": is_bot,
+        "quantity": None if quantity is None else int(quantity),
+        "cart_id": event.get("cart_id"),
+        "order_id": event.get("order_id"),
+        "value": money(event.get("value"), "$.event.value"),
+        "currency": event.get("currency"),
+        "properties": properties,
+        "schema_version": stored["schema_version"],
+        "source_key": source_key,
+    }
+    return tuple(values[name] for name in COLUMNS)
+
+
+def event_timestamp(client_ts: datetime, sent_ts: datetime | None, received_at: datetime) -> datetime:
+    """received_at - (sent_ts - client_ts) when that delay is plausible (0 to 7 days), else received_at."""
+    if sent_ts is None:
+        return received_at
+    delay = sent_ts - client_ts
+    return received_at - delay if timedelta(0) <= delay <= MAX_SEND_DELAY else received_at
+
+
+def money(value: Any, path: str) -> Decimal | None:
+    """An amount as an exact Decimal with at most 2 decimals; more decimals are rejected, never rounded."""
+    if value is None:
+        return None
+    amount = Decimal(str(value))
+    if amount != amount.quantize(CENT):
+        raise EventRejected(f"{path}: {value} has more than 2 decimals (the warehouse stores whole cents)")
+    return amount
+
+
+def page_path(page_url: str | None) -> str | None:
+    """The path of a page URL ("/products/x" for "https://shop/products/x?a=1"); None if there is none."""
+    if not page_url:
+        return None
+    try:
+        return urlsplit(page_url).path or None
+    except ValueError:
+        return None
+
+
+@cache
+def _crawler_detect() -> CrawlerDetect:
+    return CrawlerDetect()
+
+
+@lru_cache(maxsize=16384)
+def classify_user_agent(user_agent: str | None) -> tuple[bool, str | None]:
+    """(is_bot, device_category) of a user agent: bot, tablet, mobile, desktop, or None when unknown."""
+    if not user_agent:
+        return False, None
+    parsed = user_agents.parse(user_agent)
+    if parsed.is_bot or _crawler_detect().isCrawler(user_agent):
+        return True, "bot"
+    if parsed.is_tablet:
+        return False, "tablet"
+    if parsed.is_mobile:
+        return False, "mobile"
+    if parsed.is_pc:
+        return False, "desktop"
+    return False, None
+
+
+def _find_nul(value: Any, path: str) -> str | None:
+    """The JSON path of the first string (or key) containing U+0000, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if "\x00" in key:
+                return path
+            found = _find_nul(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _find_nul(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def storable(value: Any) -> Any:
+    """`value` with every string made storable in jsonb: U+0000 and unpaired surrogates become U+FFFD."""
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, Mapping):
+        return {_storable_text(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value
+
+
+def _storable_text(text: str) -> str:
+    return text.replace("\x00", "\ufffd").encode("utf-8", "surrogatepass").decode("utf-8", "replace")

@@ -1,0 +1,205 @@
+"""The PostgreSQL warehouse: versioned migrations and the exactly-once chunk load.
+
+- `migrate(admin_dsn)` applies the `sql/migrations/NNNN_*.sql` files not applied yet, each in its own
+  transaction with its row in `schema_migrations` (version, applied_at, checksum); an applied file that
+  was edited afterwards is an error, not silently skipped.
+- `load_chunk(conn, objects)` loads the rows of several raw objects in one transaction: binary COPY into a
+  TEMP staging table, `INSERT ... SELECT DISTINCT ON (event_id) ... ON CONFLICT (event_id) DO NOTHING`,
+  the rejects, and one `etl_load_log` row per object. A failure before the commit leaves nothing loaded
+  and nothing marked loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from clickstream import contract
+from clickstream.settings import project_root
+from clickstream.transform import COLUMNS, Reject, Row
+
+MIGRATION_FILE_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+MIGRATION_LOCK_ID = 0x636C6963  # pg_advisory_lock key: one migrate at a time
+STAGE_TABLE = "stage_clickstream_events"
+CONNECT_TIMEOUT_S = 10
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be reached or its schema is not what this code expects."""
+
+
+class MigrationError(WarehouseError):
+    """A migration file is missing, misnamed or was changed after it was applied."""
+
+
+def migrations_dir() -> Path:
+    return project_root() / "sql" / "migrations"
+
+
+def migration_files(directory: Path | None = None) -> list[Path]:
+    """The migration files in version order; any other `.sql` file there is an error."""
+    directory = directory or migrations_dir()
+    files = sorted(directory.glob("*.sql"))
+    if not files:
+        raise MigrationError(f"no migrations in {directory}")
+    misnamed = [path.name for path in files if not MIGRATION_FILE_RE.match(path.name)]
+    if misnamed:
+        raise MigrationError(f"migration files must be named NNNN_snake_case.sql: {', '.join(misnamed)}")
+    return files
+
+
+def migrate(admin_dsn: str, directory: Path | None = None) -> list[str]:
+    """Apply pending migrations as the superuser; returns the versions applied now (file stems)."""
+    files = migration_files(directory)
+    with connect(admin_dsn) as conn:
+        conn.autocommit = True
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now(), checksum text NOT NULL)"
+        )
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        try:
+            applied = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+            done: list[str] = []
+            for path in files:
+                text = path.read_text(encoding="utf-8")
+                checksum = hashlib.sha256(text.encode("utf-8")).hexdigest()
+                version = path.stem
+                if version in applied:
+                    if applied[version] != checksum:
+                        raise MigrationError(
+                            f"{path.name} was changed after it was applied; add a new migration instead"
+                        )
+                    continue
+                with conn.transaction():
+                    conn.execute(text)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)", (version, checksum)
+                    )
+                done.append(version)
+            return done
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+
+
+def connect(dsn: str) -> psycopg.Connection:
+    """A connection, or a WarehouseError that names host and port (never the password)."""
+    try:
+        return psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.OperationalError as error:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+        where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise WarehouseError(f"cannot connect to the warehouse at {where} as {info.get('user')}: {detail}") from None
+
+
+@dataclass(frozen=True)
+class ObjectLoad:
+    """One raw object ready to load: its key and etag, the rows of its valid events and its rejects."""
+
+    key: str
+    etag: str
+    rows: Sequence[Row]
+    rejects: Sequence[Reject]
+
+
+@dataclass(frozen=True)
+class LoadCounts:
+    """What loading one object did: rows inserted, valid events already present, events rejected."""
+
+    rows_inserted: int
+    duplicates: int
+    rejected: int
+
+
+def loaded_etags(conn: psycopg.Connection, keys: Sequence[str]) -> dict[str, str]:
+    """{key: etag} of the given keys that are in the load log (one query for the whole listing)."""
+    rows = conn.execute("SELECT key, etag FROM etl_load_log WHERE key = ANY(%s)", (list(keys),)).fetchall()
+    conn.commit()
+    return dict(rows)
+
+
+_COLUMN_LIST = sql.SQL(", ").join(sql.Identifier(name) for name in COLUMNS)
+_STAGE = sql.Identifier(STAGE_TABLE)
+_CREATE_STAGE = sql.SQL(
+    "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {columns} FROM clickstream_events WITH NO DATA"
+).format(stage=_STAGE, columns=_COLUMN_LIST)
+_COPY_STAGE = sql.SQL("COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)").format(stage=_STAGE, columns=_COLUMN_LIST)
+# DISTINCT ON keeps one row per event id inside the chunk (the earliest received), ON CONFLICT skips the
+# ids already loaded; RETURNING tells how many rows each object contributed.
+_INSERT = sql.SQL(
+    "WITH inserted AS ("
+    " INSERT INTO clickstream_events ({columns})"
+    " SELECT DISTINCT ON (event_id) {columns} FROM {stage} ORDER BY event_id, received_at, source_key"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING source_key)"
+    " SELECT source_key, count(*) FROM inserted GROUP BY source_key"
+).format(stage=_STAGE, columns=_COLUMN_LIST)
+
+
+def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[str, LoadCounts]:
+    """Load `objects` in one transaction (rows, rejects, load log); returns the counts per key."""
+    keys = [obj.key for obj in objects]
+    repeated = [key for key, n in Counter(keys).items() if n > 1]
+    if repeated:
+        raise ValueError(f"a chunk lists the same object twice: {repeated[0]}")
+    with conn.transaction():
+        conn.execute(_CREATE_STAGE)
+        with conn.cursor() as cur:
+            with cur.copy(_COPY_STAGE) as copy:
+                copy.set_types(list(COLUMNS.values()))
+                for obj in objects:
+                    for row in obj.rows:
+                        copy.write_row(_adapt(row))
+            inserted = dict(cur.execute(_INSERT).fetchall())
+            cur.execute("DELETE FROM clickstream_rejected WHERE source_key = ANY(%s)", (keys,))
+            cur.executemany(
+                "INSERT INTO clickstream_rejected (source_key, event_index, reason, payload) VALUES (%s, %s, %s, %s)",
+                [
+                    (reject.source_key, reject.event_index, reject.reason, _jsonb(reject.payload))
+                    for obj in objects
+                    for reject in obj.rejects
+                ],
+            )
+            counts = {
+                obj.key: LoadCounts(
+                    rows_inserted=inserted.get(obj.key, 0),
+                    duplicates=len(obj.rows) - inserted.get(obj.key, 0),
+                    rejected=len(obj.rejects),
+                )
+                for obj in objects
+            }
+            cur.executemany(
+                "INSERT INTO etl_load_log AS log (key, etag, rows_inserted, duplicates, rejected)"
+                " VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, rows_inserted = excluded.rows_inserted,"
+                " duplicates = excluded.duplicates, rejected = excluded.rejected, loaded_at = now()",
+                [(obj.key, obj.etag, *_as_tuple(counts[obj.key])) for obj in objects],
+            )
+    return counts
+
+
+_JSONB_INDEXES = tuple(index for index, pg_type in enumerate(COLUMNS.values()) if pg_type == "jsonb")
+
+
+def _adapt(row: Row) -> Row:
+    """Wrap the jsonb values (dicts whose numbers may be Decimal) for the binary COPY."""
+    values = list(row)
+    for index in _JSONB_INDEXES:
+        values[index] = _jsonb(values[index])
+    return tuple(values)
+
+
+def _jsonb(value: object) -> Jsonb | None:
+    return None if value is None else Jsonb(value, dumps=contract.dumps)
+
+
+def _as_tuple(counts: LoadCounts) -> tuple[int, int, int]:
+    return counts.rows_inserted, counts.duplicates, counts.rejected

@@ -1,0 +1,429 @@
+"""The ETL end to end: raw objects in moto S3 -> clickstream_dw, against the test stack.
+
+Each test empties the warehouse tables and writes its raw objects into UTC days of its own (far from today
+and from each other), so the objects other tests leave in the shared bucket are never in its listing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from clickstream import aws, contract, etl, raw, samples, warehouse
+from clickstream.etl import EtlRequest, EtlRequestError, parse_etl_event, partition_prefixes, run_etl
+from clickstream.ingest import IngestSettings, ServerContext, build_raw_object, ingest_batch, object_key
+from clickstream.local import postgres, stack
+
+pytestmark = pytest.mark.integration
+
+DESKTOP_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+SUMMARY_KEYS = {"objects_listed", "loaded", "skipped", "rows_inserted", "duplicates", "rejected", "seconds", "remaining"}
+_days = itertools.count()
+
+
+# Request parsing (pure) -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "request_"),
+    [
+        ({}, EtlRequest()),
+        (None, EtlRequest()),
+        ({"date": "2026-11-24"}, EtlRequest(date=date(2026, 11, 24))),
+        ({"targetUtcDate": "2026-11-24"}, EtlRequest(date=date(2026, 11, 24))),
+        ({"prefix": "events/2026/11/24/"}, EtlRequest(prefix="events/2026/11/24/")),
+        ({"overridePrefix": "events/2026/11/24/09/"}, EtlRequest(prefix="events/2026/11/24/09/")),
+        ({"hoursBack": 6}, EtlRequest(lookback_days=0.25)),
+        ({"lookback_days": 2}, EtlRequest(lookback_days=2.0)),
+        ({"version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events", "account": "1",
+          "time": "2026-11-24T10:00:00Z", "region": "us-east-1", "resources": [], "detail": {}}, EtlRequest()),
+    ],
+)
+def test_parse_etl_event_accepts_the_documented_forms(event, request_):
+    assert parse_etl_event(event) == request_
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"date": "24/11/2026"}, "date must be a date YYYY-MM-DD, not '24/11/2026'"),
+        ({"targetUtcDate": "2026-02-30"}, "targetUtcDate '2026-02-30' is not a calendar date"),
+        ({"date": "2026-11-24", "prefix": "events/"}, "give a date or a prefix, not both"),
+        ({"date": "2026-11-24", "targetUtcDate": "2026-11-24"}, "give date or targetUtcDate, not both"),
+        ({"prefix": ""}, "prefix must be a non-empty key prefix"),
+        ({"hoursBack": 0}, "hoursBack must be a number above 0"),
+        ({"hoursBack": True}, "hoursBack must be a number above 0"),
+        ({"hoursBack": 3, "date": "2026-11-24"}, "a lookback applies only without a date or a prefix"),
+        ({"day": "2026-11-24"}, "unknown keys day"),
+        (["date"], "the event must be a JSON object, not list"),
+    ],
+)
+def test_parse_etl_event_refuses_unclear_requests(event, message):
+    with pytest.raises(EtlRequestError, match=message):
+        parse_etl_event(event)
+
+
+def test_partition_prefixes_cover_the_lookback_by_day_or_by_hour():
+    now = datetime(2026, 11, 24, 1, 30, tzinfo=timezone.utc)
+    assert partition_prefixes(now, 3) == ["events/2026/11/21/", "events/2026/11/22/", "events/2026/11/23/",
+                                          "events/2026/11/24/"]
+    assert partition_prefixes(now, 0.125) == ["events/2026/11/23/22/", "events/2026/11/23/23/",
+                                              "events/2026/11/24/00/", "events/2026/11/24/01/"]
+
+
+# Fixtures and helpers ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dw(local_stack):
+    """(admin DSN, etl_writer DSN) of the migrated test warehouse."""
+    admin = stack.status(local_stack)["dw_admin_dsn"]
+    warehouse.migrate(admin)
+    password = json.loads((local_stack.home / "credentials" / "dw.json").read_text())["etl_writer"]
+    return admin, postgres.dsn(local_stack.host, local_stack.dw_port, postgres.WAREHOUSE_DB, "etl_writer", password)
+
+
+@pytest.fixture(scope="module")
+def s3(local_stack):
+    return aws.client("s3", local_stack)
+
+
+@pytest.fixture(scope="module")
+def bucket(local_stack):
+    return stack.status(local_stack)["raw_bucket"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_test_partitions(s3, bucket):
+    """The session stack is shared with other tests and the notebooks: leave its raw bucket as found."""
+    yield
+    keys = [{"Key": obj["Key"]} for obj in raw.list_objects(s3, bucket, "events/2031/")]
+    for start in range(0, len(keys), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True})
+
+
+@pytest.fixture
+def day(dw) -> datetime:
+    """Noon UTC of a day no other test writes to (every 10 days from 2031-01-01); empties the warehouse tables."""
+    with psycopg.connect(dw[0], autocommit=True) as conn:
+        conn.execute("TRUNCATE clickstream_events, clickstream_rejected, etl_load_log")
+    return datetime(2031, 1, 1, 12, tzinfo=timezone.utc) + timedelta(days=10 * next(_days))
+
+
+@pytest.fixture
+def put(s3, bucket):
+    """put(received_at, *raw_events, user_agent=...) -> key: store one request's events as the ingest does."""
+
+    def put_events(received_at: datetime, *raw_events: dict, user_agent: str | None = DESKTOP_UA) -> str:
+        result = ingest_batch(list(raw_events), ServerContext(request_id=str(uuid.uuid4()), user_agent=user_agent),
+                              s3, IngestSettings(raw_bucket=bucket), received_at)
+        assert not result.rejected, result.rejected
+        return result.object_key
+
+    return put_events
+
+
+def etl_run(s3, bucket, dw, **kwargs) -> dict:
+    summary = run_etl(s3, bucket, dw[1], **kwargs)
+    assert set(summary) == SUMMARY_KEYS
+    return summary
+
+
+def query(dw, sql: str, params=()) -> list[tuple]:
+    with psycopg.connect(dw[0]) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def counts(summary: dict) -> dict:
+    return {key: value for key, value in summary.items() if key != "seconds"}
+
+
+def batch(n: int, seed: int, at: datetime) -> list[dict]:
+    return samples.canonical_batch(n, seed=seed, at=at - timedelta(seconds=30))
+
+
+# Loading ------------------------------------------------------------------------------------------------------------
+
+
+def test_a_day_loads_once_and_a_rerun_skips_everything(s3, bucket, dw, put, day):
+    keys = [put(day + timedelta(hours=h), *batch(5, seed=h, at=day + timedelta(hours=h))) for h in range(3)]
+    first = etl_run(s3, bucket, dw, date=day.date())
+    assert counts(first) == {"objects_listed": 3, "loaded": 3, "skipped": 0, "rows_inserted": 15, "duplicates": 0,
+                             "rejected": 0, "remaining": 0}
+    again = etl_run(s3, bucket, dw, date=day.date())
+    assert counts(again) == {"objects_listed": 3, "loaded": 0, "skipped": 3, "rows_inserted": 0, "duplicates": 0,
+                             "rejected": 0, "remaining": 0}
+    log = query(dw, "SELECT key, etag, rows_inserted, duplicates, rejected FROM etl_load_log ORDER BY key")
+    assert log == [(key, s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"'), 5, 0, 0) for key in sorted(keys)]
+    assert query(dw, "SELECT source_key, count(*) FROM clickstream_events GROUP BY 1 ORDER BY 1") == [
+        (key, 5) for key in sorted(keys)]
+
+
+def test_prefix_loads_only_that_hour(s3, bucket, dw, put, day):
+    put(day, *batch(2, seed=1, at=day))
+    later = put(day + timedelta(hours=1), *batch(3, seed=2, at=day + timedelta(hours=1)))
+    summary = etl_run(s3, bucket, dw, prefix=later.rsplit("/", 1)[0] + "/")
+    assert (summary["objects_listed"], summary["rows_inserted"]) == (1, 3)
+    assert query(dw, "SELECT DISTINCT source_key FROM clickstream_events") == [(later,)]
+
+
+def test_more_than_1000_objects_in_one_day_are_all_loaded(s3, bucket, dw, day):
+    server = ServerContext(request_id="bulk", user_agent=DESKTOP_UA)
+    events = batch(1100, seed=5, at=day)
+
+    def put_one(index: int) -> None:
+        normalized, _ = contract.normalize_event(events[index], day)
+        object_id = uuid.UUID(int=index + 1)
+        body = contract.dumps(build_raw_object([normalized], server, day + timedelta(seconds=index), object_id))
+        s3.put_object(Bucket=bucket, Key=object_key(day + timedelta(seconds=index), object_id), Body=body.encode())
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put_one, range(1100)))
+    summary = etl_run(s3, bucket, dw, date=day.date())
+    assert counts(summary) == {"objects_listed": 1100, "loaded": 1100, "skipped": 0, "rows_inserted": 1100,
+                               "duplicates": 0, "rejected": 0, "remaining": 0}
+    assert query(dw, "SELECT count(*), count(DISTINCT source_key) FROM clickstream_events") == [(1100, 1100)]
+
+
+def test_lookback_picks_up_a_late_file_for_an_earlier_day(s3, bucket, dw, put, day):
+    now = day + timedelta(hours=6)
+    put(day, *batch(2, seed=1, at=day))
+    assert etl_run(s3, bucket, dw, now=now)["rows_inserted"] == 2
+    # written after that run, into the partition of two days earlier (and one outside the 3-day lookback)
+    late = put(day - timedelta(days=2), *batch(3, seed=2, at=day - timedelta(days=2)))
+    too_old = put(day - timedelta(days=5), *batch(4, seed=3, at=day - timedelta(days=5)))
+    summary = etl_run(s3, bucket, dw, now=now)
+    assert (summary["objects_listed"], summary["loaded"], summary["skipped"], summary["rows_inserted"]) == (2, 1, 1, 3)
+    logged = {row[0] for row in query(dw, "SELECT key FROM etl_load_log")}
+    assert late in logged and too_old not in logged
+    assert etl_run(s3, bucket, dw, date=(day - timedelta(days=5)).date())["rows_inserted"] == 4
+
+
+def test_hours_back_lists_only_the_last_hours(s3, bucket, dw, put, day):
+    put(day - timedelta(hours=3), *batch(1, seed=1, at=day))
+    recent = put(day - timedelta(minutes=30), *batch(2, seed=2, at=day))
+    request = parse_etl_event({"hoursBack": 2})
+    summary = etl_run(s3, bucket, dw, now=day, **request.as_kwargs())
+    assert (summary["objects_listed"], summary["rows_inserted"]) == (1, 2)
+    assert query(dw, "SELECT key FROM etl_load_log") == [(recent,)]
+
+
+def test_a_changed_object_is_loaded_again_without_duplicating_rows(s3, bucket, dw, put, day):
+    events = batch(2, seed=1, at=day)
+    key = put(day, *events)
+    etl_run(s3, bucket, dw, date=day.date())
+    raw_object = contract.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    extra, _ = contract.normalize_event(batch(1, seed=2, at=day)[0], day)
+    raw_object["events"].append({**raw_object["events"][0], "event": extra.event})
+    raw_object["event_count"] = 3
+    s3.put_object(Bucket=bucket, Key=key, Body=contract.dumps(raw_object).encode())
+    summary = etl_run(s3, bucket, dw, date=day.date())
+    assert (summary["loaded"], summary["rows_inserted"], summary["duplicates"]) == (1, 1, 2)
+    assert query(dw, "SELECT count(*) FROM clickstream_events") == [(3,)]
+    assert query(dw, "SELECT etag FROM etl_load_log") == [(s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"'),)]
+
+
+# Duplicates -----------------------------------------------------------------------------------------------------------
+
+
+def test_the_same_event_in_two_objects_is_one_row(s3, bucket, dw, put, day):
+    shared, other = batch(2, seed=1, at=day)
+    first = put(day, shared)
+    second = put(day + timedelta(minutes=1), shared, other)  # a retry that also carries a new event
+    summary = etl_run(s3, bucket, dw, date=day.date())
+    assert (summary["rows_inserted"], summary["duplicates"]) == (2, 1)
+    assert query(dw, "SELECT count(*) FROM clickstream_events WHERE event_id = %s", (uuid.UUID(shared["event_id"]),)) \
+        == [(1,)]
+    assert query(dw, "SELECT key, rows_inserted, duplicates FROM etl_load_log ORDER BY key") == sorted(
+        [(first, 1, 0), (second, 1, 1)])
+    # and across runs: a third copy arriving later
+    put(day + timedelta(hours=2), shared)
+    later = etl_run(s3, bucket, dw, date=day.date())
+    assert (later["loaded"], later["rows_inserted"], later["duplicates"]) == (1, 0, 1)
+
+
+def test_a_duplicate_inside_one_object_is_one_row(s3, bucket, dw, put, day):
+    event = batch(1, seed=1, at=day)[0]
+    key = put(day, event, event)
+    summary = etl_run(s3, bucket, dw, date=day.date())
+    assert (summary["rows_inserted"], summary["duplicates"]) == (1, 1)
+    assert query(dw, "SELECT count(*) FROM clickstream_events") == [(1,)]
+    assert query(dw, "SELECT rows_inserted, duplicates FROM etl_load_log WHERE key = %s", (key,)) == [(1, 1)]
+
+
+# Faults ---------------------------------------------------------------------------------------------------------------
+
+
+def test_unreachable_warehouse_is_a_clear_error_and_nothing_is_marked_loaded(s3, bucket, dw, put, day, local_stack):
+    put(day, *batch(2, seed=1, at=day))
+    port = stack.free_port()
+    password = json.loads((local_stack.home / "credentials" / "dw.json").read_text())["etl_writer"]
+    wrong = postgres.dsn("127.0.0.1", port, postgres.WAREHOUSE_DB, "etl_writer", password)
+    with pytest.raises(warehouse.WarehouseError, match=f"cannot connect to the warehouse at 127.0.0.1:{port}") as info:
+        run_etl(s3, bucket, wrong, date=day.date())
+    assert password not in str(info.value)
+    assert query(dw, "SELECT count(*) FROM etl_load_log") == [(0,)]
+    assert etl_run(s3, bucket, dw, date=day.date())["rows_inserted"] == 2
+
+
+KILLED_RUN = textwrap.dedent("""
+    import datetime, os, signal
+    from clickstream import aws, etl
+    from clickstream.settings import Settings
+
+    def die_after_first_chunk(progress):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    etl.run_etl(aws.client("s3", Settings.from_env()), os.environ["ETL_BUCKET"], os.environ["ETL_DSN"],
+                date=datetime.date.fromisoformat(os.environ["ETL_DATE"]), chunk_objects=3,
+                progress=die_after_first_chunk)
+    raise SystemExit("the run was not killed")
+""")
+
+
+def test_a_run_killed_between_chunks_is_completed_by_the_next_run_exactly_once(s3, bucket, dw, put, day):
+    events = batch(40, seed=3, at=day)
+    keys = [put(day + timedelta(minutes=i), *events[i * 4: i * 4 + 4]) for i in range(10)]
+    keys.append(put(day + timedelta(hours=2), events[0], events[39]))  # two retried events, in the last chunk
+    env = {**os.environ, "ETL_BUCKET": bucket, "ETL_DSN": dw[1], "ETL_DATE": day.date().isoformat()}
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN], env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert query(dw, "SELECT key FROM etl_load_log ORDER BY key") == [(key,) for key in sorted(keys)[:3]]
+    assert query(dw, "SELECT count(*) FROM clickstream_events") == [(12,)]
+
+    summary = etl_run(s3, bucket, dw, date=day.date())
+    assert counts(summary) == {"objects_listed": 11, "loaded": 8, "skipped": 3, "rows_inserted": 28, "duplicates": 2,
+                               "rejected": 0, "remaining": 0}
+    assert query(dw, "SELECT count(*), count(DISTINCT event_id) FROM clickstream_events") == [(40, 40)]
+    assert sorted(row[0] for row in query(dw, "SELECT event_id FROM clickstream_events")) == sorted(
+        uuid.UUID(event["event_id"]) for event in events)
+    assert query(dw, "SELECT sum(rows_inserted), count(*) FROM etl_load_log") == [(40, 11)]
+
+
+def test_a_run_stops_before_its_time_runs_out_and_the_next_continues(s3, bucket, dw, put, day):
+    for i in range(5):
+        put(day + timedelta(minutes=i), *batch(2, seed=i, at=day))
+    budget = iter([60_000, 9_999])  # then under the 10 s margin
+    reported = []
+    summary = etl_run(s3, bucket, dw, date=day.date(), chunk_objects=2, remaining_ms=lambda: next(budget),
+                      progress=reported.append)
+    assert (summary["loaded"], summary["remaining"], summary["rows_inserted"]) == (2, 3, 4)
+    assert [(p.objects_done, p.objects_to_load, p.rows_inserted) for p in reported] == [(2, 5, 4)]
+    assert query(dw, "SELECT count(*) FROM etl_load_log") == [(2,)]
+    rest = etl_run(s3, bucket, dw, date=day.date(), chunk_objects=2)
+    assert (rest["loaded"], rest["skipped"], rest["remaining"], rest["rows_inserted"]) == (3, 2, 0, 6)
+
+
+def test_a_run_keeps_twice_its_slowest_chunk_in_reserve(s3, bucket, dw, put, day, monkeypatch):
+    for i in range(3):
+        put(day + timedelta(minutes=i), *batch(1, seed=i, at=day))
+    clock = itertools.count(step=30.0)  # every reading of the ETL's clock is 30 s later: each chunk takes 30 s
+    monkeypatch.setattr(etl, "monotonic", lambda: next(clock))
+    # 70 s left >= 2 x 30 s: the second chunk runs; 50 s left is above the 10 s floor but under 2 x 30 s: stop
+    budget = iter([100_000, 70_000, 50_000])
+    summary = etl_run(s3, bucket, dw, date=day.date(), chunk_objects=1, remaining_ms=lambda: next(budget))
+    assert (summary["loaded"], summary["remaining"]) == (2, 1)
+
+
+def test_an_object_that_is_not_json_is_quarantined_and_the_others_load(s3, bucket, dw, put, day):
+    good = [put(day, *batch(2, seed=1, at=day)), put(day, *batch(3, seed=2, at=day))]
+    bad = object_key(day, uuid.uuid4())
+    s3.put_object(Bucket=bucket, Key=bad, Body=b'{"schema_version": "1", "events": [{"event_id": ')
+    summary = etl_run(s3, bucket, dw, date=day.date())
+    assert counts(summary) == {"objects_listed": 3, "loaded": 3, "skipped": 0, "rows_inserted": 5, "duplicates": 0,
+                               "rejected": 1, "remaining": 0}
+    [(index, reason, payload)] = query(dw, "SELECT event_index, reason, payload FROM clickstream_rejected "
+                                           "WHERE source_key = %s", (bad,))
+    assert index is None and reason.startswith("not valid JSON: Expecting value")
+    assert payload == '{"schema_version": "1", "events": [{"event_id": '
+    assert query(dw, "SELECT key, rows_inserted, rejected FROM etl_load_log ORDER BY key") == sorted(
+        [(good[0], 2, 0), (good[1], 3, 0), (bad, 0, 1)])
+    assert etl_run(s3, bucket, dw, date=day.date())["skipped"] == 3  # quarantined once, not retried every run
+
+
+def test_an_event_with_nul_is_rejected_with_its_reason_and_its_neighbours_load(s3, bucket, dw, put, day):
+    ok, bad = batch(2, seed=1, at=day)
+    key = put(day, ok, {**bad, "page_type": "x\u0000y"})
+    summary = etl_run(s3, bucket, dw, date=day.date())
+    assert (summary["rows_inserted"], summary["rejected"]) == (1, 1)
+    [(index, reason, payload)] = query(dw, "SELECT event_index, reason, payload FROM clickstream_rejected")
+    assert (index, reason) == (1, "$.event.page_type: contains U+0000, which PostgreSQL cannot store")
+    assert payload["event"]["event_id"] == bad["event_id"] and payload["event"]["page_type"] == "x\ufffdy"
+    assert query(dw, "SELECT rows_inserted, rejected FROM etl_load_log WHERE key = %s", (key,)) == [(1, 1)]
+
+
+# Column values ----------------------------------------------------------------------------------------------------------
+
+
+def test_legacy_tracker_events_fill_the_legacy_columns(s3, bucket, dw, put, day):
+    put(day,
+        samples.legacy_event("add_to_cart_click", event_id=str(uuid.uuid4()), userId="", isFirstVisit=True,
+                             userLoginState="guest"),
+        samples.legacy_event("login_success", event_id=str(uuid.uuid4()), userId="shop-7", isFirstVisit=False,
+                             userLoginState="logged_in", product=None, element=None),
+        samples.legacy_event("home_view", userLoginState="member", isFirstVisit=None, product=None))
+    etl_run(s3, bucket, dw, date=day.date())
+    rows = query(dw, "SELECT properties->'legacy'->>'event_name', event_name, identity_source, is_first_visit,"
+                     " user_login_state, user_id, page_type, context_product_id, properties->'legacy'->'element'->>'id'"
+                     " FROM clickstream_events ORDER BY 1")
+    assert rows == [
+        ("add_to_cart_click", "add_to_cart", "client_id", True, "guest", None, None, "LAP-001", "add-to-cart"),
+        ("home_view", "page_view", "client_id", None, "member", None, "home", None, "add-to-cart"),
+        ("login_success", "login", "user_id", False, "logged_in", "shop-7", None, None, None),
+    ]
+
+
+def test_money_columns_are_exact(s3, bucket, dw, put, day):
+    product = {**samples.PRODUCTS[0], "price": 1234.56, "discount_price": "0.10"}
+    event = samples.canonical_event("purchase", at=day, product=product, value="999999999.99", currency="USD")
+    put(day, event)
+    etl_run(s3, bucket, dw, date=day.date())
+    [row] = query(dw, "SELECT context_product_price, context_product_discount_price, value, value::text,"
+                      " context_product_discount_price::text FROM clickstream_events")
+    assert row == (Decimal("1234.56"), Decimal("0.10"), Decimal("999999999.99"), "999999999.99", "0.10")
+
+
+def test_event_timestamp_is_skew_corrected_or_received_at(s3, bucket, dw, put, day):
+    skewed_client = day - timedelta(hours=2)  # the browser's clock is 2 hours behind
+    fine, backwards, no_sent = batch(3, seed=1, at=day)
+    fine.update(client_ts=contract.isoformat_utc(skewed_client),
+                sent_ts=contract.isoformat_utc(skewed_client + timedelta(seconds=4)))
+    backwards.update(client_ts=contract.isoformat_utc(skewed_client),
+                     sent_ts=contract.isoformat_utc(skewed_client - timedelta(seconds=4)))
+    no_sent.update(client_ts="2020-01-01T00:00:00Z", sent_ts=None)
+    put(day, fine, backwards, no_sent)
+    etl_run(s3, bucket, dw, date=day.date())
+    stamps = dict(query(dw, "SELECT event_id::text, event_timestamp FROM clickstream_events"))
+    assert stamps[fine["event_id"]] == day - timedelta(seconds=4)
+    assert stamps[backwards["event_id"]] == day
+    assert stamps[no_sent["event_id"]] == day
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "is_bot", "device"),
+    [
+        ("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)", True, "bot"),
+        ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile "
+         "Safari/537.36", False, "mobile"),
+        ("Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 "
+         "Mobile/15E148 Safari/604.1", False, "tablet"),
+        (DESKTOP_UA, False, "desktop"),
+    ],
+)
+def test_user_agent_gives_is_bot_and_device_category(s3, bucket, dw, put, day, user_agent, is_bot, device):
+    put(day, *batch(2, seed=1, at=day), user_agent=user_agent)
+    etl_run(s3, bucket, dw, date=day.date())
+    assert query(dw, "SELECT DISTINCT is_bot, device_category, user_agent FROM clickstream_events") == [
+        (is_bot, device, user_agent)]

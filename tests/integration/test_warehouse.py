@@ -1,0 +1,256 @@
+"""The warehouse schema, its migrations runner and the chunk load, against the test stack's real PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+from psycopg.conninfo import make_conninfo
+
+from clickstream import warehouse
+from clickstream.local import postgres, stack
+from clickstream.transform import COLUMNS, Reject, transform_object
+from clickstream.warehouse import ObjectLoad, load_chunk
+
+pytestmark = pytest.mark.integration
+
+ISSUE_COLUMNS = [  # issue 3, in its order: the workshop's columns, then the added ones
+    "event_id", "event_timestamp", "event_name", "user_id", "user_login_state", "identity_source", "client_id",
+    "session_id", "is_first_visit", "context_product_id", "context_product_name", "context_product_category",
+    "context_product_brand", "context_product_price", "context_product_discount_price", "context_product_url_path",
+    "client_ts", "received_at", "loaded_at", "page_url", "page_path", "page_type", "referrer", "utm_source",
+    "utm_medium", "utm_campaign", "user_agent", "device_category", "is_bot", "quantity", "cart_id", "order_id",
+    "value", "currency", "properties", "schema_version", "source_key",
+]
+TABLES = ("clickstream_events", "clickstream_rejected", "etl_load_log")
+
+
+@pytest.fixture(scope="module")
+def dw(local_stack):
+    """(admin DSN, etl_writer DSN, dashboard_reader DSN) of the migrated test warehouse."""
+    admin = stack.status(local_stack)["dw_admin_dsn"]
+    warehouse.migrate(admin)
+    passwords = json.loads((local_stack.home / "credentials" / "dw.json").read_text())
+    role_dsn = {role: postgres.dsn(local_stack.host, local_stack.dw_port, postgres.WAREHOUSE_DB, role, passwords[role])
+                for role in postgres.WAREHOUSE_ROLES}
+    return admin, role_dsn["etl_writer"], role_dsn["dashboard_reader"]
+
+
+@pytest.fixture
+def empty(dw):
+    admin, etl_dsn, _ = dw
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(TABLES))
+    with warehouse.connect(etl_dsn) as conn:
+        yield conn
+
+
+@pytest.fixture
+def scratch_db(dw):
+    """An empty database of its own (dropped afterwards) and a copy of the migrations to change."""
+    admin = dw[0]
+    name = f"scratch_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(make_conninfo(admin, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(admin, dbname=name)
+    finally:
+        with psycopg.connect(make_conninfo(admin, dbname="postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def one(dsn: str, query: str, params=()):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, params).fetchone()
+
+
+def all_rows(dsn: str, query: str, params=()):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+# Migrations -----------------------------------------------------------------------------------------------------
+
+
+def test_migrate_applies_each_file_once_and_records_its_checksum(scratch_db, tmp_path):
+    migrations = Path(shutil.copytree(warehouse.migrations_dir(), tmp_path / "migrations"))
+    files = sorted(migrations.glob("*.sql"))
+    assert warehouse.migrate(scratch_db, migrations) == [path.stem for path in files]
+    assert warehouse.migrate(scratch_db, migrations) == []
+    recorded = all_rows(scratch_db, "SELECT version, checksum FROM schema_migrations ORDER BY version")
+    assert recorded == [(path.stem, hashlib.sha256(path.read_bytes()).hexdigest()) for path in files]
+
+    (migrations / "0099_extra.sql").write_text("CREATE TABLE IF NOT EXISTS extra (id int PRIMARY KEY);")
+    assert warehouse.migrate(scratch_db, migrations) == ["0099_extra"]
+
+
+def test_migrate_refuses_a_file_changed_after_it_was_applied(scratch_db, tmp_path):
+    migrations = Path(shutil.copytree(warehouse.migrations_dir(), tmp_path / "migrations"))
+    warehouse.migrate(scratch_db, migrations)
+    first = sorted(migrations.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited\n")
+    with pytest.raises(warehouse.MigrationError, match=f"{first.name} was changed after it was applied"):
+        warehouse.migrate(scratch_db, migrations)
+
+
+def test_a_failing_migration_leaves_no_trace(scratch_db, tmp_path):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0001_half.sql").write_text("CREATE TABLE half (id int); SELECT no_such_function();")
+    with pytest.raises(errors.UndefinedFunction):
+        warehouse.migrate(scratch_db, migrations)
+    assert one(scratch_db, "SELECT to_regclass('half'), count(*) FROM schema_migrations") == (None, 0)
+
+
+def test_misnamed_migration_file_is_refused(tmp_path):
+    (tmp_path / "1_tables.sql").write_text("SELECT 1;")
+    with pytest.raises(warehouse.MigrationError, match="NNNN_snake_case.sql: 1_tables.sql"):
+        warehouse.migration_files(tmp_path)
+
+
+# Schema -----------------------------------------------------------------------------------------------------------
+
+
+def test_events_table_has_the_issue_columns_in_order_with_exact_money(dw):
+    admin = dw[0]
+    columns = all_rows(admin, "SELECT column_name, data_type, numeric_precision, numeric_scale, is_nullable"
+                              " FROM information_schema.columns WHERE table_name = 'clickstream_events'"
+                              " ORDER BY ordinal_position")
+    assert [c[0] for c in columns] == ISSUE_COLUMNS
+    types = {c[0]: c[1:] for c in columns}
+    assert types["event_id"][0] == "uuid"
+    assert types["event_timestamp"] == ("timestamp with time zone", None, None, "NO")
+    for money in ("context_product_price", "context_product_discount_price", "value"):
+        assert types[money][:3] == ("numeric", 12, 2)
+    assert types["properties"][0] == "jsonb"
+    assert one(admin, "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+                      " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'clickstream_events'::regclass"
+                      " AND i.indisprimary") == ("event_id",)
+
+
+def test_copy_columns_are_the_table_columns_but_loaded_at():
+    assert list(COLUMNS) == [name for name in ISSUE_COLUMNS if name != "loaded_at"]
+
+
+def test_read_indexes_exist(dw):
+    indexes = dict(all_rows(dw[0], "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'clickstream_events'"))
+    assert "USING brin (event_timestamp)" in indexes["clickstream_events_event_timestamp_brin"]
+    assert "(event_name, context_product_id)" in indexes["clickstream_events_event_name_product"]
+
+
+def test_event_timestamp_rule_is_documented_in_the_database(dw):
+    [comment] = one(dw[0], "SELECT col_description('clickstream_events'::regclass, 2)")
+    assert "received_at - (sent_ts - client_ts)" in comment and "Never the load time" in comment
+
+
+def test_roles_can_do_what_they_need_and_no_more(dw):
+    _, etl_dsn, reader_dsn = dw
+    with psycopg.connect(etl_dsn) as conn:
+        conn.execute("CREATE TEMP TABLE t (id int)")
+        conn.execute("SELECT count(*) FROM etl_load_log")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE public.not_allowed (id int)")
+    with psycopg.connect(reader_dsn) as conn:
+        conn.execute("SELECT count(*) FROM clickstream_events")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM etl_load_log")
+
+
+def test_connect_error_names_the_server_but_not_the_password(dw):
+    port = stack.free_port()
+    dsn = postgres.dsn("127.0.0.1", port, "clickstream_dw", "etl_writer", "s3cret-pw")
+    with pytest.raises(warehouse.WarehouseError, match=f"cannot connect to the warehouse at 127.0.0.1:{port}") as info:
+        warehouse.connect(dsn)
+    assert "Connection refused" in str(info.value) and "s3cret-pw" not in str(info.value)
+
+
+# Chunk load -------------------------------------------------------------------------------------------------------
+
+
+RECEIVED = "2031-03-01T10:00:00.000Z"
+
+
+def stored(event_id: uuid.UUID, **event) -> dict:
+    return {
+        "schema_version": "1",
+        "source": "canonical",
+        "event": {"event_id": str(event_id), "event_name": "page_view", "client_ts": RECEIVED,
+                  "client_id": "c-1", "session_id": "s-1", **event},
+        "server": {"received_at": RECEIVED, "request_id": "r", "api_request_id": None, "api_id": None,
+                   "stage": None, "user_agent": None, "source_ip_prefix": None},
+        "legacy": None,
+    }
+
+
+def object_load(key: str, *events: dict, etag: str = "etag-1") -> ObjectLoad:
+    raw_object = {"schema_version": "1", "object_id": str(uuid.uuid4()), "received_at": RECEIVED, "request_id": "r",
+                  "event_count": len(events), "events": list(events)}
+    transformed = transform_object(raw_object, key)
+    return ObjectLoad(key, etag, transformed.rows, transformed.rejects)
+
+
+def test_load_chunk_inserts_each_event_once_and_logs_each_object(empty, dw):
+    a, b, c = (uuid.uuid4() for _ in range(3))
+    loads = [object_load("k/1", stored(a), stored(b), stored(a)),  # duplicate inside one object
+             object_load("k/2", stored(b), stored(c)),  # b again, in another object of the same chunk
+             object_load("k/3", stored(uuid.uuid4(), page_type="x\x00"))]
+    counts = load_chunk(empty, loads)
+    assert {key: (n.rows_inserted, n.duplicates, n.rejected) for key, n in counts.items()} == {
+        "k/1": (2, 1, 0), "k/2": (1, 1, 0), "k/3": (0, 0, 1)}
+    admin = dw[0]
+    assert sorted(r[0] for r in all_rows(admin, "SELECT event_id FROM clickstream_events")) == sorted([a, b, c])
+    assert all_rows(admin, "SELECT key, etag, rows_inserted, duplicates, rejected FROM etl_load_log ORDER BY key") == [
+        ("k/1", "etag-1", 2, 1, 0), ("k/2", "etag-1", 1, 1, 0), ("k/3", "etag-1", 0, 0, 1)]
+    assert one(admin, "SELECT source_key, event_index, reason FROM clickstream_rejected") == (
+        "k/3", 0, "$.event.page_type: contains U+0000, which PostgreSQL cannot store")
+
+    again = load_chunk(empty, [object_load("k/4", stored(a), stored(c))])
+    assert again["k/4"] == warehouse.LoadCounts(rows_inserted=0, duplicates=2, rejected=0)
+    assert one(admin, "SELECT count(*) FROM clickstream_events") == (3,)
+
+
+def test_a_failing_chunk_loads_nothing_and_marks_nothing_loaded(empty, dw):
+    good = object_load("k/good", stored(uuid.uuid4()))
+    bad = object_load("k/bad", stored(uuid.uuid4()))
+    row = list(bad.rows[0])
+    row[list(COLUMNS).index("event_timestamp")] = None
+    bad = ObjectLoad(bad.key, bad.etag, [tuple(row)], [Reject("k/bad", 1, "x", None)])
+    with pytest.raises(errors.NotNullViolation):
+        load_chunk(empty, [good, bad])
+    admin = dw[0]
+    for table in TABLES:
+        assert one(admin, f"SELECT count(*) FROM {table}") == (0,), table
+    # the connection is usable again, and the staging table went with the rolled back transaction
+    assert load_chunk(empty, [good])["k/good"].rows_inserted == 1
+
+
+def test_reloading_a_changed_object_replaces_its_rejects_and_log_row(empty, dw):
+    kept = uuid.uuid4()
+    load_chunk(empty, [object_load("k/1", stored(kept), stored(uuid.uuid4(), value="1.005"))])
+    fixed = uuid.uuid4()
+    counts = load_chunk(empty, [object_load("k/1", stored(kept), stored(fixed, value="1.00"), etag="etag-2")])
+    assert counts["k/1"] == warehouse.LoadCounts(rows_inserted=1, duplicates=1, rejected=0)
+    admin = dw[0]
+    assert one(admin, "SELECT count(*) FROM clickstream_rejected") == (0,)
+    assert one(admin, "SELECT etag, rows_inserted, duplicates FROM etl_load_log") == ("etag-2", 1, 1)
+    assert one(admin, "SELECT value FROM clickstream_events WHERE event_id = %s", (fixed,)) == (Decimal("1.00"),)
+
+
+def test_the_same_key_twice_in_one_chunk_is_a_programming_error(empty):
+    with pytest.raises(ValueError, match="the same object twice: k/1"):
+        load_chunk(empty, [object_load("k/1", stored(uuid.uuid4())), object_load("k/1", stored(uuid.uuid4()))])
+
+
+def test_loaded_at_is_the_commit_time_not_an_event_time(empty, dw):
+    before = datetime.now(timezone.utc)
+    load_chunk(empty, [object_load("k/1", stored(uuid.uuid4()))])
+    loaded_at, event_timestamp = one(dw[0], "SELECT loaded_at, event_timestamp FROM clickstream_events")
+    assert loaded_at >= before.replace(microsecond=0) and event_timestamp == datetime(2031, 3, 1, 10, tzinfo=timezone.utc)

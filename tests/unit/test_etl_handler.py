@@ -1,0 +1,112 @@
+"""lambdas/etl/handler.py as the Lambda runtime loads it: settings from the template's environment, the DW
+connection from Secrets Manager, the event turned into a run of `clickstream.etl.run_etl`."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+from moto import mock_aws
+
+from clickstream import etl
+from clickstream.secrets import SecretError, dw_etl_writer_value
+from event_samples import load_sample
+
+HANDLER_PATH = Path(__file__).resolve().parents[2] / "lambdas" / "etl" / "handler.py"
+SECRET = "clickstream/dw/etl_writer-unit"
+TEMPLATE_ENV = {"RAW_BUCKET": "clickstream-s3-ingest-unit", "RAW_PREFIX": "events/", "DW_SECRET_ID": SECRET,
+                "LOOKBACK_DAYS": "5"}
+
+
+def load_handler_module():
+    spec = importlib.util.spec_from_file_location("etl_handler_under_test", HANDLER_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def handler_module(monkeypatch, aws_credentials):
+    for name in TEMPLATE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLICKSTREAM_TARGET", "aws")
+    return load_handler_module()
+
+
+@pytest.fixture
+def runs(handler_module, monkeypatch):
+    """The template's environment, the DW secret in a moto mock, and run_etl replaced by a recorder."""
+    for name, value in TEMPLATE_ENV.items():
+        monkeypatch.setenv(name, value)
+    calls = []
+
+    def fake_run_etl(s3, bucket, dw_dsn, **kwargs):
+        calls.append({"bucket": bucket, "dsn": dw_dsn, **kwargs})
+        return {"objects_listed": 0, "loaded": 0}
+
+    monkeypatch.setattr(etl, "run_etl", fake_run_etl)
+    with mock_aws():
+        handler_module.secrets_client().create_secret(
+            Name=SECRET, SecretString=json.dumps(dw_etl_writer_value("s3cret", "10.0.2.15", 5432)))
+        yield calls
+
+
+def test_import_needs_no_settings_or_credentials(handler_module):
+    assert handler_module.settings.cache_info().currsize == 0
+    assert handler_module.s3_client.cache_info().currsize == 0
+    assert handler_module.secrets_client.cache_info().currsize == 0
+
+
+def test_a_scheduled_event_is_a_default_run_over_the_templates_lookback(handler_module, runs, lambda_context):
+    result = handler_module.handler(load_sample("eventbridge_scheduled.json"), lambda_context)
+    assert result == {"objects_listed": 0, "loaded": 0}
+    (call,) = runs
+    assert call["bucket"] == "clickstream-s3-ingest-unit" and call["raw_prefix"] == "events/"
+    assert (call["date"], call["prefix"], call["lookback_days"]) == (None, None, 5.0)
+    assert "password=s3cret" in call["dsn"] and "host=10.0.2.15" in call["dsn"] and "user=etl_writer" in call["dsn"]
+    assert call["remaining_ms"]() == lambda_context.get_remaining_time_in_millis()
+    assert call["progress"] is None
+
+
+@pytest.mark.parametrize(("event", "expected"), [
+    ({}, (None, None, 5.0)),
+    ({"date": "2026-11-24"}, (date(2026, 11, 24), None, etl.DEFAULT_LOOKBACK_DAYS)),
+    ({"prefix": "events/2026/11/24/09/"}, (None, "events/2026/11/24/09/", etl.DEFAULT_LOOKBACK_DAYS)),
+    ({"lookback_days": 1}, (None, None, 1.0)),
+    ({"hoursBack": 6}, (None, None, 0.25)),
+])
+def test_the_event_chooses_the_run(handler_module, runs, lambda_context, event, expected):
+    handler_module.handler(event, lambda_context)
+    (call,) = runs
+    assert (call["date"], call["prefix"], call["lookback_days"]) == expected
+
+
+def test_a_bad_event_is_refused_before_anything_runs(handler_module, runs, lambda_context):
+    with pytest.raises(etl.EtlRequestError, match="unknown keys day"):
+        handler_module.handler({"day": "2026-11-24"}, lambda_context)
+    assert runs == []
+
+
+def test_a_progress_callback_on_the_context_reaches_the_etl(handler_module, runs, lambda_context):
+    seen = []
+    lambda_context.progress = seen.append
+    handler_module.handler({}, lambda_context)
+    assert runs[0]["progress"] == seen.append
+
+
+def test_without_the_secret_nothing_runs_and_the_error_says_why(handler_module, monkeypatch, lambda_context):
+    for name, value in TEMPLATE_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(etl, "run_etl", lambda *a, **k: pytest.fail("run_etl must not be called"))
+    with mock_aws(), pytest.raises(SecretError, match=f"secret {SECRET} not found"):
+        handler_module.handler({}, lambda_context)
+
+
+def test_missing_settings_are_loud(handler_module, lambda_context):
+    with pytest.raises(ValueError, match="RAW_BUCKET, DW_SECRET_ID not set"):
+        handler_module.handler({}, lambda_context)
