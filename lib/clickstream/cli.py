@@ -9,12 +9,13 @@ import sys
 from collections import Counter
 
 import click
+import psycopg
 from tqdm import tqdm
 
 from clickstream import aws, raw, samples, tracker
 from clickstream.local import stack
-from clickstream.cfn import LocalFunction, TemplateError, find_function, load_stacks
-from clickstream.lambda_runtime import LambdaContext, LambdaTimeoutError, LocalLambda
+from clickstream.cfn import TemplateError, find_function, load_stacks
+from clickstream.lambda_runtime import LambdaTimeoutError, invoke_function
 from clickstream.local.postgres import ClusterError
 from clickstream.scheduler import ScheduleError
 from clickstream.secrets import SecretError
@@ -175,19 +176,6 @@ def list_raw(ctx, prefix: str, as_json: bool) -> None:
     click.echo(f"{len(objects)} objects under s3://{bucket}/{prefix}")
 
 
-class _EtlLambda(LocalLambda):
-    """The ETL function with a progress callback on its context (`clickstream etl` only: Lambda's has none)."""
-
-    def __init__(self, function: LocalFunction, settings: Settings, on_chunk):
-        super().__init__(function, settings)
-        self.on_chunk = on_chunk
-
-    def context(self, request_id: str | None = None) -> LambdaContext:
-        context = super().context(request_id)
-        context.progress = self.on_chunk
-        return context
-
-
 SUMMARY_LABELS = {
     "objects_listed": "objects listed", "loaded": "objects loaded", "skipped": "already loaded",
     "rows_inserted": "rows inserted", "duplicates": "duplicates", "rejected": "rejected", "seconds": "seconds",
@@ -218,7 +206,6 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
     if down:
         raise click.ClickException(f"{' and '.join(down)} not running: start the local stack with `clickstream up`")
     event = {"date": day} if day else {"prefix": prefix} if prefix else {}
-    function = find_function(load_stacks(settings), ETL_FUNCTION)
     with tqdm(unit="object", desc="loading", disable=as_json, leave=False) as bar:
 
         def on_chunk(progress) -> None:
@@ -227,13 +214,13 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
             bar.set_postfix(rows=progress.rows_inserted, rejected=progress.rejected)
 
         try:
-            summary = _EtlLambda(function, settings, on_chunk).invoke(event)
+            summary = invoke_function(settings, ETL_FUNCTION, event, progress=on_chunk)
         except (EtlRequestError, WarehouseError) as error:
             raise click.ClickException(str(error)) from error
     if as_json:
         echo_json(summary)
         return
-    click.echo(f"{function.name} {json.dumps(event)}")
+    click.echo(f"{find_function(load_stacks(settings), ETL_FUNCTION).name} {json.dumps(event)}")
     for key, label in SUMMARY_LABELS.items():
         click.echo(f"  {label:<16}{summary.get(key)!s:>10}")
     if summary.get("remaining"):
@@ -244,7 +231,7 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
 @port_options
 @click.pass_context
 def demo(ctx, **ports) -> None:
-    """The main job: start the stack, send sample traffic through the API, show what landed in S3."""
+    """The main job: start the stack, send sample traffic through the API, load it into the warehouse."""
     settings = settings_with_ports(ctx, ports)
     click.secho("1. Starting the local stack", bold=True)
     result = stack.up(settings, progress=lambda line: click.echo(f"   {line}"))
@@ -273,6 +260,17 @@ def demo(ctx, **ports) -> None:
     for partition, n in sorted(per_hour.items()):
         click.echo(f"   s3://{result['raw_bucket']}/{partition}/  {n} objects")
     click.echo(f"   this run wrote {len(written)} objects; the bucket holds {len(objects)} in all")
+
+    click.secho("\n4. ETL SBW_Lamda_ETL: raw objects -> clickstream_dw (exactly once)", bold=True)
+    summary = invoke_function(settings, ETL_FUNCTION, {})
+    click.echo(f"   {summary['loaded']} objects loaded, {summary['skipped']} already loaded; "
+               f"{summary['rows_inserted']} rows inserted, {summary['duplicates']} duplicates, "
+               f"{summary['rejected']} rejected")
+    with psycopg.connect(result["dw_dsn"]) as conn:
+        rows = conn.execute("SELECT event_name, count(*) FROM clickstream_events GROUP BY 1 ORDER BY 2 DESC").fetchall()
+    click.echo("   events in the warehouse (read as dashboard_reader):")
+    for name, count in rows:
+        click.echo(f"     {name:<18}{count:>7}")
     click.secho("\nNext: open notebooks/00_welcome_and_setup.ipynb (jupyter lab), or `clickstream --help`.", bold=True)
     click.echo("The stack keeps running; stop it with `clickstream down` (data is kept).")
 

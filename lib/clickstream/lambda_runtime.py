@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 from clickstream.aws import LOCAL_CREDENTIALS
-from clickstream.cfn import LocalFunction
+from clickstream.cfn import LocalFunction, find_function, load_stacks
 from clickstream.settings import LOCAL_ACCOUNT_ID, Settings
 
 log = logging.getLogger(__name__)
@@ -108,23 +108,35 @@ def load_handler(function: LocalFunction) -> Callable[[Any, Any], Any]:
 class LocalLambda:
     """One function of the template, ready to invoke."""
 
-    def __init__(self, function: LocalFunction, settings: Settings, scoped_environment: bool = True):
+    def __init__(
+        self,
+        function: LocalFunction,
+        settings: Settings,
+        scoped_environment: bool = True,
+        context_attributes: dict[str, Any] | None = None,
+    ):
         """With `scoped_environment` False the caller has applied `self.env` to the process already
-        (a process serving functions whose environments agree), so invocations run concurrently."""
+        (a process serving functions whose environments agree), so invocations run concurrently.
+        `context_attributes` are set on each context: local extras such as a progress callback,
+        which a handler must treat as optional (Lambda's context has none)."""
         self.function = function
         self.settings = settings
+        self.context_attributes = context_attributes or {}
         self.env = runtime_environment(function, settings)
         self.scoped_environment = scoped_environment
         self._handler: Callable[[Any, Any], Any] | None = None
 
     def context(self, request_id: str | None = None) -> LambdaContext:
-        return LambdaContext(
+        context = LambdaContext(
             function_name=self.function.name,
             memory_limit_in_mb=self.function.memory,
             timeout_seconds=self.function.timeout,
             region=self.settings.region,
             aws_request_id=request_id or str(uuid.uuid4()),
         )
+        for name, value in self.context_attributes.items():
+            setattr(context, name, value)
+        return context
 
     def init(self) -> None:
         """Import the handler module (Lambda's init phase); invoke does it on first use otherwise."""
@@ -142,3 +154,9 @@ class LocalLambda:
                 f"{self.function.name} ran past its {self.function.timeout} s Timeout (request {context.aws_request_id})"
             )
         return result
+
+
+def invoke_function(settings: Settings, logical_id: str, event: Any, **context_attributes: Any) -> Any:
+    """Invoke the template's function `logical_id` once, as `aws lambda invoke` would."""
+    function = find_function(load_stacks(settings), logical_id)
+    return LocalLambda(function, settings, context_attributes=context_attributes).invoke(event)

@@ -32,6 +32,10 @@ def test_demo_sends_through_the_api_and_lists_what_it_wrote(local_stack):
     written = int(re.search(r"this run wrote (\d+) objects", result.stdout).group(1))
     assert written == len(after - before) == 14  # 2 batches + 10 singles + 1 legacy batch + 1 mixed batch
     assert "50 accepted in 2 requests" in result.stdout and "rejected #0" in result.stdout
+    loaded = re.search(r"(\d+) objects loaded, \d+ already loaded; (\d+) rows inserted", result.stdout)
+    assert loaded and int(loaded.group(1)) >= written, result.stdout
+    again = cli("demo")
+    assert re.search(r"\d+ objects loaded, \d+ already loaded; 0 rows inserted", again.stdout), again.stdout
 
 
 def test_send_and_raw_json(local_stack):

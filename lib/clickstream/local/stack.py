@@ -97,23 +97,23 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str], log_file: Path) -> int:
+def spawn(name: str, argv: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
-    return process.pid
 
 
-def wait_until(ready: Callable[[], bool], what: str, log_file: Path, pid: int, module: str, timeout: float = 30) -> None:
+def wait_until(ready: Callable[[], bool], what: str, log_file: Path, process: subprocess.Popen,
+               timeout: float = 30) -> None:
+    """Wait for `ready()`; if the process exits or time runs out, stop it and raise with its log's tail."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         if ready():
             return
-        if not process_alive(pid, module):
-            break
         time.sleep(0.1)
+    stop_process(process.pid, timeout=10)
     tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
     raise StackError(f"{what} did not become ready; last lines of {log_file}:\n{tail}")
 
@@ -231,9 +231,10 @@ def _ensure_process(
         raise PortInUseError(port, PORT_HINTS[name])
     log_file = settings.home / "logs" / f"{name}.log"
     argv = [sys.executable, "-m", module, "--host", settings.host, "--port", str(port), *extra_args]
-    pid = spawn(name, argv, env, log_file)
+    process = spawn(name, argv, env, log_file)
+    pid = process.pid
     url = f"http://{settings.host}:{port}/"
-    wait_until(lambda: http_ok(url), f"{name} on port {port}", log_file, pid, module)
+    wait_until(lambda: http_ok(url), f"{name} on port {port}", log_file, process)
     progress(f"started {name} on {url} (pid {pid})")
     return {"port": port, "pid": pid, "log": str(log_file)}
 
@@ -245,9 +246,10 @@ def _ensure_scheduler(settings: Settings, env: dict, previous: dict | None, prog
         return previous
     log_file = settings.home / "logs" / "scheduler.log"
     scheduler.status_file(settings).unlink(missing_ok=True)
-    pid = spawn("scheduler", [sys.executable, "-m", module], env, log_file)
+    process = spawn("scheduler", [sys.executable, "-m", module], env, log_file)
+    pid = process.pid
     # Ready once it has loaded the templates and handlers and written its first status.
-    wait_until(lambda: scheduler.read_status(settings).get("pid") == pid, "the scheduler", log_file, pid, module)
+    wait_until(lambda: scheduler.read_status(settings).get("pid") == pid, "the scheduler", log_file, process)
     for job in scheduler.read_status(settings).get("jobs", []):
         progress(f"scheduled {job['function']} ({job['rule']}: {job['expression']}), next run {job['next_run']}")
     progress(f"started scheduler (pid {pid})")
