@@ -24,7 +24,9 @@ def _uuid(rng: random.Random) -> str:
 def canonical_event(
     event_name: str = "product_view", rng: random.Random | None = None, at: datetime | None = None, **overrides
 ) -> dict:
-    """One valid v1 event; `overrides` replace top-level fields."""
+    """One valid v1 event; `overrides` replace top-level fields.
+
+    Ids come from `rng`: a Random with the same seed as a `canonical_batch` repeats its event ids."""
     rng = rng or random.Random()
     at = at or datetime.now(timezone.utc)
     product = rng.choice(PRODUCTS)
