@@ -15,6 +15,8 @@ import time
 import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping
 
 from clickstream.aws import LOCAL_CREDENTIALS
@@ -92,17 +94,21 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                     os.environ[key] = old
 
 
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import the file `path` as module `name`, registered in sys.modules as a normal import would be."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and typing look modules up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_handler(function: LocalFunction) -> Callable[[Any, Any], Any]:
     module_name, _, attribute = function.handler.rpartition(".")
     path = function.source_dir / f"{module_name.replace('.', '/')}.py"
     if not path.is_file():
         raise FileNotFoundError(f"{function.logical_id}: handler module {path} not found (Handler {function.handler})")
-    name = f"clickstream_lambda_{function.logical_id}_{module_name}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # as a normal import would: dataclasses and typing look modules up there
-    spec.loader.exec_module(module)
-    return getattr(module, attribute)
+    return getattr(load_module(path, f"clickstream_lambda_{function.logical_id}_{module_name}"), attribute)
 
 
 class LocalLambda:

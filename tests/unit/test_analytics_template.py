@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cfnlint.api import ManualArgs, lint_file
@@ -16,6 +15,7 @@ from cfnlint.api import ManualArgs, lint_file
 from clickstream.cfn import LOCAL_PLACEHOLDERS, Stack, TemplateError, find_function, load_stacks
 from clickstream.scheduler import parse
 from clickstream.settings import Settings
+from template_helpers import as_list, getatt_target
 
 ROOT = Path(__file__).resolve().parents[2]
 ANALYTICS = ROOT / "cloudformation" / "analytics.yaml"
@@ -28,14 +28,6 @@ ENI_ACTIONS = {
 }
 
 
-def as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def getatt_target(value: Any) -> str:
-    assert isinstance(value, dict) and list(value) == ["Fn::GetAtt"], f"not a GetAtt: {value}"
-    arg = value["Fn::GetAtt"]
-    return arg.split(".", 1)[0] if isinstance(arg, str) else arg[0]
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ connection from Secrets Manager, the event turned into a run of `clickstream.etl
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import json
 from datetime import date
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 from moto import mock_aws
 
 from clickstream import etl
+from clickstream.lambda_runtime import load_module
 from clickstream.secrets import SecretError, dw_etl_writer_value
 from event_samples import load_sample
 
@@ -23,11 +22,7 @@ TEMPLATE_ENV = {"RAW_BUCKET": "clickstream-s3-ingest-unit", "RAW_PREFIX": "event
 
 
 def load_handler_module():
-    spec = importlib.util.spec_from_file_location("etl_handler_under_test", HANDLER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(HANDLER_PATH, "etl_handler_under_test")
 
 
 @pytest.fixture

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from moto import mock_aws
 
+from clickstream.lambda_runtime import load_module
 from event_samples import BUCKET
 
 HANDLER_PATH = Path(__file__).resolve().parents[2] / "lambdas" / "ingest" / "handler.py"
@@ -16,10 +16,7 @@ TEMPLATE_ENV = {"RAW_BUCKET": BUCKET, "RAW_PREFIX": "events/", "MAX_BATCH_EVENTS
 
 
 def load_handler_module():
-    spec = importlib.util.spec_from_file_location("ingest_handler_under_test", HANDLER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(HANDLER_PATH, "ingest_handler_under_test")
 
 
 @pytest.fixture

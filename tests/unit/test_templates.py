@@ -12,21 +12,13 @@ from cfnlint.decode import cfn_yaml
 
 from clickstream.cfn import Stack
 from clickstream.settings import Settings
+from template_helpers import as_list, getatt_target
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = sorted((ROOT / "cloudformation").glob("*.yaml"))
 INGESTION = ROOT / "cloudformation" / "ingestion.yaml"
 
 
-def as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def getatt_target(value: Any) -> str:
-    """The logical id of `!GetAtt X.Arn` (both decoded forms)."""
-    assert isinstance(value, dict) and list(value) == ["Fn::GetAtt"], f"not a GetAtt: {value}"
-    arg = value["Fn::GetAtt"]
-    return arg.split(".", 1)[0] if isinstance(arg, str) else arg[0]
 
 
 def ref_target(value: Any) -> str:
