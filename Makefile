@@ -40,6 +40,7 @@ lint: venv ## cfn-lint the CloudFormation templates
 
 bench: venv ## run the benchmarks (figures go into the README)
 	$(BIN)/python benchmarks/ingest_throughput.py
+	$(BIN)/python benchmarks/etl_load.py
 
 toc: venv ## regenerate the README's table of notebooks from their file names
 	$(BIN)/python notebooks/make_toc.py --readme README.md

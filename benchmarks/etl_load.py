@@ -1,0 +1,414 @@
+"""ETL load speed: the project's ETL against psql's \\copy (the ceiling) and a naive workshop-style loader.
+
+Starts a private local stack on free ports (never your own) and, in one run against the same DW and the
+same events, measures:
+  (a) ceiling: `psql -c "\\copy bench_copy FROM 'file' WITH (FORMAT csv)"` into an empty copy of
+      clickstream_events (LIKE ... INCLUDING ALL: same PK and indexes), as the superuser over the unix
+      socket. The CSV holds the rows the project's own transform makes of the same raw objects; writing
+      it is not timed, only the psql command is.
+  (b) this ETL end to end: `etl.run_etl` over the prefix holding the N events in raw objects of 500
+      (listing, GET, validate + transform, COPY into staging, INSERT ... ON CONFLICT, load log), into an
+      empty clickstream_events, as etl_writer over TCP. Writing the objects to moto is not timed.
+  (c) naive, in the style of the original workshop: one S3 object per event, list the prefix, GET each
+      object in turn, transform it (the project's transform, so the rows are the same), and INSERT with
+      psycopg2 `executemany` in batches of 200 rows (one commit per batch; no COPY), into an empty copy of
+      clickstream_events, as etl_writer. Writing one object per event to moto runs at a few hundred PUTs
+      per second (1M would take about an hour before anything is measured), so (c) runs on a subset: the
+      first `--naive-events` of the same events. Its events/s is a rate and the ratio b/c is a ratio of
+      rates; the naive loader's cost is per object and per row, so its rate does not depend on N.
+
+Events: canonical v1 events from `clickstream.samples` (one seeded generator), wrapped into raw objects
+with `ingest.build_raw_object` and serialised with `contract.dumps` exactly as the ingest Lambda stores
+them (not sent through HTTP), received over one UTC day. Checks in the run: (a) and (b) hold N rows each
+and the same rows (EXCEPT both ways, loaded_at aside); (b) reports exactly N inserted, 0 duplicates,
+0 rejected; (c) holds `--naive-events` rows.
+
+    .venv/bin/python benchmarks/etl_load.py [--events 1000000] [--naive-events 20000] [--json out.json]
+                                            [--profile benchmarks/results/etl.pstats]
+
+Targets (issue 3): b >= 0.5 x a and b >= 10 x c.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import subprocess
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+import psycopg2
+import psycopg2.extras
+from tqdm import tqdm
+
+from clickstream import aws, contract, etl, ingest, raw, samples, warehouse
+from clickstream.contract import NormalizedEvent
+from clickstream.local.postgres import dsn
+from clickstream.local.stack import DW_DATABASE, private_stack, status
+from clickstream.transform import COLUMNS, transform_body
+
+PSQL = "/usr/bin/psql"
+OBJECT_EVENTS = 500
+NAIVE_BATCH = 200
+DAY = datetime(2026, 11, 24, tzinfo=timezone.utc)
+ETL_PREFIX = f"{raw.RAW_PREFIX}{DAY:%Y/%m/%d}/"
+NAIVE_RAW_PREFIX = "bench-naive/"
+NAIVE_PREFIX = f"{NAIVE_RAW_PREFIX}{DAY:%Y/%m/%d}/"
+EVENT_NAMES = ["page_view", "product_list_view", "product_view", "product_view", "add_to_cart", "begin_checkout",
+               "purchase", "search", "click"]
+USER_AGENTS = [
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 "
+    "Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+]
+PUT_THREADS = 8
+COLUMN_NAMES = list(COLUMNS)
+TARGET_B_OVER_A = 0.5
+TARGET_B_OVER_C = 10.0
+
+
+# --- machine ---------------------------------------------------------------------------------
+def machine(admin_dsn: str) -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    with psycopg.connect(admin_dsn) as conn:
+        pg = conn.execute("SHOW server_version").fetchone()[0]
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "postgresql": pg}
+
+
+# --- data ------------------------------------------------------------------------------------
+def server_context(index: int) -> ingest.ServerContext:
+    return ingest.ServerContext(
+        request_id=f"bench-{index:08d}", api_id="bench", stage="$default",
+        user_agent=USER_AGENTS[index % len(USER_AGENTS)], source_ip_prefix=f"203.0.113.{index % 250}",
+    )
+
+
+def raw_body(events: list[dict], index: int, received_at: datetime, raw_prefix: str) -> tuple[str, bytes]:
+    """(key, body) of one raw object exactly as the ingest Lambda writes it (`store_events`)."""
+    object_id = uuid.UUID(int=random.Random(f"{raw_prefix}{index}").getrandbits(128), version=4)
+    envelope = ingest.build_raw_object([NormalizedEvent(event=e) for e in events], server_context(index),
+                                       received_at, object_id)
+    return ingest.object_key(received_at, object_id, raw_prefix), contract.dumps(envelope).encode("utf-8")
+
+
+def csv_value(value: object) -> str:
+    """One field for PostgreSQL CSV: NULL unquoted and empty, every other value quoted (so '' stays '')."""
+    if value is None:
+        return ""
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if isinstance(value, str):
+        return '"' + value.replace('"', '""') + '"'
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (dict, list)):
+        return '"' + contract.dumps(value).replace('"', '""') + '"'
+    return str(value)  # uuid, Decimal, int
+
+
+class Putter:
+    """PUTs objects to moto from a few threads, at most `depth` bodies in flight (keeps memory flat)."""
+
+    def __init__(self, s3, bucket: str, depth: int = 64):
+        self.s3, self.bucket = s3, bucket
+        self.pool = ThreadPoolExecutor(PUT_THREADS)
+        self.pending: deque = deque()
+        self.depth = depth
+
+    def put(self, key: str, body: bytes) -> None:
+        while len(self.pending) >= self.depth:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(
+            self.s3.put_object, Bucket=self.bucket, Key=key, Body=body, ContentType="application/json",
+            ServerSideEncryption="AES256"))
+
+    def close(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+        self.pool.shutdown()
+
+
+def prepare(s3, bucket: str, events: int, naive_events: int, csv_path: Path) -> None:
+    """Write the N events as objects of 500 under ETL_PREFIX and the CSV of their rows (the project's
+    transform of the same bodies); then the first `naive_events` again, one object each, under NAIVE_PREFIX."""
+    rng = random.Random(20261124)
+    objects = -(-events // OBJECT_EVENTS)
+    spacing = timedelta(days=1) / objects
+    naive: list[tuple[dict, datetime]] = []
+    putter = Putter(s3, bucket)
+    made = 0
+    with open(csv_path, "w", encoding="utf-8", newline="") as out, \
+            tqdm(total=events, desc="setup: objects of 500 + CSV", unit="ev", leave=False) as bar:
+        for index in range(objects):
+            received_at = DAY + spacing * index + timedelta(milliseconds=index % 1000)
+            size = min(OBJECT_EVENTS, events - made)
+            batch = [samples.canonical_event(EVENT_NAMES[(made + i) % len(EVENT_NAMES)], rng,
+                                             received_at - timedelta(seconds=2)) for i in range(size)]
+            key, body = raw_body(batch, index, received_at, raw.RAW_PREFIX)
+            putter.put(key, body)
+            transformed = transform_body(body, key)
+            assert not transformed.rejects, transformed.rejects[:1]
+            out.write("".join(",".join(map(csv_value, row)) + "\n" for row in transformed.rows))
+            if len(naive) < naive_events:
+                naive.extend((event, received_at) for event in batch[: naive_events - len(naive)])
+            made += size
+            bar.update(size)
+    for index, (event, received_at) in enumerate(tqdm(naive, desc="setup: naive, 1 object/event", unit="obj",
+                                                      leave=False)):
+        putter.put(*raw_body([event], index, received_at, NAIVE_RAW_PREFIX))
+    putter.close()
+
+
+# --- DW --------------------------------------------------------------------------------------
+def admin(admin_dsn: str, *statements: str) -> list:
+    """Run statements as the superuser (autocommit); the rows of each SELECT, None for the others."""
+    results = []
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for statement in statements:
+            cursor = conn.execute(statement)
+            results.append(cursor.fetchall() if statement.lstrip().upper().startswith("SELECT") else None)
+    return results
+
+
+def count(admin_dsn: str, table: str) -> int:
+    return admin(admin_dsn, f"SELECT count(*) FROM {table}")[0][0][0]
+
+
+def rows_differ(admin_dsn: str, left: str, right: str) -> int:
+    columns = ", ".join(COLUMN_NAMES)
+    return admin(admin_dsn, f"SELECT count(*) FROM (SELECT {columns} FROM {left} EXCEPT SELECT {columns} FROM {right}) d")[0][0][0]
+
+
+# --- (a) ceiling -----------------------------------------------------------------------------
+def run_copy(admin_dsn: str, csv_path: Path) -> float:
+    admin(admin_dsn, "DROP TABLE IF EXISTS bench_copy",
+          "CREATE TABLE bench_copy (LIKE clickstream_events INCLUDING ALL)", "CHECKPOINT")
+    command = [PSQL, admin_dsn, "-v", "ON_ERROR_STOP=1", "-q", "-c",
+               f"\\copy bench_copy ({', '.join(COLUMN_NAMES)}) FROM '{csv_path}' WITH (FORMAT csv)"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - started
+
+
+# --- (b) the ETL -----------------------------------------------------------------------------
+class Breakdown:
+    """Wall-clock time per ETL step, by wrapping the module functions `run_etl` calls (lib/ is not changed).
+
+    transform and load_chunk run in the main thread, one after the other; GETs run in etl.READ_THREADS
+    threads and overlap with the transform, so `get_wait` (chunk time not spent in transform or load)
+    is what the GETs cost the run, while `get_thread_seconds` sums the GETs' own durations."""
+
+    def __init__(self):
+        self.times = {"transform": 0.0, "load_chunk": 0.0, "get_thread_seconds": 0.0}
+        self.lock = threading.Lock()
+        self.originals = (etl._read, etl._transform, warehouse.load_chunk)
+
+    def _timed(self, name, function):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.times[name] += time.perf_counter() - started
+        return wrapper
+
+    def __enter__(self):
+        read, transform, load = self.originals
+        etl._read = self._timed("get_thread_seconds", read)
+        etl._transform = self._timed("transform", transform)
+        warehouse.load_chunk = self._timed("load_chunk", load)
+        return self
+
+    def __exit__(self, *exc):
+        etl._read, etl._transform, warehouse.load_chunk = self.originals
+
+
+def run_etl(s3, bucket: str, etl_dsn: str, admin_dsn: str, events: int, profile: str | None):
+    admin(admin_dsn, "TRUNCATE clickstream_events, clickstream_rejected, etl_load_log", "CHECKPOINT")
+    bar = tqdm(total=events, desc="(b) run_etl", unit="ev", leave=False)
+
+    def progress(p: etl.ChunkProgress) -> None:
+        bar.n = p.rows_inserted + p.duplicates + p.rejected
+        bar.refresh()
+
+    profiler = cProfile.Profile() if profile else None
+    with Breakdown() as breakdown:
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        summary = etl.run_etl(s3, bucket, etl_dsn, prefix=ETL_PREFIX, progress=progress)
+        if profiler:
+            profiler.disable()
+        seconds = time.perf_counter() - started
+    bar.close()
+    if profiler:
+        profiler.dump_stats(profile)
+    steps = dict(breakdown.times)
+    steps["get_wait_and_other"] = seconds - steps["transform"] - steps["load_chunk"]
+    return seconds, summary, steps
+
+
+# --- (c) naive -------------------------------------------------------------------------------
+NAIVE_INSERT = (f"INSERT INTO bench_naive ({', '.join(COLUMN_NAMES)}) "
+                f"VALUES ({', '.join(['%s'] * len(COLUMN_NAMES))})")
+JSONB_INDEXES = [i for i, t in enumerate(COLUMNS.values()) if t == "jsonb"]
+
+
+def run_naive(s3, bucket: str, etl_dsn: str, admin_dsn: str, naive_events: int) -> float:
+    admin(admin_dsn, "DROP TABLE IF EXISTS bench_naive",
+          "CREATE TABLE bench_naive (LIKE clickstream_events INCLUDING ALL)", "CHECKPOINT")
+    psycopg2.extras.register_uuid()
+    bar = tqdm(total=naive_events, desc="(c) naive", unit="ev", leave=False)
+    started = time.perf_counter()
+    conn = psycopg2.connect(etl_dsn)
+    try:
+        cur = conn.cursor()
+        batch: list[tuple] = []
+
+        def flush() -> None:
+            cur.executemany(NAIVE_INSERT, batch)
+            conn.commit()
+            bar.update(len(batch))
+            batch.clear()
+
+        for obj in raw.list_objects(s3, bucket, NAIVE_PREFIX):
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            for row in transform_body(body, obj["Key"]).rows:
+                row = list(row)
+                for i in JSONB_INDEXES:
+                    row[i] = psycopg2.extras.Json(row[i], dumps=contract.dumps)
+                batch.append(tuple(row))
+                if len(batch) >= NAIVE_BATCH:
+                    flush()
+        if batch:
+            flush()
+    finally:
+        conn.close()
+    seconds = time.perf_counter() - started
+    bar.close()
+    return seconds
+
+
+# --- report ----------------------------------------------------------------------------------
+def profile_summary(path: str, top: int = 30) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(path, stream=out)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000, help="events for (a) and (b) (default 1,000,000)")
+    parser.add_argument("--naive-events", type=int, default=20_000,
+                        help="events for (c), one S3 object each: a subset of the same events (default 20,000)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--profile", help="cProfile (b) (main thread) into this pstats file and print the top")
+    args = parser.parse_args()
+    if args.events < 1 or not 1 <= args.naive_events <= args.events:
+        parser.error("need --events >= 1 and 1 <= --naive-events <= --events")
+
+    with private_stack() as settings:
+        info = status(settings)
+        bucket, admin_dsn = info["raw_bucket"], info["dw_admin_dsn"]
+        password = json.loads((settings.home / "credentials" / "dw.json").read_text())["etl_writer"]
+        etl_dsn = dsn(settings.host, settings.dw_port, DW_DATABASE, "etl_writer", password)
+        s3 = aws.client("s3", settings)
+        host = machine(admin_dsn)
+        csv_path = settings.home / "bench_rows.csv"
+
+        setup_started = time.perf_counter()
+        prepare(s3, bucket, args.events, args.naive_events, csv_path)
+        setup_seconds = time.perf_counter() - setup_started
+
+        seconds_a = run_copy(admin_dsn, csv_path)
+        rows_a = count(admin_dsn, "bench_copy")
+        seconds_b, summary, steps = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, args.profile)
+        rows_b = count(admin_dsn, "clickstream_events")
+        differ = rows_differ(admin_dsn, "bench_copy", "clickstream_events") + \
+            rows_differ(admin_dsn, "clickstream_events", "bench_copy")
+        seconds_c = run_naive(s3, bucket, etl_dsn, admin_dsn, args.naive_events)
+        rows_c = count(admin_dsn, "bench_naive")
+
+    checks = {
+        "a_rows_equal_n": rows_a == args.events,
+        "b_rows_equal_n": rows_b == args.events,
+        "b_inserted_exactly_n": summary["rows_inserted"] == args.events and summary["duplicates"] == 0
+        and summary["rejected"] == 0 and summary["remaining"] == 0,
+        "a_and_b_same_rows": differ == 0,
+        "c_rows_equal_subset": rows_c == args.naive_events,
+    }
+    rate_a, rate_b, rate_c = args.events / seconds_a, args.events / seconds_b, args.naive_events / seconds_c
+    b_over_a, b_over_c = rate_b / rate_a, rate_b / rate_c
+    figures = {
+        "machine": host,
+        "events": args.events,
+        "naive_events": args.naive_events,
+        "object_events": OBJECT_EVENTS,
+        "objects_b": summary["objects_listed"],
+        "setup_seconds_untimed": round(setup_seconds, 1),
+        "a_seconds": round(seconds_a, 3), "a_events_per_s": round(rate_a),
+        "b_seconds": round(seconds_b, 3), "b_events_per_s": round(rate_b),
+        "c_seconds": round(seconds_c, 3), "c_events_per_s": round(rate_c),
+        "b_over_a": round(b_over_a, 3), "b_over_c": round(b_over_c, 1),
+        "target_b_over_a": TARGET_B_OVER_A, "target_b_over_c": TARGET_B_OVER_C,
+        "pass_b_over_a": b_over_a >= TARGET_B_OVER_A, "pass_b_over_c": b_over_c >= TARGET_B_OVER_C,
+        "b_summary": summary,
+        "b_steps_seconds": {name: round(value, 2) for name, value in steps.items()},
+        "checks": checks,
+    }
+    m = host
+    print(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, PostgreSQL {m['postgresql']}")
+    print(f"command: .venv/bin/python benchmarks/etl_load.py --events {args.events} --naive-events {args.naive_events}")
+    print()
+    print("| loader | events | seconds | events/s |")
+    print("|---|---:|---:|---:|")
+    print(f"| (a) ceiling: psql \\copy CSV into an empty copy of the table | {args.events:,} | {seconds_a:.1f} "
+          f"| {rate_a:,.0f} |")
+    print(f"| (b) this ETL, run_etl from local S3, objects of {OBJECT_EVENTS} | {args.events:,} | {seconds_b:.1f} "
+          f"| {rate_b:,.0f} |")
+    print(f"| (c) naive: 1 S3 object per event, INSERT batches of {NAIVE_BATCH} (subset\\*) | {args.naive_events:,} "
+          f"| {seconds_c:.1f} | {rate_c:,.0f} |")
+    print()
+    print("| ratio (of rates) | value | target | result |")
+    print("|---|---:|---:|---|")
+    print(f"| b / a | {b_over_a:.2f} | ≥ {TARGET_B_OVER_A} | {'PASS' if figures['pass_b_over_a'] else 'MISS'} |")
+    print(f"| b / c | {b_over_c:.1f} | ≥ {TARGET_B_OVER_C:g} | {'PASS' if figures['pass_b_over_c'] else 'MISS'} |")
+    print()
+    print(f"\\* (c) ran on the first {args.naive_events:,} of the same events, one object each: writing one object "
+          f"per event to moto runs at a few hundred PUTs/s (~300/s here: {args.events:,} would take "
+          f"~{args.events / 300 / 60:.0f} min to write before anything is measured); its cost is per object and "
+          "per row, so its rate does not depend on N.")
+    print(f"(b) steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
+          + f"; run_etl summary: {summary}")
+    print("checks: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in checks.items()))
+    if args.profile:
+        print(profile_summary(args.profile))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, "w") as out:
+            json.dump(figures, out, indent=2)
+    if not all(checks.values()):
+        raise SystemExit("correctness checks failed: " + ", ".join(k for k, v in checks.items() if not v))
+
+
+if __name__ == "__main__":
+    main()
