@@ -222,14 +222,25 @@ def validate_legacy_event(event: Any) -> list[str]:
     return _reasons("legacy_event", event)
 
 
-def validate_raw_object(raw_object: Any) -> list[str]:
-    """Reasons why a stored S3 object does not match the raw object format; empty when it does."""
-    return _reasons("raw_object", raw_object)
+def validate_raw_object(raw_object: Any, *, may_contain_surrogates: bool = True) -> list[str]:
+    """Reasons why a stored S3 object does not match the raw object format; empty when it does.
+
+    A caller that has the object's JSON text can pass `may_contain_surrogates=has_surrogate_escape(text)`
+    to skip the search for unpaired surrogates when none can be there."""
+    return _reasons("raw_object", raw_object, check_unicode=may_contain_surrogates)
 
 
-def _reasons(definition: str | None, instance: Any) -> list[str]:
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def has_surrogate_escape(json_bytes: bytes) -> bool:
+    """JSON can carry a surrogate only as an escape like \\ud800: without one, no string holds a surrogate."""
+    return SURROGATE_ESCAPE.search(json_bytes) is not None
+
+
+def _reasons(definition: str | None, instance: Any, check_unicode: bool = True) -> list[str]:
     if _fast_validator(definition).is_valid(instance):
-        return [f"{path}: {message}" for path, message in _invalid_unicode(instance)]
+        return [f"{path}: {message}" for path, message in _invalid_unicode(instance)] if check_unicode else []
     validator = _validator(definition)
     reasons: list[str] = []
     failed_paths: set[str] = set()

@@ -121,13 +121,16 @@ def transform_body(body: bytes, source_key: str) -> Transformed:
         return _quarantine(source_key, "not valid JSON: nested too deeply", text)
     except ValueError as error:
         return _quarantine(source_key, f"not valid JSON: {error}", text)
-    # JSON can only carry U+0000 as the escape \u0000: without one in the text, no string needs a scan.
-    return transform_object(raw_object, source_key, may_contain_nul=b"\\u0000" in body)
+    # JSON can only carry U+0000 or a surrogate as an escape: without one in the text, no string needs a scan.
+    return transform_object(raw_object, source_key, may_contain_nul=b"\\u0000" in body,
+                            may_contain_surrogates=contract.has_surrogate_escape(body))
 
 
-def transform_object(raw_object: Any, source_key: str, *, may_contain_nul: bool = True) -> Transformed:
+def transform_object(
+    raw_object: Any, source_key: str, *, may_contain_nul: bool = True, may_contain_surrogates: bool = True
+) -> Transformed:
     """Rows and rejects of one parsed raw object (as `contract.loads` returns it)."""
-    errors = contract.validate_raw_object(raw_object)
+    errors = contract.validate_raw_object(raw_object, may_contain_surrogates=may_contain_surrogates)
     envelope_errors = [error for error in errors if not error.startswith("$.events[")]
     if envelope_errors:
         return _quarantine(source_key, "not a valid raw object: " + "; ".join(envelope_errors), raw_object)

@@ -307,3 +307,13 @@ def test_json_that_is_not_an_object_is_quarantined():
 )
 def test_page_path(url, path):
     assert page_path(url) == path
+
+
+@pytest.mark.parametrize("escape, rows, rejected", [(rb"\ud800", 1, [1]), (rb"\ud83d\ude00", 2, []), (rb"\u00e9", 2, [])])
+def test_an_escaped_unpaired_surrogate_rejects_only_its_event(escape, rows, rejected):
+    body = raw_body(event(), event(page_type="SLOT")).replace(b'"SLOT"', b'"' + escape + b'"')
+    assert contract.has_surrogate_escape(body) == (b"\\ud8" in body)
+    result = transform_body(body, KEY)
+    assert len(result.rows) == rows
+    assert [r.event_index for r in result.rejects] == rejected
+    assert all("unpaired surrogate" in r.reason for r in result.rejects)
