@@ -220,7 +220,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_is_free(host: str, port: int) -> bool:
+    """True if nothing listens on host:port (a socket in TIME_WAIT is no conflict)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as postgres does: TIME_WAIT is no conflict
@@ -371,7 +372,7 @@ class Cluster:
             return False
         run_as = _run_as()
         bindir = self.bindir or find_bindir()
-        if not _port_free(self.host, self.port):
+        if not port_is_free(self.host, self.port):
             raise PortInUseError(self.port, self.port_hint)
         self._prepare_dirs(run_as)
         with _flock(self.dir):

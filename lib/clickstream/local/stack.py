@@ -24,7 +24,7 @@ import httpx
 from clickstream import aws, scheduler, secrets
 from clickstream.cfn import TemplateError, load_stacks
 from clickstream.local import credentials
-from clickstream.local.postgres import Cluster, PortInUseError, dsn, setup_oltp, setup_warehouse
+from clickstream.local.postgres import Cluster, PortInUseError, dsn, port_is_free, setup_oltp, setup_warehouse
 from clickstream.settings import Settings
 
 DW_DATABASE = "clickstream_dw"
@@ -49,16 +49,6 @@ class StackError(RuntimeError):
 
 
 # --- processes ---------------------------------------------------------------------------
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def process_alive(pid: int | None, module: str) -> bool:
     """True if `pid` runs `module` (guards against a recycled pid)."""
     if not pid:
