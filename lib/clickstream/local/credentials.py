@@ -8,14 +8,14 @@ never logged; error messages name the file and the roles, not the values.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
 import stat
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
+
+from clickstream.local.locks import folder_lock
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -35,7 +35,7 @@ def load_or_create(path: Path, roles: Iterable[str]) -> dict[str, str]:
     path = Path(path)
     roles = list(roles)
     _make_dir(path.parent)
-    with _locked(path.parent):
+    with folder_lock(path.parent):  # two first runs must not generate different passwords
         stored = _read(path)
         missing = [role for role in roles if role not in stored]
         if missing or not path.exists():
@@ -87,14 +87,3 @@ def _make_dir(directory: Path) -> None:
     if not directory.is_dir():
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, DIR_MODE)
-
-
-@contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Serialize concurrent first runs (two processes must not generate different passwords)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock

@@ -29,7 +29,6 @@ so the plain text never reaches the server (or its log).
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import hmac
 import importlib.util
@@ -43,7 +42,6 @@ import stat
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -51,6 +49,8 @@ from typing import Iterator, Mapping
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from clickstream.local.locks import folder_lock
 
 BINDIR_ENV = "CLICKSTREAM_PG_BINDIR"
 SERVER_USER = "postgres"  # OS user running the server when we are root
@@ -254,16 +254,6 @@ def _make_dirs(path: Path, mode: int = 0o755) -> None:
         os.chmod(folder, mode)
 
 
-@contextmanager
-def _flock(directory: Path) -> Iterator[None]:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 # ------------------------------------------------------------------------------------------ cluster
 
 
@@ -375,7 +365,7 @@ class Cluster:
         if not port_is_free(self.host, self.port):
             raise PortInUseError(self.port, self.port_hint)
         self._prepare_dirs(run_as)
-        with _flock(self.dir):
+        with folder_lock(self.dir):
             if self._check_running():  # another process started it while we waited for the lock
                 return False
             if run_as.prefix and not _server_can_traverse(run_as, bindir):

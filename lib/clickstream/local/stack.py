@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ import httpx
 from clickstream import aws, scheduler, secrets
 from clickstream.cfn import TemplateError, load_stacks
 from clickstream.local import credentials
+from clickstream.local.locks import folder_lock
 from clickstream.local.postgres import Cluster, PortInUseError, dsn, port_is_free, setup_oltp, setup_warehouse
 from clickstream.settings import Settings
 
@@ -129,16 +129,10 @@ def write_state(settings: Settings, state: dict) -> None:
     os.replace(tmp, settings.state_file)
 
 
-@contextmanager
-def stack_lock(settings: Settings) -> Iterator[None]:
+def stack_lock(settings: Settings):
     """One `up`/`down` at a time per home folder."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    with open(settings.home / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return folder_lock(settings.home)
 
 
 def clusters(settings: Settings) -> dict[str, Cluster]:
