@@ -188,47 +188,49 @@ def event_row(stored: Mapping[str, Any], source_key: str, *, may_contain_nul: bo
         is_first_visit = first_visit if isinstance(first_visit, bool) else None
         identity_source = "user_id" if user_id else "client_id"
         user_login_state = event.get("user_login_state")
-    is_bot, device_category = classify_user_agent(server.get("user_agent"))
+    user_agent = server.get("user_agent")
+    is_bot, device_category = classify_user_agent(user_agent)
     quantity = event.get("quantity")
-    values = {
-        "event_id": uuid.UUID(event["event_id"]),
-        "event_timestamp": event_timestamp(client_ts, sent_ts, received_at),
-        "event_name": event["event_name"],
-        "user_id": user_id,
-        "user_login_state": user_login_state,
-        "identity_source": identity_source,
-        "client_id": event["client_id"],
-        "session_id": event["session_id"],
-        "is_first_visit": is_first_visit,
-        "context_product_id": product.get("id"),
-        "context_product_name": product.get("name"),
-        "context_product_category": product.get("category"),
-        "context_product_brand": product.get("brand"),
-        "context_product_price": money(product.get("price"), "$.event.product.price"),
-        "context_product_discount_price": money(product.get("discount_price"), "$.event.product.discount_price"),
-        "context_product_url_path": product.get("url_path"),
-        "client_ts": client_ts,
-        "received_at": received_at,
-        "page_url": event.get("page_url"),
-        "page_path": page_path(event.get("page_url")),
-        "page_type": event.get("page_type"),
-        "referrer": event.get("referrer"),
-        "utm_source": utm.get("source"),
-        "utm_medium": utm.get("medium"),
-        "utm_campaign": utm.get("campaign"),
-        "user_agent": server.get("user_agent"),
-        "device_category": device_category,
-        "is_bot": is_bot,
-        "quantity": None if quantity is None else int(quantity),
-        "cart_id": event.get("cart_id"),
-        "order_id": event.get("order_id"),
-        "value": money(event.get("value"), "$.event.value"),
-        "currency": event.get("currency"),
-        "properties": properties,
-        "schema_version": stored["schema_version"],
-        "source_key": source_key,
-    }
-    return tuple(values[name] for name in COLUMNS)
+    page_url = event.get("page_url")
+    # In the order of COLUMNS (a test keeps them in step).
+    return (
+        uuid.UUID(event["event_id"]),
+        event_timestamp(client_ts, sent_ts, received_at),
+        event["event_name"],
+        user_id,
+        user_login_state,
+        identity_source,
+        event["client_id"],
+        event["session_id"],
+        is_first_visit,
+        product.get("id"),
+        product.get("name"),
+        product.get("category"),
+        product.get("brand"),
+        money(product.get("price"), "$.event.product.price"),
+        money(product.get("discount_price"), "$.event.product.discount_price"),
+        product.get("url_path"),
+        client_ts,
+        received_at,
+        page_url,
+        page_path(page_url),
+        event.get("page_type"),
+        event.get("referrer"),
+        utm.get("source"),
+        utm.get("medium"),
+        utm.get("campaign"),
+        user_agent,
+        device_category,
+        is_bot,
+        None if quantity is None else int(quantity),
+        event.get("cart_id"),
+        event.get("order_id"),
+        money(event.get("value"), "$.event.value"),
+        event.get("currency"),
+        properties,
+        stored["schema_version"],
+        source_key,
+    )
 
 
 def event_timestamp(client_ts: datetime, sent_ts: datetime | None, received_at: datetime) -> datetime:
@@ -243,8 +245,8 @@ def money(value: Any, path: str) -> Decimal | None:
     """An amount as an exact Decimal with at most 2 decimals; more decimals are rejected, never rounded."""
     if value is None:
         return None
-    amount = Decimal(str(value))
-    if amount != amount.quantize(CENT):
+    amount = value if isinstance(value, Decimal) else Decimal(str(value))
+    if amount.as_tuple().exponent < -2 and amount != amount.quantize(CENT):
         raise EventRejected(f"{path}: {value} has more than 2 decimals (the warehouse stores whole cents)")
     return amount
 
