@@ -3,10 +3,10 @@
 - `migrate(admin_dsn)` applies the `sql/migrations/NNNN_*.sql` files not applied yet, each in its own
   transaction with its row in `schema_migrations` (version, applied_at, checksum); an applied file that
   was edited afterwards is an error, not silently skipped.
-- `load_chunk(conn, objects)` loads the rows of several raw objects in one transaction: binary COPY into a
-  TEMP staging table, `INSERT ... SELECT DISTINCT ON (event_id) ... ON CONFLICT (event_id) DO NOTHING`,
-  the rejects, and one `etl_load_log` row per object. A failure before the commit leaves nothing loaded
-  and nothing marked loaded.
+- `load_chunk(conn, objects)` loads the rows of several raw objects in one transaction: the first row of
+  each event id not in the table yet by binary COPY (a staging table and `INSERT ... ON CONFLICT (event_id)
+  DO NOTHING` if a concurrent run got there first), the rejects, and one `etl_load_log` row per object.
+  A failure before the commit leaves nothing loaded and nothing marked loaded.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -133,32 +134,42 @@ _CREATE_STAGE = sql.SQL(
     "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {columns} FROM clickstream_events WITH NO DATA"
 ).format(stage=_STAGE, columns=_COLUMN_LIST)
 _COPY_STAGE = sql.SQL("COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)").format(stage=_STAGE, columns=_COLUMN_LIST)
-# DISTINCT ON keeps one row per event id inside the chunk (the earliest received), ON CONFLICT skips the
-# ids already loaded; RETURNING tells how many rows each object contributed.
-_INSERT = sql.SQL(
+_COPY_EVENTS = sql.SQL("COPY clickstream_events ({columns}) FROM STDIN (FORMAT BINARY)").format(columns=_COLUMN_LIST)
+# Fallback when another run inserted some of the chunk's ids after the check: ON CONFLICT skips them and
+# RETURNING tells how many rows each object contributed.
+_INSERT_FROM_STAGE = sql.SQL(
     "WITH inserted AS ("
-    " INSERT INTO clickstream_events ({columns})"
-    " SELECT DISTINCT ON (event_id) {columns} FROM {stage} ORDER BY event_id, received_at, source_key"
+    " INSERT INTO clickstream_events ({columns}) SELECT {columns} FROM {stage}"
     " ON CONFLICT (event_id) DO NOTHING RETURNING source_key)"
     " SELECT source_key, count(*) FROM inserted GROUP BY source_key"
 ).format(stage=_STAGE, columns=_COLUMN_LIST)
+_EXISTING_IDS = "SELECT event_id FROM clickstream_events WHERE event_id = ANY(%s)"
+EXISTING_IDS_BATCH = 2000  # small enough arrays for the planner to probe the primary key
+EVENT_ID, RECEIVED_AT, SOURCE_KEY = (list(COLUMNS).index(name) for name in ("event_id", "received_at", "source_key"))
 
 
 def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[str, LoadCounts]:
-    """Load `objects` in one transaction (rows, rejects, load log); returns the counts per key."""
+    """Load `objects` in one transaction (rows, rejects, load log); returns the counts per key.
+
+    Each event id is inserted once: within the chunk the earliest received row wins (then the smallest
+    key), and ids already in the table are skipped. The new rows go straight into clickstream_events by
+    binary COPY; if a concurrent run inserted some of them meanwhile, the COPY is rolled back to a savepoint
+    and the rows go through a staging table and INSERT ... ON CONFLICT DO NOTHING instead."""
     keys = [obj.key for obj in objects]
     repeated = [key for key, n in Counter(keys).items() if n > 1]
     if repeated:
         raise ValueError(f"a chunk lists the same object twice: {repeated[0]}")
     with conn.transaction():
-        conn.execute(_CREATE_STAGE)
         with conn.cursor() as cur:
-            with cur.copy(_COPY_STAGE) as copy:
-                copy.set_types(list(COLUMNS.values()))
-                for obj in objects:
-                    for row in obj.rows:
-                        copy.write_row(_adapt(row))
-            inserted = dict(cur.execute(_INSERT).fetchall())
+            rows = _new_rows(cur, objects)
+            try:
+                with conn.transaction():
+                    _copy(cur, _COPY_EVENTS, rows)
+                inserted = Counter(row[SOURCE_KEY] for row in rows)
+            except psycopg.errors.UniqueViolation:
+                cur.execute(_CREATE_STAGE)
+                _copy(cur, _COPY_STAGE, rows)
+                inserted = Counter(dict(cur.execute(_INSERT_FROM_STAGE).fetchall()))
             cur.execute("DELETE FROM clickstream_rejected WHERE source_key = ANY(%s)", (keys,))
             cur.executemany(
                 "INSERT INTO clickstream_rejected (source_key, event_index, reason, payload) VALUES (%s, %s, %s, %s)",
@@ -170,8 +181,8 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
             )
             counts = {
                 obj.key: LoadCounts(
-                    rows_inserted=inserted.get(obj.key, 0),
-                    duplicates=len(obj.rows) - inserted.get(obj.key, 0),
+                    rows_inserted=inserted[obj.key],
+                    duplicates=len(obj.rows) - inserted[obj.key],
                     rejected=len(obj.rejects),
                 )
                 for obj in objects
@@ -184,6 +195,28 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
                 [(obj.key, obj.etag, *_as_tuple(counts[obj.key])) for obj in objects],
             )
     return counts
+
+
+def _new_rows(cur: psycopg.Cursor, objects: Sequence[ObjectLoad]) -> list[Row]:
+    """One row per event id not in the table yet: the earliest received (then smallest key) of the chunk."""
+    first: dict[Any, Row] = {}
+    for obj in objects:
+        for row in obj.rows:
+            kept = first.get(row[EVENT_ID])
+            if kept is None or (row[RECEIVED_AT], row[SOURCE_KEY]) < (kept[RECEIVED_AT], kept[SOURCE_KEY]):
+                first[row[EVENT_ID]] = row
+    ids = list(first)
+    for start in range(0, len(ids), EXISTING_IDS_BATCH):
+        for (event_id,) in cur.execute(_EXISTING_IDS, (ids[start : start + EXISTING_IDS_BATCH],)):
+            del first[event_id]
+    return list(first.values())
+
+
+def _copy(cur: psycopg.Cursor, statement: sql.Composed, rows: Sequence[Row]) -> None:
+    with cur.copy(statement) as copy:
+        copy.set_types(list(COLUMNS.values()))
+        for row in rows:
+            copy.write_row(_adapt(row))
 
 
 _JSONB_INDEXES = tuple(index for index, pg_type in enumerate(COLUMNS.values()) if pg_type == "jsonb")

@@ -217,6 +217,37 @@ def test_load_chunk_inserts_each_event_once_and_logs_each_object(empty, dw):
     assert one(admin, "SELECT count(*) FROM clickstream_events") == (3,)
 
 
+def test_within_a_chunk_the_earliest_received_copy_of_an_event_wins(empty, dw):
+    event_id = uuid.uuid4()
+    late = stored(event_id, page_type="retry")
+    late["server"] = {**late["server"], "received_at": "2031-03-01T10:05:00.000Z"}
+    counts = load_chunk(empty, [object_load("k/a", late), object_load("k/b", stored(event_id, page_type="first"))])
+    assert (counts["k/a"].duplicates, counts["k/b"].rows_inserted) == (1, 1)
+    assert one(dw[0], "SELECT page_type, source_key FROM clickstream_events") == ("first", "k/b")
+
+
+def test_ids_inserted_by_a_concurrent_run_after_the_check_are_skipped_not_an_error(empty, dw, monkeypatch):
+    taken, fresh = uuid.uuid4(), uuid.uuid4()
+    admin = dw[0]
+    original = warehouse._new_rows
+
+    def check_then_race(cur, objects):
+        rows = original(cur, objects)
+        with psycopg.connect(admin, autocommit=True) as other:  # another run commits `taken` meanwhile
+            other.execute("INSERT INTO clickstream_events (event_id, event_timestamp, event_name, identity_source,"
+                          " client_id, session_id, client_ts, received_at, is_bot, schema_version, source_key)"
+                          " VALUES (%s, now(), 'page_view', 'client_id', 'c', 's', now(), now(), false, '1',"
+                          " 'other-run')", (taken,))
+        return rows
+
+    monkeypatch.setattr(warehouse, "_new_rows", check_then_race)
+    counts = load_chunk(empty, [object_load("k/1", stored(taken), stored(fresh))])
+    assert counts["k/1"] == warehouse.LoadCounts(rows_inserted=1, duplicates=1, rejected=0)
+    assert all_rows(admin, "SELECT event_id, source_key FROM clickstream_events ORDER BY source_key") == [
+        (fresh, "k/1"), (taken, "other-run")]
+    assert one(admin, "SELECT rows_inserted, duplicates FROM etl_load_log WHERE key = 'k/1'") == (1, 1)
+
+
 def test_a_failing_chunk_loads_nothing_and_marks_nothing_loaded(empty, dw):
     good = object_load("k/good", stored(uuid.uuid4()))
     bad = object_load("k/bad", stored(uuid.uuid4()))
