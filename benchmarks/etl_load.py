@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import psutil
 import psycopg
 import psycopg2
 import psycopg2.extras
@@ -56,7 +57,7 @@ from tqdm import tqdm
 from clickstream import aws, contract, etl, ingest, raw, samples, warehouse
 from clickstream.contract import NormalizedEvent
 from clickstream.local.postgres import dsn
-from clickstream.local.stack import DW_DATABASE, private_stack, status
+from clickstream.local.stack import DW_DATABASE, clusters, private_stack, read_state, status
 from clickstream.transform import COLUMNS, transform_body
 
 PSQL = "/usr/bin/psql"
@@ -207,16 +208,62 @@ def run_copy(admin_dsn: str, csv_path: Path) -> float:
     return time.perf_counter() - started
 
 
+# --- CPU accounting ----------------------------------------------------------------------------
+class CpuMeter:
+    """CPU seconds (user + system) that each process group spends between `start()` and `stop()`.
+
+    Groups: this Python process (all its threads), the moto server, the DW's PostgreSQL (postmaster, its
+    live backends, and the backends that exited meanwhile, through the postmaster's children times), and
+    psql children of this process. Their sum over the cores bounds the wall time from below."""
+
+    def __init__(self, settings):
+        self.groups = {
+            "python (this process)": lambda: _own_cpu(psutil.Process()),
+            "moto server": lambda: _own_cpu(psutil.Process(read_state(settings)["services"]["aws"]["pid"])),
+            "postgresql (DW)": lambda: _tree_cpu(psutil.Process(clusters(settings)["dw"].pid)),
+            "psql": lambda: _children_cpu(psutil.Process()),
+        }
+
+    def _sample(self) -> dict[str, float]:
+        return {name: sample() for name, sample in self.groups.items()}
+
+    def start(self) -> None:
+        self.started = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        ended = self._sample()
+        return {name: round(ended[name] - self.started[name], 2) for name in ended}
+
+
+def _own_cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _children_cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.children_user + times.children_system
+
+
+def _tree_cpu(process: psutil.Process) -> float:
+    total = _own_cpu(process) + _children_cpu(process)
+    for child in process.children():
+        try:
+            total += _own_cpu(child)
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 # --- (b) the ETL -----------------------------------------------------------------------------
 class Breakdown:
     """Wall-clock time per ETL step, by wrapping the module functions `run_etl` calls (lib/ is not changed).
 
-    transform and load_chunk run in the main thread, one after the other; GETs run in etl.READ_THREADS
-    threads and overlap with the transform, so `get_wait` (chunk time not spent in transform or load)
-    is what the GETs cost the run, while `get_thread_seconds` sums the GETs' own durations."""
+    The steps overlap: transform runs in the main thread, load_chunk in the loader thread, GETs in
+    etl.READ_THREADS threads; each figure sums that step's own durations."""
 
     def __init__(self):
-        self.times = {"transform": 0.0, "load_chunk": 0.0, "get_thread_seconds": 0.0}
+        self.times = {"transform": 0.0, "load_chunk": 0.0, "get": 0.0}
         self.lock = threading.Lock()
         self.originals = (etl._read, etl._transform, warehouse.load_chunk)
 
@@ -232,7 +279,7 @@ class Breakdown:
 
     def __enter__(self):
         read, transform, load = self.originals
-        etl._read = self._timed("get_thread_seconds", read)
+        etl._read = self._timed("get", read)
         etl._transform = self._timed("transform", transform)
         warehouse.load_chunk = self._timed("load_chunk", load)
         return self
@@ -261,9 +308,7 @@ def run_etl(s3, bucket: str, etl_dsn: str, admin_dsn: str, events: int, profile:
     bar.close()
     if profiler:
         profiler.dump_stats(profile)
-    steps = dict(breakdown.times)
-    steps["get_wait_and_other"] = seconds - steps["transform"] - steps["load_chunk"]
-    return seconds, summary, steps
+    return seconds, summary, dict(breakdown.times)
 
 
 # --- (c) naive -------------------------------------------------------------------------------
@@ -308,6 +353,17 @@ def run_naive(s3, bucket: str, etl_dsn: str, admin_dsn: str, naive_events: int) 
 
 
 # --- report ----------------------------------------------------------------------------------
+def cpu_table(cpu_a: dict, seconds_a: float, cpu_b: dict, seconds_b: float, cores: int) -> str:
+    """Where the CPU went in (a) and (b); the total over the cores is a lower bound of the wall time."""
+    lines = ["| CPU seconds | (a) ceiling | (b) this ETL |", "|---|---:|---:|"]
+    lines += [f"| {name} | {cpu_a[name]:.1f} | {cpu_b[name]:.1f} |" for name in cpu_a]
+    total_a, total_b = sum(cpu_a.values()), sum(cpu_b.values())
+    lines.append(f"| total | {total_a:.1f} | {total_b:.1f} |")
+    lines.append(f"| total / {cores} cores (lower bound of wall) | {total_a / cores:.1f} | {total_b / cores:.1f} |")
+    lines.append(f"| wall | {seconds_a:.1f} | {seconds_b:.1f} |")
+    return "\n".join(lines)
+
+
 def profile_summary(path: str, top: int = 30) -> str:
     out = io.StringIO()
     stats = pstats.Stats(path, stream=out)
@@ -339,9 +395,14 @@ def main() -> None:
         prepare(s3, bucket, args.events, args.naive_events, csv_path)
         setup_seconds = time.perf_counter() - setup_started
 
+        meter = CpuMeter(settings)
+        meter.start()
         seconds_a = run_copy(admin_dsn, csv_path)
+        cpu_a = meter.stop()
         rows_a = count(admin_dsn, "bench_copy")
+        meter.start()
         seconds_b, summary, steps = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, args.profile)
+        cpu_b = meter.stop()
         rows_b = count(admin_dsn, "clickstream_events")
         differ = rows_differ(admin_dsn, "bench_copy", "clickstream_events") + \
             rows_differ(admin_dsn, "clickstream_events", "bench_copy")
@@ -373,6 +434,7 @@ def main() -> None:
         "pass_b_over_a": b_over_a >= TARGET_B_OVER_A, "pass_b_over_c": b_over_c >= TARGET_B_OVER_C,
         "b_summary": summary,
         "b_steps_seconds": {name: round(value, 2) for name, value in steps.items()},
+        "cpu_seconds": {"a": cpu_a, "b": cpu_b},
         "checks": checks,
     }
     m = host
@@ -397,8 +459,10 @@ def main() -> None:
           f"per event to moto runs at a few hundred PUTs/s (~300/s here: {args.events:,} would take "
           f"~{args.events / 300 / 60:.0f} min to write before anything is measured); its cost is per object and "
           "per row, so its rate does not depend on N.")
-    print(f"(b) steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
+    print("(b) steps, summed durations (s; they overlap): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
           + f"; run_etl summary: {summary}")
+    print()
+    print(cpu_table(cpu_a, seconds_a, cpu_b, seconds_b, m["cores"]))
     print("checks: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in checks.items()))
     if args.profile:
         print(profile_summary(args.profile))

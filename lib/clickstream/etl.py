@@ -5,9 +5,10 @@
 
 `run_etl` lists the partitions (paginated), skips the objects whose key and etag are in the load log (one
 query for the whole listing), then per chunk of objects: reads them, validates and transforms them
-(`clickstream.transform`) and loads them in one transaction (`clickstream.warehouse.load_chunk`). It stops
-before a chunk when the remaining time is under max(10 s, 2 x the slowest chunk so far) and reports how
-many objects are left; the next run continues with them.
+(`clickstream.transform`) and loads them in one transaction (`clickstream.warehouse.load_chunk`). The three
+overlap: while chunk k loads (one loader thread, one connection) chunk k+1 is transformed and the GETs of
+chunk k+2 run. It stops before a chunk when the remaining time is under max(10 s, 2 x the slowest chunk
+so far) and reports how many objects are left; the next run continues with them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date as Date
 from datetime import datetime, timedelta, timezone
@@ -180,24 +181,26 @@ def run_etl(
         already = warehouse.loaded_etags(conn, list(listed))
         todo = sorted(key for key, etag in listed.items() if already.get(key) != etag)
         loaded, slowest_ms = 0, 0.0
-        with ThreadPoolExecutor(READ_THREADS) as pool:
-            for chunk in _chunks(todo, chunk_objects):
-                if remaining_ms is not None and remaining_ms() < max(MIN_MARGIN_MS, 2 * slowest_ms):
-                    break
-                chunk_started = monotonic()
-                bodies = pool.map(lambda key: _read(s3, bucket, key), chunk)
-                objects = [_transform(key, etag, body) for key, (etag, body) in zip(chunk, bodies)]
-                counts = warehouse.load_chunk(conn, objects)
-                for count in counts.values():
-                    totals["rows_inserted"] += count.rows_inserted
-                    totals["duplicates"] += count.duplicates
-                    totals["rejected"] += count.rejected
-                loaded += len(chunk)
-                chunk_seconds = monotonic() - chunk_started
-                slowest_ms = max(slowest_ms, chunk_seconds * 1000)
-                if progress is not None:
-                    progress(ChunkProgress(objects_done=loaded, objects_to_load=len(todo), chunk_seconds=chunk_seconds,
-                                           **totals))
+        chunks = list(_chunks(todo, chunk_objects))
+        with ThreadPoolExecutor(READ_THREADS) as readers, ThreadPoolExecutor(1) as loader:
+            try:
+                reads = _start_reads(readers, s3, bucket, chunks[0]) if chunks else []
+                loading: tuple[Future, int, float] | None = None  # the previous chunk's load, its size, its start
+                for index, chunk in enumerate(chunks):
+                    if remaining_ms is not None and remaining_ms() < max(MIN_MARGIN_MS, 2 * slowest_ms):
+                        break
+                    chunk_started = monotonic()
+                    bodies = [read.result() for read in reads]
+                    reads = _start_reads(readers, s3, bucket, chunks[index + 1]) if index + 1 < len(chunks) else []
+                    objects = [_transform(key, etag, body) for key, (etag, body) in zip(chunk, bodies)]
+                    if loading is not None:
+                        loaded += _finish_load(loading, totals, progress, loaded, len(todo))
+                        slowest_ms = max(slowest_ms, (monotonic() - loading[2]) * 1000)
+                    loading = (loader.submit(warehouse.load_chunk, conn, objects), len(chunk), chunk_started)
+                if loading is not None:
+                    loaded += _finish_load(loading, totals, progress, loaded, len(todo))
+            finally:
+                readers.shutdown(cancel_futures=True)
     summary = {
         "objects_listed": len(listed),
         "loaded": loaded,
@@ -208,6 +211,29 @@ def run_etl(
     }
     logger.info("ETL over %s: %s", ", ".join(prefixes[:2]) + (" ..." if len(prefixes) > 2 else ""), summary)
     return summary
+
+
+def _start_reads(pool: ThreadPoolExecutor, s3: Any, bucket: str, keys: Sequence[str]) -> list[Future]:
+    return [pool.submit(_read, s3, bucket, key) for key in keys]
+
+
+def _finish_load(
+    loading: tuple[Future, int, float],
+    totals: dict[str, int],
+    progress: Callable[[ChunkProgress], None] | None,
+    loaded_before: int,
+    objects_to_load: int,
+) -> int:
+    """Wait for a chunk's load to commit, add its counts to `totals`, report progress; returns its size."""
+    future, size, started = loading
+    for count in future.result().values():
+        totals["rows_inserted"] += count.rows_inserted
+        totals["duplicates"] += count.duplicates
+        totals["rejected"] += count.rejected
+    if progress is not None:
+        progress(ChunkProgress(objects_done=loaded_before + size, objects_to_load=objects_to_load,
+                               chunk_seconds=monotonic() - started, **totals))
+    return size
 
 
 def _list(s3: Any, bucket: str, prefixes: Iterable[str]) -> dict[str, str]:

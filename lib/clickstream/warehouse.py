@@ -144,7 +144,7 @@ _INSERT_FROM_STAGE = sql.SQL(
     " SELECT source_key, count(*) FROM inserted GROUP BY source_key"
 ).format(stage=_STAGE, columns=_COLUMN_LIST)
 _EXISTING_IDS = "SELECT event_id FROM clickstream_events WHERE event_id = ANY(%s)"
-EXISTING_IDS_BATCH = 2000  # small enough arrays for the planner to probe the primary key
+EXISTING_IDS_BATCH = 5000
 EVENT_ID, RECEIVED_AT, SOURCE_KEY = (list(COLUMNS).index(name) for name in ("event_id", "received_at", "source_key"))
 
 
@@ -206,9 +206,13 @@ def _new_rows(cur: psycopg.Cursor, objects: Sequence[ObjectLoad]) -> list[Row]:
             if kept is None or (row[RECEIVED_AT], row[SOURCE_KEY]) < (kept[RECEIVED_AT], kept[SOURCE_KEY]):
                 first[row[EVENT_ID]] = row
     ids = list(first)
+    # A table that grew since autovacuum last analyzed it looks tiny to the planner, which would then scan
+    # it whole for every batch: probe the primary key instead.
+    cur.execute("SET LOCAL enable_seqscan = off")
     for start in range(0, len(ids), EXISTING_IDS_BATCH):
         for (event_id,) in cur.execute(_EXISTING_IDS, (ids[start : start + EXISTING_IDS_BATCH],)):
             del first[event_id]
+    cur.execute("SET LOCAL enable_seqscan = on")
     return list(first.values())
 
 
