@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_DAYS = 3.0
 MAX_LOOKBACK_DAYS = 366
-DEFAULT_CHUNK_OBJECTS = 100  # objects of up to 500 events: at most ~50k rows (~100 MB) in memory per chunk
+DEFAULT_CHUNK_OBJECTS = 100  # objects of up to 500 events; with the pipeline ~3 chunks (~300 MB) are in memory
 READ_THREADS = 8
 MIN_MARGIN_MS = 10_000
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
