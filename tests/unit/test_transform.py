@@ -253,6 +253,19 @@ def test_event_failing_the_contract_is_rejected_with_its_reason_and_the_others_l
     assert reject.payload["event"]["event_name"] == "teleport"
 
 
+@pytest.mark.parametrize("field", ["client_ts", "sent_ts"])
+def test_a_leap_second_passes_the_fast_check_but_is_rejected_with_the_contracts_reason(field):
+    raw_object = contract.loads(raw_body(event(), event()))
+    raw_object["events"][0]["event"][field] = "2026-11-24T23:59:60Z"
+    assert contract.validate_raw_object(raw_object, timestamps_parsed_later=True) == []
+    strict = contract.validate_raw_object(raw_object)
+    result = transform_object(raw_object, KEY)
+    assert len(result.rows) == 1
+    [reject] = result.rejects
+    assert (reject.event_index, reject.reason) == (0, strict[0].replace("$.events[0]", "$"))
+    assert f"$.event.{field}" in reject.reason and "RFC 3339" in reject.reason
+
+
 def test_invalid_json_is_quarantined_whole_with_its_text():
     [reject] = transform_body(b'{"schema_version": "1", "events": [', KEY).rejects
     assert reject.event_index is None
