@@ -179,6 +179,8 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, sch
             (setup_warehouse if name == "dw" else setup_oltp)(cluster, dw_passwords if name == "dw" else oltp_passwords)
             if name == "dw":
                 _migrate_warehouse(cluster, progress)
+            else:
+                _seed_shop(cluster, oltp_passwords, progress)
             services[name] = {"port": cluster.port, "pid": cluster.pid, "data_dir": str(cluster.data_dir)}
             write_state(settings, state)
         _ensure_secrets(settings, dw_passwords, progress)
@@ -248,6 +250,15 @@ def _migrate_warehouse(cluster: Cluster, progress: Callable[[str], None]) -> Non
     applied = warehouse.migrate(cluster.admin_dsn(DW_DATABASE))
     if applied:
         progress(f"applied DW migrations {', '.join(applied)}")
+
+
+def _seed_shop(cluster: Cluster, passwords: dict[str, str], progress: Callable[[str], None]) -> None:
+    """The shop's tables, catalogue and customers in shop_oltp, created and upserted as shop_app."""
+    from clickstream import shop
+
+    result = shop.seed(cluster.app_dsn(OLTP_DATABASE, "shop_app", passwords["shop_app"]))
+    if result.changed or result.migrations:
+        progress(result.describe())
 
 
 def _ensure_secrets(settings: Settings, dw_passwords: dict[str, str], progress: Callable[[str], None]) -> None:

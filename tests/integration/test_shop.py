@@ -1,0 +1,38 @@
+"""`clickstream up` seeds the shop's OLTP database shop_oltp as shop_app."""
+
+import json
+
+import psycopg
+
+from clickstream import catalogue, shop
+from clickstream.local import stack
+
+
+def shop_dsn(settings) -> str:
+    password = json.loads(stack.credentials_file(settings, "oltp").read_text())["shop_app"]
+    return stack.clusters(settings)["oltp"].app_dsn(stack.OLTP_DATABASE, "shop_app", password)
+
+
+def test_up_seeds_the_catalogue_and_customers_owned_by_shop_app(local_stack):
+    with psycopg.connect(shop_dsn(local_stack)) as conn:
+        per_category = dict(conn.execute("SELECT category, count(*) FROM products GROUP BY 1").fetchall())
+        owners = dict(conn.execute("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'").fetchall())
+        customers = conn.execute("SELECT count(*), min(customer_id), max(customer_id) FROM customers").fetchone()
+        laptop = conn.execute("SELECT price, discount_price, url_path FROM products WHERE product_id = 'LAP-001'").fetchone()
+    assert set(per_category) == set(catalogue.CATEGORIES) and sum(per_category.values()) >= 60
+    assert {"products", "customers", "carts", "cart_items", "orders", "order_items"} <= set(owners)
+    assert set(owners.values()) == {"shop_app"}
+    assert customers == (shop.CUSTOMER_COUNT, "cust-00001", shop.customer_id(shop.CUSTOMER_COUNT))
+    expected = next(p for p in catalogue.products() if p["id"] == "LAP-001")
+    assert laptop == (expected["price"], expected["discount_price"], expected["url_path"])
+
+
+def test_seeding_again_changes_nothing(local_stack):
+    dsn = shop_dsn(local_stack)
+    with psycopg.connect(dsn) as conn:
+        before = conn.execute("SELECT xmin::text, * FROM products ORDER BY product_id").fetchall()
+    result = shop.seed(dsn)
+    assert (result.migrations, result.changed) == ([], 0)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT xmin::text, * FROM products ORDER BY product_id").fetchall() == before
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (0,)
