@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import httpx
+
+from clickstream import contract
 
 MAX_BATCH = 500
 
@@ -30,10 +32,12 @@ def send_events(
     retries: int = 3,
     client: httpx.Client | None = None,
     on_batch: Callable[[int], None] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> SendReport:
     """POST `events` as `{"events": [...]}` batches; 5xx and connection errors are retried with backoff.
 
-    `on_batch(n)` is called after each batch of n events (for a progress bar)."""
+    Money may be Decimal (written exactly). `headers` are added to each request (e.g. the browser's
+    User-Agent); `on_batch(n)` is called after each batch of n events (for a progress bar)."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
     events = list(events)
@@ -43,7 +47,7 @@ def send_events(
     try:
         for start in range(0, len(events), batch_size):
             batch = events[start : start + batch_size]
-            body = _post_with_retries(client, ingest_url, {"events": batch}, retries, report)
+            body = _post_with_retries(client, ingest_url, {"events": batch}, retries, report, headers or {})
             report.accepted += body.get("accepted", 0)
             report.rejected += [{**r, "index": r["index"] + start} for r in body.get("rejected", [])]
             if body.get("object_key"):
@@ -56,11 +60,15 @@ def send_events(
     return report
 
 
-def _post_with_retries(client: httpx.Client, url: str, payload: dict, retries: int, report: SendReport) -> dict:
+def _post_with_retries(
+    client: httpx.Client, url: str, payload: dict, retries: int, report: SendReport, headers: Mapping[str, str]
+) -> dict:
+    content = contract.dumps(payload).encode("utf-8")
+    headers = {"content-type": "application/json", **headers}
     for attempt in range(retries + 1):
         report.requests += 1
         try:
-            response = client.post(url, json=payload)
+            response = client.post(url, content=content, headers=headers)
             if response.status_code < 500:
                 return response.json()
             problem = f"HTTP {response.status_code}: {response.text[:200]}"

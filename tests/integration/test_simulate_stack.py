@@ -1,0 +1,91 @@
+"""The traffic simulator against the test stack: history mode through the ingest code, --live through the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from clickstream import aws, contract, raw, simulate
+from clickstream.local import stack
+from clickstream.simulate import SimulationConfig
+
+KEY_RE = re.compile(r"^events/(\d{4})/(\d\d)/(\d\d)/(\d\d)/[0-9a-f-]{36}\.json$")
+
+
+@pytest.fixture(scope="module")
+def s3(local_stack):
+    return aws.client("s3", local_stack)
+
+
+@pytest.fixture(scope="module")
+def bucket(local_stack) -> str:
+    return stack.status(local_stack)["raw_bucket"]
+
+
+def stored_objects(s3, bucket, prefix):
+    return {o["Key"]: raw.read_object(s3, bucket, o["Key"]) for o in raw.list_objects(s3, bucket, prefix)}
+
+
+def test_history_mode_writes_the_simulated_days(local_stack, s3, bucket, tmp_path):
+    config = SimulationConfig(start=date(2025, 3, 3), days=2, visitors=60, seed=11)
+    truth_file = tmp_path / "truth.json"
+
+    summary = simulate.simulate(local_stack, config, truth_path=truth_file)
+
+    truth = json.loads(truth_file.read_text())
+    assert truth == simulate.ground_truth(config).as_dict()
+    objects = stored_objects(s3, bucket, "events/2025/03/0")
+    assert len(objects) == summary.objects == summary.requests  # every request carries a valid event
+    assert {key[:18] for key in objects} == {"events/2025/03/03/", "events/2025/03/04/"}
+    stored = Counter()
+    for key, obj in objects.items():
+        received = contract.parse_timestamp(obj["received_at"])
+        assert KEY_RE.match(key) and key.startswith(f"events/{received:%Y/%m/%d/%H}/")
+        assert datetime(2025, 3, 3, tzinfo=timezone.utc) <= received < datetime(2025, 3, 5, tzinfo=timezone.utc)
+        for event in obj["events"]:
+            stored[event["event"]["event_id"]] += 1
+            assert event["server"]["user_agent"] in {ua for ua, _ in simulate.BROWSERS} | set(simulate.CRAWLERS)
+    assert sum(stored.values()) == summary.events_stored
+    assert summary.events_stored == truth["events"] + truth["bots"]["events"] + truth["duplicates_sent"]
+    assert sum(n - 1 for n in stored.values()) == truth["duplicates_sent"] > 0
+    assert truth["malformed_sent"] == summary.malformed > 0 and summary.events_sent == summary.events_stored + summary.malformed
+
+
+def test_live_mode_goes_through_the_http_api_with_the_browsers_user_agents(local_stack, s3, bucket):
+    config = SimulationConfig(start=date(2025, 3, 10), days=1, visitors=5, seed=3)
+    before = {o["Key"] for o in raw.list_objects(s3, bucket)}
+    started = datetime.now(timezone.utc)
+
+    summary = simulate.simulate(local_stack, config, live=True)
+
+    new = {key: raw.read_object(s3, bucket, key) for key in {o["Key"] for o in raw.list_objects(s3, bucket)} - before}
+    assert len(new) == summary.objects and summary.mode == "live"
+    assert sum(obj["event_count"] for obj in new.values()) == summary.events_stored == simulate.ground_truth(config).stored
+    agents = {event["server"]["user_agent"] for obj in new.values() for event in obj["events"]}
+    assert agents <= {ua for ua, _ in simulate.BROWSERS} | set(simulate.CRAWLERS) and len(agents) > 1
+    for obj in new.values():
+        assert started - timedelta(seconds=5) <= contract.parse_timestamp(obj["received_at"]) <= datetime.now(timezone.utc)
+        newest_send = max(contract.parse_timestamp(e["event"]["sent_ts"]) for e in obj["events"])
+        assert abs(newest_send - started) < timedelta(days=1, minutes=5)  # shifted next to now, not in 2025
+
+
+def test_cli_simulate_prints_a_json_summary_and_writes_the_truth(local_stack, tmp_path):
+    truth_file = tmp_path / "truth.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "clickstream.cli", "simulate", "--days", "1", "--visitors", "10", "--seed", "5",
+         "--start", "2025-03-17", "--truth", str(truth_file), "--json"],
+        capture_output=True, text=True, env=dict(os.environ), timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    truth = json.loads(truth_file.read_text())
+    assert (summary["mode"], summary["start"], summary["visitors"], summary["truth"]) == (
+        "history", "2025-03-17", 10, str(truth_file))
+    assert summary["events_stored"] == truth["events"] + truth["bots"]["events"] + truth["duplicates_sent"]
+    assert set(truth["event_counts"]) == {"2025-03-17"}
