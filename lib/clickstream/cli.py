@@ -160,6 +160,59 @@ def send(ctx, count: int, batch_size: int, seed: int, as_json: bool) -> None:
                    f"{len(report.rejected)} rejected, {len(report.object_keys)} raw objects written")
 
 
+@main.command("simulate")
+@click.option("--days", default=7, show_default=True, type=click.IntRange(1, 366), help="How many UTC days to simulate.")
+@click.option("--visitors", default=2000, show_default=True, type=click.IntRange(1),
+              help="Human visitors (browsers); bots come on top (2%).")
+@click.option("--seed", default=42, show_default=True, help="Same seed and options: the same traffic, byte for byte.")
+@click.option("--start", "start_day", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="First simulated day (UTC). [default: the DAYS days ending yesterday]")
+@click.option("--live", is_flag=True,
+              help="Send through the local HTTP API as browser trackers would (real clock; slower). Without it, "
+                   "history mode writes raw objects as the ingest Lambda would have at the simulated times.")
+@click.option("--truth", "truth_path", type=click.Path(dir_okay=False, writable=True),
+              help="Write the ground truth (what the warehouse must answer) as JSON to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def simulate_traffic(ctx, days: int, visitors: int, seed: int, start_day, live: bool, truth_path: str | None,
+                     as_json: bool) -> None:
+    """Simulate the shop's traffic: sessions, funnel, bots, retries, late and malformed events.
+
+    Deterministic for a seed. Visitors come back, some sign in, arrive from google/cpc, newsletter/email,
+    facebook/social or directly, with daily and weekly peaks and a few popular products. History mode
+    (default) calls the ingest code with the simulated send times, so raw partitions and received_at fall
+    on the simulated days: load them with `clickstream etl`. --live is for watching the real path; its
+    timestamps are shifted so the newest send is now, so its days differ from the truth file's.
+    """
+    from datetime import timedelta
+
+    from clickstream import simulate
+
+    settings = ctx.obj
+    start = start_day.date() if start_day else simulate.default_start(days)
+    config = simulate.SimulationConfig(start=start, days=days, visitors=visitors, seed=seed)
+    needed = ("aws", "api") if live else ("aws",)
+    down = [name for name in needed if not stack.status(settings)["services"][name]["healthy"]]
+    if down:
+        raise click.ClickException(f"{' and '.join(down)} not running: start the local stack with `clickstream up`")
+    if not as_json:
+        end = start + timedelta(days=days - 1)
+        click.echo(f"simulating {visitors} visitors and {config.bots} bots from {start} to {end} (UTC), seed {seed}, "
+                   f"{'live through the HTTP API' if live else 'history mode'}", err=True)
+    with tqdm(total=visitors + config.bots, unit="visitor", desc="simulating", disable=as_json) as bar:
+        summary = simulate.simulate(settings, config, live=live, truth_path=truth_path, progress=bar.update)
+    if as_json:
+        echo_json({**summary.as_dict(), "truth": truth_path})
+        return
+    click.echo(f"{summary.events_stored} events stored in {summary.objects} raw objects ({summary.requests} requests) "
+               f"in {summary.seconds:.1f} s: {summary.events_per_second:,.0f} events/s")
+    click.echo(f"  {summary.human_events} human events, {summary.bot_events} bot events, {summary.duplicates} "
+               f"resent duplicates, {summary.malformed} malformed events rejected")
+    if truth_path:
+        click.echo(f"  ground truth written to {truth_path}")
+    click.echo("Next: `clickstream etl` loads them into the warehouse.")
+
+
 @main.command("raw")
 @click.option("--prefix", default=raw.RAW_PREFIX, show_default=True, help="Key prefix, e.g. events/2026/11/25/.")
 @click.option("--json", "as_json", is_flag=True)
@@ -225,6 +278,53 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
         click.echo(f"  {label:<16}{summary.get(key)!s:>10}")
     if summary.get("remaining"):
         click.echo(f"time ran short: {summary['remaining']} objects left; run `clickstream etl` again to continue")
+
+
+@main.command()
+@click.option("--from", "start_day", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="First day, in the business time zone. [the last 7 days with data]")
+@click.option("--to", "end_day", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="Last day, included. [the last day with data; 6 days after --from]")
+@click.option("--tz", default="UTC", show_default=True, help="Business time zone (IANA name) of the days and hours.")
+@click.option("--include-bots", is_flag=True, help="Count bot traffic too (excluded by default).")
+@click.option("--source", type=click.Choice(["auto", "raw", "rollup"]), default="auto", show_default=True,
+              help="Read the rollups, the raw events table, or the rollups where they give the exact answer.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1), help="Rows of the top-N tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as one JSON object.")
+@click.option("--charts", "charts_dir", type=click.Path(file_okay=False), help="Also write PNG charts into this folder.")
+@click.pass_context
+def report(ctx, start_day, end_day, tz: str, include_bots: bool, source: str, top: int, as_json: bool,
+           charts_dir: str | None) -> None:
+    """Answer the business questions from the warehouse, as dashboard_reader.
+
+    Events by name and day, page views, top products and categories, the product view -> add to cart ->
+    checkout -> purchase funnel (per session, steps in order), peak hours and sessions. Days are in --tz;
+    bots are excluded unless --include-bots. SQL: sql/analytics/ (see sql/README.md).
+    """
+    from clickstream import analytics
+    from clickstream.warehouse import WarehouseError
+
+    current = stack.status(ctx.obj)
+    if not current["services"]["dw"]["healthy"]:
+        raise click.ClickException("dw not running: start the local stack with `clickstream up`")
+    dsn = current["dw_dsn"]
+    try:
+        start, end = analytics.resolve_range(dsn, start_day and start_day.date(), end_day and end_day.date(), tz)
+        click.echo(f"report from {start} to {end} ({tz})", err=True)
+        result = analytics.report(dsn, start, end, tz=tz, include_bots=include_bots, source=source)
+    except analytics.AnalyticsError as error:
+        raise click.UsageError(str(error)) from error
+    except WarehouseError as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(analytics.format_report(result, top=top))
+    if charts_dir:
+        from clickstream import charts
+
+        for path in charts.write_charts(result, charts_dir):
+            click.echo(f"chart: {path}", err=as_json)
 
 
 @main.command()

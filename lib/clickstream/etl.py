@@ -8,7 +8,8 @@ query for the whole listing), then per chunk of objects: reads them, validates a
 (`clickstream.transform`) and loads them in one transaction (`clickstream.warehouse.load_chunk`). The three
 overlap: while chunk k loads (one loader thread, one connection) chunk k+1 is transformed and the GETs of
 chunk k+2 run. It stops before a chunk when the remaining time is under max(10 s, 2 x the slowest chunk
-so far) and reports how many objects are left; the next run continues with them.
+so far) and reports how many objects are left; the next run continues with them. Last, it refreshes the
+rollups of the days its rows fell on (`clickstream.rollups`), so dashboards read fresh rollups.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from time import monotonic
 from typing import Any
 
-from clickstream import raw, warehouse
+from clickstream import raw, rollups, warehouse
 from clickstream.transform import transform_body
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,9 @@ def run_etl(
     """Load the raw objects not loaded yet, in chunks of `chunk_objects` objects.
 
     Returns {objects_listed, loaded, skipped (already loaded, same etag), rows_inserted, duplicates,
-    rejected, seconds, remaining (objects left for the next run when time ran short)}.
+    rejected, seconds, remaining (objects left for the next run when time ran short), rollup_days_refreshed
+    (the UTC days whose rollups were recomputed after the loads: those of the new rows, and any left
+    pending by an earlier run)}.
 
     Raises warehouse.WarehouseError when the DW cannot be reached (nothing is read or marked loaded) and
     lets S3 errors propagate; chunks committed before an error stay loaded and are skipped next time.
@@ -201,6 +204,7 @@ def run_etl(
                     loaded += _finish_load(loading, totals, progress, loaded, len(todo))
             finally:
                 readers.shutdown(cancel_futures=True)
+        refreshed = rollups.refresh_pending(conn)
     summary = {
         "objects_listed": len(listed),
         "loaded": loaded,
@@ -208,6 +212,7 @@ def run_etl(
         **totals,
         "seconds": round(monotonic() - started, 3),
         "remaining": len(todo) - loaded,
+        "rollup_days_refreshed": len(refreshed),
     }
     logger.info("ETL over %s: %s", ", ".join(prefixes[:2]) + (" ..." if len(prefixes) > 2 else ""), summary)
     return summary

@@ -5,7 +5,8 @@
   was edited afterwards is an error, not silently skipped.
 - `load_chunk(conn, objects)` loads the rows of several raw objects in one transaction: the first row of
   each event id not in the table yet by binary COPY (a staging table and `INSERT ... ON CONFLICT (event_id)
-  DO NOTHING` if a concurrent run got there first), the rejects, and one `etl_load_log` row per object.
+  DO NOTHING` if a concurrent run got there first), the rejects, one `etl_load_log` row per object, and
+  the UTC days of the new rows in `rollup_pending` (`clickstream.rollups` refreshes them after the loads).
   A failure before the commit leaves nothing loaded and nothing marked loaded.
 """
 
@@ -16,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from clickstream import contract
+from clickstream import contract, rollups
 from clickstream.settings import project_root
 from clickstream.transform import COLUMNS, Reject, Row
 
@@ -145,7 +147,9 @@ _INSERT_FROM_STAGE = sql.SQL(
 ).format(stage=_STAGE, columns=_COLUMN_LIST)
 _EXISTING_IDS = "SELECT event_id FROM clickstream_events WHERE event_id = ANY(%s)"
 EXISTING_IDS_BATCH = 5000
-EVENT_ID, RECEIVED_AT, SOURCE_KEY = (list(COLUMNS).index(name) for name in ("event_id", "received_at", "source_key"))
+EVENT_ID, EVENT_TIMESTAMP, RECEIVED_AT, SOURCE_KEY = (
+    list(COLUMNS).index(name) for name in ("event_id", "event_timestamp", "received_at", "source_key")
+)
 
 
 def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[str, LoadCounts]:
@@ -170,6 +174,7 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
                 cur.execute(_CREATE_STAGE)
                 _copy(cur, _COPY_STAGE, rows)
                 inserted = Counter(dict(cur.execute(_INSERT_FROM_STAGE).fetchall()))
+            rollups.mark_pending(cur, {row[EVENT_TIMESTAMP].astimezone(timezone.utc).date() for row in rows})
             cur.execute("DELETE FROM clickstream_rejected WHERE source_key = ANY(%s)", (keys,))
             cur.executemany(
                 "INSERT INTO clickstream_rejected (source_key, event_index, reason, payload) VALUES (%s, %s, %s, %s)",

@@ -21,7 +21,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from clickstream import aws, contract, etl, raw, samples, warehouse
+from clickstream import aws, contract, etl, raw, rollups, samples, warehouse
 from clickstream.etl import EtlRequest, EtlRequestError, parse_etl_event, partition_prefixes, run_etl
 from clickstream.ingest import IngestSettings, ServerContext, build_raw_object, ingest_batch, object_key
 from clickstream.local import postgres, stack
@@ -29,7 +29,8 @@ from clickstream.local import postgres, stack
 pytestmark = pytest.mark.integration
 
 DESKTOP_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
-SUMMARY_KEYS = {"objects_listed", "loaded", "skipped", "rows_inserted", "duplicates", "rejected", "seconds", "remaining"}
+SUMMARY_KEYS = {"objects_listed", "loaded", "skipped", "rows_inserted", "duplicates", "rejected", "seconds", "remaining",
+                "rollup_days_refreshed"}
 _days = itertools.count()
 
 
@@ -116,9 +117,11 @@ def remove_test_partitions(s3, bucket):
 
 @pytest.fixture
 def day(dw) -> datetime:
-    """Noon UTC of a day no other test writes to (every 10 days from 2031-01-01); empties the warehouse tables."""
+    """Noon UTC of a day no other test writes to (every 10 days from 2031-01-01); empties the warehouse tables
+    and the rollups."""
     with psycopg.connect(dw[0], autocommit=True) as conn:
-        conn.execute("TRUNCATE clickstream_events, clickstream_rejected, etl_load_log")
+        conn.execute("TRUNCATE clickstream_events, clickstream_rejected, etl_load_log, rollup_pending, "
+                     + ", ".join(rollups.ROLLUP_TABLES))
     return datetime(2031, 1, 1, 12, tzinfo=timezone.utc) + timedelta(days=10 * next(_days))
 
 
@@ -161,10 +164,10 @@ def test_a_day_loads_once_and_a_rerun_skips_everything(s3, bucket, dw, put, day)
     keys = [put(day + timedelta(hours=h), *batch(5, seed=h, at=day + timedelta(hours=h))) for h in range(3)]
     first = etl_run(s3, bucket, dw, date=day.date())
     assert counts(first) == {"objects_listed": 3, "loaded": 3, "skipped": 0, "rows_inserted": 15, "duplicates": 0,
-                             "rejected": 0, "remaining": 0}
+                             "rejected": 0, "remaining": 0, "rollup_days_refreshed": 1}
     again = etl_run(s3, bucket, dw, date=day.date())
     assert counts(again) == {"objects_listed": 3, "loaded": 0, "skipped": 3, "rows_inserted": 0, "duplicates": 0,
-                             "rejected": 0, "remaining": 0}
+                             "rejected": 0, "remaining": 0, "rollup_days_refreshed": 0}
     log = query(dw, "SELECT key, etag, rows_inserted, duplicates, rejected FROM etl_load_log ORDER BY key")
     assert log == [(key, s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"'), 5, 0, 0) for key in sorted(keys)]
     assert query(dw, "SELECT source_key, count(*) FROM clickstream_events GROUP BY 1 ORDER BY 1") == [
@@ -193,7 +196,7 @@ def test_more_than_1000_objects_in_one_day_are_all_loaded(s3, bucket, dw, day):
         list(pool.map(put_one, range(1100)))
     summary = etl_run(s3, bucket, dw, date=day.date())
     assert counts(summary) == {"objects_listed": 1100, "loaded": 1100, "skipped": 0, "rows_inserted": 1100,
-                               "duplicates": 0, "rejected": 0, "remaining": 0}
+                               "duplicates": 0, "rejected": 0, "remaining": 0, "rollup_days_refreshed": 1}
     assert query(dw, "SELECT count(*), count(DISTINCT source_key) FROM clickstream_events") == [(1100, 1100)]
 
 
@@ -305,7 +308,7 @@ def test_a_run_killed_between_chunks_is_completed_by_the_next_run_exactly_once(s
 
     summary = etl_run(s3, bucket, dw, date=day.date())
     assert counts(summary) == {"objects_listed": 11, "loaded": 8, "skipped": 3, "rows_inserted": 28, "duplicates": 2,
-                               "rejected": 0, "remaining": 0}
+                               "rejected": 0, "remaining": 0, "rollup_days_refreshed": 1}
     assert query(dw, "SELECT count(*), count(DISTINCT event_id) FROM clickstream_events") == [(40, 40)]
     assert sorted(row[0] for row in query(dw, "SELECT event_id FROM clickstream_events")) == sorted(
         uuid.UUID(event["event_id"]) for event in events)
@@ -343,7 +346,7 @@ def test_an_object_that_is_not_json_is_quarantined_and_the_others_load(s3, bucke
     s3.put_object(Bucket=bucket, Key=bad, Body=b'{"schema_version": "1", "events": [{"event_id": ')
     summary = etl_run(s3, bucket, dw, date=day.date())
     assert counts(summary) == {"objects_listed": 3, "loaded": 3, "skipped": 0, "rows_inserted": 5, "duplicates": 0,
-                               "rejected": 1, "remaining": 0}
+                               "rejected": 1, "remaining": 0, "rollup_days_refreshed": 1}
     [(index, reason, payload)] = query(dw, "SELECT event_index, reason, payload FROM clickstream_rejected "
                                            "WHERE source_key = %s", (bad,))
     assert index is None and reason.startswith("not valid JSON: Expecting value")

@@ -23,7 +23,8 @@ from clickstream.local import stack
 from clickstream.local.stack import private_stack
 from clickstream.secrets import SecretError, dsn_from_secret
 
-SUMMARY_KEYS = {"objects_listed", "loaded", "skipped", "rows_inserted", "duplicates", "rejected", "seconds", "remaining"}
+SUMMARY_KEYS = {"objects_listed", "loaded", "skipped", "rows_inserted", "duplicates", "rejected", "seconds", "remaining",
+                "rollup_days_refreshed"}
 DAY = datetime(2029, 6, 10, 12, 30, tzinfo=timezone.utc)
 
 

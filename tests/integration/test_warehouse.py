@@ -6,7 +6,7 @@ import hashlib
 import json
 import shutil
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
 
-from clickstream import warehouse
+from clickstream import rollups, warehouse
 from clickstream.local import postgres, stack
 from clickstream.transform import COLUMNS, Reject, transform_object
 from clickstream.warehouse import ObjectLoad, load_chunk
@@ -48,7 +48,7 @@ def dw(local_stack):
 def empty(dw):
     admin, etl_dsn, _ = dw
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("TRUNCATE " + ", ".join(TABLES))
+        conn.execute("TRUNCATE " + ", ".join((*TABLES, "rollup_pending", *rollups.ROLLUP_TABLES)))
     with warehouse.connect(etl_dsn) as conn:
         yield conn
 
@@ -211,6 +211,7 @@ def test_load_chunk_inserts_each_event_once_and_logs_each_object(empty, dw):
         ("k/1", "etag-1", 2, 1, 0), ("k/2", "etag-1", 1, 1, 0), ("k/3", "etag-1", 0, 0, 1)]
     assert one(admin, "SELECT source_key, event_index, reason FROM clickstream_rejected") == (
         "k/3", 0, "$.event.page_type: contains U+0000, which PostgreSQL cannot store")
+    assert all_rows(admin, "SELECT day FROM rollup_pending") == [(date(2031, 3, 1),)]  # for the rollup refresh
 
     again = load_chunk(empty, [object_load("k/4", stored(a), stored(c))])
     assert again["k/4"] == warehouse.LoadCounts(rows_inserted=0, duplicates=2, rejected=0)
