@@ -6,10 +6,8 @@ import json
 import os
 import shutil
 import sys
-from collections import Counter
 
 import click
-import psycopg
 from tqdm import tqdm
 
 from clickstream import aws, raw, samples, tracker
@@ -232,7 +230,7 @@ def list_raw(ctx, prefix: str, as_json: bool) -> None:
 SUMMARY_LABELS = {
     "objects_listed": "objects listed", "loaded": "objects loaded", "skipped": "already loaded",
     "rows_inserted": "rows inserted", "duplicates": "duplicates", "rejected": "rejected", "seconds": "seconds",
-    "remaining": "objects left",
+    "remaining": "objects left", "rollup_days_refreshed": "rollup days",
 }
 
 
@@ -327,51 +325,82 @@ def report(ctx, start_day, end_day, tz: str, include_bots: bool, source: str, to
             click.echo(f"chart: {path}", err=as_json)
 
 
+DEMO_START = "2026-11-16"  # a Monday: the demo shows the same week every time it runs
+
+
 @main.command()
 @port_options
+@click.option("--days", default=7, show_default=True, type=click.IntRange(1, 31), help="Days of traffic to simulate.")
+@click.option("--visitors", default=2000, show_default=True, type=click.IntRange(1), help="Human visitors.")
+@click.option("--seed", default=42, show_default=True, help="Seed of the simulated traffic.")
+@click.option("--start", "start_day", default=DEMO_START, show_default=True, type=click.DateTime(["%Y-%m-%d"]),
+              metavar="YYYY-MM-DD", help="First simulated day (UTC).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Folder for the report, the charts and the ground truth. [<home>/demo]")
 @click.pass_context
-def demo(ctx, **ports) -> None:
-    """The main job: start the stack, send sample traffic through the API, load it into the warehouse."""
+def demo(ctx, days: int, visitors: int, seed: int, start_day, out_dir: str | None, **ports) -> None:
+    """The main job, end to end: start the stack, simulate a week of shop traffic, load it with the ETL,
+    answer the business questions, draw the charts, and check every answer against the ground truth."""
+    from datetime import timedelta
+    from pathlib import Path
+
+    from clickstream import analytics, charts, simulate
+
     settings = settings_with_ports(ctx, ports)
+    out = Path(out_dir) if out_dir else settings.home / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    config = simulate.SimulationConfig(start=start_day.date(), days=days, visitors=visitors, seed=seed)
+    last_day = config.start + timedelta(days=days - 1)
+
     click.secho("1. Starting the local stack", bold=True)
     result = stack.up(settings, progress=lambda line: click.echo(f"   {line}"))
     print_status(result)
 
-    click.secho("\n2. Sending events through POST /clickstream", bold=True)
-    events = samples.canonical_batch(60, seed=42)
-    batched = tracker.send_events(result["ingest_url"], events[:50], batch_size=25)
-    single = tracker.send_events(result["ingest_url"], events[50:], batch_size=1)
-    legacy = tracker.send_events(result["ingest_url"], [samples.legacy_event(n) for n in
-                                 ("home_view", "product_view", "add_to_cart_click", "checkout_complete")])
-    bad = tracker.send_events(result["ingest_url"], [samples.canonical_event("teleport"), events[0]])
-    click.echo(f"   50 events in batches of 25 -> {batched.accepted} accepted in {batched.requests} requests")
-    click.echo(f"   10 single events           -> {single.accepted} accepted in {single.requests} requests")
-    click.echo(f"   4 legacy tracker events    -> {legacy.accepted} accepted")
-    click.echo(f"   a bad event + a resent one -> {bad.accepted} accepted (the resend keeps its event_id: the ETL "
-               "counts it once)")
-    for rejected in bad.rejected:
-        click.echo(f"      rejected #{rejected['index']}: {rejected['reason'][:110]}")
+    click.secho(f"\n2. Simulating {days} days of traffic ({config.start} to {last_day}, {visitors} visitors, "
+                f"seed {seed})", bold=True)
+    truth_path = out / "truth.json"
+    with tqdm(total=visitors + config.bots, unit="visitor", desc="   simulating", leave=False) as bar:
+        simulated = simulate.simulate(settings, config, truth_path=truth_path, progress=bar.update)
+    click.echo(f"   {simulated.events_stored} events in {simulated.objects} raw objects, written as the ingest Lambda "
+               f"would have at the simulated times ({simulated.events_per_second:,.0f} events/s)")
+    click.echo(f"   among them {simulated.duplicates} resent duplicates and {simulated.bot_events} bot events; "
+               f"{simulated.malformed} malformed events were rejected by the ingest")
 
-    click.secho("\n3. Raw objects written (one per request)", bold=True)
-    s3 = aws.client("s3", settings)
-    objects = list(raw.list_objects(s3, result["raw_bucket"]))
-    written = set(batched.object_keys + single.object_keys + legacy.object_keys + bad.object_keys)
-    per_hour = Counter(o["Key"].rsplit("/", 1)[0] for o in objects)
-    for partition, n in sorted(per_hour.items()):
-        click.echo(f"   s3://{result['raw_bucket']}/{partition}/  {n} objects")
-    click.echo(f"   this run wrote {len(written)} objects; the bucket holds {len(objects)} in all")
+    click.secho("\n3. ETL SBW_Lamda_ETL, one invocation per day: raw objects -> clickstream_dw", bold=True)
+    for offset in range(days):
+        day = (config.start + timedelta(days=offset)).isoformat()
+        with tqdm(unit="object", desc=f"   {day}", leave=False) as bar:
+            def on_chunk(progress, bar=bar) -> None:
+                bar.total = progress.objects_to_load
+                bar.update(progress.objects_done - bar.n)
 
-    click.secho("\n4. ETL SBW_Lamda_ETL: raw objects -> clickstream_dw (exactly once)", bold=True)
-    summary = invoke_function(settings, ETL_FUNCTION, {})
-    click.echo(f"   {summary['loaded']} objects loaded, {summary['skipped']} already loaded; "
-               f"{summary['rows_inserted']} rows inserted, {summary['duplicates']} duplicates, "
-               f"{summary['rejected']} rejected")
-    with psycopg.connect(result["dw_dsn"]) as conn:
-        rows = conn.execute("SELECT event_name, count(*) FROM clickstream_events GROUP BY 1 ORDER BY 2 DESC").fetchall()
-    click.echo("   events in the warehouse (read as dashboard_reader):")
-    for name, count in rows:
-        click.echo(f"     {name:<18}{count:>7}")
-    click.secho("\nNext: open notebooks/00_welcome_and_setup.ipynb (jupyter lab), or `clickstream --help`.", bold=True)
+            summary = invoke_function(settings, ETL_FUNCTION, {"date": day}, progress=on_chunk)
+        click.echo(f"   {day}: {summary['loaded']:>5} objects loaded, {summary['skipped']:>5} already loaded, "
+                   f"{summary['rows_inserted']:>6} rows inserted, {summary['duplicates']:>4} duplicates, "
+                   f"{summary['rejected']} rejected")
+
+    click.secho("\n4. The business questions (clickstream report)", bold=True)
+    answers = analytics.report(result["dw_dsn"], config.start, last_day)
+    click.echo(analytics.format_report(answers))
+    (out / "report.json").write_text(json.dumps(answers, indent=2, default=str) + "\n", encoding="utf-8")
+
+    click.secho("\n5. Charts", bold=True)
+    for path in charts.write_charts(answers, out):
+        click.echo(f"   {path}")
+
+    click.secho("\n6. Check against the simulator's ground truth", bold=True)
+    mismatches = simulate.report_mismatches(answers, json.loads(truth_path.read_text(encoding="utf-8")))
+    if mismatches:
+        for line in mismatches:
+            click.echo(f"   MISMATCH {line}", err=True)
+        raise click.ClickException(f"{len(mismatches)} answers differ from the ground truth in {truth_path}")
+    click.echo("   every count, the funnel, each product's figures and revenue, and the sessions match exactly")
+
+    click.secho(f"\nOutput folder: {out.resolve()}", bold=True)
+    click.echo("   report.json, truth.json and the PNG charts; open the PNGs with any image viewer.")
+    click.echo("Next: notebooks/04_query_the_warehouse.ipynb (jupyter lab) asks the same questions step by step; "
+               "`clickstream report --help` for other ranges and time zones.")
+    click.echo("The dashboard comes in a later lesson (`clickstream dashboard`, on 127.0.0.1).")
     click.echo("The stack keeps running; stop it with `clickstream down` (data is kept).")
 
 

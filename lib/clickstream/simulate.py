@@ -646,6 +646,21 @@ class Truth:
         return json.dumps(self.as_dict(), indent=2) + "\n"
 
 
+def report_mismatches(report: dict[str, Any], truth: dict[str, Any]) -> list[str]:
+    """How a report (`clickstream.analytics.report` over the simulated days, UTC, bots excluded) differs
+    from the truth: one line per differing answer; empty when every answer is exact."""
+    checks = {
+        "events per name and day": (report["daily_event_counts"], truth["event_counts"]),
+        "funnel": ([(s["step"], s["sessions"]) for s in report["funnel"]],
+                   [(s["step"], s["sessions"]) for s in truth["funnel"]]),
+        "products": ({p["product_id"]: {k: p[k] for k in ("views", "add_to_cart", "purchases", "revenue")}
+                      for p in report["top_products"]}, truth["products"]),
+        "sessions": ({k: report["sessions"][k] for k in truth["sessions"]}, truth["sessions"]),
+    }
+    return [f"{name}: the warehouse says {got}, the truth is {expected}"
+            for name, (got, expected) in checks.items() if got != expected]
+
+
 def _split_sessions(events: list[tuple[datetime, Any]]) -> list[list[tuple[datetime, Any]]]:
     """Sessions as the warehouse computes them: a new one after more than 30 minutes without an event."""
     sessions: list[list[tuple[datetime, Any]]] = []

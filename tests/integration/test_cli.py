@@ -22,20 +22,27 @@ def test_help_lists_every_command():
         assert re.search(rf"^\s+{command}\s", result.stdout, re.M), command
 
 
-def test_demo_sends_through_the_api_and_lists_what_it_wrote(local_stack):
-    s3 = aws.client("s3", local_stack)
-    bucket = stack.status(local_stack)["raw_bucket"]
-    before = {o["Key"] for o in raw.list_objects(s3, bucket)}
-    result = cli("demo")
+def test_demo_simulates_loads_reports_draws_and_matches_the_truth(local_stack, tmp_path):
+    out = tmp_path / "demo"
+    args = ("demo", "--days", "2", "--visitors", "60", "--seed", "5", "--start", "2023-01-02", "--out", str(out))
+    result = cli(*args)
     assert result.returncode == 0, result.stderr
-    after = {o["Key"] for o in raw.list_objects(s3, bucket)}
-    written = int(re.search(r"this run wrote (\d+) objects", result.stdout).group(1))
-    assert written == len(after - before) == 14  # 2 batches + 10 singles + 1 legacy batch + 1 mixed batch
-    assert "50 accepted in 2 requests" in result.stdout and "rejected #0" in result.stdout
-    loaded = re.search(r"(\d+) objects loaded, \d+ already loaded; (\d+) rows inserted", result.stdout)
-    assert loaded and int(loaded.group(1)) >= written, result.stdout
-    again = cli("demo")
-    assert re.search(r"\d+ objects loaded, \d+ already loaded; 0 rows inserted", again.stdout), again.stdout
+    assert "every count, the funnel, each product's figures and revenue, and the sessions match exactly" in result.stdout
+    assert f"Output folder: {out.resolve()}" in result.stdout
+    loaded = [int(n) for n in re.findall(r"^\s+2023-01-0[23]: +\d+ objects loaded, +\d+ already loaded, +(\d+) rows",
+                                           result.stdout, re.M)]
+    truth = json.loads((out / "truth.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert len(loaded) == 2 and sum(loaded) == truth["events"] + truth["bots"]["events"]
+    assert sum(report["event_counts"].values()) == truth["events"]
+    assert sorted(path.name for path in out.glob("*.png")) == sorted(
+        ["funnel.png", "top_products.png", "activity_heatmap.png", "daily_events.png"])
+    assert all(path.stat().st_size > 5000 for path in out.glob("*.png"))
+
+    again = cli(*args)  # the same traffic again: nothing new to load, the same answers
+    assert again.returncode == 0, again.stderr
+    assert re.findall(r"(\d+) rows inserted", again.stdout) == ["0", "0"]
+    assert json.loads((out / "report.json").read_text()) == report
 
 
 def test_send_and_raw_json(local_stack):

@@ -274,3 +274,22 @@ def test_truth_equals_counts_recomputed_from_the_accepted_events(accepted, truth
                      if not contract.validate_event(e))
     assert truth["duplicates_sent"] == sent_valid - len(accepted) > 0
     assert (truth["seed"], truth["start"], truth["days"], truth["visitors"]) == (42, "2026-11-16", 14, 3000)
+
+
+def report_from_truth(truth: dict) -> dict:
+    """A report shaped like analytics.report's that gives exactly the truth's answers."""
+    return {
+        "daily_event_counts": truth["event_counts"],
+        "funnel": [{**step, "conversion": None, "drop_off": None} for step in truth["funnel"]],
+        "top_products": [{"product_id": pid, "product_name": "x", **counts} for pid, counts in truth["products"].items()],
+        "sessions": {**truth["sessions"], "bounce_rate": 0.1},
+    }
+
+
+def test_report_mismatches_is_empty_for_the_truth_and_names_each_difference(truth):
+    report = report_from_truth(truth)
+    assert simulate.report_mismatches(report, truth) == []
+    report["funnel"][-1]["sessions"] += 1
+    report["top_products"][0]["revenue"] = "0.01"
+    mismatches = simulate.report_mismatches(report, truth)
+    assert [line.split(":")[0] for line in mismatches] == ["funnel", "products"]
