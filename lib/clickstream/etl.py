@@ -156,13 +156,14 @@ def run_etl(
     remaining_ms: Callable[[], int] | None = None,
     chunk_objects: int = DEFAULT_CHUNK_OBJECTS,
     progress: Callable[[ChunkProgress], None] | None = None,
+    refresh_rollups: bool = True,
 ) -> dict[str, Any]:
     """Load the raw objects not loaded yet, in chunks of `chunk_objects` objects.
 
     Returns {objects_listed, loaded, skipped (already loaded, same etag), rows_inserted, duplicates,
     rejected, seconds, remaining (objects left for the next run when time ran short), rollup_days_refreshed
     (the UTC days whose rollups were recomputed after the loads: those of the new rows, and any left
-    pending by an earlier run)}.
+    pending by an earlier run; with `refresh_rollups=False` they stay pending for a later refresh)}.
 
     Raises warehouse.WarehouseError when the DW cannot be reached (nothing is read or marked loaded) and
     lets S3 errors propagate; chunks committed before an error stay loaded and are skipped next time.
@@ -204,7 +205,7 @@ def run_etl(
                     loaded += _finish_load(loading, totals, progress, loaded, len(todo))
             finally:
                 readers.shutdown(cancel_futures=True)
-        refreshed = rollups.refresh_pending(conn)
+        refreshed = rollups.refresh_pending(conn) if refresh_rollups else []
     summary = {
         "objects_listed": len(listed),
         "loaded": loaded,

@@ -174,6 +174,18 @@ def test_a_day_loads_once_and_a_rerun_skips_everything(s3, bucket, dw, put, day)
         (key, 5) for key in sorted(keys)]
 
 
+def test_rollups_of_the_loaded_days_are_refreshed_by_the_run_or_left_pending_on_request(s3, bucket, dw, put, day):
+    put(day, *batch(4, seed=1, at=day))
+    held = etl_run(s3, bucket, dw, date=day.date(), refresh_rollups=False)
+    assert held["rollup_days_refreshed"] == 0
+    assert query(dw, "SELECT day FROM rollup_pending") == [(day.date(),)]
+    assert query(dw, "SELECT count(*) FROM rollup_hourly_events") == [(0,)]
+    put(day + timedelta(hours=1), *batch(2, seed=2, at=day + timedelta(hours=1)))
+    refreshed = etl_run(s3, bucket, dw, date=day.date())
+    assert refreshed["rollup_days_refreshed"] == 1 and query(dw, "SELECT count(*) FROM rollup_pending") == [(0,)]
+    assert query(dw, "SELECT sum(events)::int FROM rollup_hourly_events") == [(6,)]
+
+
 def test_prefix_loads_only_that_hour(s3, bucket, dw, put, day):
     put(day, *batch(2, seed=1, at=day))
     later = put(day + timedelta(hours=1), *batch(3, seed=2, at=day + timedelta(hours=1)))
