@@ -58,8 +58,7 @@ from tqdm import tqdm
 
 from clickstream import aws, contract, etl, ingest, raw, rollups, samples, warehouse
 from clickstream.contract import NormalizedEvent
-from clickstream.local.postgres import dsn
-from clickstream.local.stack import DW_DATABASE, clusters, private_stack, read_state, status
+from clickstream.local.stack import clusters, private_stack, read_state, status, warehouse_dsn
 from clickstream.transform import COLUMNS, transform_body
 
 PSQL = "/usr/bin/psql"
@@ -392,8 +391,7 @@ def main() -> None:
     with private_stack() as settings:
         info = status(settings)
         bucket, admin_dsn = info["raw_bucket"], info["dw_admin_dsn"]
-        password = json.loads((settings.home / "credentials" / "dw.json").read_text())["etl_writer"]
-        etl_dsn = dsn(settings.host, settings.dw_port, DW_DATABASE, "etl_writer", password)
+        etl_dsn = warehouse_dsn(settings, "etl_writer")
         s3 = aws.client("s3", settings)
         host = machine(admin_dsn)
         csv_path = settings.home / "bench_rows.csv"

@@ -6,9 +6,6 @@ import re
 import subprocess
 import sys
 
-from clickstream import aws, raw
-from clickstream.local import stack
-
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "clickstream.cli", *args], capture_output=True, text=True,

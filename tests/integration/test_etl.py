@@ -92,8 +92,7 @@ def dw(local_stack):
     """(admin DSN, etl_writer DSN) of the migrated test warehouse."""
     admin = stack.status(local_stack)["dw_admin_dsn"]
     warehouse.migrate(admin)
-    password = json.loads((local_stack.home / "credentials" / "dw.json").read_text())["etl_writer"]
-    return admin, postgres.dsn(local_stack.host, local_stack.dw_port, postgres.WAREHOUSE_DB, "etl_writer", password)
+    return admin, stack.warehouse_dsn(local_stack, "etl_writer")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ and the activity heatmap in UTC and in Asia/Ho_Chi_Minh.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -17,7 +16,7 @@ import psycopg
 import pytest
 
 from clickstream import analytics, aws, etl, raw, rollups, simulate, warehouse
-from clickstream.local import postgres, stack
+from clickstream.local import stack
 from clickstream.simulate import SimulationConfig
 
 pytestmark = pytest.mark.integration
@@ -34,9 +33,7 @@ SOURCES = ("raw", "rollup")
 def dsns(local_stack) -> dict[str, str]:
     status = stack.status(local_stack)
     warehouse.migrate(status["dw_admin_dsn"])
-    password = json.loads((local_stack.home / "credentials" / "dw.json").read_text())["etl_writer"]
-    etl_dsn = postgres.dsn(local_stack.host, local_stack.dw_port, postgres.WAREHOUSE_DB, "etl_writer", password)
-    return {"admin": status["dw_admin_dsn"], "reader": status["dw_dsn"], "etl": etl_dsn,
+    return {"admin": status["dw_admin_dsn"], "reader": status["dw_dsn"], "etl": stack.warehouse_dsn(local_stack, "etl_writer"),
             "bucket": status["raw_bucket"]}
 
 

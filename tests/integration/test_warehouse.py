@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import uuid
 from datetime import date, datetime, timezone
@@ -38,10 +37,7 @@ def dw(local_stack):
     """(admin DSN, etl_writer DSN, dashboard_reader DSN) of the migrated test warehouse."""
     admin = stack.status(local_stack)["dw_admin_dsn"]
     warehouse.migrate(admin)
-    passwords = json.loads((local_stack.home / "credentials" / "dw.json").read_text())
-    role_dsn = {role: postgres.dsn(local_stack.host, local_stack.dw_port, postgres.WAREHOUSE_DB, role, passwords[role])
-                for role in postgres.WAREHOUSE_ROLES}
-    return admin, role_dsn["etl_writer"], role_dsn["dashboard_reader"]
+    return admin, stack.warehouse_dsn(local_stack, "etl_writer"), stack.warehouse_dsn(local_stack, "dashboard_reader")
 
 
 @pytest.fixture

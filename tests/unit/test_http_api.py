@@ -1,7 +1,6 @@
 """The local HTTP API builds API Gateway payload format 2.0 events and maps handler results back."""
 
 import base64
-import json
 
 import pytest
 from starlette.testclient import TestClient

@@ -376,6 +376,14 @@ def _dw_passwords(settings: Settings) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def warehouse_dsn(settings: Settings, role: str) -> str:
+    """The DSN of one of the warehouse's application roles (etl_writer, dashboard_reader) over TCP."""
+    passwords = _dw_passwords(settings)
+    if role not in passwords:
+        raise StackError(f"no local password for {role}: run `clickstream up` first")
+    return dsn(settings.host, settings.dw_port, DW_DATABASE, role, passwords[role])
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
