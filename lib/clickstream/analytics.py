@@ -13,7 +13,6 @@ rollups, a time zone whose offset is not a whole number of hours somewhere in th
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -34,7 +33,6 @@ HOURLY_QUESTIONS = frozenset(QUESTIONS) - {"funnel", "sessions"}  # rollups in U
 SOURCES = ("auto", "raw", "rollup")
 FUNNEL_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # dow 0-6
-_NAME_RE = re.compile(r"^(rollup/)?[a-z_]+$")
 _HOUR = timedelta(hours=1)
 
 
@@ -55,21 +53,17 @@ def load_sql(name: str, source: str = "raw") -> str:
     return (sql_dir() / ("rollup" if source == "rollup" else "") / f"{name}.sql").read_text(encoding="utf-8")
 
 
-def query(conn_or_dsn: psycopg.Connection | str, sql_text_or_name: str,
+def query(conn_or_dsn: psycopg.Connection | str, sql_text: str,
           params: Mapping[str, Any] | tuple | list | None = None) -> pd.DataFrame:
     """Run one read and return its rows as a DataFrame (columns kept when there are no rows).
 
-    `sql_text_or_name` is SQL text or the name of a file of `sql/analytics/` ("funnel", "rollup/funnel").
-    Given a DSN it opens a read-only connection for the call; a connection is used as it is.
+    Given a DSN it opens a read-only connection for the call; a connection is used as it is. A question's
+    file runs as `query(dsn, load_sql("funnel"), params)`.
     """
-    text = sql_text_or_name
-    if _NAME_RE.match(sql_text_or_name.strip()):
-        name = sql_text_or_name.strip()
-        text = load_sql(name.removeprefix("rollup/"), "rollup" if name.startswith("rollup/") else "raw")
     if isinstance(conn_or_dsn, str):
         with read_only(conn_or_dsn) as conn:
-            return query(conn, text, params)
-    rows, columns = _rows(conn_or_dsn, text, params)
+            return query(conn, sql_text, params)
+    rows, columns = _rows(conn_or_dsn, sql_text, params)
     return pd.DataFrame(rows, columns=columns)
 
 

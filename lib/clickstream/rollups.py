@@ -128,7 +128,10 @@ def refresh_pending(conn: psycopg.Connection) -> list[date]:
 
 
 def refresh_days(conn: psycopg.Connection, days: Iterable[date]) -> list[date]:
-    """Mark `days` and refresh everything pending (after changing events some other way than load_chunk)."""
+    """Mark `days` and refresh everything pending (after changing events some other way than load_chunk).
+
+    Like refresh_pending, it needs `conn` outside a transaction: commit your own changes first, or use an
+    autocommit connection."""
     with conn.transaction():
         mark_pending(conn, days)
     return refresh_pending(conn)
