@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test up down status lint bench toc clean
+.PHONY: help venv demo test up down status lint check-templates bench toc clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ status: venv ## health of the local stack
 
 lint: venv ## cfn-lint the CloudFormation templates
 	$(BIN)/cfn-lint cloudformation/*.yaml
+
+check-templates: venv ## cfn-lint, policy rules and architecture checks on TEMPLATES_DIR (default cloudformation)
+	@status=0; \
+	$(BIN)/cfn-lint -- $(or $(TEMPLATES_DIR),cloudformation)/*.yaml || status=1; \
+	$(BIN)/python -m clickstream.template_checks $(or $(TEMPLATES_DIR),cloudformation) || status=1; \
+	exit $$status
 
 bench: venv ## run the benchmarks (figures go into the README)
 	$(BIN)/python benchmarks/ingest_throughput.py

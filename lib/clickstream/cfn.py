@@ -121,7 +121,7 @@ class Stack:
         `local`; `overrides` win over all of these."""
         body = cfn_yaml.load(str(path))
         specs = body.get("Parameters", {})
-        local_values = body.get("Metadata", {}).get("clickstream", {}).get("LocalParameters", {})
+        local_values = body.get("Metadata", {}).get("clickstream", {}).get("LocalParameters") or {}  # may be empty
         unknown = sorted(set(local_values) - set(specs))
         if unknown:
             raise TemplateError(f"{path.name}: Metadata.clickstream.LocalParameters names undeclared parameters {unknown}")

@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
-from clickstream.cfn import LOCAL_PLACEHOLDERS, Stack, TemplateError, find_function, load_stacks
+from clickstream.cfn import Stack, TemplateError, find_function, load_stacks
 from clickstream.scheduler import parse
 from clickstream.settings import Settings
 from template_helpers import as_list, getatt_target
 
 ROOT = Path(__file__).resolve().parents[2]
 ANALYTICS = ROOT / "cloudformation" / "analytics.yaml"
+NETWORK = ROOT / "cloudformation" / "network.yaml"
+INGESTION = ROOT / "cloudformation" / "ingestion.yaml"
 ENI_ACTIONS = {
     "ec2:CreateNetworkInterface",
     "ec2:DescribeNetworkInterfaces",
@@ -46,6 +48,11 @@ def analytics(stacks) -> Stack:
 
 
 @pytest.fixture(scope="module")
+def network(stacks) -> Stack:
+    return next(stack for stack in stacks if stack.path == NETWORK)
+
+
+@pytest.fixture(scope="module")
 def etl(analytics) -> dict:
     """The ETL function: the one the schedule targets."""
     (schedule,) = analytics.schedules()
@@ -69,22 +76,31 @@ def test_the_function_is_sbw_lamda_etl_with_a_long_timeout(analytics, etl):
     assert set(props["Code"]) == {"S3Bucket", "S3Key"}, "code from the artifacts bucket, not inline"
 
 
-def test_the_function_runs_in_the_private_subnets_with_sg_lambda_etl(analytics, etl):
+def test_the_function_runs_in_the_private_subnets_with_sg_lambda_etl(analytics, network, etl):
+    """Subnets and security group are the network stack's exports (Fn::ImportValue), resolved locally."""
     vpc = etl["Properties"]["VpcConfig"]
-    assert vpc["SubnetIds"] == {"Ref": "PrivateSubnetIds"}
-    assert analytics.body["Parameters"]["PrivateSubnetIds"]["Type"] == "List<AWS::EC2::Subnet::Id>"
-    (group_ref,) = vpc["SecurityGroupIds"]
-    group = analytics.resources[group_ref["Ref"]]
+    assert vpc["SubnetIds"] == [
+        {"Fn::ImportValue": {"Fn::Sub": "${NetworkStackName}-PrivateSubnetAId"}},
+        {"Fn::ImportValue": {"Fn::Sub": "${NetworkStackName}-PrivateSubnetBId"}},
+    ]
+    assert analytics.parameters["NetworkStackName"] == network.name
+    subnets = analytics.resolve(vpc["SubnetIds"])
+    assert subnets == ["PrivateSubnetA", "PrivateSubnetB"]
+    for subnet in subnets:
+        props = network.props(subnet)
+        assert props["MapPublicIpOnLaunch"] is False and props["VpcId"] == {"Ref": "Vpc"}
+    (group_import,) = vpc["SecurityGroupIds"]
+    group = network.resources[analytics.resolve(group_import)]
     assert group["Type"] == "AWS::EC2::SecurityGroup"
     assert group["Properties"]["GroupName"] == "sg_Lambda_ETL"
-    assert group["Properties"]["VpcId"] == {"Ref": "VpcId"}
+    assert group["Properties"]["VpcId"] == {"Ref": "Vpc"}
 
 
-def test_sg_lambda_etl_has_no_inbound_only_three_ways_out_and_the_dw_admits_it(analytics, etl):
-    group_id = etl["Properties"]["VpcConfig"]["SecurityGroupIds"][0]["Ref"]
-    props = analytics.resources[group_id]["Properties"]
+def test_sg_lambda_etl_has_no_inbound_only_three_ways_out_and_the_dw_admits_it(analytics, network, etl):
+    group_id = analytics.resolve(etl["Properties"]["VpcConfig"]["SecurityGroupIds"][0])
+    props = network.resources[group_id]["Properties"]
     assert "SecurityGroupIngress" not in props
-    assert not [res for res in analytics.of_type("AWS::EC2::SecurityGroupIngress").values()
+    assert not [res for res in network.of_type("AWS::EC2::SecurityGroupIngress").values()
                 if res["Properties"].get("GroupId") == {"Ref": group_id}]
     rules = {
         (rule["IpProtocol"], json.dumps(rule["FromPort"]), json.dumps(rule["ToPort"]),
@@ -93,15 +109,16 @@ def test_sg_lambda_etl_has_no_inbound_only_three_ways_out_and_the_dw_admits_it(a
     }
     dw_port = json.dumps({"Ref": "DwPort"})
     assert rules == {
-        ("tcp", dw_port, dw_port, json.dumps({"DestinationSecurityGroupId": {"Ref": "DwSecurityGroupId"}})),
+        ("tcp", dw_port, dw_port, json.dumps({"DestinationSecurityGroupId": {"Ref": "DwSecurityGroup"}})),
         ("tcp", "443", "443", json.dumps({"DestinationPrefixListId": {"Ref": "S3PrefixListId"}})),
-        ("tcp", "443", "443", json.dumps({"DestinationSecurityGroupId": {"Ref": "EndpointSecurityGroupId"}})),
+        ("tcp", "443", "443", json.dumps({"DestinationSecurityGroupId": {"Ref": "EndpointSecurityGroup"}})),
     }, "no 0.0.0.0/0: the DW port to the warehouse, 443 to S3's prefix list and to the interface endpoints"
 
-    (ingress,) = [res["Properties"] for res in analytics.of_type("AWS::EC2::SecurityGroupIngress").values()]
-    assert ingress == {"GroupId": {"Ref": "DwSecurityGroupId"}, "Description": ingress["Description"],
+    (ingress,) = [res["Properties"] for res in network.of_type("AWS::EC2::SecurityGroupIngress").values()]
+    assert ingress == {"GroupId": {"Ref": "DwSecurityGroup"}, "Description": ingress["Description"],
                        "IpProtocol": "tcp", "FromPort": {"Ref": "DwPort"}, "ToPort": {"Ref": "DwPort"},
                        "SourceSecurityGroupId": {"Ref": group_id}}, "the warehouse admits the ETL on its port only"
+    assert network.parameters["DwPort"] == analytics.parameters["DwPort"], "both stacks' DwPort defaults agree"
 
 
 def test_role_allows_only_reading_raw_events_the_dw_secret_its_logs_and_vpc_enis(analytics, etl):
@@ -218,20 +235,20 @@ def test_local_function_schedule_and_secret(stacks, analytics):
         [("clickstream/dw/etl_writer-local", "dw_etl_writer")]
 
 
-def test_network_parameters_get_local_placeholders_by_type_or_from_the_templates_metadata(analytics):
-    assert analytics.parameters["VpcId"] == LOCAL_PLACEHOLDERS["AWS::EC2::VPC::Id"]
-    assert analytics.parameters["PrivateSubnetIds"] == ["subnet-local"]
-    assert analytics.parameters["DwSecurityGroupId"] == "sg-local"
-    assert analytics.parameters["S3PrefixListId"] == "pl-00000000"
+def test_parameters_only_aws_knows_get_local_values_from_the_templates_metadata(analytics, network):
+    assert network.parameters["S3PrefixListId"] == "pl-00000000"
     assert analytics.parameters["DwHost"] == "127.0.0.1"
-    for name in ("VpcId", "PrivateSubnetIds", "DwSecurityGroupId", "EndpointSecurityGroupId", "S3PrefixListId", "DwHost"):
-        assert "Default" not in analytics.body["Parameters"][name], f"{name}: the deployer must choose it in AWS"
+    assert "Default" not in network.body["Parameters"]["S3PrefixListId"], "the deployer must choose it in AWS"
+    assert "Default" not in analytics.body["Parameters"]["DwHost"], "the deployer must choose it in AWS"
+    assert not {"VpcId", "PrivateSubnetIds", "DwSecurityGroupId", "EndpointSecurityGroupId"} & set(
+        analytics.body["Parameters"]), "the network comes from the network stack's exports, not parameters"
 
 
 def test_overrides_win_and_a_parameter_without_any_local_value_is_named(tmp_path, settings):
-    stack = Stack.load(ANALYTICS, settings, {"PrivateSubnetIds": "subnet-a, subnet-b", "DwPort": 6543})
-    assert stack.parameters["PrivateSubnetIds"] == ["subnet-a", "subnet-b"]
+    stack = Stack.load(ANALYTICS, settings, {"DwPort": 6543})
     assert stack.resolve({"Fn::Sub": "${DwPort}"}) == "6543"
+    listed = Stack.load(INGESTION, settings, {"CorsAllowOrigins": "https://a.example, https://b.example"})
+    assert listed.parameters["CorsAllowOrigins"] == ["https://a.example", "https://b.example"]
     broken = tmp_path / "analytics.yaml"
     broken.write_text(ANALYTICS.read_text().replace("      DwHost: 127.0.0.1\n", ""))
     with pytest.raises(TemplateError, match="parameter DwHost has no default and no local value"):

@@ -1,0 +1,752 @@
+"""Security checks on the CloudFormation templates themselves, for a folder of templates.
+
+moto drops most security properties (notes/local-aws.md), so a green local deploy proves little: these checks
+read the templates. Two kinds:
+
+- the policy rules (`policy_rules`): general rules as cfn-lint custom rules in
+  `cloudformation/policy-rules.cfnlint`, waived only in `cloudformation/policy-suppressions.toml`;
+- the architecture's own rules: one function per rule below, each returning readable findings (empty: the rule
+  holds). They follow Ref, GetAtt and Fn::ImportValue across the folder's templates, as CloudFormation would
+  with the stacks deployed under the names `clickstream-<file stem>` (the names `clickstream deploy` and the
+  local stack use).
+
+`python -m clickstream.template_checks DIR` runs them all (`make check-templates TEMPLATES_DIR=DIR`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable, Union
+
+from cfnlint.api import ManualArgs, lint_file
+from cfnlint.decode import cfn_yaml
+
+from clickstream.settings import project_root
+
+WEB_TIER_GROUP = "sg_oltp_webDB"
+ETL_GROUP = "sg_Lambda_ETL"
+DW_GROUP = "sg_analytics_ShinyDWH"
+DW_INSTANCE_NAME = "SBW_EC2_ShinyDWH"
+RAW_PREFIX = "events/"
+WORLD = {"0.0.0.0/0", "::/0"}
+PUBLIC_PORTS = {80, 443}
+# The actions Lambda needs to manage a VPC function's network interfaces; they only work on Resource "*".
+ENI_ACTIONS = frozenset({
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+})
+SECRET_NAME = re.compile(r"pass(word|wd|phrase)|secret|(auth|api|bearer)_?token|api_?key|private_?key|credential",
+                         re.IGNORECASE)
+# Names that contain a secret-like word but hold a reference or a setting, not a secret.
+NOT_A_SECRET = re.compile(
+    r"(arn|id|ids|name|length|policy|template|key|validitydays|characters|auth|stackname)$|^generate", re.IGNORECASE
+)
+DYNAMIC_REFERENCE = re.compile(r"^\{\{resolve:(secretsmanager|ssm-secure):")
+CREDENTIAL_TEXT = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+PASSWORD_LITERAL = re.compile(r"password\s*(=|\s)\s*['\"]?(?![$:{'\"])[^\s'\"]{6,}", re.IGNORECASE)
+DEFAULT_RULES = "policy-rules.cfnlint"
+DEFAULT_SUPPRESSIONS = "policy-suppressions.toml"
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    template: str
+    resource: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.template} {self.resource}: {self.message}"
+
+
+@dataclass
+class Template:
+    path: Path
+    body: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def stack_name(self) -> str:
+        return f"clickstream-{self.path.stem}"
+
+    @property
+    def resources(self) -> dict[str, dict]:
+        return self.body.get("Resources") or {}
+
+    @property
+    def parameters(self) -> dict[str, dict]:
+        return self.body.get("Parameters") or {}
+
+    def of_type(self, resource_type: str) -> dict[str, dict]:
+        return {lid: res for lid, res in self.resources.items() if res.get("Type") == resource_type}
+
+
+Node = tuple[Template, str]  # a resource: its template and logical id
+
+
+class Templates:
+    """Every `*.yaml` template of a folder, decoded by cfn-lint's loader, with a small symbolic resolver."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.templates = [Template(path, cfn_yaml.load(str(path))) for path in sorted(self.folder.glob("*.yaml"))]
+
+    def __iter__(self):
+        return iter(self.templates)
+
+    @cached_property
+    def exports(self) -> dict[str, tuple[Template, Any]]:
+        exports = {}
+        for template in self.templates:
+            for output in (template.body.get("Outputs") or {}).values():
+                if "Export" in output:
+                    exports[self.text(template, output["Export"]["Name"])] = (template, output["Value"])
+        return exports
+
+    # --- symbolic resolution -------------------------------------------------------------------------
+    def text(self, template: Template, value: Any) -> str:
+        """A canonical string for a value: literals as they are, parameters by their default, pseudo
+        parameters and resources as symbols ({network.yaml#Vpc}), imports followed to the exporting template."""
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        if isinstance(value, list):
+            return ",".join(self.text(template, item) for item in value)
+        if isinstance(value, dict) and len(value) == 1:
+            (fn, arg), = value.items()
+            if fn == "Ref":
+                return self._ref(template, arg)
+            if fn == "Fn::GetAtt":
+                logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
+                return self._get_att(template, logical_id, attribute)
+            if fn == "Fn::Sub":
+                return self._sub(template, arg)
+            if fn == "Fn::Join":
+                separator, items = arg
+                return separator.join(self.text(template, item) for item in items)
+            if fn == "Fn::ImportValue":
+                name = self.text(template, arg)
+                if name in self.exports:
+                    exporter, exported = self.exports[name]
+                    return self.text(exporter, exported)
+                return f"{{import:{name}}}"
+        return "{" + json.dumps(value, sort_keys=True, default=str) + "}"
+
+    def _ref(self, template: Template, name: str) -> str:
+        pseudo = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": template.stack_name}
+        if name in pseudo:
+            return pseudo[name]
+        if name.startswith("AWS::"):
+            return "{" + name + "}"
+        if name in template.parameters:
+            spec = template.parameters[name]
+            return self.text(template, spec["Default"]) if "Default" in spec else f"{{param:{name}}}"
+        return f"{{{template.name}#{name}}}"
+
+    def _get_att(self, template: Template, logical_id: str, attribute: str) -> str:
+        resource_type = template.resources.get(logical_id, {}).get("Type")
+        if resource_type == "AWS::S3::Bucket" and attribute == "Arn":
+            return f"arn:aws:s3:::{{{template.name}#{logical_id}}}"
+        return f"{{{template.name}#{logical_id}.{attribute}}}"
+
+    def _sub(self, template: Template, arg: Any) -> str:
+        string, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+        def replace(match: re.Match) -> str:
+            name = match.group(1)
+            if name in variables:
+                return self.text(template, variables[name])
+            if "." in name and name.split(".", 1)[0] in template.resources:
+                return self._get_att(template, *name.split(".", 1))
+            return self._ref(template, name)
+
+        return re.sub(r"\$\{([^}!][^}]*)\}", replace, string).replace("${!", "${")
+
+    def node(self, template: Template, value: Any) -> Node | None:
+        """The resource a Ref, GetAtt or ImportValue (of an export that is a Ref or GetAtt) points to."""
+        if isinstance(value, dict) and len(value) == 1:
+            (fn, arg), = value.items()
+            if fn == "Ref" and isinstance(arg, str) and arg in template.resources:
+                return template, arg
+            if fn == "Fn::GetAtt":
+                logical_id = arg.split(".", 1)[0] if isinstance(arg, str) else arg[0]
+                return (template, logical_id) if logical_id in template.resources else None
+            if fn == "Fn::ImportValue":
+                exported = self.exports.get(self.text(template, arg))
+                return self.node(*exported) if exported else None
+        return None
+
+    # --- network facts shared by several rules -------------------------------------------------------
+    def security_group_rules(self) -> list["GroupRule"]:
+        rules = []
+        for template in self.templates:
+            for lid, group in template.of_type("AWS::EC2::SecurityGroup").items():
+                props = group.get("Properties") or {}
+                for direction, key in (("ingress", "SecurityGroupIngress"), ("egress", "SecurityGroupEgress")):
+                    for rule in props.get(key) or []:
+                        rules.append(GroupRule(self, template, lid, (template, lid), direction, rule))
+            for resource_type, direction, group_key in (
+                ("AWS::EC2::SecurityGroupIngress", "ingress", "GroupId"),
+                ("AWS::EC2::SecurityGroupEgress", "egress", "GroupId"),
+            ):
+                for lid, resource in template.of_type(resource_type).items():
+                    props = resource.get("Properties") or {}
+                    rules.append(GroupRule(self, template, lid, self.node(template, props.get(group_key)), direction, props))
+        return rules
+
+    def group_name(self, node: Node | None) -> str | None:
+        if node is None:
+            return None
+        template, lid = node
+        return self.text(template, (template.resources[lid].get("Properties") or {}).get("GroupName", lid))
+
+    def route_tables(self) -> dict[tuple[str, str], "RouteTable"]:
+        tables: dict[tuple[str, str], RouteTable] = {}
+        for template in self.templates:
+            for lid in template.of_type("AWS::EC2::RouteTable"):
+                tables[(template.name, lid)] = RouteTable(template, lid, [], [], [])
+        for template in self.templates:
+            for lid, res in template.of_type("AWS::EC2::SubnetRouteTableAssociation").items():
+                props = res.get("Properties") or {}
+                table, subnet = self.node(template, props.get("RouteTableId")), self.node(template, props.get("SubnetId"))
+                if table and (table[0].name, table[1]) in tables:
+                    tables[(table[0].name, table[1])].subnets.append(subnet)
+            for lid, res in template.of_type("AWS::EC2::Route").items():
+                table = self.node(template, (res.get("Properties") or {}).get("RouteTableId"))
+                if table and (table[0].name, table[1]) in tables:
+                    tables[(table[0].name, table[1])].routes.append((template, lid))
+            for lid, res in template.of_type("AWS::EC2::VPCEndpoint").items():
+                props = res.get("Properties") or {}
+                for value in props.get("RouteTableIds") or []:
+                    table = self.node(template, value)
+                    if table and (table[0].name, table[1]) in tables:
+                        tables[(table[0].name, table[1])].endpoints.append((template, lid))
+        return tables
+
+    def maps_public_ip(self, subnet: Node) -> bool:
+        template, lid = subnet
+        return self.text(template, (template.resources[lid].get("Properties") or {}).get("MapPublicIpOnLaunch", False)) == "true"
+
+    def subnet_problems(self, subnet: Node | None, tables: dict) -> list[str]:
+        """Why a subnet is not private (empty: it is)."""
+        if subnet is None or subnet[0].resources[subnet[1]].get("Type") != "AWS::EC2::Subnet":
+            return ["its subnet is not a subnet declared in these templates, so it cannot be shown to be private"]
+        problems = []
+        if self.maps_public_ip(subnet):
+            problems.append(f"subnet {subnet[1]} ({subnet[0].name}) gives public IPs (MapPublicIpOnLaunch)")
+        for table in tables.values():
+            if any(s is not None and (s[0].name, s[1]) == (subnet[0].name, subnet[1]) for s in table.subnets):
+                for template, route in table.routes:
+                    problems.append(f"subnet {subnet[1]} is routed by {table.logical_id}, which has route {route} "
+                                    f"to {self.route_target(template, route)}")
+        return problems
+
+    def route_target(self, template: Template, route: str) -> str:
+        props = template.resources[route].get("Properties") or {}
+        destination = next((self.text(template, props[k]) for k in props if k.startswith("Destination")), "?")
+        target = next((f"{k} {self.text(template, props[k])}" for k in props
+                       if k not in ("RouteTableId",) and not k.startswith("Destination")), "?")
+        return f"{destination} via {target}"
+
+
+@dataclass
+class RouteTable:
+    template: Template
+    logical_id: str
+    subnets: list  # Node | None (an association whose subnet could not be followed)
+    routes: list  # (Template, logical id) of AWS::EC2::Route
+    endpoints: list  # (Template, logical id) of gateway endpoints on this table
+
+
+class GroupRule:
+    """One ingress or egress rule of a security group, with its values resolved."""
+
+    def __init__(self, templates: Templates, template: Template, owner: str, group: Node | None, direction: str, rule: dict):
+        self.template, self.owner, self.group, self.direction, self.rule = template, owner, group, direction, rule
+        text = lambda key: templates.text(template, rule[key]) if key in rule else None  # noqa: E731
+        self.protocol = (text("IpProtocol") or "").lower()
+        self.from_port, self.to_port = _port(text("FromPort")), _port(text("ToPort"))
+        self.cidrs = {c for c in (text("CidrIp"), text("CidrIpv6")) if c}
+        self.group_name = templates.group_name(group)
+
+    def covers(self, port: int) -> bool:
+        if self.protocol in ("-1", "all"):
+            return True
+        if self.protocol not in ("tcp", "6", "udp", "17"):
+            return False
+        low = self.from_port if self.from_port is not None else 0
+        high = self.to_port if self.to_port is not None else 65535
+        return low <= port <= high or low == -1
+
+    def describe(self) -> str:
+        ports = f"{self.from_port}-{self.to_port}" if self.from_port != self.to_port else f"{self.from_port}"
+        peer = ", ".join(sorted(self.cidrs)) or next(
+            (f"{k} {json.dumps(v)}" for k, v in self.rule.items() if "SecurityGroup" in k and k != "GroupId"
+             or "PrefixList" in k), "?")
+        return f"{self.direction} {self.protocol or '?'} {ports} {'from' if self.direction == 'ingress' else 'to'} {peer}"
+
+
+def _port(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+Folder = Union[Path, str, Templates]
+
+
+def _load(folder: Folder) -> Templates:
+    return folder if isinstance(folder, Templates) else Templates(Path(folder))
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+# =====================================================================================================
+# The architecture's rules: one function each, findings empty when the rule holds.
+# =====================================================================================================
+def no_world_ingress_except_web_http(folder: Folder) -> list[Finding]:
+    """Nothing admits 0.0.0.0/0 or ::/0 except TCP 80 and 443 to the web tier (sg_oltp_webDB)."""
+    templates = _load(folder)
+    findings = []
+    for rule in templates.security_group_rules():
+        if rule.direction != "ingress" or not rule.cidrs & WORLD:
+            continue
+        single_port = rule.from_port == rule.to_port and rule.from_port in PUBLIC_PORTS
+        if rule.group_name == WEB_TIER_GROUP and rule.protocol in ("tcp", "6") and single_port:
+            continue
+        findings.append(Finding("no_world_ingress_except_web_http", rule.template.name, rule.owner,
+                                f"{rule.describe()} (group {rule.group_name}): only TCP 80/443 to {WEB_TIER_GROUP} "
+                                "may be open to the internet"))
+    return findings
+
+
+def no_port_22(folder: Folder) -> list[Finding]:
+    """No security group rule covers port 22 (in or out, any source) and no instance has an SSH key pair."""
+    templates = _load(folder)
+    findings = [
+        Finding("no_port_22", rule.template.name, rule.owner, f"{rule.describe()} covers port 22 (SSH): use Session Manager")
+        for rule in templates.security_group_rules()
+        if rule.covers(22) and not (rule.direction == "egress" and rule.cidrs <= {"127.0.0.1/32"} and rule.cidrs)
+    ]
+    for template in templates:
+        for lid, res in template.of_type("AWS::EC2::Instance").items():
+            if "KeyName" in (res.get("Properties") or {}):
+                findings.append(Finding("no_port_22", template.name, lid, "has an SSH key pair (KeyName): use Session Manager"))
+    return findings
+
+
+def _dw_instances(templates: Templates) -> list[Node]:
+    found = []
+    for template in templates:
+        for lid, res in template.of_type("AWS::EC2::Instance").items():
+            props = res.get("Properties") or {}
+            names = {templates.text(template, tag.get("Value")) for tag in props.get("Tags") or [] if tag.get("Key") == "Name"}
+            groups = {templates.group_name(templates.node(template, g)) for g in props.get("SecurityGroupIds") or []}
+            if DW_INSTANCE_NAME in names or DW_GROUP in groups:
+                found.append((template, lid))
+    return found
+
+
+def _function_source(res: dict) -> str:
+    return str(((res.get("Metadata") or {}).get("clickstream") or {}).get("Source", "")).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _etl_functions(templates: Templates) -> list[Node]:
+    found = []
+    for template in templates:
+        for lid, res in template.of_type("AWS::Lambda::Function").items():
+            props = res.get("Properties") or {}
+            groups = {templates.group_name(templates.node(template, g))
+                      for g in _as_list((props.get("VpcConfig") or {}).get("SecurityGroupIds") or [])}
+            name = templates.text(template, props.get("FunctionName", ""))
+            if _function_source(res) == "etl" or "SBW_Lamda_ETL" in name or ETL_GROUP in groups:
+                found.append((template, lid))
+    return found
+
+
+def analytics_only_in_private_subnets(folder: Folder) -> list[Finding]:
+    """The warehouse instance SBW_EC2_ShinyDWH and the ETL Lambda run only in private subnets: subnets that
+    give no public IPs and whose route tables route nowhere (no internet gateway, no NAT)."""
+    templates = _load(folder)
+    tables = templates.route_tables()
+    rule = "analytics_only_in_private_subnets"
+    findings = []
+    instances = _dw_instances(templates)
+    if not instances:
+        findings.append(Finding(rule, str(templates.folder), "-", f"no warehouse instance ({DW_INSTANCE_NAME}) found"))
+    for template, lid in instances:
+        props = template.resources[lid].get("Properties") or {}
+        subnets = [props["SubnetId"]] if "SubnetId" in props else []
+        for interface in props.get("NetworkInterfaces") or []:
+            subnets.append(interface.get("SubnetId"))
+            if templates.text(template, interface.get("AssociatePublicIpAddress", False)) == "true":
+                findings.append(Finding(rule, template.name, lid, "the warehouse gets a public IP (AssociatePublicIpAddress)"))
+        if not subnets:
+            findings.append(Finding(rule, template.name, lid, "the warehouse names no subnet (it would land in a default, public one)"))
+        for subnet in subnets:
+            for problem in templates.subnet_problems(templates.node(template, subnet), tables):
+                findings.append(Finding(rule, template.name, lid, f"the warehouse is not in a private subnet: {problem}"))
+    functions = _etl_functions(templates)
+    if not functions:
+        findings.append(Finding(rule, str(templates.folder), "-", "no ETL function found"))
+    for template, lid in functions:
+        vpc = (template.resources[lid].get("Properties") or {}).get("VpcConfig") or {}
+        subnets = vpc.get("SubnetIds")
+        if not subnets:
+            findings.append(Finding(rule, template.name, lid, "the ETL function has no VpcConfig.SubnetIds"))
+            continue
+        if not isinstance(subnets, list):
+            findings.append(Finding(rule, template.name, lid, "the ETL's subnets are not listed one by one, so they "
+                                                              "cannot be shown to be private"))
+            continue
+        for subnet in subnets:
+            for problem in templates.subnet_problems(templates.node(template, subnet), tables):
+                findings.append(Finding(rule, template.name, lid, f"the ETL is not in a private subnet: {problem}"))
+    return findings
+
+
+def private_route_tables_stay_in_vpc(folder: Folder) -> list[Finding]:
+    """A route table that serves any subnet without public IPs (or no subnet) has no route at all besides the
+    VPC's local one and the S3 gateway endpoint's: no default route, no internet or NAT gateway."""
+    templates = _load(folder)
+    rule = "private_route_tables_stay_in_vpc"
+    findings = []
+    for table in templates.route_tables().values():
+        public = bool(table.subnets) and all(s is not None and templates.maps_public_ip(s) for s in table.subnets)
+        if public:
+            continue
+        for template, route in table.routes:
+            findings.append(Finding(rule, template.name, route, f"private route table {table.logical_id} routes "
+                                                                f"{templates.route_target(template, route)}"))
+        for template, endpoint in table.endpoints:
+            props = template.resources[endpoint].get("Properties") or {}
+            service = templates.text(template, props.get("ServiceName", ""))
+            if not service.endswith(".s3"):
+                findings.append(Finding(rule, template.name, endpoint, f"private route table {table.logical_id} routes "
+                                                                       f"to gateway endpoint {service}; only S3's is allowed"))
+    return findings
+
+
+def no_nat_gateway(folder: Folder) -> list[Finding]:
+    """No NAT gateway, no route to one, and no NAT instance (SourceDestCheck false)."""
+    templates = _load(folder)
+    findings = []
+    for template in templates:
+        for lid in template.of_type("AWS::EC2::NatGateway"):
+            findings.append(Finding("no_nat_gateway", template.name, lid, "is a NAT gateway: the private subnets reach "
+                                                                          "AWS through VPC endpoints"))
+        for lid, res in template.of_type("AWS::EC2::Route").items():
+            if "NatGatewayId" in (res.get("Properties") or {}):
+                findings.append(Finding("no_nat_gateway", template.name, lid, "routes to a NAT gateway"))
+        for lid, res in template.of_type("AWS::EC2::Instance").items():
+            if templates.text(template, (res.get("Properties") or {}).get("SourceDestCheck", True)) == "false":
+                findings.append(Finding("no_nat_gateway", template.name, lid, "SourceDestCheck false: a NAT instance"))
+    return findings
+
+
+def _expected_grants(templates: Templates, template: Template, props: dict, kind: str) -> set[tuple[str, str, str]]:
+    env = (props.get("Environment") or {}).get("Variables") or {}
+    bucket = templates.text(template, env.get("RAW_BUCKET", "{no RAW_BUCKET}"))
+    bucket_arn = bucket if bucket.startswith("arn:") else f"arn:aws:s3:::{bucket}"
+    log_group = templates.node(template, (props.get("LoggingConfig") or {}).get("LogGroup"))
+    logs = templates._get_att(*log_group, "Arn") if log_group else "{no LoggingConfig.LogGroup}"
+    grants = {("logs:CreateLogStream", logs, "null"), ("logs:PutLogEvents", logs, "null")}
+    if kind == "ingest":
+        grants.add(("s3:PutObject", f"{bucket_arn}/{RAW_PREFIX}*", "null"))
+    else:
+        prefix = json.dumps({"StringLike": {"s3:prefix": f"{RAW_PREFIX}*"}}, sort_keys=True)
+        grants |= {
+            ("s3:ListBucket", bucket_arn, prefix),
+            ("s3:GetObject", f"{bucket_arn}/{RAW_PREFIX}*", "null"),
+            ("secretsmanager:GetSecretValue", templates.text(template, env.get("DW_SECRET_ID", "{no DW_SECRET_ID}")), "null"),
+            *{(action, "*", "null") for action in ENI_ACTIONS},
+        }
+    return grants
+
+
+def lambda_roles_are_exact_allow_lists(folder: Folder) -> list[Finding]:
+    """Each function's role grants exactly its allow-list, inline, to lambda.amazonaws.com only:
+    ingest: s3:PutObject under events/ of the raw bucket; ETL: s3:ListBucket (prefix events/) and s3:GetObject
+    under events/ of the raw bucket, GetSecretValue of its one secret, the VPC network-interface actions;
+    both: CreateLogStream/PutLogEvents on their own log group."""
+    templates = _load(folder)
+    rule = "lambda_roles_are_exact_allow_lists"
+    findings = []
+    for template in templates:
+        for lid, res in template.of_type("AWS::Lambda::Function").items():
+            props = res.get("Properties") or {}
+            kind = _function_source(res)
+            if kind not in ("ingest", "etl"):
+                findings.append(Finding(rule, template.name, lid, f"no allow-list is known for a function from {kind!r} "
+                                                                  "(Metadata.clickstream.Source)"))
+                continue
+            role = templates.node(template, props.get("Role"))
+            if role is None or role[0] is not template or role[0].resources[role[1]].get("Type") != "AWS::IAM::Role":
+                findings.append(Finding(rule, template.name, lid, "its Role is not !GetAtt of a role in this template"))
+                continue
+            role_id = role[1]
+            role_props = template.resources[role_id].get("Properties") or {}
+            if role_props.get("ManagedPolicyArns"):
+                findings.append(Finding(rule, template.name, role_id, "has managed policies; every grant must be inline"))
+            for other_id, other in template.resources.items():
+                if other.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") and \
+                        {"Ref": role_id} in _as_list((other.get("Properties") or {}).get("Roles", [])):
+                    findings.append(Finding(rule, template.name, other_id, f"attaches a policy to {role_id}; every grant must be inline"))
+            trust = [s.get("Principal") for s in _as_list((role_props.get("AssumeRolePolicyDocument") or {}).get("Statement", []))]
+            if trust != [{"Service": "lambda.amazonaws.com"}]:
+                findings.append(Finding(rule, template.name, role_id, f"is assumable by {trust}, not lambda.amazonaws.com only"))
+            grants = set()
+            for policy in role_props.get("Policies") or []:
+                for statement in _as_list((policy.get("PolicyDocument") or {}).get("Statement", [])):
+                    inverted = {"NotAction", "NotResource", "NotPrincipal"} & set(statement)
+                    if inverted:
+                        findings.append(Finding(rule, template.name, role_id, f"uses {sorted(inverted)}"))
+                    if statement.get("Effect") != "Allow":
+                        continue
+                    condition = statement.get("Condition")
+                    condition_text = json.dumps(_canonical(templates, template, condition), sort_keys=True) \
+                        if condition is not None else "null"
+                    for action in _as_list(statement.get("Action", [])):
+                        for resource in _as_list(statement.get("Resource", [])):
+                            grants.add((templates.text(template, action), templates.text(template, resource), condition_text))
+            expected = _expected_grants(templates, template, props, kind)
+            for action, resource, condition in sorted(grants - expected):
+                extra = "" if condition == "null" else f" when {condition}"
+                findings.append(Finding(rule, template.name, role_id, f"grants {action} on {resource}{extra}, beyond the "
+                                                                      f"{kind} function's allow-list"))
+            for action, resource, condition in sorted(expected - grants):
+                extra = "" if condition == "null" else f" when {condition}"
+                findings.append(Finding(rule, template.name, role_id, f"lacks {action} on {resource}{extra} (the allow-list "
+                                                                      "is exact: the function needs it)"))
+            env = (props.get("Environment") or {}).get("Variables") or {}
+            if templates.text(template, env.get("RAW_PREFIX", "")) != RAW_PREFIX:
+                findings.append(Finding(rule, template.name, lid, f"RAW_PREFIX is not {RAW_PREFIX}, the prefix its role is scoped to"))
+    return findings
+
+
+def _canonical(templates: Templates, template: Template, value: Any) -> Any:
+    if isinstance(value, dict) and not (len(value) == 1 and next(iter(value)).startswith(("Ref", "Fn::"))):
+        return {key: _canonical(templates, template, item) for key, item in value.items()}
+    if isinstance(value, list) and len(value) == 1:
+        return _canonical(templates, template, value[0])
+    if isinstance(value, list):
+        return sorted(templates.text(template, item) for item in value)
+    return templates.text(template, value)
+
+
+def buckets_private_encrypted_tls_only(folder: Folder) -> list[Finding]:
+    """Every bucket blocks all public access, has no ACL or website, is encrypted by default, has a policy that
+    denies every non-TLS request to the bucket and its objects, and no policy statement allows everyone."""
+    templates = _load(folder)
+    rule = "buckets_private_encrypted_tls_only"
+    findings = []
+    for template in templates:
+        policies = [(pid, res.get("Properties") or {}) for pid, res in template.of_type("AWS::S3::BucketPolicy").items()]
+        for lid, res in template.of_type("AWS::S3::Bucket").items():
+            props = res.get("Properties") or {}
+            block = props.get("PublicAccessBlockConfiguration") or {}
+            for key in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+                if templates.text(template, block.get(key, False)) != "true":
+                    findings.append(Finding(rule, template.name, lid, f"PublicAccessBlockConfiguration.{key} is not true"))
+            if templates.text(template, props.get("AccessControl", "Private")) != "Private":
+                findings.append(Finding(rule, template.name, lid, f"has the canned ACL {props['AccessControl']}"))
+            if "WebsiteConfiguration" in props:
+                findings.append(Finding(rule, template.name, lid, "has a public website configuration"))
+            encryption = ((props.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration") or [{}])
+            algorithms = {templates.text(template, (r.get("ServerSideEncryptionByDefault") or {}).get("SSEAlgorithm", ""))
+                          for r in encryption}
+            if not algorithms or not algorithms <= {"AES256", "aws:kms", "aws:kms:dsse"}:
+                findings.append(Finding(rule, template.name, lid, "has no default encryption (SSE-S3 or SSE-KMS)"))
+            arn = templates._get_att(template, lid, "Arn")
+            statements = [
+                (pid, s) for pid, policy in policies
+                if templates.node(template, policy.get("Bucket")) == (template, lid)
+                for s in _as_list((policy.get("PolicyDocument") or {}).get("Statement", []))
+            ]
+            tls = [s for _, s in statements
+                   if s.get("Effect") == "Deny" and _everyone(templates, template, s.get("Principal"))
+                   and {templates.text(template, a) for a in _as_list(s.get("Action", []))} & {"s3:*", "*"}
+                   and templates.text(template, ((s.get("Condition") or {}).get("Bool") or {}).get("aws:SecureTransport")) == "false"
+                   and {arn, f"{arn}/*"} <= {templates.text(template, r) for r in _as_list(s.get("Resource", []))}]
+            if not tls:
+                findings.append(Finding(rule, template.name, lid, "no bucket policy denies requests without TLS "
+                                                                  "(aws:SecureTransport false) to the bucket and its objects"))
+            for pid, statement in statements:
+                if statement.get("Effect") == "Allow" and _everyone(templates, template, statement.get("Principal")):
+                    findings.append(Finding(rule, template.name, pid, f"allows everyone ({statement.get('Sid', 'a statement')}) "
+                                                                      f"on bucket {lid}"))
+    return findings
+
+
+def _everyone(templates: Templates, template: Template, principal: Any) -> bool:
+    if principal == "*":
+        return True
+    if isinstance(principal, dict):
+        return any("*" in {templates.text(template, v) for v in _as_list(value)} for value in principal.values())
+    return False
+
+
+def no_plaintext_secrets(folder: Folder) -> list[Finding]:
+    """No secret is written in a template: secret-like parameters are NoEcho without a default, secret-like
+    properties and environment variables are references (never literals, never a visible parameter), no literal
+    password in user data, no access key or private key anywhere in the text."""
+    templates = _load(folder)
+    rule = "no_plaintext_secrets"
+    findings = []
+    for template in templates:
+        secret_parameters = {name for name in template.parameters if _secret_like(name)}
+        for name in sorted(secret_parameters):
+            spec = template.parameters[name]
+            if str(spec.get("NoEcho", "false")).lower() != "true":
+                findings.append(Finding(rule, template.name, f"Parameters.{name}", "a secret parameter must be NoEcho"))
+            if "Default" in spec:
+                findings.append(Finding(rule, template.name, f"Parameters.{name}", "a secret parameter has a default "
+                                                                                   "value written in the template"))
+        for lid, res in template.resources.items():
+            for path, key, value in _walk(res.get("Properties") or {}):
+                if key == "UserData" or path.endswith("UserData.Fn::Base64"):
+                    text = json.dumps(value)
+                    if PASSWORD_LITERAL.search(text.replace("\\n", "\n")):
+                        findings.append(Finding(rule, template.name, lid, f"{path}: a literal password in the user data"))
+                    continue
+                if not _secret_like(key) or isinstance(value, (bool, int, float)) or isinstance(value, dict) and not _intrinsic(value):
+                    continue
+                if isinstance(value, str) and not DYNAMIC_REFERENCE.match(value) and value:
+                    findings.append(Finding(rule, template.name, lid, f"{path}: a literal secret value"))
+                elif isinstance(value, dict) and "Ref" in value and value["Ref"] in template.parameters \
+                        and str(template.parameters[value["Ref"]].get("NoEcho", "false")).lower() != "true":
+                    findings.append(Finding(rule, template.name, lid, f"{path}: from parameter {value['Ref']}, which is not NoEcho"))
+        text = template.path.read_text()
+        for match in CREDENTIAL_TEXT.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            findings.append(Finding(rule, template.name, f"line {line}", "an AWS access key or private key in the text"))
+    return findings
+
+
+def _secret_like(name: str) -> bool:
+    return bool(SECRET_NAME.search(name)) and not NOT_A_SECRET.search(name)
+
+
+def _intrinsic(value: dict) -> bool:
+    return len(value) == 1 and next(iter(value)) in ("Ref", "Fn::Sub", "Fn::Join", "Fn::ImportValue", "Fn::GetAtt")
+
+
+def _walk(value: Any, path: str = "Properties") -> Iterable[tuple[str, str, Any]]:
+    """(path, key, value) of every mapping entry below `value`, not descending into intrinsic functions."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key.startswith("Fn::") or key == "Ref":
+                continue
+            yield f"{path}.{key}", key, item
+            if key != "UserData":
+                yield from _walk(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{path}[{index}]")
+
+
+ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
+    fn.__name__: fn
+    for fn in (
+        no_world_ingress_except_web_http,
+        no_port_22,
+        analytics_only_in_private_subnets,
+        private_route_tables_stay_in_vpc,
+        no_nat_gateway,
+        lambda_roles_are_exact_allow_lists,
+        buckets_private_encrypted_tls_only,
+        no_plaintext_secrets,
+    )
+}
+
+
+# =====================================================================================================
+# The policy rules: cfn-lint custom rules, with the suppressions file
+# =====================================================================================================
+def policy_files() -> tuple[Path, Path]:
+    folder = project_root() / "cloudformation"
+    return folder / DEFAULT_RULES, folder / DEFAULT_SUPPRESSIONS
+
+
+def load_suppressions(path: Path) -> list[dict]:
+    entries = tomllib.loads(path.read_text()).get("suppress", []) if path.exists() else []
+    for entry in entries:
+        missing = {"rule", "template", "resource", "reason"} - {k for k, v in entry.items() if str(v).strip()}
+        if missing:
+            raise ValueError(f"{path.name}: a suppression lacks {sorted(missing)}: {entry}")
+    return entries
+
+
+def policy_rules(folder: Folder, rules: Path | None = None, suppressions: Path | None = None) -> list[Finding]:
+    """The custom rules' findings on every template of the folder, less the justified suppressions; a
+    suppression that matches nothing is a finding too."""
+    templates = _load(folder)
+    default_rules, default_suppressions = policy_files()
+    rules, suppressions = rules or default_rules, suppressions or default_suppressions
+    waivers = load_suppressions(suppressions)
+    used = set()
+    findings = []
+    for template in templates:
+        for match in lint_file(template.path, config=ManualArgs(custom_rules=str(rules))):
+            if not match.rule.id[1:].startswith("9"):
+                continue  # cfn-lint's own rules: `make check-templates` runs cfn-lint itself
+            tag_match = re.match(r"\[([A-Z0-9-]+)\]\s*(.*)", match.message)
+            tag, message = (tag_match.group(1), tag_match.group(2)) if tag_match else (match.rule.id, match.message)
+            resource = match.path[1] if len(match.path) > 1 and match.path[0] == "Resources" else "-"
+            waived = [i for i, w in enumerate(waivers)
+                      if (w["rule"], w["template"], w["resource"]) == (tag, template.name, resource)]
+            if waived:
+                used.update(waived)
+                continue
+            findings.append(Finding(f"policy {tag}", template.name, str(resource), f"line {match.linenumber}: {message}"))
+    for index, waiver in enumerate(waivers):
+        if index not in used and (templates.folder / waiver["template"]).exists():
+            findings.append(Finding("policy suppressions", waiver["template"], waiver["resource"],
+                                    f"the suppression of {waiver['rule']} matches nothing: remove it"))
+    return findings
+
+
+def run_all(folder: Folder) -> dict[str, list[Finding]]:
+    templates = _load(folder)
+    results = {"policy rules (cfn-lint custom rules)": policy_rules(templates)}
+    results.update({name: check(templates) for name, check in ARCHITECTURE_RULES.items()})
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clickstream.template_checks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", nargs="?", default=str(project_root() / "cloudformation"), type=Path)
+    args = parser.parse_args(argv)
+    templates = Templates(args.folder)
+    if not templates.templates:
+        print(f"no *.yaml templates in {args.folder}", file=sys.stderr)
+        return 2
+    failed = 0
+    for name, findings in run_all(templates).items():
+        print(f"{'FAIL' if findings else 'ok  '} {name}")
+        for finding in findings:
+            print(f"       {finding}")
+        failed += bool(findings)
+    print(f"{failed} check(s) failed on {args.folder}" if failed else f"all checks passed on {args.folder}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
