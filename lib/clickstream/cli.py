@@ -13,6 +13,7 @@ from tqdm import tqdm
 from clickstream import aws, raw, samples, tracker
 from clickstream.local import stack
 from clickstream.cfn import TemplateError, find_function, load_stacks
+from clickstream.deploy import DeployError
 from clickstream.lambda_runtime import LambdaTimeoutError, invoke_function
 from clickstream.local.postgres import ClusterError
 from clickstream.scheduler import ScheduleError
@@ -40,7 +41,7 @@ def echo_json(value) -> None:
 
 
 EXPECTED_ERRORS = (ClusterError, stack.StackError, TemplateError, SettingsError, ConnectionError, SecretError,
-                   ScheduleError, LambdaTimeoutError)
+                   ScheduleError, LambdaTimeoutError, DeployError)
 
 
 class FriendlyGroup(click.Group):
@@ -123,6 +124,102 @@ def print_status(result: dict) -> None:
     click.echo(f"  ingest API   {result['ingest_url']}")
     click.echo(f"  AWS endpoint {result['aws_endpoint_url']}  (raw bucket s3://{result['raw_bucket']})")
     click.echo(f"  DW (psql)    clickstream psql")
+
+
+TARGET_OPTION = click.option("--target", "deploy_target", type=click.Choice(["local", "aws"]),
+                             help="Deploy into moto (local) or a real account (aws). [the global --target]")
+STACK_OPTION = click.option("--stack", "stack_name", metavar="NAME",
+                            help="One stack: its template's stem (network) or stack name (clickstream-network).")
+PARAMETERS_OPTION = click.option("--parameters", "parameters_file", type=click.Path(dir_okay=False, exists=True),
+                                 help="Parameters file. [cloudformation/parameters/<target>.json]")
+
+
+def _aws_errors(call):
+    """botocore's own errors (no credentials, no region, an API refusal) as one readable line."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return call()
+    except ClientError as error:
+        raise click.ClickException(f"AWS refused: {error.response.get('Error', {}).get('Message', error)}") from error
+    except BotoCoreError as error:
+        raise click.ClickException(f"AWS client error: {error} (credentials: `aws configure` or AWS_PROFILE; "
+                                   "see cloudformation/DEPLOY.md)") from error
+
+
+@main.command("deploy")
+@TARGET_OPTION
+@STACK_OPTION
+@PARAMETERS_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the result per stack as JSON.")
+@click.pass_context
+def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, parameters_file: str | None,
+                   as_json: bool) -> None:
+    """Deploy the CloudFormation templates as stacks, in dependency order (exporters first).
+
+    aws: change sets, waiters and outputs in your account (it costs money by the hour: read
+    cloudformation/DEPLOY.md first). local: the same templates into moto (`clickstream up` must run).
+    A local deploy proves the templates' structure and cross-stack wiring, not AWS behaviour: what moto's
+    CloudFormation cannot hold (HTTP API, Cognito, CloudFront, bucket policies) is left out and listed,
+    with what the project runs instead; buckets and the DW secret are the ones `clickstream up` created;
+    IAM is not enforced, instances run nothing and schedules never fire. Running it again with no change
+    in the templates or parameters changes nothing.
+    """
+    from pathlib import Path
+
+    from clickstream import deploy
+
+    settings = ctx.obj.with_(target=deploy_target)
+    progress = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
+    results = _aws_errors(lambda: deploy.deploy(settings, stack_name, progress=progress,
+                                                parameters_file=Path(parameters_file) if parameters_file else None))
+    if as_json:
+        echo_json({"target": settings.target, "note": deploy.LOCAL_HONESTY if settings.target == "local" else None,
+                   "stacks": [result.as_dict() for result in results]})
+        return
+    for result in results:
+        click.secho(f"{result.stack}  {result.status}  ({result.template})", bold=True)
+        click.echo(f"  resources ({len(result.resources)}): "
+                   + ", ".join(f"{r['logical_id']}" for r in result.resources))
+        if result.skipped:
+            click.echo("  left out locally (the project wires these instead):")
+            for item in result.skipped:
+                click.echo(f"    {item['logical_id']} ({item['type']}): {item['reason']}")
+        for item in result.skipped_outputs:
+            click.echo(f"  output {item['name']} left out: {item['reason']}")
+        for name, value in result.outputs.items():
+            click.echo(f"  {name} = {value}")
+        for item in result.notes:
+            click.echo(f"  note: {item['logical_id']}: {item['note']}")
+    if settings.target == "local":
+        click.echo(f"({deploy.LOCAL_HONESTY})")
+
+
+@main.command("destroy")
+@TARGET_OPTION
+@STACK_OPTION
+@PARAMETERS_OPTION
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def destroy_command(ctx, deploy_target: str | None, stack_name: str | None, parameters_file: str | None,
+                    yes: bool) -> None:
+    """Delete the deployed stacks in reverse dependency order (importers first) and wait until they are gone.
+
+    Resources with DeletionPolicy Retain (the raw bucket) stay: empty and delete them yourself.
+    """
+    from pathlib import Path
+
+    from clickstream import deploy
+
+    settings = ctx.obj.with_(target=deploy_target)
+    what = f"stack {stack_name}" if stack_name else "every deployed clickstream stack"
+    if not yes:
+        click.confirm(f"Delete {what} on the {settings.target} target?", abort=True)
+    results = _aws_errors(lambda: deploy.destroy(settings, stack_name, progress=lambda line: click.echo(line, err=True),
+                                                 parameters_file=Path(parameters_file) if parameters_file else None))
+    for result in results:
+        retained = f" (retained: {', '.join(result['retained'])})" if result.get("retained") else ""
+        click.echo(f"{result['stack']}  {result['status']}{retained}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

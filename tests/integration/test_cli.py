@@ -15,7 +15,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_command():
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("up", "down", "status", "psql", "send", "raw", "demo"):
+    for command in ("up", "down", "status", "psql", "send", "raw", "demo", "deploy", "destroy"):
         assert re.search(rf"^\s+{command}\s", result.stdout, re.M), command
 
 

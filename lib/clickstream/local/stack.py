@@ -331,8 +331,8 @@ def down(settings: Settings, progress: Callable[[str], None] = lambda _: None) -
 def status(settings: Settings) -> dict:
     """Endpoints, DSNs and each service's health, as `clickstream status --json` prints them."""
     if settings.target != "local":
-        raise StackError("the aws target's endpoints come from the deployed CloudFormation stacks, "
-                         "which `clickstream deploy` (a later lesson) creates; use the local target for now")
+        raise StackError("status shows the local stack; on aws the endpoints are the outputs of the stacks that "
+                         "`clickstream deploy --target aws` creates (cloudformation/DEPLOY.md)")
     state = read_state(settings)
     services = state.get("services", {})
     health = {}

@@ -1,0 +1,245 @@
+"""clickstream.deploy without a server: the order and names from the real templates, the local template
+(what moto can hold), and the AWS change-set path.
+
+The AWS path is tested with botocore's Stubber on a real CloudFormation client (the calls, their parameters
+and AWS's documented answers), because AWS cannot be reached from here; cfn-lint and the template tests
+cover the templates themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from clickstream import deploy
+from clickstream.deploy import DeployConfig, DeployError, dependency_order, load_templates, local_template
+from clickstream.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def settings(target: str = "local") -> Settings:
+    return Settings(target=target, project=ROOT, home=ROOT / ".clickstream")
+
+
+def templates(target: str = "local", folder: Path | None = None, env: dict | None = None):
+    config = DeployConfig.load(settings(target), env=env or {})
+    return load_templates(settings(target), config, folder)
+
+
+# --- order and names -----------------------------------------------------------------------------
+def test_every_template_comes_after_the_templates_whose_exports_it_imports():
+    order = dependency_order(templates())
+    position = {t.stem: i for i, t in enumerate(order)}
+    exporter = {name: t.stem for t in order for name in t.exports}
+    assert {t.stem for t in order} == {p.stem for p in (ROOT / "cloudformation").glob("*.yaml")}
+    for template in order:
+        for name in template.imports:
+            assert position[exporter[name]] < position[template.stem], (template.stem, name)
+    # the seed's chain: the raw bucket is ingestion's, analytics reads it
+    assert "clickstream-ingestion-RawBucketName" in next(t for t in order if t.stem == "analytics").imports
+    assert position["ingestion"] < position["analytics"]
+    if "network" in position:
+        assert position["network"] < position["analytics"]
+
+
+def test_the_stack_prefix_names_the_stacks_and_the_cross_stack_parameters():
+    order = dependency_order(templates(env={deploy.PREFIX_ENV: "shop1"}))
+    analytics = next(t for t in order if t.stem == "analytics")
+    assert analytics.stack_name == "shop1-analytics"
+    assert analytics.parameters["IngestionStackName"] == "shop1-ingestion"
+    assert "shop1-ingestion-RawBucketName" in analytics.imports
+
+
+def write(folder: Path, name: str, text: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.yaml").write_text(text)
+
+
+TOPIC = """
+Resources:
+  Topic: {{Type: AWS::SNS::Topic}}
+Outputs:
+  Out:
+    Value: {{"Fn::ImportValue": {imports}}}
+    Export: {{Name: !Sub "${{AWS::StackName}}-Out"}}
+"""
+
+
+def test_a_cycle_and_a_missing_export_are_clear_errors(tmp_path):
+    write(tmp_path / "cycle", "a", TOPIC.format(imports="clickstream-b-Out"))
+    write(tmp_path / "cycle", "b", TOPIC.format(imports="clickstream-a-Out"))
+    with pytest.raises(DeployError, match=r"cycle: a, b"):
+        dependency_order(templates(folder=tmp_path / "cycle"))
+    write(tmp_path / "missing", "a", TOPIC.format(imports="clickstream-nowhere-Out"))
+    with pytest.raises(DeployError, match=r"a.yaml imports clickstream-nowhere-Out, which no template"):
+        dependency_order(templates(folder=tmp_path / "missing"))
+
+
+def test_a_reference_to_an_undeclared_resource_names_the_resource(tmp_path):
+    write(tmp_path, "a", """
+Resources:
+  Fn:
+    Type: AWS::Lambda::Function
+    Properties: {Role: !GetAtt MissingRole.Arn}
+""")
+    with pytest.raises(DeployError, match=r"a.yaml: Fn refers to MissingRole.Arn, which the template does not declare"):
+        templates(folder=tmp_path)
+
+
+def test_aws_parameters_come_from_the_file_and_the_defaults(tmp_path):
+    path = tmp_path / "aws.json"
+    path.write_text('{"stack_prefix": "prod", "parameters": {"*": {"NameSuffix": "acme"}, '
+                    '"ingestion": {"RawRetentionDays": 90}}}')
+    config = DeployConfig.load(settings("aws"), path, env={})
+    ingestion = next(t for t in load_templates(settings("aws"), config) if t.stem == "ingestion")
+    assert ingestion.stack_name == "prod-ingestion"
+    assert ingestion.parameters["NameSuffix"] == "acme" and ingestion.parameters["RawRetentionDays"] == 90
+    assert ingestion.parameters["RawBucketBaseName"] == "clickstream-s3-ingest"  # the template's default
+    path.write_text('{"parameters": {"ingestion": {"NoSuchParameter": 1}}}')
+    with pytest.raises(DeployError, match="ingestion.yaml declares no parameters \\['NoSuchParameter'\\]"):
+        load_templates(settings("aws"), DeployConfig.load(settings("aws"), path, env={}))
+
+
+# --- the local template ----------------------------------------------------------------------------
+SUPPORTED = {"AWS::Logs::LogGroup", "AWS::IAM::Role", "AWS::Lambda::Function", "AWS::Lambda::Permission",
+             "AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::VPCEndpoint", "AWS::EC2::SecurityGroup",
+             "AWS::S3::Bucket", "AWS::IAM::InstanceProfile", "AWS::EC2::Instance"}
+
+
+def test_ingestion_for_moto_keeps_the_function_and_role_and_lists_what_the_project_wires():
+    ingestion = next(t for t in templates() if t.stem == "ingestion")
+    body, result = local_template(ingestion, ingestion.resolver(settings()), SUPPORTED, {})
+    skipped = {item["logical_id"]: item["reason"] for item in result.skipped}
+    assert {"HttpApi", "IngestIntegration", "IngestRoute", "DefaultStage"} <= set(skipped)
+    assert "local HTTP API" in skipped["HttpApi"]
+    assert "clickstream up" in skipped["RawBucket"] and "RawBucketPolicy" in skipped
+    assert {"IngestFunction", "IngestFunctionRole", "IngestLogGroup", "IngestInvokePermission"} <= set(body["Resources"])
+    # references to the left-out bucket and API become the names the local stack uses
+    env = body["Resources"]["IngestFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["RAW_BUCKET"] == "clickstream-s3-ingest-local"
+    policy = body["Resources"]["IngestFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    assert policy["Statement"][0]["Resource"] == {"Fn::Sub": "arn:aws:s3:::clickstream-s3-ingest-local/events/*"}
+    assert body["Outputs"]["RawBucketName"]["Value"] == "clickstream-s3-ingest-local"
+    assert [o["name"] for o in result.skipped_outputs] == ["ApiUrl"]
+
+
+def test_dns_entries_outputs_are_dropped_and_dependents_of_unsupported_resources_cascade(tmp_path):
+    write(tmp_path, "net", """
+Resources:
+  Vpc: {Type: AWS::EC2::VPC, Properties: {CidrBlock: 10.0.0.0/16}}
+  Endpoint:
+    Type: AWS::EC2::VPCEndpoint
+    Properties: {VpcId: !Ref Vpc, VpcEndpointType: Interface, ServiceName: com.amazonaws.us-east-1.ssm}
+  Pool: {Type: AWS::Cognito::UserPool}
+  PoolUser:
+    Type: AWS::IAM::Role
+    DependsOn: Endpoint
+    Properties: {RoleName: !GetAtt Pool.ProviderName}
+Outputs:
+  VpcId: {Value: !Ref Vpc}
+  EndpointDns: {Value: !Select [0, !GetAtt Endpoint.DnsEntries]}
+""")
+    (net,) = templates(folder=tmp_path)
+    body, result = local_template(net, net.resolver(settings()), SUPPORTED, {})
+    assert set(body["Resources"]) == {"Vpc", "Endpoint"}
+    reasons = {item["logical_id"]: item["reason"] for item in result.skipped}
+    assert "Cognito" in reasons["Pool"] and "refers to Pool.ProviderName" in reasons["PoolUser"]
+    assert list(body["Outputs"]) == ["VpcId"]
+    assert "DnsEntries" in result.skipped_outputs[0]["reason"]
+
+
+# --- the AWS path (Stubber: AWS cannot be reached here) ----------------------------------------------
+def cfn():
+    client = boto3.client("cloudformation", region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    return client, Stubber(client)
+
+
+def stack(status: str, outputs: list | None = None) -> dict:
+    return {"Stacks": [{"StackName": "clickstream-ingestion", "StackId": "arn:stack", "CreationTime": NOW,
+                        "StackStatus": status, "Outputs": outputs or []}]}
+
+
+def missing_stack(stubber: Stubber) -> None:
+    stubber.add_client_error("describe_stacks", "ValidationError", "Stack with id clickstream-ingestion does not exist")
+
+
+def event(lid: str, rtype: str, status: str, reason: str | None = None) -> dict:
+    item = {"StackId": "arn:stack", "EventId": f"{lid}-{status}", "StackName": "clickstream-ingestion",
+            "LogicalResourceId": lid, "ResourceType": rtype, "Timestamp": NOW, "ResourceStatus": status}
+    return {**item, "ResourceStatusReason": reason} if reason else item
+
+
+def test_a_new_stack_is_created_by_a_create_change_set_and_waited_for():
+    client, stubber = cfn()
+    missing_stack(stubber)
+    stubber.add_response("create_change_set", {"Id": "arn:cs", "StackId": "arn:stack"},
+                         {"StackName": "clickstream-ingestion", "ChangeSetName": ANY, "ChangeSetType": "CREATE",
+                          "TemplateBody": "body", "Parameters": [{"ParameterKey": "NameSuffix", "ParameterValue": "acme"}],
+                          "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]})
+    stubber.add_response("describe_change_set", {"Status": "CREATE_COMPLETE", "ExecutionStatus": "AVAILABLE"})
+    stubber.add_client_error("describe_stack_events", "ValidationError", "Stack does not exist")
+    stubber.add_response("execute_change_set", {}, {"ChangeSetName": "arn:cs", "StackName": "clickstream-ingestion"})
+    stubber.add_response("describe_stacks", stack("CREATE_IN_PROGRESS"))
+    stubber.add_response("describe_stacks", stack("CREATE_COMPLETE"))
+    stubber.add_response("describe_stacks", stack("CREATE_COMPLETE"))
+    with stubber:
+        status = deploy.deploy_with_change_set(client, "clickstream-ingestion", "body",
+                                               [{"ParameterKey": "NameSuffix", "ParameterValue": "acme"}], delay=0)
+    assert status == "CREATE_COMPLETE"
+    stubber.assert_no_pending_responses()
+
+
+def test_an_update_without_changes_is_success_and_the_change_set_is_removed():
+    client, stubber = cfn()
+    stubber.add_response("describe_stacks", stack("UPDATE_COMPLETE"))
+    stubber.add_response("create_change_set", {"Id": "arn:cs"}, {"StackName": "clickstream-ingestion",
+                         "ChangeSetName": ANY, "ChangeSetType": "UPDATE", "TemplateBody": "body", "Parameters": [],
+                         "Capabilities": ANY})
+    stubber.add_response("describe_change_set", {"Status": "FAILED", "StatusReason": "The submitted information "
+                         "didn't contain changes. Submit different information to create a change set."})
+    stubber.add_response("describe_change_set", {"Status": "FAILED", "StatusReason": "The submitted information "
+                         "didn't contain changes. Submit different information to create a change set."})
+    stubber.add_response("delete_change_set", {}, {"ChangeSetName": "arn:cs", "StackName": "clickstream-ingestion"})
+    with stubber:
+        assert deploy.deploy_with_change_set(client, "clickstream-ingestion", "body", [], delay=0) == deploy.NO_CHANGES
+    stubber.assert_no_pending_responses()
+
+
+def test_a_failed_create_lists_the_failed_resources_and_their_reasons():
+    client, stubber = cfn()
+    missing_stack(stubber)
+    stubber.add_response("create_change_set", {"Id": "arn:cs"})
+    stubber.add_response("describe_change_set", {"Status": "CREATE_COMPLETE"})
+    stubber.add_client_error("describe_stack_events", "ValidationError", "Stack does not exist")
+    stubber.add_response("execute_change_set", {})
+    stubber.add_response("describe_stacks", stack("CREATE_IN_PROGRESS"))  # the waiter polls
+    stubber.add_response("describe_stacks", stack("ROLLBACK_COMPLETE"))  # its failure state
+    stubber.add_response("describe_stacks", stack("ROLLBACK_COMPLETE"))  # the report
+    stubber.add_response("describe_stack_events", {"StackEvents": [
+        event("clickstream-ingestion", "AWS::CloudFormation::Stack", "ROLLBACK_COMPLETE"),
+        event("IngestLogGroup", "AWS::Logs::LogGroup", "CREATE_FAILED", "Resource creation cancelled"),
+        event("IngestFunction", "AWS::Lambda::Function", "CREATE_FAILED",
+              "Resource handler returned message: \"Error occurred while GetObject. S3 Error Code: NoSuchKey\""),
+    ]})
+    with stubber, pytest.raises(DeployError) as failure:
+        deploy.deploy_with_change_set(client, "clickstream-ingestion", "body", [], delay=0)
+    message = str(failure.value)
+    assert "stack clickstream-ingestion: ROLLBACK_COMPLETE" in message
+    assert "IngestFunction (AWS::Lambda::Function) CREATE_FAILED: Resource handler returned message" in message
+    assert "IngestLogGroup" not in message, "cancelled resources are consequences, not causes"
+
+
+def test_a_rolled_back_stack_must_be_destroyed_before_deploying_again():
+    client, stubber = cfn()
+    stubber.add_response("describe_stacks", stack("ROLLBACK_COMPLETE"))
+    stubber.add_response("describe_stacks", stack("ROLLBACK_COMPLETE"))
+    stubber.add_response("describe_stack_events", {"StackEvents": []})
+    with stubber, pytest.raises(DeployError, match="clickstream destroy --stack clickstream-ingestion"):
+        deploy.deploy_with_change_set(client, "clickstream-ingestion", "body", [], delay=0)
