@@ -151,10 +151,13 @@ def _aws_errors(call):
 @TARGET_OPTION
 @STACK_OPTION
 @PARAMETERS_OPTION
+@click.option("--no-build", "no_build", is_flag=True,
+              help="Do not build and upload the code: use the code keys the parameters give (they must exist in "
+                   "CodeBucket).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result per stack as JSON.")
 @click.pass_context
 def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, parameters_file: str | None,
-                   as_json: bool) -> None:
+                   no_build: bool, as_json: bool) -> None:
     """Deploy the CloudFormation templates as stacks, in dependency order (exporters first).
 
     aws: change sets, waiters and outputs in your account (it costs money by the hour: read
@@ -163,7 +166,11 @@ def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, param
     CloudFormation cannot hold (HTTP API, Cognito, CloudFront, bucket policies) is left out and listed,
     with what the project runs instead; buckets and the DW secret are the ones `clickstream up` created;
     IAM is not enforced, instances run nothing and schedules never fire. Running it again with no change
-    in the templates or parameters changes nothing.
+    in the templates, parameters or code changes nothing.
+
+    The code is built and uploaded first: a zip per Lambda function (handler, the clickstream package and,
+    for aws, its pinned dependencies for arm64/Python 3.12, downloaded once into .clickstream/wheelhouse) and
+    the warehouse bundle, at content-addressed keys in CodeBucket (an existing key is not uploaded again).
     """
     from pathlib import Path
 
@@ -171,7 +178,7 @@ def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, param
 
     settings = ctx.obj.with_(target=deploy_target)
     progress = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
-    results = _aws_errors(lambda: deploy.deploy(settings, stack_name, progress=progress,
+    results = _aws_errors(lambda: deploy.deploy(settings, stack_name, progress=progress, build=not no_build,
                                                 parameters_file=Path(parameters_file) if parameters_file else None))
     if as_json:
         echo_json({"target": settings.target, "note": deploy.LOCAL_HONESTY if settings.target == "local" else None,
@@ -187,6 +194,9 @@ def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, param
                 click.echo(f"    {item['logical_id']} ({item['type']}): {item['reason']}")
         for item in result.skipped_outputs:
             click.echo(f"  output {item['name']} left out: {item['reason']}")
+        for item in result.code:
+            click.echo(f"  code: {item['parameter']} = s3://{item['bucket']}/{item['key']} "
+                       f"({'uploaded' if item['uploaded'] else 'already there'})")
         for name, value in result.outputs.items():
             click.echo(f"  {name} = {value}")
         for item in result.notes:

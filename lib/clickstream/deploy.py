@@ -4,6 +4,10 @@ The stacks and their order come from the templates in cloudformation/: a templat
 an export of another is deployed after it (and destroyed before it). Stack names are `<prefix>-<stem>`
 (prefix `clickstream`, or `stack_prefix` of the target's parameters file, or CLICKSTREAM_STACK_PREFIX).
 
+Code: before the stacks, the code their `*CodeKey` parameters name is built (clickstream.package: a zip per
+Lambda function and the warehouse bundle, reproducible, at content-addressed keys), uploaded to CodeBucket
+unless the key is there, and the keys are passed as those parameters (`build=False`: the given keys).
+
 aws target: change sets (CREATE or UPDATE; "no changes" is success), waiters, CAPABILITY_NAMED_IAM,
 parameters from cloudformation/parameters/aws.json (else the templates' defaults), outputs; a failure is a
 DeployError listing each failed resource's logical id and status reason (describe_stack_events).
@@ -21,12 +25,10 @@ templates' structure and cross-stack wiring, not AWS behaviour.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -34,7 +36,7 @@ from typing import Any, Callable, Iterable
 from botocore.exceptions import ClientError, WaiterError
 from cfnlint.decode import cfn_yaml
 
-from clickstream import aws
+from clickstream import aws, package
 from clickstream.cfn import LOCAL_PLACEHOLDERS, Stack
 from clickstream.settings import LOCAL_NAME_SUFFIX, Settings
 
@@ -267,6 +269,7 @@ class StackResult:
     skipped_outputs: list[dict] = field(default_factory=list)  # name, reason
     notes: list[dict] = field(default_factory=list)  # logical_id, note (moto accepts, does not apply)
     outputs: dict[str, str] = field(default_factory=dict)
+    code: list[dict] = field(default_factory=list)  # parameter, key, size, uploaded (built by this deploy)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -555,8 +558,9 @@ def _check_code_objects(s3, template: Template, resolver: Stack) -> None:
             except ClientError:
                 missing.append(f"s3://{bucket}/{key} ({lid})")
     if missing:
-        raise DeployError(f"{template.path.name}: Lambda code not found: {', '.join(missing)}. Build and upload it "
-                          "first (cloudformation/DEPLOY.md, step 3)")
+        raise DeployError(f"{template.path.name}: Lambda code not found: {', '.join(missing)}. Deploy without "
+                          "--no-build (it builds and uploads the code), or upload it there (cloudformation/DEPLOY.md, "
+                          "step 3)")
 
 
 # --- local: moto ------------------------------------------------------------------------------------
@@ -584,28 +588,78 @@ def _local_parameter_defaults(ec2, template: Template) -> dict[str, Any]:
     return {name: by_type[specs[name]["Type"]] for name in wanted}
 
 
-def _upload_local_code(s3, template: Template, resolver: Stack) -> list[str]:
-    """Zip each function's Metadata.clickstream.Source folder into its Code S3 location in moto (moto refuses a
-    function whose code object is missing). The local runtime still runs the handler from the folder."""
-    uploaded = []
-    for lid, res in template.body.get("Resources", {}).items():
-        code = res.get("Properties", {}).get("Code", {}) if res.get("Type") == "AWS::Lambda::Function" else {}
-        source = res.get("Metadata", {}).get("clickstream", {}).get("Source")
-        if "S3Bucket" not in code or not source:
-            continue
-        bucket, key = str(resolver.resolve(code["S3Bucket"])), str(resolver.resolve(code["S3Key"]))
-        folder = template.path.parent.parent / source
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(folder.rglob("*.py")):
-                archive.write(path, path.relative_to(folder).as_posix())
+def build_code(settings: Settings, templates: list[Template], *, with_dependencies: bool,
+               progress: Callable[[str], None] = lambda _: None) -> dict[str, package.Artifact]:
+    """Build the code the templates read from CodeBucket (package.code_targets): parameter -> Artifact, in
+    <home>/build. Raises DeployError with the builder's message."""
+    try:
+        targets = package.code_targets(templates)
+        return package.build(targets, settings.home / "build", home=settings.home, project=templates[0].path.parent.parent
+                             if templates else settings.project, with_dependencies=with_dependencies, progress=progress)
+    except package.PackageError as error:
+        raise DeployError(f"building the code failed: {error}") from error
+
+
+def upload_code(s3, bucket: str, artifacts: Iterable[package.Artifact], *, create_bucket: bool = False,
+                progress: Callable[[str], None] = lambda _: None) -> list[dict]:
+    """Put each artifact at its key in `bucket` unless an object is there already (keys are content hashes, so
+    an existing key holds the same bytes). Returns {"key", "uploaded"} per artifact."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        if not create_bucket:
+            raise DeployError(f"CodeBucket {bucket} is not reachable ({error.response.get('Error', {}).get('Code')}): "
+                              f"create it in your region first (`aws s3 mb s3://{bucket}`, cloudformation/DEPLOY.md "
+                              "step 2)") from error
+        s3.create_bucket(Bucket=bucket)
+    done = []
+    for artifact in artifacts:
         try:
-            s3.head_bucket(Bucket=bucket)
-        except ClientError:
-            s3.create_bucket(Bucket=bucket)
-        s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
-        uploaded.append(f"s3://{bucket}/{key}")
-    return uploaded
+            s3.head_object(Bucket=bucket, Key=artifact.key)
+            progress(f"  s3://{bucket}/{artifact.key} is there already (same content): not uploaded")
+            done.append({"key": artifact.key, "uploaded": False})
+            continue
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+        progress(f"  uploading {artifact.path.name} ({artifact.size / 1_000_000:.1f} MB) to s3://{bucket}/{artifact.key}")
+        with open(artifact.path, "rb") as body:
+            s3.put_object(Bucket=bucket, Key=artifact.key, Body=body, ChecksumAlgorithm="SHA256",
+                          Metadata={"sha256": artifact.sha256})
+        done.append({"key": artifact.key, "uploaded": True})
+    return done
+
+
+def _code_bucket(template: Template, resolver: Stack, parameter: str) -> str | None:
+    """The bucket the template reads the `parameter` key from (the Code.S3Bucket of the function using it;
+    the CodeBucket parameter otherwise)."""
+    for res in template.body.get("Resources", {}).values():
+        code = res.get("Properties", {}).get("Code", {}) if res.get("Type") == "AWS::Lambda::Function" else {}
+        if code.get("S3Key") == {"Ref": parameter} and "S3Bucket" in code:
+            return str(resolver.resolve(code["S3Bucket"]))
+    value = template.parameters.get("CodeBucket")
+    return str(value) if value else None
+
+
+def ship_code(s3, settings: Settings, chosen: list[Template], *, with_dependencies: bool, create_bucket: bool,
+              progress: Callable[[str], None]) -> dict[str, list[dict]]:
+    """Build the chosen templates' code, upload what is missing, and set their code-key parameters to the keys.
+    Returns, per template stem, what was shipped (parameter, key, size, uploaded)."""
+    artifacts = build_code(settings, chosen, with_dependencies=with_dependencies, progress=progress)
+    shipped: dict[str, list[dict]] = {}
+    for artifact in artifacts.values():
+        for template in chosen:
+            if artifact.parameter not in template.body.get("Parameters", {}):
+                continue
+            bucket = _code_bucket(template, template.resolver(settings), artifact.parameter)
+            if bucket is None:
+                raise DeployError(f"{template.path.name}: no CodeBucket for {artifact.parameter}")
+            (done,) = upload_code(s3, bucket, [artifact], create_bucket=create_bucket, progress=progress)
+            template.parameters[artifact.parameter] = artifact.key
+            shipped.setdefault(template.stem, []).append({"parameter": artifact.parameter, "key": artifact.key,
+                                                          "bucket": bucket, "size": artifact.size,
+                                                          "uploaded": done["uploaded"]})
+    return shipped
 
 
 def _secret_arns(sm) -> dict[str, str]:
@@ -664,8 +718,16 @@ def deploy_local_stack(cf, name: str, body: dict, parameters: list[dict], delay:
 # --- the commands -----------------------------------------------------------------------------------
 def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Path | None = None,
            templates_dir: Path | None = None, progress: Callable[[str], None] = lambda _: None,
-           delay: float | None = None) -> list[StackResult]:
-    """Deploy every stack (or one, whose dependencies must be deployed already) in dependency order."""
+           delay: float | None = None, build: bool = True, with_dependencies: bool | None = None
+           ) -> list[StackResult]:
+    """Deploy every stack (or one, whose dependencies must be deployed already) in dependency order.
+
+    build (default): build the chosen stacks' code (clickstream.package), upload what CodeBucket lacks and pass
+    the content-addressed keys as the code-key parameters. aws builds with the third-party dependencies for the
+    functions' runtime and architecture (the first build downloads wheels from PyPI into the wheel cache); local
+    builds without them (the local runtime runs the handlers in-process with this venv's packages), into a
+    code bucket in moto. build=False: use the keys the parameters give, which must exist in CodeBucket.
+    `with_dependencies` overrides the target's choice."""
     config = DeployConfig.load(settings, parameters_file)
     order = dependency_order(load_templates(settings, config, templates_dir))
     chosen = select(order, stack)
@@ -681,6 +743,8 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
             if missing:
                 raise DeployError(f"{template.path.name}: set {', '.join(missing)} in "
                                   f"{config.source or settings.templates / 'parameters' / 'aws.json'} (no default)")
+        shipped = ship_code(s3, settings, chosen, with_dependencies=True if with_dependencies is None
+                            else with_dependencies, create_bucket=False, progress=progress) if build else {}
         for template in chosen:
             resolver = template.resolver(settings)
             _check_code_objects(s3, template, resolver)
@@ -690,13 +754,19 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
                                             delay=5.0 if delay is None else delay, progress=progress)
             result = StackResult(template.stack_name, template.path.name, "aws", status,
                                  resources=_resources(cf, template.stack_name),
-                                 outputs=_outputs(cf, template.stack_name))
+                                 outputs=_outputs(cf, template.stack_name), code=shipped.get(template.stem, []))
             progress(f"{template.stack_name}: {status}")
             results.append(result)
         return results
 
     ec2, sm = aws.client("ec2", settings), aws.client("secretsmanager", settings)
     supported, secret_arns = moto_supported_types(), _secret_arns(sm)
+    shipped: dict[str, list[dict]] = {}
+    if build:
+        progress("local: building the code without third-party dependencies (the local runtime runs the handlers "
+                 "in-process with this environment's packages)")
+        shipped = ship_code(s3, settings, chosen, with_dependencies=bool(with_dependencies), create_bucket=True,
+                            progress=progress)
     dropped: set[str] = set()
     for template in order:
         template.parameters.update(_local_parameter_defaults(ec2, template))
@@ -705,14 +775,14 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
         dropped |= dropped_export_names(template, result, resolver)
         if template.stem not in {t.stem for t in chosen}:
             continue
-        for location in _upload_local_code(s3, template, resolver):
-            progress(f"{template.stack_name}: function code (the handler folder) at {location}")
+        _check_code_objects(s3, template, resolver)
         progress(f"{template.stack_name}: deploying {template.path.name} into moto "
                  f"({len(result.skipped)} resources left out)")
         result.status = deploy_local_stack(cf, template.stack_name, body, _cfn_parameters(template.parameters, body),
                                            delay=0.5 if delay is None else delay)
         result.resources = _resources(cf, template.stack_name)
         result.outputs = _outputs(cf, template.stack_name)
+        result.code = shipped.get(template.stem, [])
         progress(f"{template.stack_name}: {result.status}")
         results.append(result)
     return results

@@ -175,3 +175,32 @@ def test_a_second_deploy_changes_nothing(deployed):
 def test_destroy_one_stack_refuses_while_others_import_it(deployed):
     result = cli("destroy", "--stack", "ingestion", "--yes")
     assert result.returncode == 1 and "import" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_code_is_built_uploaded_to_moto_and_each_function_points_at_its_key(deployed, local_stack):
+    # The local deploy builds the zips without third-party dependencies (the local runtime runs the handlers
+    # in-process) and puts them in a code bucket in moto, through the same code-key parameters as aws.
+    import base64
+    import hashlib
+    import io
+    import zipfile
+
+    cf, s3 = aws.client("cloudformation", local_stack), aws.client("s3", local_stack)
+    lam = aws.client("lambda", local_stack)
+    for stem, parameter, function, name in [("ingestion", "IngestCodeKey", "clickstream-ingest-local", "ingest"),
+                                            ("analytics", "EtlCodeKey", "SBW_Lamda_ETL-local", "etl")]:
+        described = cf.describe_stacks(StackName=f"clickstream-{stem}")["Stacks"][0]
+        given = {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+        key, bucket = given[parameter], given["CodeBucket"]
+        assert key.startswith(f"lambdas/{name}-") and key.endswith(".zip") and len(key) == len(f"lambdas/{name}-") + 16
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert key == f"lambdas/{name}-{hashlib.sha256(body).hexdigest()[:12]}.zip"
+        configuration = lam.get_function(FunctionName=function)["Configuration"]
+        assert configuration["CodeSha256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
+        listed = zipfile.ZipFile(io.BytesIO(body)).namelist()
+        assert "handler.py" in listed and "clickstream/contract.py" in listed
+        assert not [n for n in listed if n.startswith(("jsonschema/", "psycopg/"))]  # no dependencies locally
+    bundle = cf.describe_stacks(StackName="clickstream-analytics")["Stacks"][0]["Parameters"]
+    key = {p["ParameterKey"]: p["ParameterValue"] for p in bundle}["DashboardCodeKey"]
+    assert key.startswith("dashboard/clickstream-dw-bundle-")
+    s3.head_object(Bucket="clickstream-artifacts", Key=key)
