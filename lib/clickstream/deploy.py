@@ -76,7 +76,11 @@ MOTO_CAVEATS: dict[str, list[tuple[str | None, str]]] = {
     "AWS::IAM::Role": [("ManagedPolicyArns", "ManagedPolicyArns dropped by moto")],
     "AWS::Lambda::Function": [(None, "stored by moto, never run: the project's runtime runs the handler in-process")],
     "AWS::Events::Rule": [("ScheduleExpression", "never fires in moto: `clickstream up --schedule` runs it")],
-    "AWS::EC2::VPCEndpoint": [(None, "created by moto without DNS entries")],
+    "AWS::EC2::VPCEndpoint": [(None, "created by moto with made-up DNS entries; `!GetAtt DnsEntries` in Outputs "
+                                     "would make moto drop every output of the stack")],
+    "AWS::EC2::SecurityGroup": [("SecurityGroupEgress", "SecurityGroupEgress ignored by moto: the group keeps "
+                                                        "the default allow-all egress")],
+    "AWS::EC2::Subnet": [("MapPublicIpOnLaunch", "MapPublicIpOnLaunch reads back false in moto")],
 }
 SUB_REF = re.compile(r"\$\{([^}!][^}]*)\}")
 

@@ -1,20 +1,13 @@
 """`clickstream up` seeds the shop's OLTP database shop_oltp as shop_app."""
 
-import json
-
 import psycopg
 
 from clickstream import catalogue, shop
 from clickstream.local import stack
 
 
-def shop_dsn(settings) -> str:
-    password = json.loads(stack.credentials_file(settings, "oltp").read_text())["shop_app"]
-    return stack.clusters(settings)["oltp"].app_dsn(stack.OLTP_DATABASE, "shop_app", password)
-
-
 def test_up_seeds_the_catalogue_and_customers_owned_by_shop_app(local_stack):
-    with psycopg.connect(shop_dsn(local_stack)) as conn:
+    with psycopg.connect(stack.shop_dsn(local_stack)) as conn:
         per_category = dict(conn.execute("SELECT category, count(*) FROM products GROUP BY 1").fetchall())
         owners = dict(conn.execute("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'").fetchall())
         customers = conn.execute("SELECT count(*), min(customer_id), max(customer_id) FROM customers").fetchone()
@@ -28,7 +21,7 @@ def test_up_seeds_the_catalogue_and_customers_owned_by_shop_app(local_stack):
 
 
 def test_seeding_again_changes_nothing(local_stack):
-    dsn = shop_dsn(local_stack)
+    dsn = stack.shop_dsn(local_stack)
     with psycopg.connect(dsn) as conn:
         before = conn.execute("SELECT xmin::text, * FROM products ORDER BY product_id").fetchall()
     result = shop.seed(dsn)

@@ -354,7 +354,7 @@ def status(settings: Settings) -> dict:
 
     stacks = load_stacks(settings)
     ingestion = next(s for s in stacks if s.path.stem == "ingestion")
-    readers = _dw_passwords(settings)
+    readers = _passwords(settings, "dw")
     return {
         "target": settings.target,
         "home": str(settings.home),
@@ -371,17 +371,26 @@ def status(settings: Settings) -> dict:
     }
 
 
-def _dw_passwords(settings: Settings) -> dict[str, str]:
-    path = credentials_file(settings, "dw")
+def _passwords(settings: Settings, cluster: str) -> dict[str, str]:
+    path = credentials_file(settings, cluster)
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _role_password(settings: Settings, cluster: str, role: str) -> str:
+    password = _passwords(settings, cluster).get(role)
+    if password is None:
+        raise StackError(f"no local password for {role}: run `clickstream up` first")
+    return password
+
+
+def shop_dsn(settings: Settings) -> str:
+    """The DSN of the shop's application role shop_app on shop_oltp (the OLTP cluster)."""
+    return clusters(settings)["oltp"].app_dsn(OLTP_DATABASE, "shop_app", _role_password(settings, "oltp", "shop_app"))
 
 
 def warehouse_dsn(settings: Settings, role: str) -> str:
     """The DSN of one of the warehouse's application roles (etl_writer, dashboard_reader) over TCP."""
-    passwords = _dw_passwords(settings)
-    if role not in passwords:
-        raise StackError(f"no local password for {role}: run `clickstream up` first")
-    return dsn(settings.host, settings.dw_port, DW_DATABASE, role, passwords[role])
+    return dsn(settings.host, settings.dw_port, DW_DATABASE, role, _role_password(settings, "dw", role))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
