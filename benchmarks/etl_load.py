@@ -308,13 +308,17 @@ def run_etl(s3, bucket: str, etl_dsn: str, admin_dsn: str, events: int, profile:
             profiler.disable()
         seconds = time.perf_counter() - started
     bar.close()
-    started = time.perf_counter()
-    with warehouse.connect(etl_dsn) as conn:
-        summary["rollup_days_refreshed"] = len(rollups.refresh_pending(conn))
-    summary["rollup_refresh_seconds"] = round(time.perf_counter() - started, 2)
     if profiler:
         profiler.dump_stats(profile)
     return seconds, summary, dict(breakdown.times)
+
+
+def refresh_rollups(etl_dsn: str) -> dict:
+    """The rollup refresh a run ends with, which (b) leaves pending: timed on its own."""
+    started = time.perf_counter()
+    with warehouse.connect(etl_dsn) as conn:
+        days = rollups.refresh_pending(conn)
+    return {"rollup_days_refreshed": len(days), "rollup_refresh_seconds": round(time.perf_counter() - started, 2)}
 
 
 # --- (c) naive -------------------------------------------------------------------------------
@@ -408,6 +412,7 @@ def main() -> None:
         meter.start()
         seconds_b, summary, steps = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, args.profile)
         cpu_b = meter.stop()
+        summary.update(refresh_rollups(etl_dsn))
         rows_b = count(admin_dsn, "clickstream_events")
         differ = rows_differ(admin_dsn, "bench_copy", "clickstream_events") + \
             rows_differ(admin_dsn, "clickstream_events", "bench_copy")
