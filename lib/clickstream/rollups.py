@@ -1,4 +1,4 @@
-"""Rollup tables of the warehouse (migration 0003) and their refresh, exact and crash-safe.
+"""Rollup tables of the warehouse (migrations 0003 and 0004) and their refresh, exact and crash-safe.
 
     rollups.mark_pending(cur, days)      # in load_chunk's transaction: the UTC days of the rows it inserted
     rollups.refresh_pending(conn)        # after the loads: recompute those days, clear them, one transaction
@@ -6,7 +6,9 @@
 Rollups: events per UTC hour x event name x is_bot (`rollup_hourly_events`), page views per UTC hour x
 is_bot x page path (`rollup_hourly_pages`), product views / add-to-carts / purchases / revenue per UTC hour
 x is_bot x product (`rollup_hourly_products`), and one row per DW session (`rollup_sessions`: start, end,
-events, signed in, furthest in-order funnel step) from the SQL function `clickstream_sessions`.
+events, signed in, furthest in-order funnel step) from the SQL function `clickstream_sessions`, and those
+sessions per UTC hour of their start x is_bot x hour of the client's previous session
+(`rollup_hourly_sessions`, migration 0004, from the SQL function `clickstream_hourly_sessions`).
 
 A pending day's hours are recomputed from that day's events. Sessions cross midnight and merge when an
 event arrives between two of them, so for each (client_id, is_bot) that has events on a pending day, or
@@ -14,7 +16,9 @@ an old session within 30 minutes of one, the refresh recomputes the span from th
 session (or event) to the end of the last: every session of that client starting in the span is deleted
 and computed again from the events. Before and after the span the client has a gap of more than 30
 minutes, so no session outside it changes. The sessions are computed in one pass over the events from
-the earliest span start to the latest span end (pending days far apart make that pass long).
+the earliest span start to the latest span end (pending days far apart make that pass long). The hours of
+rollup_hourly_sessions recomputed are those of the client's sessions in a span (before and after) and of its
+first session after it, whose previous session may have changed.
 
 Every day whose events change must be marked (load_chunk does it for inserts); a day's rollups are only as
 fresh as its last refresh. Refreshes take an EXCLUSIVE lock on `rollup_pending`: loads that mark days wait
@@ -30,7 +34,8 @@ from datetime import date, timedelta
 import psycopg
 from psycopg import pq
 
-ROLLUP_TABLES = ("rollup_hourly_events", "rollup_hourly_pages", "rollup_hourly_products", "rollup_sessions")
+ROLLUP_TABLES = ("rollup_hourly_events", "rollup_hourly_pages", "rollup_hourly_products", "rollup_sessions",
+                 "rollup_hourly_sessions")
 
 _DAY_BOUNDS = (
     "%(first)s::date::timestamp AT TIME ZONE 'UTC'",
@@ -67,6 +72,11 @@ _PENDING_DAYS = (
     "unnest(%(days)s::date[]) AS d,"
     " LATERAL (SELECT d::timestamp AT TIME ZONE 'UTC' AS lo, (d + 1)::timestamp AT TIME ZONE 'UTC' AS hi) AS day"
 )
+_TOUCHED_IN_SPANS = (
+    "INSERT INTO rollup_touched_hours SELECT DISTINCT date_trunc('hour', r.session_start, 'UTC')"
+    " FROM rollup_spans s JOIN rollup_sessions r"
+    " ON r.client_id = s.client_id AND r.session_start BETWEEN s.lo AND s.hi"
+)
 _SESSIONS = [
     "CREATE TEMP TABLE rollup_spans (client_id text, is_bot boolean, lo timestamptz, hi timestamptz)"
     " ON COMMIT DROP",
@@ -82,6 +92,16 @@ _SESSIONS = [
     "   WHERE session_end >= day.lo - interval '30 minutes' AND session_start < day.hi + interval '30 minutes') AS r"
     " ) AS touched GROUP BY 1, 2",
     "ANALYZE rollup_spans",
+    "CREATE TEMP TABLE rollup_touched_hours (hour timestamptz) ON COMMIT DROP",
+    # The hours of rollup_hourly_sessions that change: those of the client's sessions (either is_bot) in the
+    # span, before and after the recompute, and of its first session of each is_bot after the span, whose
+    # previous session may be another one now.
+    _TOUCHED_IN_SPANS,
+    "INSERT INTO rollup_touched_hours SELECT date_trunc('hour', n.start, 'UTC')"
+    " FROM rollup_spans s CROSS JOIN (VALUES (false), (true)) AS b (is_bot), LATERAL ("
+    "  SELECT min(r.session_start) AS start FROM rollup_sessions r"
+    "  WHERE r.client_id = s.client_id AND r.is_bot = b.is_bot AND r.session_start > s.hi) AS n"
+    " WHERE n.start IS NOT NULL",
     "DELETE FROM rollup_sessions r USING rollup_spans s"
     " WHERE r.client_id = s.client_id AND r.is_bot = s.is_bot AND r.session_start BETWEEN s.lo AND s.hi",
     "INSERT INTO rollup_sessions (client_id, is_bot, session_start, session_end, events, signed_in, funnel_step)"
@@ -89,6 +109,10 @@ _SESSIONS = [
     " FROM clickstream_sessions((SELECT min(lo) FROM rollup_spans), (SELECT max(hi) FROM rollup_spans)) AS f"
     " JOIN rollup_spans s ON s.client_id = f.client_id AND s.is_bot = f.is_bot"
     " AND f.session_start BETWEEN s.lo AND s.hi",
+    _TOUCHED_IN_SPANS,
+    "DELETE FROM rollup_hourly_sessions WHERE hour IN (SELECT hour FROM rollup_touched_hours)",
+    "INSERT INTO rollup_hourly_sessions"
+    " SELECT * FROM clickstream_hourly_sessions(ARRAY(SELECT DISTINCT hour FROM rollup_touched_hours))",
 ]
 
 

@@ -543,9 +543,15 @@ def _requests(rng: Random, visitor: _Visitor, sent_ms: int, batch: list[tuple[in
                              str(_uuid(rng)), _uuid(rng), retry_of=request.request_id)]
 
 
-def generate(config: SimulationConfig) -> Iterator[list[Request]]:
-    """The requests of each visitor (humans first, then bots), each visitor's in the order it made them."""
-    for index in range(config.visitors + config.bots):
+def generate(config: SimulationConfig, indexes: Iterable[int] | None = None) -> Iterator[list[Request]]:
+    """The requests of each visitor (humans first, then bots), each visitor's in the order it made them.
+
+    `indexes` (default all: range(visitors + bots), humans 0..visitors-1, then the bots) picks visitors; each
+    visitor's requests depend only on the configuration and its index, so ranges of it can be made apart."""
+    total = config.visitors + config.bots
+    for index in range(total) if indexes is None else indexes:
+        if not 0 <= index < total:
+            raise ValueError(f"visitor index {index} is outside 0..{total - 1}")
         yield _visitor_requests(config, index)
 
 

@@ -113,12 +113,22 @@ class Week:
                 " WHERE session_start >= %s AND session_start < %s ORDER BY client_id, session_start",
                 (self.t0 - timedelta(days=1), self.t0 + timedelta(days=15))).fetchall()
 
+    def hourly_sessions_rows(self, recomputed: bool = False) -> list[tuple]:
+        """The rows of rollup_hourly_sessions around the week, as refreshed or computed again from scratch."""
+        source = ("clickstream_hourly_sessions(ARRAY(SELECT DISTINCT date_trunc('hour', session_start, 'UTC')"
+                  " FROM rollup_sessions))" if recomputed else "rollup_hourly_sessions")
+        with psycopg.connect(self.admin) as conn:
+            return conn.execute(f"SELECT r::text FROM {source} AS r WHERE hour >= %s AND hour < %s"
+                                " ORDER BY hour, is_bot, prev_hour, prev_any_hour",
+                                (self.t0 - timedelta(days=1), self.t0 + timedelta(days=15))).fetchall()
+
     def clean(self) -> None:
         lo, hi = self.t0 - timedelta(days=2), self.t0 + timedelta(days=16)
         with psycopg.connect(self.admin) as conn:
             conn.execute("DELETE FROM clickstream_events WHERE event_timestamp >= %s AND event_timestamp < %s",
                          (lo, hi))
-            for table in ("rollup_hourly_events", "rollup_hourly_pages", "rollup_hourly_products"):
+            for table in ("rollup_hourly_events", "rollup_hourly_pages", "rollup_hourly_products",
+                          "rollup_hourly_sessions"):
                 conn.execute(f"DELETE FROM {table} WHERE hour >= %s AND hour < %s", (lo, hi))
             conn.execute("DELETE FROM rollup_sessions WHERE session_start >= %s AND session_start < %s", (lo, hi))
             conn.execute("DELETE FROM rollup_pending WHERE day >= %s AND day < %s", (lo.date(), hi.date()))
@@ -328,6 +338,30 @@ def test_refresh_is_exact_when_days_load_out_of_order(week):
             "SELECT client_id, session_start, session_end, events, funnel_step FROM clickstream_sessions(%s, %s)"
             " ORDER BY client_id, session_start", (week.t0 - timedelta(days=1), week.t0 + timedelta(days=15))).fetchall()
     assert week.sessions_rows() == direct
+    hourly = week.hourly_sessions_rows()
+    assert hourly and hourly == week.hourly_sessions_rows(recomputed=True)
+
+
+def test_session_questions_read_every_session_when_the_range_is_not_whole_utc_hours_or_long(week):
+    week.load(*random_traffic(week, seed=3))
+    week.refresh()
+    for name in ("funnel", "sessions"):
+        assert both(week, name, 0, 6, tz="Asia/Kolkata")  # starts at 18:30 UTC: rollup_sessions
+        assert both(week, name, 2, 3, tz="Asia/Kathmandu", include_bots=True)
+        assert both(week, name, -30, 13)  # 44 days: longer than the hourly rollup's 840 hours
+    assert both(week, "sessions", 0, 6, tz="Asia/Kolkata")[0]["sessions"] > 0
+
+
+def test_a_client_with_bot_and_browser_sessions_is_one_visitor_when_bots_are_included(week):
+    week.load(Ev(week.at(1, 8), "page_view", "m"), Ev(week.at(1, 12), "page_view", "m", bot=True),
+              Ev(week.at(2, 9), "page_view", "m"), Ev(week.at(2, 9), "page_view", "m", bot=True),
+              Ev(week.at(3, 9), "page_view", "m", bot=True))
+    week.refresh()
+    assert both(week, "sessions", 0, 6)[0]["visitors"] == 1
+    assert both(week, "sessions", 0, 6, include_bots=True)[0]["visitors"] == 1
+    assert both(week, "sessions", 2, 3, include_bots=True)[0]["sessions"] == 3
+    assert both(week, "sessions", 2, 3, include_bots=True)[0]["visitors"] == 1
+    assert week.hourly_sessions_rows() == week.hourly_sessions_rows(recomputed=True)
 
 
 def test_a_session_across_midnight_is_merged_when_the_earlier_day_loads_later(week):

@@ -94,6 +94,16 @@ def test_same_seed_gives_identical_requests_and_truth_and_another_seed_does_not(
     assert simulate.ground_truth(other).dumps() != simulate.ground_truth(small).dumps()
 
 
+def test_visitor_ranges_give_the_same_requests_as_the_whole_run():
+    small = SimulationConfig(start=START, days=2, visitors=150, seed=7)
+    whole = list(simulate.generate(small))
+    total = small.visitors + small.bots
+    parts = [list(simulate.generate(small, range(lo, min(lo + 40, total)))) for lo in range(0, total, 40)]
+    assert as_bytes([visitor for part in parts for visitor in part]) == as_bytes(whole)
+    with pytest.raises(ValueError, match="outside"):
+        list(simulate.generate(small, [total]))
+
+
 def test_default_start_is_the_days_ending_yesterday():
     assert simulate.default_start(7, today=date(2026, 11, 23)) == START
     with pytest.raises(ValueError):
