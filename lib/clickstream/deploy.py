@@ -732,11 +732,7 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
     builds without them (the local runtime runs the handlers in-process with this venv's packages), into a
     code bucket in moto. build=False: use the keys the parameters give, which must exist in CodeBucket.
     `with_dependencies` overrides the target's choice."""
-    config = DeployConfig.load(settings, parameters_file)
-    order = dependency_order(load_templates(settings, config, templates_dir))
-    chosen = select(order, stack)
-    if settings.target == "local":
-        _require_local_endpoint(settings)
+    config, order, chosen = _plan(settings, stack, parameters_file, templates_dir)
     cf = aws.client("cloudformation", settings)
     s3 = aws.client("s3", settings)
     _require_deployed_dependencies(cf, order, chosen)
@@ -792,15 +788,22 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
     return results
 
 
-def destroy(settings: Settings, stack: str | None = None, *, parameters_file: Path | None = None,
-            templates_dir: Path | None = None, progress: Callable[[str], None] = lambda _: None,
-            delay: float | None = None) -> list[dict]:
-    """Delete the deployed stacks (or one, if no deployed stack imports its exports) in reverse order."""
+def _plan(settings: Settings, stack: str | None, parameters_file: Path | None,
+          templates_dir: Path | None) -> tuple[DeployConfig, list[Template], list[Template]]:
+    """(config, every template in dependency order, the ones chosen); locally, the endpoint must be up."""
     config = DeployConfig.load(settings, parameters_file)
     order = dependency_order(load_templates(settings, config, templates_dir))
     chosen = select(order, stack)
     if settings.target == "local":
         _require_local_endpoint(settings)
+    return config, order, chosen
+
+
+def destroy(settings: Settings, stack: str | None = None, *, parameters_file: Path | None = None,
+            templates_dir: Path | None = None, progress: Callable[[str], None] = lambda _: None,
+            delay: float | None = None) -> list[dict]:
+    """Delete the deployed stacks (or one, if no deployed stack imports its exports) in reverse order."""
+    _, order, chosen = _plan(settings, stack, parameters_file, templates_dir)
     cf = aws.client("cloudformation", settings)
     deployed = {t.stem for t in order if stack_status(cf, t.stack_name) is not None}
     for template in chosen:
