@@ -144,12 +144,14 @@ def run_question(name: str, conn_or_dsn: psycopg.Connection | str, start: date, 
 
 
 def _answer(name: str, conn: psycopg.Connection, start: date, end: date, tz: str, include_bots: bool, source: str,
-            limit: int | None = None) -> tuple[list[dict[str, Any]], list[str], str]:
-    """(rows, columns, source used) of one question."""
+            limit: int | None = None, pending: bool | None = None) -> tuple[list[dict[str, Any]], list[str], str]:
+    """(rows, columns, source used) of one question; `pending` (rollups not fresh near the range) is looked up
+    when not given."""
     if name not in QUESTIONS:
         raise AnalyticsError(f"unknown question {name!r}; one of {', '.join(QUESTIONS)}")
     lo, hi = period(start, end, tz)
-    pending = source == "auto" and pending_near(conn, lo)
+    if pending is None:
+        pending = source == "auto" and pending_near(conn, lo)
     chosen = choose_source(name, source, tz, lo, hi, pending)
     params = {"start": lo, "end": hi, "tz": tz, "include_bots": bool(include_bots), "limit": limit}
     rows, columns = _rows(conn, load_sql(name, chosen), params)
@@ -173,9 +175,10 @@ def report(dsn: str | psycopg.Connection, start: date, end: date, tz: str = "UTC
         with read_only(dsn) as conn:
             return report(conn, start, end, tz, include_bots, source)
     lo, hi = period(start, end, tz)
+    pending = source == "auto" and pending_near(dsn, lo)
     answers, sources = {}, {}
     for name in QUESTIONS:
-        rows, _, sources[name] = _answer(name, dsn, start, end, tz, include_bots, source)
+        rows, _, sources[name] = _answer(name, dsn, start, end, tz, include_bots, source, pending=pending)
         answers[name] = _records(rows)
     funnel = [{key: value for key, value in row.items() if key != "step_index"} for row in answers["funnel"]]
     first, last = funnel[0]["sessions"], funnel[-1]["sessions"]
