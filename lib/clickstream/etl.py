@@ -5,9 +5,11 @@
 
 `run_etl` lists the partitions (paginated), skips the objects whose key and etag are in the load log (one
 query for the whole listing), then per chunk of objects: reads them, validates and transforms them
-(`clickstream.transform`) and loads them in one transaction (`clickstream.warehouse.load_chunk`). The three
-overlap: while chunk k loads (one loader thread, one connection) chunk k+1 is transformed and the GETs of
-chunk k+2 run. It stops before a chunk when the remaining time is under max(10 s, 2 x the slowest chunk
+(`clickstream.transform`) and loads them in one transaction (`clickstream.warehouse.load_chunk`). Chunks
+overlap: this process GETs the next chunk while earlier ones are transformed and loaded, each on a
+connection of its own, by two threads (`workers=1`, as on Lambda: one chunk is transformed while the
+other waits on the DW) or by `workers` processes (a machine with cores to spare: Python transforms one
+chunk per core). It stops before a chunk when the remaining time is under max(10 s, 2 x the slowest chunk
 so far) and reports how many objects are left; the next run continues with them. Last, it refreshes the
 rollups of the days its rows fell on (`clickstream.rollups`), so dashboards read fresh rollups.
 """
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date as Date
@@ -159,6 +163,7 @@ def run_etl(
     chunk_objects: int = DEFAULT_CHUNK_OBJECTS,
     progress: Callable[[ChunkProgress], None] | None = None,
     refresh_rollups: bool = True,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Load the raw objects not loaded yet, in chunks of `chunk_objects` objects.
 
@@ -167,6 +172,9 @@ def run_etl(
     (the UTC days whose rollups were recomputed after the loads: those of the new rows, and any left
     pending by an earlier run; with `refresh_rollups=False` they stay pending for a later refresh)}.
 
+    `workers` > 1 transforms and loads up to that many chunks at once in worker processes; each chunk is
+    still one transaction, and an event id two chunks in flight both hold is inserted once.
+
     Raises warehouse.WarehouseError when the DW cannot be reached (nothing is read or marked loaded) and
     lets S3 errors propagate; chunks committed before an error stay loaded and are skipped next time.
     """
@@ -174,6 +182,8 @@ def run_etl(
         raise ValueError("give a date or a prefix, not both")
     if chunk_objects < 1:
         raise ValueError("chunk_objects must be at least 1")
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
     started = monotonic()
     if prefix is not None:
         prefixes = [prefix]
@@ -188,23 +198,23 @@ def run_etl(
         todo = sorted(key for key, etag in listed.items() if already.get(key) != etag)
         loaded, slowest_ms = 0, 0.0
         chunks = list(_chunks(todo, chunk_objects))
-        with ThreadPoolExecutor(READ_THREADS) as readers, ThreadPoolExecutor(1) as loader:
+        slots = max(workers, 2)
+        with ThreadPoolExecutor(READ_THREADS) as readers, _chunk_executor(workers) as loaders:
             try:
                 reads = _start_reads(readers, s3, bucket, chunks[0]) if chunks else []
-                loading: tuple[Future, int, float] | None = None  # the previous chunk's load, its size, its start
+                in_flight: deque[tuple[Future, int, float]] = deque()  # (transform + load, objects, submitted at)
                 for index, chunk in enumerate(chunks):
+                    while len(in_flight) >= slots:
+                        size, seconds = _finish_load(in_flight.popleft(), totals, progress, loaded, len(todo))
+                        loaded, slowest_ms = loaded + size, max(slowest_ms, seconds * 1000)
                     if remaining_ms is not None and remaining_ms() < max(MIN_MARGIN_MS, 2 * slowest_ms):
                         break
-                    chunk_started = monotonic()
+                    submitted = monotonic()
                     bodies = [read.result() for read in reads]
                     reads = _start_reads(readers, s3, bucket, chunks[index + 1]) if index + 1 < len(chunks) else []
-                    objects = [_transform(key, etag, body) for key, (etag, body) in zip(chunk, bodies)]
-                    if loading is not None:
-                        loaded += _finish_load(loading, totals, progress, loaded, len(todo))
-                        slowest_ms = max(slowest_ms, (monotonic() - loading[2]) * 1000)
-                    loading = (loader.submit(warehouse.load_chunk, conn, objects), len(chunk), chunk_started)
-                if loading is not None:
-                    loaded += _finish_load(loading, totals, progress, loaded, len(todo))
+                    in_flight.append((loaders.submit(load_objects, dw_dsn, chunk, bodies), len(chunk), submitted))
+                while in_flight:
+                    loaded += _finish_load(in_flight.popleft(), totals, progress, loaded, len(todo))[0]
             finally:
                 readers.shutdown(cancel_futures=True)
         refreshed = rollups.refresh_pending(conn) if refresh_rollups else []
@@ -244,17 +254,19 @@ def _finish_load(
     progress: Callable[[ChunkProgress], None] | None,
     loaded_before: int,
     objects_to_load: int,
-) -> int:
-    """Wait for a chunk's load to commit, add its counts to `totals`, report progress; returns its size."""
-    future, size, started = loading
+) -> tuple[int, float]:
+    """Wait for a chunk's load to commit, add its counts to `totals`, report progress; returns its size and
+    its seconds from submission to commit."""
+    future, size, submitted = loading
     for count in future.result().values():
         totals["rows_inserted"] += count.rows_inserted
         totals["duplicates"] += count.duplicates
         totals["rejected"] += count.rejected
+    seconds = monotonic() - submitted
     if progress is not None:
         progress(ChunkProgress(objects_done=loaded_before + size, objects_to_load=objects_to_load,
-                               chunk_seconds=monotonic() - started, **totals))
-    return size
+                               chunk_seconds=seconds, **totals))
+    return size, seconds
 
 
 def _list(s3: Any, bucket: str, prefixes: Iterable[str]) -> dict[str, str]:
@@ -268,9 +280,27 @@ def _read(s3: Any, bucket: str, key: str) -> tuple[str, bytes]:
     return response["ETag"].strip('"'), response["Body"].read()
 
 
-def _transform(key: str, etag: str, body: bytes) -> warehouse.ObjectLoad:
-    transformed = transform_body(body, key)
-    return warehouse.ObjectLoad(key, etag, transformed.rows, transformed.rejects)
+def load_objects(dw_dsn: str, keys: Sequence[str], reads: Sequence[tuple[str, bytes]]) -> dict[str, warehouse.LoadCounts]:
+    """Transform the objects read ((etag, body) per key) and load them in one transaction on a connection of
+    its own; runs in a loader thread or worker process."""
+    objects = []
+    for key, (etag, body) in zip(keys, reads):
+        transformed = transform_body(body, key)
+        objects.append(warehouse.ObjectLoad(key, etag, transformed.rows, transformed.rejects))
+    with warehouse.connect(dw_dsn) as conn:
+        return warehouse.load_chunk(conn, objects)
+
+
+def _chunk_executor(workers: int) -> Executor:
+    """Where chunks are transformed and loaded: `workers` processes, or (1) two threads of this process, so
+    one chunk is transformed while the other waits on the DW."""
+    if workers == 1:
+        return ThreadPoolExecutor(2, thread_name_prefix="etl-load")
+    # A fork server (not fork: this process has threads) that has imported the ETL once; the workers it forks
+    # start without importing again. Everything a worker needs comes with its task: no environment is read.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=gc.disable)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -157,8 +157,9 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
 
     Each event id is inserted once: within the chunk the earliest received row wins (then the smallest
     key), and ids already in the table are skipped. The new rows go straight into clickstream_events by
-    binary COPY; if a concurrent run inserted some of them meanwhile, the COPY is rolled back to a savepoint
-    and the rows go through a staging table and INSERT ... ON CONFLICT DO NOTHING instead."""
+    binary COPY. If a concurrent load inserted some of them meanwhile (or the two wait on each other's ids:
+    a deadlock), the COPY is rolled back to a savepoint and the rows go through a staging table and
+    INSERT ... ON CONFLICT DO NOTHING instead."""
     keys = [obj.key for obj in objects]
     repeated = [key for key, n in Counter(keys).items() if n > 1]
     if repeated:
@@ -170,7 +171,7 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
                 with conn.transaction():
                     _copy(cur, _COPY_EVENTS, rows)
                 inserted = Counter(row[SOURCE_KEY] for row in rows)
-            except psycopg.errors.UniqueViolation:
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
                 cur.execute(_CREATE_STAGE)
                 _copy(cur, _COPY_STAGE, rows)
                 inserted = Counter(dict(cur.execute(_INSERT_FROM_STAGE).fetchall()))

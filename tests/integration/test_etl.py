@@ -292,6 +292,30 @@ def test_unreachable_warehouse_is_a_clear_error_and_nothing_is_marked_loaded(s3,
     assert etl_run(s3, bucket, dw, date=day.date())["rows_inserted"] == 2
 
 
+def test_worker_processes_load_every_event_once_while_chunks_in_flight_share_ids(s3, bucket, dw, put, day):
+    events = batch(60, seed=11, at=day)
+    firsts = [put(day + timedelta(minutes=i), *events[i * 6: i * 6 + 6]) for i in range(10)]
+    # the same requests resent (in reverse order) a second later: with chunks of 2 objects the two copies sit in
+    # one chunk or in neighbouring ones, which two workers load at the same time
+    resent = [put(day + timedelta(minutes=i, seconds=1), *events[i * 6: i * 6 + 6][::-1]) for i in range(0, 10, 3)]
+    bad = object_key(day + timedelta(minutes=5), uuid.uuid4())
+    s3.put_object(Bucket=bucket, Key=bad, Body=b"not json")
+    summary = etl_run(s3, bucket, dw, date=day.date(), chunk_objects=2, workers=2)
+    assert counts(summary) == {"objects_listed": 15, "loaded": 15, "skipped": 0, "rows_inserted": 60, "duplicates": 24,
+                               "rejected": 1, "remaining": 0, "rollup_days_refreshed": 1}
+    assert query(dw, "SELECT count(*), count(DISTINCT event_id) FROM clickstream_events") == [(60, 60)]
+    assert query(dw, "SELECT count(*), sum(rows_inserted), sum(duplicates), sum(rejected) FROM etl_load_log") == [
+        (15, 60, 24, 1)]
+    assert {key for (key,) in query(dw, "SELECT key FROM etl_load_log")} == {*firsts, *resent, bad}
+    assert query(dw, "SELECT source_key, event_index FROM clickstream_rejected") == [(bad, None)]
+    assert etl_run(s3, bucket, dw, date=day.date(), workers=2)["skipped"] == 15
+
+
+def test_workers_must_be_at_least_one(s3, bucket, dw, day):
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        etl_run(s3, bucket, dw, date=day.date(), workers=0)
+
+
 KILLED_RUN = textwrap.dedent("""
     import datetime, os, signal
     from clickstream import aws, etl
@@ -314,12 +338,15 @@ def test_a_run_killed_between_chunks_is_completed_by_the_next_run_exactly_once(s
     env = {**os.environ, "ETL_BUCKET": bucket, "ETL_DSN": dw[1], "ETL_DATE": day.date().isoformat()}
     killed = subprocess.run([sys.executable, "-c", KILLED_RUN], env=env, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert query(dw, "SELECT key FROM etl_load_log ORDER BY key") == [(key,) for key in sorted(keys)[:3]]
-    assert query(dw, "SELECT count(*) FROM clickstream_events") == [(12,)]
+    # killed when the first chunk's commit was reported; the second chunk, loading meanwhile, may have committed
+    logged = [key for (key,) in query(dw, "SELECT key FROM etl_load_log ORDER BY key")]
+    assert logged in (sorted(keys)[:3], sorted(keys)[:6]), "whole chunks, in key order"
+    assert query(dw, "SELECT count(*) FROM clickstream_events") == [(4 * len(logged),)]
 
     summary = etl_run(s3, bucket, dw, date=day.date())
-    assert counts(summary) == {"objects_listed": 11, "loaded": 8, "skipped": 3, "rows_inserted": 28, "duplicates": 2,
-                               "rejected": 0, "remaining": 0, "rollup_days_refreshed": 1}
+    assert counts(summary) == {"objects_listed": 11, "loaded": 11 - len(logged), "skipped": len(logged),
+                               "rows_inserted": 40 - 4 * len(logged), "duplicates": 2, "rejected": 0, "remaining": 0,
+                               "rollup_days_refreshed": 1}
     assert query(dw, "SELECT count(*), count(DISTINCT event_id) FROM clickstream_events") == [(40, 40)]
     assert sorted(row[0] for row in query(dw, "SELECT event_id FROM clickstream_events")) == sorted(
         uuid.UUID(event["event_id"]) for event in events)

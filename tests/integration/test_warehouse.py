@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -243,6 +245,35 @@ def test_ids_inserted_by_a_concurrent_run_after_the_check_are_skipped_not_an_err
     assert all_rows(admin, "SELECT event_id, source_key FROM clickstream_events ORDER BY source_key") == [
         (fresh, "k/1"), (taken, "other-run")]
     assert one(admin, "SELECT rows_inserted, duplicates FROM etl_load_log WHERE key = 'k/1'") == (1, 1)
+
+
+INSERT_ONE = ("INSERT INTO clickstream_events (event_id, event_timestamp, event_name, identity_source, client_id,"
+              " session_id, client_ts, received_at, is_bot, schema_version, source_key)"
+              " VALUES (%s, now(), 'page_view', 'client_id', 'c', 's', now(), now(), false, '1', 'other-run')")
+
+
+def test_two_loads_waiting_on_each_others_ids_resolve_the_deadlock_without_an_error(empty, dw):
+    """Another load holds x uncommitted; this chunk's COPY inserts y, then waits on x; the other then inserts
+    y: a deadlock. PostgreSQL aborts the COPY (it waited first); the chunk goes through ON CONFLICT instead."""
+    x, y = uuid.uuid4(), uuid.uuid4()
+    admin = dw[0]
+    with psycopg.connect(admin) as other:
+        other.execute(INSERT_ONE, (x,))
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(load_chunk, empty, [object_load("k/1", stored(y), stored(x))])
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND left(query, 4) = 'COPY'"
+            for _ in range(200):
+                if one(admin, waiting) == (1,) or loading.done():
+                    break
+                time.sleep(0.05)
+            assert one(admin, waiting) == (1,), "the chunk's COPY never waited on x"
+            other.execute(INSERT_ONE, (y,))  # closes the cycle; returns once PostgreSQL has broken it
+            other.commit()
+            counts = loading.result(timeout=30)
+    assert counts["k/1"] == warehouse.LoadCounts(rows_inserted=0, duplicates=2, rejected=0)
+    assert sorted(all_rows(admin, "SELECT event_id, source_key FROM clickstream_events")) == sorted(
+        [(x, "other-run"), (y, "other-run")])
+    assert one(admin, "SELECT rows_inserted, duplicates FROM etl_load_log WHERE key = 'k/1'") == (0, 2)
 
 
 def test_a_failing_chunk_loads_nothing_and_marks_nothing_loaded(empty, dw):
