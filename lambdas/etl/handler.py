@@ -34,12 +34,13 @@ class LambdaContext(Protocol):
 
 @dataclass(frozen=True)
 class EtlSettings:
-    """RAW_BUCKET, RAW_PREFIX, DW_SECRET_ID and LOOKBACK_DAYS, as analytics.yaml sets them."""
+    """RAW_BUCKET, RAW_PREFIX, DW_SECRET_ID, LOOKBACK_DAYS and ETL_WORKERS, as analytics.yaml sets them."""
 
     raw_bucket: str
     raw_prefix: str
     dw_secret_id: str
     lookback_days: float
+    workers: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "EtlSettings":
@@ -56,7 +57,18 @@ class EtlSettings:
             raw_prefix=prefix if prefix.endswith("/") else prefix + "/",
             dw_secret_id=environ["DW_SECRET_ID"].strip(),
             lookback_days=lookback,
+            workers=parse_workers(environ.get("ETL_WORKERS", "1")),
         )
+
+
+def parse_workers(value: str) -> int:
+    """ETL_WORKERS: a count of processes, or `auto` for this machine's cores."""
+    text = value.strip().lower()
+    if text == "auto":
+        return os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"ETL_WORKERS must be auto or a whole number from 1, not {value!r}")
+    return int(text)
 
 
 @functools.cache
@@ -98,6 +110,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         raw_prefix=config.raw_prefix,
         remaining_ms=context.get_remaining_time_in_millis,
         progress=progress,
+        workers=config.workers,
     )
     logger.info("request %s: %s", context.aws_request_id, summary)
     return summary

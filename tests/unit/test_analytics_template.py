@@ -209,7 +209,7 @@ def test_dw_secret_is_generated_never_written_in_the_template(analytics, etl):
 def test_no_environment_variable_carries_a_credential(etl):
     env = etl["Properties"]["Environment"]["Variables"]
     assert set(env) == {"CLICKSTREAM_TARGET", "RAW_BUCKET", "RAW_PREFIX", "DW_SECRET_ID", "LOOKBACK_DAYS",
-                        "POWERTOOLS_SERVICE_NAME"}
+                        "ETL_WORKERS", "POWERTOOLS_SERVICE_NAME"}
     assert env["CLICKSTREAM_TARGET"] == "aws" and env["RAW_PREFIX"] == "events/"
     assert not [name for name in env if any(word in name for word in ("PASSWORD", "DSN", "USER"))]
 
@@ -222,7 +222,7 @@ def test_local_function_schedule_and_secret(stacks, analytics):
     assert function.timeout == 900
     assert function.environment == {
         "CLICKSTREAM_TARGET": "aws", "RAW_BUCKET": "clickstream-s3-ingest-local", "RAW_PREFIX": "events/",
-        "DW_SECRET_ID": "clickstream/dw/etl_writer-local", "LOOKBACK_DAYS": "3",
+        "DW_SECRET_ID": "clickstream/dw/etl_writer-local", "LOOKBACK_DAYS": "3", "ETL_WORKERS": "auto",
         "POWERTOOLS_SERVICE_NAME": "clickstream-etl",
     }
     (schedule,) = analytics.schedules()

@@ -4,6 +4,7 @@ connection from Secrets Manager, the event turned into a run of `clickstream.etl
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def load_handler_module():
 
 @pytest.fixture
 def handler_module(monkeypatch, aws_credentials):
-    for name in TEMPLATE_ENV:
+    for name in [*TEMPLATE_ENV, "ETL_WORKERS"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CLICKSTREAM_TARGET", "aws")
     return load_handler_module()
@@ -66,6 +67,22 @@ def test_a_scheduled_event_is_a_default_run_over_the_templates_lookback(handler_
     assert "password=s3cret" in call["dsn"] and "host=10.0.2.15" in call["dsn"] and "user=etl_writer" in call["dsn"]
     assert call["remaining_ms"]() == lambda_context.get_remaining_time_in_millis()
     assert call["progress"] is None
+    assert call["workers"] == 1, "one process unless ETL_WORKERS says otherwise"
+
+
+@pytest.mark.parametrize(("value", "workers"), [("1", 1), ("3", 3), (" auto ", None), ("AUTO", None)])
+def test_etl_workers_sets_the_processes(handler_module, runs, lambda_context, monkeypatch, value, workers):
+    monkeypatch.setenv("ETL_WORKERS", value)
+    handler_module.handler({}, lambda_context)
+    assert runs[0]["workers"] == (workers or os.cpu_count())
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
+def test_a_bad_etl_workers_is_refused_with_its_value(handler_module, runs, lambda_context, monkeypatch, value):
+    monkeypatch.setenv("ETL_WORKERS", value)
+    with pytest.raises(ValueError, match=f"ETL_WORKERS must be auto or a whole number from 1, not {value!r}"):
+        handler_module.handler({}, lambda_context)
+    assert runs == []
 
 
 @pytest.mark.parametrize(("event", "expected"), [
