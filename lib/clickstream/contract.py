@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
+import msgspec
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
@@ -96,9 +97,18 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+
+
 def loads(text: str | bytes) -> Any:
-    """Parse JSON with every non-integer number as `Decimal` (exact money); NaN and Infinity are refused."""
-    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    """Parse JSON with every non-integer number as `Decimal` (exact money); NaN and Infinity are refused.
+
+    msgspec parses (what it accepts, it reads as the standard library does); what it refuses is parsed again
+    by the standard library, which says why in its words or reads what msgspec refuses (a lone surrogate)."""
+    try:
+        return _DECODER.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
 
 
 def dumps(value: Any, *, sort_keys: bool = False) -> str:

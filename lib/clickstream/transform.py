@@ -176,7 +176,7 @@ def event_row(stored: Mapping[str, Any], source_key: str, *, may_contain_nul: bo
     user_id = event.get("user_id")
     client_ts = contract.parse_timestamp(event["client_ts"])
     sent_ts = contract.parse_timestamp(event["sent_ts"]) if event.get("sent_ts") else None
-    received_at = contract.parse_timestamp(server["received_at"])
+    received_at = _received_at(server["received_at"])
     properties = dict(event.get("properties") or {})
     for part in ("term", "content"):
         if utm.get(part) is not None:
@@ -254,6 +254,13 @@ def money(value: Any, path: str) -> Decimal | None:
     return amount
 
 
+@lru_cache(maxsize=1024)
+def _received_at(text: str) -> datetime:
+    """The server's receive time: the same for every event of an object, parsed once."""
+    return contract.parse_timestamp(text)
+
+
+@lru_cache(maxsize=16384)
 def page_path(page_url: str | None) -> str | None:
     """The path of a page URL ("/products/x" for "https://shop/products/x?a=1"); None if there is none."""
     if not page_url:
