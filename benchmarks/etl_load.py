@@ -8,9 +8,11 @@ same events, measures:
       it is not timed, only the psql command is.
   (b) this ETL end to end: `etl.run_etl` over the prefix holding the N events in raw objects of 500
       (listing, GET, validate + transform, the check for ids already loaded, binary COPY, load log), into
-      an empty clickstream_events, as etl_writer over TCP. Writing the objects to moto is not timed. The
+      an empty clickstream_events, as etl_writer over TCP, with `--workers` processes (default: this
+      machine's cores, as `clickstream etl` runs locally). Writing the objects to moto is not timed. The
       rollup refresh a run ends with (issue 4) is timed on its own, after (b): it is work the ceiling does
       not do, and these synthetic events each have their own visitor, so it computes N one-event sessions.
+  (b1) the same with workers=1: one process, as the Lambda runs it (the template's ETL_WORKERS default).
   (c) naive, in the style of the original workshop: one S3 object per event, list the prefix, GET each
       object in turn, transform it (the project's transform, so the rows are the same), and INSERT with
       psycopg2 `executemany` in batches of 200 rows (one commit per batch; no COPY), into an empty copy of
@@ -25,8 +27,8 @@ them (not sent through HTTP), received over one UTC day. Checks in the run: (a) 
 and the same rows (EXCEPT both ways, loaded_at aside); (b) reports exactly N inserted, 0 duplicates,
 0 rejected; (c) holds `--naive-events` rows.
 
-    .venv/bin/python benchmarks/etl_load.py [--events 1000000] [--naive-events 20000] [--json out.json]
-                                            [--profile benchmarks/results/etl.pstats]
+    .venv/bin/python benchmarks/etl_load.py [--events 1000000] [--naive-events 20000] [--workers CORES]
+                                            [--json out.json]
 
 Targets (issue 3): b >= 0.5 x a and b >= 10 x c.
 """
@@ -34,15 +36,11 @@ Targets (issue 3): b >= 0.5 x a and b >= 10 x c.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import json
 import os
 import platform
-import pstats
 import random
 import subprocess
-import threading
 import time
 import uuid
 from collections import deque
@@ -215,14 +213,14 @@ class CpuMeter:
 
     Groups: this Python process (all its threads), the moto server, the DW's PostgreSQL (postmaster, its
     live backends, and the backends that exited meanwhile, through the postmaster's children times), and
-    psql children of this process. Their sum over the cores bounds the wall time from below."""
+    the processes under this one (psql; the ETL's fork server and worker processes). Their sum over the cores bounds the wall time from below."""
 
     def __init__(self, settings):
         self.groups = {
             "python (this process)": lambda: _own_cpu(psutil.Process()),
             "moto server": lambda: _own_cpu(psutil.Process(read_state(settings)["services"]["aws"]["pid"])),
             "postgresql (DW)": lambda: _tree_cpu(psutil.Process(clusters(settings)["dw"].pid)),
-            "psql": lambda: _children_cpu(psutil.Process()),
+            "child processes (a: psql, b: ETL workers)": lambda: _descendants_cpu(psutil.Process()),
         }
 
     def _sample(self) -> dict[str, float]:
@@ -246,6 +244,17 @@ def _children_cpu(process: psutil.Process) -> float:
     return times.children_user + times.children_system
 
 
+def _descendants_cpu(process: psutil.Process) -> float:
+    """The processes under `process`, live or exited (the ETL's workers are children of its fork server)."""
+    total = _children_cpu(process)
+    for child in process.children(recursive=True):
+        try:
+            total += _own_cpu(child) + _children_cpu(child)
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def _tree_cpu(process: psutil.Process) -> float:
     total = _own_cpu(process) + _children_cpu(process)
     for child in process.children():
@@ -257,60 +266,24 @@ def _tree_cpu(process: psutil.Process) -> float:
 
 
 # --- (b) the ETL -----------------------------------------------------------------------------
-class Breakdown:
-    """Wall-clock time per ETL step, by wrapping the module functions `run_etl` calls (lib/ is not changed).
-
-    The steps overlap: transform runs in the main thread, load_chunk in the loader thread, GETs in
-    etl.READ_THREADS threads; each figure sums that step's own durations."""
-
-    def __init__(self):
-        self.times = {"transform": 0.0, "load_chunk": 0.0, "get": 0.0}
-        self.lock = threading.Lock()
-        self.originals = (etl._read, etl._transform, warehouse.load_chunk)
-
-    def _timed(self, name, function):
-        def wrapper(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                with self.lock:
-                    self.times[name] += time.perf_counter() - started
-        return wrapper
-
-    def __enter__(self):
-        read, transform, load = self.originals
-        etl._read = self._timed("get", read)
-        etl._transform = self._timed("transform", transform)
-        warehouse.load_chunk = self._timed("load_chunk", load)
-        return self
-
-    def __exit__(self, *exc):
-        etl._read, etl._transform, warehouse.load_chunk = self.originals
-
-
-def run_etl(s3, bucket: str, etl_dsn: str, admin_dsn: str, events: int, profile: str | None):
+def run_etl(s3, bucket: str, etl_dsn: str, admin_dsn: str, events: int, workers: int, meter: "CpuMeter"):
+    """(b): run_etl over the N events into an empty warehouse; returns (seconds, summary, CPU seconds)."""
     admin(admin_dsn, "TRUNCATE clickstream_events, clickstream_rejected, etl_load_log, rollup_pending, "
           + ", ".join(rollups.ROLLUP_TABLES), "CHECKPOINT")
-    bar = tqdm(total=events, desc="(b) run_etl", unit="ev", leave=False)
+    bar = tqdm(total=events, desc=f"(b) run_etl, workers={workers}", unit="ev", leave=False)
 
     def progress(p: etl.ChunkProgress) -> None:
         bar.n = p.rows_inserted + p.duplicates + p.rejected
         bar.refresh()
 
-    profiler = cProfile.Profile() if profile else None
-    with Breakdown() as breakdown:
-        started = time.perf_counter()
-        if profiler:
-            profiler.enable()
-        summary = etl.run_etl(s3, bucket, etl_dsn, prefix=ETL_PREFIX, progress=progress, refresh_rollups=False)
-        if profiler:
-            profiler.disable()
-        seconds = time.perf_counter() - started
+    meter.start()
+    started = time.perf_counter()
+    summary = etl.run_etl(s3, bucket, etl_dsn, prefix=ETL_PREFIX, progress=progress, refresh_rollups=False,
+                          workers=workers)
+    seconds = time.perf_counter() - started
+    cpu = meter.stop()
     bar.close()
-    if profiler:
-        profiler.dump_stats(profile)
-    return seconds, summary, dict(breakdown.times)
+    return seconds, summary, cpu
 
 
 def refresh_rollups(etl_dsn: str) -> dict:
@@ -363,22 +336,18 @@ def run_naive(s3, bucket: str, etl_dsn: str, admin_dsn: str, naive_events: int) 
 
 
 # --- report ----------------------------------------------------------------------------------
-def cpu_table(cpu_a: dict, seconds_a: float, cpu_b: dict, seconds_b: float, cores: int) -> str:
-    """Where the CPU went in (a) and (b); the total over the cores is a lower bound of the wall time."""
-    lines = ["| CPU seconds | (a) ceiling | (b) this ETL |", "|---|---:|---:|"]
-    lines += [f"| {name} | {cpu_a[name]:.1f} | {cpu_b[name]:.1f} |" for name in cpu_a]
-    total_a, total_b = sum(cpu_a.values()), sum(cpu_b.values())
-    lines.append(f"| total | {total_a:.1f} | {total_b:.1f} |")
-    lines.append(f"| total / {cores} cores (lower bound of wall) | {total_a / cores:.1f} | {total_b / cores:.1f} |")
-    lines.append(f"| wall | {seconds_a:.1f} | {seconds_b:.1f} |")
+def cpu_table(runs: dict[str, tuple[float, dict]], cores: int) -> str:
+    """Where the CPU went in each run; the total over the cores is a lower bound of the wall time."""
+    names = list(runs)
+    lines = ["| CPU seconds | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    groups = list(next(iter(runs.values()))[1])
+    lines += [f"| {group} | " + " | ".join(f"{runs[name][1][group]:.1f}" for name in names) + " |" for group in groups]
+    totals = {name: sum(cpu.values()) for name, (_, cpu) in runs.items()}
+    lines.append("| total | " + " | ".join(f"{totals[name]:.1f}" for name in names) + " |")
+    lines.append(f"| total / {cores} cores (lower bound of wall) | "
+                 + " | ".join(f"{totals[name] / cores:.1f}" for name in names) + " |")
+    lines.append("| wall | " + " | ".join(f"{runs[name][0]:.1f}" for name in names) + " |")
     return "\n".join(lines)
-
-
-def profile_summary(path: str, top: int = 30) -> str:
-    out = io.StringIO()
-    stats = pstats.Stats(path, stream=out)
-    stats.sort_stats("cumulative").print_stats(top)
-    return out.getvalue()
 
 
 def main() -> None:
@@ -386,11 +355,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000, help="events for (a) and (b) (default 1,000,000)")
     parser.add_argument("--naive-events", type=int, default=20_000,
                         help="events for (c), one S3 object each: a subset of the same events (default 20,000)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(),
+                        help="ETL worker processes for (b) (default: this machine's cores); (b1) always runs 1")
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--profile", help="cProfile (b) (main thread) into this pstats file and print the top")
     args = parser.parse_args()
-    if args.events < 1 or not 1 <= args.naive_events <= args.events:
-        parser.error("need --events >= 1 and 1 <= --naive-events <= --events")
+    if args.events < 1 or not 1 <= args.naive_events <= args.events or args.workers < 1:
+        parser.error("need --events >= 1, 1 <= --naive-events <= --events and --workers >= 1")
 
     with private_stack() as settings:
         info = status(settings)
@@ -409,25 +379,30 @@ def main() -> None:
         seconds_a = run_copy(admin_dsn, csv_path)
         cpu_a = meter.stop()
         rows_a = count(admin_dsn, "bench_copy")
-        meter.start()
-        seconds_b, summary, steps = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, args.profile)
-        cpu_b = meter.stop()
+        seconds_b, summary, cpu_b = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, args.workers, meter)
         summary.update(refresh_rollups(etl_dsn))
         rows_b = count(admin_dsn, "clickstream_events")
         differ = rows_differ(admin_dsn, "bench_copy", "clickstream_events") + \
             rows_differ(admin_dsn, "clickstream_events", "bench_copy")
+        seconds_b1, summary_b1, cpu_b1 = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, 1, meter)
+        rows_b1 = count(admin_dsn, "clickstream_events")
         seconds_c = run_naive(s3, bucket, etl_dsn, admin_dsn, args.naive_events)
         rows_c = count(admin_dsn, "bench_naive")
+
+    def inserted_exactly_n(run_summary: dict) -> bool:
+        return (run_summary["rows_inserted"] == args.events and run_summary["duplicates"] == 0
+                and run_summary["rejected"] == 0 and run_summary["remaining"] == 0)
 
     checks = {
         "a_rows_equal_n": rows_a == args.events,
         "b_rows_equal_n": rows_b == args.events,
-        "b_inserted_exactly_n": summary["rows_inserted"] == args.events and summary["duplicates"] == 0
-        and summary["rejected"] == 0 and summary["remaining"] == 0,
+        "b_inserted_exactly_n": inserted_exactly_n(summary),
         "a_and_b_same_rows": differ == 0,
+        "b1_rows_equal_n": rows_b1 == args.events and inserted_exactly_n(summary_b1),
         "c_rows_equal_subset": rows_c == args.naive_events,
     }
     rate_a, rate_b, rate_c = args.events / seconds_a, args.events / seconds_b, args.naive_events / seconds_c
+    rate_b1 = args.events / seconds_b1
     b_over_a, b_over_c = rate_b / rate_a, rate_b / rate_c
     figures = {
         "machine": host,
@@ -435,28 +410,32 @@ def main() -> None:
         "naive_events": args.naive_events,
         "object_events": OBJECT_EVENTS,
         "objects_b": summary["objects_listed"],
+        "workers_b": args.workers,
         "setup_seconds_untimed": round(setup_seconds, 1),
         "a_seconds": round(seconds_a, 3), "a_events_per_s": round(rate_a),
         "b_seconds": round(seconds_b, 3), "b_events_per_s": round(rate_b),
+        "b1_seconds": round(seconds_b1, 3), "b1_events_per_s": round(rate_b1),
         "c_seconds": round(seconds_c, 3), "c_events_per_s": round(rate_c),
-        "b_over_a": round(b_over_a, 3), "b_over_c": round(b_over_c, 1),
+        "b_over_a": round(b_over_a, 3), "b_over_c": round(b_over_c, 1), "b1_over_a": round(rate_b1 / rate_a, 3),
         "target_b_over_a": TARGET_B_OVER_A, "target_b_over_c": TARGET_B_OVER_C,
         "pass_b_over_a": b_over_a >= TARGET_B_OVER_A, "pass_b_over_c": b_over_c >= TARGET_B_OVER_C,
         "b_summary": summary,
-        "b_steps_seconds": {name: round(value, 2) for name, value in steps.items()},
-        "cpu_seconds": {"a": cpu_a, "b": cpu_b},
+        "cpu_seconds": {"a": cpu_a, "b": cpu_b, "b1": cpu_b1},
         "checks": checks,
     }
     m = host
     print(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, PostgreSQL {m['postgresql']}")
-    print(f"command: .venv/bin/python benchmarks/etl_load.py --events {args.events} --naive-events {args.naive_events}")
+    print(f"command: .venv/bin/python benchmarks/etl_load.py --events {args.events} --naive-events {args.naive_events}"
+          f" --workers {args.workers}")
     print()
     print("| loader | events | seconds | events/s |")
     print("|---|---:|---:|---:|")
     print(f"| (a) ceiling: psql \\copy CSV into an empty copy of the table | {args.events:,} | {seconds_a:.1f} "
           f"| {rate_a:,.0f} |")
-    print(f"| (b) this ETL, run_etl from local S3, objects of {OBJECT_EVENTS} | {args.events:,} | {seconds_b:.1f} "
-          f"| {rate_b:,.0f} |")
+    print(f"| (b) this ETL, run_etl from local S3, objects of {OBJECT_EVENTS}, {args.workers} worker processes "
+          f"| {args.events:,} | {seconds_b:.1f} | {rate_b:,.0f} |")
+    print(f"| (b1) the same with workers=1 (one process, as on Lambda) | {args.events:,} | {seconds_b1:.1f} "
+          f"| {rate_b1:,.0f} |")
     print(f"| (c) naive: 1 S3 object per event, INSERT batches of {NAIVE_BATCH} (subset\\*) | {args.naive_events:,} "
           f"| {seconds_c:.1f} | {rate_c:,.0f} |")
     print()
@@ -464,6 +443,7 @@ def main() -> None:
     print("|---|---:|---:|---|")
     print(f"| b / a | {b_over_a:.2f} | ≥ {TARGET_B_OVER_A} | {'PASS' if figures['pass_b_over_a'] else 'MISS'} |")
     print(f"| b / c | {b_over_c:.1f} | ≥ {TARGET_B_OVER_C:g} | {'PASS' if figures['pass_b_over_c'] else 'MISS'} |")
+    print(f"| b1 / a | {rate_b1 / rate_a:.2f} | | |")
     print()
     print(f"\\* (c) ran on the first {args.naive_events:,} of the same events, one object each: writing one object "
           f"per event to moto runs at a few hundred PUTs/s (~300/s here: {args.events:,} would take "
@@ -471,13 +451,11 @@ def main() -> None:
           "per row, so its rate does not depend on N.")
     print(f"Rollup refresh after (b), not in its time: {summary['rollup_refresh_seconds']:.1f} s for "
           f"{summary['rollup_days_refreshed']} days ({args.events:,} one-event sessions).")
-    print("(b) steps, summed durations (s; they overlap): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
-          + f"; run_etl summary: {summary}")
+    print(f"(b) run_etl summary: {summary}")
     print()
-    print(cpu_table(cpu_a, seconds_a, cpu_b, seconds_b, m["cores"]))
+    print(cpu_table({"(a) ceiling": (seconds_a, cpu_a), f"(b) {args.workers} workers": (seconds_b, cpu_b),
+                     "(b1) 1 process": (seconds_b1, cpu_b1)}, m["cores"]))
     print("checks: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in checks.items()))
-    if args.profile:
-        print(profile_summary(args.profile))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as out:
