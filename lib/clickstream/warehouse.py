@@ -4,9 +4,9 @@
   transaction with its row in `schema_migrations` (version, applied_at, checksum); an applied file that
   was edited afterwards is an error, not silently skipped.
 - `load_chunk(conn, objects)` loads the rows of several raw objects in one transaction: the first row of
-  each event id not in the table yet by binary COPY (a staging table and `INSERT ... ON CONFLICT (event_id)
-  DO NOTHING` if a concurrent run got there first), the rejects, one `etl_load_log` row per object, and
-  the UTC days of the new rows in `rollup_pending` (`clickstream.rollups` refreshes them after the loads).
+  each event id by binary COPY straight into the table (when some ids are there already, a staging table
+  and `INSERT ... ON CONFLICT (event_id) DO NOTHING` instead), the rejects, one `etl_load_log` row per
+  object, and the UTC days of the new rows in `rollup_pending` (`clickstream.rollups` refreshes them).
   A failure before the commit leaves nothing loaded and nothing marked loaded.
 """
 
@@ -137,16 +137,14 @@ _CREATE_STAGE = sql.SQL(
 ).format(stage=_STAGE, columns=_COLUMN_LIST)
 _COPY_STAGE = sql.SQL("COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)").format(stage=_STAGE, columns=_COLUMN_LIST)
 _COPY_EVENTS = sql.SQL("COPY clickstream_events ({columns}) FROM STDIN (FORMAT BINARY)").format(columns=_COLUMN_LIST)
-# Fallback when another run inserted some of the chunk's ids after the check: ON CONFLICT skips them and
-# RETURNING tells how many rows each object contributed.
+# When some of the chunk's ids are in the table already: ON CONFLICT skips them and RETURNING tells how
+# many rows each object contributed.
 _INSERT_FROM_STAGE = sql.SQL(
     "WITH inserted AS ("
     " INSERT INTO clickstream_events ({columns}) SELECT {columns} FROM {stage}"
     " ON CONFLICT (event_id) DO NOTHING RETURNING source_key)"
     " SELECT source_key, count(*) FROM inserted GROUP BY source_key"
 ).format(stage=_STAGE, columns=_COLUMN_LIST)
-_EXISTING_IDS = "SELECT event_id FROM clickstream_events WHERE event_id = ANY(%s)"
-EXISTING_IDS_BATCH = 5000
 EVENT_ID, EVENT_TIMESTAMP, RECEIVED_AT, SOURCE_KEY = (
     list(COLUMNS).index(name) for name in ("event_id", "event_timestamp", "received_at", "source_key")
 )
@@ -156,17 +154,18 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
     """Load `objects` in one transaction (rows, rejects, load log); returns the counts per key.
 
     Each event id is inserted once: within the chunk the earliest received row wins (then the smallest
-    key), and ids already in the table are skipped. The new rows go straight into clickstream_events by
-    binary COPY. If a concurrent load inserted some of them meanwhile (or the two wait on each other's ids:
-    a deadlock), the COPY is rolled back to a savepoint and the rows go through a staging table and
-    INSERT ... ON CONFLICT DO NOTHING instead."""
+    key), and ids already in the table are skipped. The rows go straight into clickstream_events by binary
+    COPY, which fails on the first id already there (loaded by an earlier run, or by a concurrent load; or
+    the two loads wait on each other's ids: a deadlock). Then the COPY is rolled back to a savepoint and the
+    rows go through a staging table and INSERT ... ON CONFLICT DO NOTHING instead. New events, the common
+    case, cost one COPY and no lookup; a resend that crosses runs costs the staging pass."""
     keys = [obj.key for obj in objects]
     repeated = [key for key, n in Counter(keys).items() if n > 1]
     if repeated:
         raise ValueError(f"a chunk lists the same object twice: {repeated[0]}")
     with conn.transaction():
         with conn.cursor() as cur:
-            rows = _new_rows(cur, objects)
+            rows = _first_rows(objects)
             try:
                 with conn.transaction():
                     _copy(cur, _COPY_EVENTS, rows)
@@ -203,22 +202,14 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
     return counts
 
 
-def _new_rows(cur: psycopg.Cursor, objects: Sequence[ObjectLoad]) -> list[Row]:
-    """One row per event id not in the table yet: the earliest received (then smallest key) of the chunk."""
+def _first_rows(objects: Sequence[ObjectLoad]) -> list[Row]:
+    """One row per event id of the chunk: the earliest received (then smallest key)."""
     first: dict[Any, Row] = {}
     for obj in objects:
         for row in obj.rows:
             kept = first.get(row[EVENT_ID])
             if kept is None or (row[RECEIVED_AT], row[SOURCE_KEY]) < (kept[RECEIVED_AT], kept[SOURCE_KEY]):
                 first[row[EVENT_ID]] = row
-    ids = list(first)
-    # A table that grew since autovacuum last analyzed it looks tiny to the planner, which would then scan
-    # it whole for every batch: probe the primary key instead.
-    cur.execute("SET LOCAL enable_seqscan = off")
-    for start in range(0, len(ids), EXISTING_IDS_BATCH):
-        for (event_id,) in cur.execute(_EXISTING_IDS, (ids[start : start + EXISTING_IDS_BATCH],)):
-            del first[event_id]
-    cur.execute("SET LOCAL enable_seqscan = on")
     return list(first.values())
 
 

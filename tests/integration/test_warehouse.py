@@ -225,31 +225,28 @@ def test_within_a_chunk_the_earliest_received_copy_of_an_event_wins(empty, dw):
     assert one(dw[0], "SELECT page_type, source_key FROM clickstream_events") == ("first", "k/b")
 
 
-def test_ids_inserted_by_a_concurrent_run_after_the_check_are_skipped_not_an_error(empty, dw, monkeypatch):
+INSERT_ONE = ("INSERT INTO clickstream_events (event_id, event_timestamp, event_name, identity_source, client_id,"
+              " session_id, client_ts, received_at, is_bot, schema_version, source_key)"
+              " VALUES (%s, now(), 'page_view', 'client_id', 'c', 's', now(), now(), false, '1', 'other-run')")
+
+
+def test_ids_a_concurrent_run_commits_while_the_chunk_is_prepared_are_skipped_not_an_error(empty, dw, monkeypatch):
     taken, fresh = uuid.uuid4(), uuid.uuid4()
     admin = dw[0]
-    original = warehouse._new_rows
+    original = warehouse._first_rows
 
-    def check_then_race(cur, objects):
-        rows = original(cur, objects)
+    def choose_then_race(objects):
+        rows = original(objects)
         with psycopg.connect(admin, autocommit=True) as other:  # another run commits `taken` meanwhile
-            other.execute("INSERT INTO clickstream_events (event_id, event_timestamp, event_name, identity_source,"
-                          " client_id, session_id, client_ts, received_at, is_bot, schema_version, source_key)"
-                          " VALUES (%s, now(), 'page_view', 'client_id', 'c', 's', now(), now(), false, '1',"
-                          " 'other-run')", (taken,))
+            other.execute(INSERT_ONE, (taken,))
         return rows
 
-    monkeypatch.setattr(warehouse, "_new_rows", check_then_race)
+    monkeypatch.setattr(warehouse, "_first_rows", choose_then_race)
     counts = load_chunk(empty, [object_load("k/1", stored(taken), stored(fresh))])
     assert counts["k/1"] == warehouse.LoadCounts(rows_inserted=1, duplicates=1, rejected=0)
     assert all_rows(admin, "SELECT event_id, source_key FROM clickstream_events ORDER BY source_key") == [
         (fresh, "k/1"), (taken, "other-run")]
     assert one(admin, "SELECT rows_inserted, duplicates FROM etl_load_log WHERE key = 'k/1'") == (1, 1)
-
-
-INSERT_ONE = ("INSERT INTO clickstream_events (event_id, event_timestamp, event_name, identity_source, client_id,"
-              " session_id, client_ts, received_at, is_bot, schema_version, source_key)"
-              " VALUES (%s, now(), 'page_view', 'client_id', 'c', 's', now(), now(), false, '1', 'other-run')")
 
 
 def test_two_loads_waiting_on_each_others_ids_resolve_the_deadlock_without_an_error(empty, dw):
