@@ -198,8 +198,9 @@ def run_etl(
         todo = sorted(key for key, etag in listed.items() if already.get(key) != etag)
         loaded, slowest_ms = 0, 0.0
         chunks = list(_chunks(todo, chunk_objects))
-        slots = max(workers, 2)
-        with ThreadPoolExecutor(READ_THREADS) as readers, _chunk_executor(workers) as loaders:
+        processes = min(workers, len(chunks))  # a run of one chunk starts no worker process
+        slots = max(processes, 2)
+        with ThreadPoolExecutor(READ_THREADS) as readers, _chunk_executor(processes) as loaders:
             try:
                 reads = _start_reads(readers, s3, bucket, chunks[0]) if chunks else []
                 in_flight: deque[tuple[Future, int, float]] = deque()  # (transform + load, objects, submitted at)
@@ -294,7 +295,7 @@ def load_objects(dw_dsn: str, keys: Sequence[str], reads: Sequence[tuple[str, by
 def _chunk_executor(workers: int) -> Executor:
     """Where chunks are transformed and loaded: `workers` processes, or (1) two threads of this process, so
     one chunk is transformed while the other waits on the DW."""
-    if workers == 1:
+    if workers <= 1:
         return ThreadPoolExecutor(2, thread_name_prefix="etl-load")
     # A fork server (not fork: this process has threads) that has imported the ETL once; the workers it forks
     # start without importing again. Everything a worker needs comes with its task: no environment is read.
