@@ -220,7 +220,7 @@ class CpuMeter:
             "python (this process)": lambda: _own_cpu(psutil.Process()),
             "moto server": lambda: _own_cpu(psutil.Process(read_state(settings)["services"]["aws"]["pid"])),
             "postgresql (DW)": lambda: _tree_cpu(psutil.Process(clusters(settings)["dw"].pid)),
-            "child processes (a: psql, b: ETL workers)": lambda: _descendants_cpu(psutil.Process()),
+            "child processes (a: psql, b: ETL workers)": lambda: _descendants_cpu(psutil.Process(), services(settings)),
         }
 
     def _sample(self) -> dict[str, float]:
@@ -244,12 +244,21 @@ def _children_cpu(process: psutil.Process) -> float:
     return times.children_user + times.children_system
 
 
-def _descendants_cpu(process: psutil.Process) -> float:
-    """The processes under `process`, live or exited (the ETL's workers are children of its fork server)."""
+def services(settings) -> set[int]:
+    """The pids of the stack's own processes (moto, the API server, PostgreSQL), counted in their groups."""
+    return {service["pid"] for service in read_state(settings)["services"].values() if service.get("pid")}
+
+
+def _descendants_cpu(process: psutil.Process, exclude: set[int]) -> float:
+    """The processes under `process` but outside the stack's services, live or exited (psql; the ETL's
+    fork server and its workers)."""
     total = _children_cpu(process)
-    for child in process.children(recursive=True):
+    for child in process.children():
+        if child.pid in exclude:
+            continue
         try:
             total += _own_cpu(child) + _children_cpu(child)
+            total += sum(_own_cpu(grandchild) for grandchild in child.children(recursive=True))
         except psutil.NoSuchProcess:
             pass
     return total
