@@ -19,14 +19,18 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
 import msgspec
-from jsonschema import Draft202012Validator, FormatChecker, validators
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
 from rfc3339_validator import RFC3339_REGEX
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
+# Imported inside `explaining_validator` and `_validator`, on the first invalid instance; every Lambda that
+# imports this module packages them (clickstream.package reads this).
+LAZY_IMPORTS = ("jsonschema", "referencing")
 
 SCHEMA_VERSION = "1"
 SCHEMAS_DIR = Path(__file__).parent / "schemas"
@@ -171,10 +175,6 @@ def isoformat_utc(moment: datetime) -> str:
 
 # Schema and validation -----------------------------------------------------------------------------------------
 
-FORMAT_CHECKER = FormatChecker(formats=("uuid",))
-
-
-@FORMAT_CHECKER.checks("date-time")
 def _is_timestamp(value: object) -> bool:
     """RFC 3339 (offset required) and parseable by `parse_timestamp`, so the ETL can read every accepted value.
 
@@ -191,16 +191,23 @@ def _is_timestamp(value: object) -> bool:
         return False
 
 
-def _is_integer(checker: Any, instance: object) -> bool:
-    if isinstance(instance, Decimal):
-        return instance.is_finite() and instance == instance.to_integral_value()
-    return Draft202012Validator.TYPE_CHECKER.is_type(instance, "integer")
+@cache
+def explaining_validator() -> tuple[type, Any]:
+    """(validator class, format checker) of the pure-Python jsonschema validator that explains why an instance
+    is invalid: Draft 2020-12 with Decimal integers and the contract's date-time. Imported on first need
+    (jsonschema and its format libraries take most of a second to import; valid events never need them)."""
+    from jsonschema import Draft202012Validator, FormatChecker, validators
 
+    def is_integer(checker: Any, instance: object) -> bool:
+        if isinstance(instance, Decimal):
+            return instance.is_finite() and instance == instance.to_integral_value()
+        return Draft202012Validator.TYPE_CHECKER.is_type(instance, "integer")
 
-EventValidator = validators.extend(
-    Draft202012Validator,
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
+    format_checker = FormatChecker(formats=("uuid",))
+    format_checker.checks("date-time")(_is_timestamp)
+    validator_class = validators.extend(
+        Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", is_integer))
+    return validator_class, format_checker
 
 
 @cache
@@ -210,11 +217,14 @@ def event_schema() -> dict:
 
 
 @cache
-def _validator(definition: str | None = None) -> Draft202012Validator:
+def _validator(definition: str | None = None) -> Any:
+    from referencing import Registry, Resource
+
+    validator_class, format_checker = explaining_validator()
     schema = event_schema()
     registry = Registry().with_resource(schema["$id"], Resource.from_contents(schema))
     target = schema if definition is None else {"$ref": f"{schema['$id']}#/$defs/{definition}"}
-    return EventValidator(target, registry=registry, format_checker=FORMAT_CHECKER)
+    return validator_class(target, registry=registry, format_checker=format_checker)
 
 
 @cache

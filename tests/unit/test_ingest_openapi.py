@@ -36,7 +36,8 @@ def document() -> dict:
 
 def schema_at(document: dict, pointer: str):
     registry = Registry().with_resource(DOCUMENT_URI, Resource(contents=document, specification=DRAFT202012))
-    return contract.EventValidator({"$ref": f"{DOCUMENT_URI}#{pointer}"}, registry=registry, format_checker=contract.FORMAT_CHECKER)
+    validator_class, format_checker = contract.explaining_validator()
+    return validator_class({"$ref": f"{DOCUMENT_URI}#{pointer}"}, registry=registry, format_checker=format_checker)
 
 
 def test_openapi_document_is_valid_openapi_3_1(document):

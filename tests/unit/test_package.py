@@ -18,7 +18,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from clickstream import deploy, package
+from clickstream import contract, deploy, package
 from clickstream.deploy import DeployConfig, load_templates
 from clickstream.settings import Settings
 
@@ -59,6 +59,7 @@ def test_the_handlers_third_party_imports_follow_the_clickstream_modules_they_im
     assert {"jsonschema", "jsonschema_rs", "referencing", "rfc3339_validator"} <= modules
     assert "clickstream.contract" in reached and "clickstream.etl" not in reached
     assert "yaml" not in modules  # contract.py imports it inside a function, for the docs and tests only
+    assert contract.LAZY_IMPORTS == ("jsonschema", "referencing")  # imported on first need, yet packaged
     modules, reached = package.third_party_modules(etl.source)
     assert {"psycopg", "crawlerdetect", "user_agents"} <= modules and "clickstream.warehouse" in reached
 
