@@ -199,7 +199,7 @@ def run_etl(
         loaded, slowest_ms = 0, 0.0
         chunks = list(_chunks(todo, chunk_objects))
         processes = min(workers, len(chunks))  # a run of one chunk starts no worker process
-        slots = max(processes, 2)
+        slots = processes + 1 if processes > 1 else 2  # with processes, one chunk waits ready for a free worker
         with ThreadPoolExecutor(READ_THREADS) as readers, _chunk_executor(processes) as loaders:
             try:
                 reads = _start_reads(readers, s3, bucket, chunks[0]) if chunks else []
