@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from moto import backends
 from moto.s3.models import FakeKey, s3_backends
 from moto.server import ThreadedMotoServer
 
@@ -85,6 +86,14 @@ def restore(state_dir: Path) -> int:
     return restored
 
 
+def _list_moto_modules_once() -> None:
+    """moto lists its package folder (a stat per service, ~180) twice per request to find the backend for
+    the Host header; the folder does not change while the server runs: list it once (a third of the time
+    moto spends on an S3 GET of 500 events, measured)."""
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
@@ -96,6 +105,7 @@ def main() -> None:
     args.state_dir.mkdir(parents=True, exist_ok=True)
 
     log.info("restored %d objects from %s", restore(args.state_dir), args.state_dir)
+    _list_moto_modules_once()
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     log.info("moto listening on http://%s:%d", args.host, args.port)
