@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_DAYS = 3.0
 MAX_LOOKBACK_DAYS = 366
-DEFAULT_CHUNK_OBJECTS = 100  # objects of up to 500 events; with the pipeline ~3 chunks (~300 MB) are in memory
-READ_THREADS = 8
+DEFAULT_CHUNK_OBJECTS = 50  # objects of up to 500 events; a few chunks (~100 MB each parsed) are in memory at once
+READ_THREADS = 4
 MIN_MARGIN_MS = 10_000
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SCHEDULED_EVENT_KEYS = {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
