@@ -7,9 +7,9 @@ same events, measures:
       socket. The CSV holds the rows the project's own transform makes of the same raw objects; writing
       it is not timed, only the psql command is.
   (b) this ETL end to end: `etl.run_etl` over the prefix holding the N events in raw objects of 500
-      (listing, GET, validate + transform, the check for ids already loaded, binary COPY, load log), into
-      an empty clickstream_events, as etl_writer over TCP, with `--workers` processes (default: this
-      machine's cores, as `clickstream etl` runs locally). Writing the objects to moto is not timed. The
+      (listing, GET, validate + transform, binary COPY, load log), into an empty clickstream_events, as
+      etl_writer over TCP, with `--workers` processes (default: this machine's cores, as `clickstream etl`
+      runs locally). Writing the objects to moto is not timed. The
       rollup refresh a run ends with (issue 4) is timed on its own, after (b): it is work the ceiling does
       not do, and these synthetic events each have their own visitor, so it computes N one-event sessions.
   (b1) the same with workers=1: one process, as the Lambda runs it (the template's ETL_WORKERS default).
