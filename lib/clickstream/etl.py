@@ -19,7 +19,10 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -301,7 +304,21 @@ def _chunk_executor(workers: int) -> Executor:
     # start without importing again. Everything a worker needs comes with its task: no environment is read.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["__main__", __name__])
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=gc.disable)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_started)
+
+
+def _worker_started() -> None:
+    """In a worker process: no cycle collections (see `_cycle_collector_paused`), and exit when the process
+    that started the run dies (a killed `clickstream etl` must not leave workers waiting for work forever)."""
+    gc.disable()
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True, name="etl-parent-watch").start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -13,11 +13,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
+import psutil
 import psycopg
 import pytest
 
@@ -326,7 +328,7 @@ KILLED_RUN = textwrap.dedent("""
 
     etl.run_etl(aws.client("s3", Settings.from_env()), os.environ["ETL_BUCKET"], os.environ["ETL_DSN"],
                 date=datetime.date.fromisoformat(os.environ["ETL_DATE"]), chunk_objects=3,
-                progress=die_after_first_chunk)
+                progress=die_after_first_chunk, workers=int(os.environ.get("ETL_WORKERS", "1")))
     raise SystemExit("the run was not killed")
 """)
 
@@ -351,6 +353,32 @@ def test_a_run_killed_between_chunks_is_completed_by_the_next_run_exactly_once(s
     assert sorted(row[0] for row in query(dw, "SELECT event_id FROM clickstream_events")) == sorted(
         uuid.UUID(event["event_id"]) for event in events)
     assert query(dw, "SELECT sum(rows_inserted), count(*) FROM etl_load_log") == [(40, 11)]
+
+
+def test_a_killed_run_leaves_no_worker_process_behind(s3, bucket, dw, put, day):
+    for i in range(9):
+        put(day + timedelta(minutes=i), *batch(3, seed=i, at=day))
+    marker = f"etl-kill-{uuid.uuid4()}"
+    env = {**os.environ, "ETL_BUCKET": bucket, "ETL_DSN": dw[1], "ETL_DATE": day.date().isoformat(),
+           "ETL_WORKERS": "2", "ETL_TEST_MARKER": marker}
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN], env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    def left_behind() -> list[int]:
+        found = []
+        for process in psutil.process_iter(["pid"]):
+            try:
+                if process.environ().get("ETL_TEST_MARKER") == marker:
+                    found.append(process.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return found
+
+    deadline = time.monotonic() + 20
+    while left_behind() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left_behind() == [], "worker processes (or their fork server) outlived the killed run"
+    assert etl_run(s3, bucket, dw, date=day.date())["remaining"] == 0
 
 
 def test_a_run_stops_before_its_time_runs_out_and_the_next_continues(s3, bucket, dw, put, day):
