@@ -23,8 +23,8 @@ import multiprocessing.connection
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -238,7 +238,7 @@ def run_etl(
 @contextmanager
 def _cycle_collector_paused() -> Iterator[None]:
     """Pause Python's cycle collector: parsed events hold no cycles (reference counting frees them), and a
-    full collection would otherwise walk the ~150,000 parsed events in flight, again and again."""
+    full collection would otherwise walk every parsed event in flight, again and again."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -284,7 +284,9 @@ def _read(s3: Any, bucket: str, key: str) -> tuple[str, bytes]:
     return response["ETag"].strip('"'), response["Body"].read()
 
 
-def load_objects(dw_dsn: str, keys: Sequence[str], reads: Sequence[tuple[str, bytes]]) -> dict[str, warehouse.LoadCounts]:
+def load_objects(
+    dw_dsn: str, keys: Sequence[str], reads: Sequence[tuple[str, bytes]]
+) -> dict[str, warehouse.LoadCounts]:
     """Transform the objects read ((etag, body) per key) and load them in one transaction on a connection of
     its own; runs in a loader thread or worker process."""
     objects = []
