@@ -115,6 +115,16 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
 
 
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+
+
+def dumps_loaded(value: Any) -> bytes:
+    """UTF-8 JSON of a value `loads` returned (JSON types, finite numbers), byte for byte what `dumps` writes,
+    ~10x faster. Unlike `dumps` it does not refuse what JSON cannot hold (NaN, non-string keys, dates):
+    give anything else to `dumps`."""
+    return _ENCODER.encode(value)
+
+
 def dumps(value: Any, *, sort_keys: bool = False) -> str:
     """Compact JSON (UTF-8 text) that writes `Decimal` numbers back exactly as parsed."""
     parts: list[str] = []

@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, JsonbBinaryDumper
 
 from clickstream import contract, rollups
 from clickstream.settings import project_root
@@ -213,22 +213,19 @@ def _first_rows(objects: Sequence[ObjectLoad]) -> list[Row]:
     return list(first.values())
 
 
+class _LoadedJsonbDumper(JsonbBinaryDumper):
+    """jsonb in a binary COPY of rows: their jsonb values are what `contract.loads` parsed (numbers as Decimal)."""
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x01" + contract.dumps_loaded(obj)
+
+
 def _copy(cur: psycopg.Cursor, statement: sql.Composed, rows: Sequence[Row]) -> None:
+    cur.adapters.register_dumper(None, _LoadedJsonbDumper)  # found by oid: set_types names the columns' types
     with cur.copy(statement) as copy:
         copy.set_types(list(COLUMNS.values()))
         for row in rows:
-            copy.write_row(_adapt(row))
-
-
-_JSONB_INDEXES = tuple(index for index, pg_type in enumerate(COLUMNS.values()) if pg_type == "jsonb")
-
-
-def _adapt(row: Row) -> Row:
-    """Wrap the jsonb values (dicts whose numbers may be Decimal) for the binary COPY."""
-    values = list(row)
-    for index in _JSONB_INDEXES:
-        values[index] = _jsonb(values[index])
-    return tuple(values)
+            copy.write_row(row)
 
 
 def _jsonb(value: object) -> Jsonb | None:

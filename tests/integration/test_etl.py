@@ -456,12 +456,16 @@ def test_legacy_tracker_events_fill_the_legacy_columns(s3, bucket, dw, put, day)
 
 def test_money_columns_are_exact(s3, bucket, dw, put, day):
     product = {**samples.PRODUCTS[0], "price": 1234.56, "discount_price": "0.10"}
-    event = samples.canonical_event("purchase", at=day, product=product, value="999999999.99", currency="USD")
+    properties = {"weight_kg": Decimal("1.250"), "tiny": Decimal("1E-7"), "note": "Bàn phím \"15\"\n"}
+    event = samples.canonical_event("purchase", at=day, product=product, value="999999999.99", currency="USD",
+                                    properties=properties)
     put(day, event)
     etl_run(s3, bucket, dw, date=day.date())
     [row] = query(dw, "SELECT context_product_price, context_product_discount_price, value, value::text,"
                       " context_product_discount_price::text FROM clickstream_events")
     assert row == (Decimal("1234.56"), Decimal("0.10"), Decimal("999999999.99"), "999999999.99", "0.10")
+    [stored] = query(dw, "SELECT properties->>'weight_kg', properties->>'tiny', properties->>'note' FROM clickstream_events")
+    assert stored == ("1.250", "0.0000001", 'Bàn phím "15"\n'), "numbers in properties are kept exact"
 
 
 def test_event_timestamp_is_skew_corrected_or_received_at(s3, bucket, dw, put, day):

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from jsonschema import Draft202012Validator
 
 from clickstream import contract
@@ -219,6 +220,23 @@ def test_dumps_refuses_what_json_cannot_hold():
         dumps(Decimal("NaN"))
     with pytest.raises(TypeError):
         dumps({1: "x"})
+
+
+LOADED_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-2**70, 2**70), st.text(max_size=40),
+    st.decimals(allow_nan=False, allow_infinity=False), st.sampled_from([Decimal("1E+3"), Decimal("-0"), Decimal("0.10")]),
+)
+LOADED_JSON = st.recursive(
+    LOADED_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(LOADED_JSON)
+def test_dumps_loaded_writes_what_dumps_writes(value):
+    assert contract.dumps_loaded(value) == dumps(value).encode("utf-8")
+    assert loads(contract.dumps_loaded(value)) == value
 
 
 def test_timestamps_parse_and_format_in_utc():
