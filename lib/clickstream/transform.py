@@ -1,7 +1,7 @@
 """Pure transform of the raw S3 objects into warehouse rows (no I/O): `transform_body(body, key) -> Transformed`.
 
 Rows are tuples in the order of `COLUMNS` (name -> PostgreSQL type), the columns the ETL copies into
-`clickstream_events` (`loaded_at` is set by the database at commit).
+`clickstream_events` (`loaded_at` is set by the database at commit). event_id is the UUID as lowercase text.
 
 event_timestamp, when the interaction happened on the server's clock, never the load time:
     received_at - (sent_ts - client_ts)   when the event has a sent_ts and the delay the browser measured,
@@ -27,7 +27,6 @@ Rejects, each with a reason, so nothing is dropped silently:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -197,7 +196,7 @@ def event_row(stored: Mapping[str, Any], source_key: str, *, may_contain_nul: bo
     page_url = event.get("page_url")
     # In the order of COLUMNS (a test keeps them in step).
     return (
-        uuid.UUID(event["event_id"]),
+        event["event_id"].lower(),  # the contract's UUID pattern: one spelling per id
         event_timestamp(client_ts, sent_ts, received_at),
         event["event_name"],
         user_id,

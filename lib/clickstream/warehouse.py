@@ -18,12 +18,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb, JsonbBinaryDumper
+from psycopg.types.numeric import DecimalBinaryDumper
+from psycopg.types.uuid import UUIDBinaryDumper
 
 from clickstream import contract, rollups
 from clickstream.settings import project_root
@@ -220,8 +223,32 @@ class _LoadedJsonbDumper(JsonbBinaryDumper):
         return b"\x01" + contract.dumps_loaded(obj)
 
 
+class _UuidTextDumper(UUIDBinaryDumper):
+    """uuid in a binary COPY of rows: their ids are UUID text (the contract's pattern: 32 hex digits, 4 dashes)."""
+
+    def dump(self, obj: str) -> bytes:
+        return bytes.fromhex(obj.replace("-", ""))
+
+
+class _AmountDumper(DecimalBinaryDumper):
+    """numeric in a binary COPY of rows: their amounts repeat (prices), so each is encoded once per COPY. Equal
+    amounts may differ in trailing zeros (1.5, 1.50): the money columns store both as 1.50."""
+
+    def __init__(self, cls: type, context: Any = None):
+        super().__init__(cls, context)
+        self._encode = psycopg.adapters.get_dumper_by_oid(self.oid, self.format)(cls, context).dump
+        self._encoded: dict[Decimal, Any] = {}
+
+    def dump(self, obj: Decimal) -> Any:
+        encoded = self._encoded.get(obj)
+        if encoded is None:
+            encoded = self._encoded[obj] = self._encode(obj)
+        return encoded
+
+
 def _copy(cur: psycopg.Cursor, statement: sql.Composed, rows: Sequence[Row]) -> None:
-    cur.adapters.register_dumper(None, _LoadedJsonbDumper)  # found by oid: set_types names the columns' types
+    for dumper in (_LoadedJsonbDumper, _UuidTextDumper, _AmountDumper):
+        cur.adapters.register_dumper(None, dumper)  # found by oid: set_types names the columns' types
     with cur.copy(statement) as copy:
         copy.set_types(list(COLUMNS.values()))
         for row in rows:

@@ -279,6 +279,15 @@ def test_a_duplicate_inside_one_object_is_one_row(s3, bucket, dw, put, day):
     assert query(dw, "SELECT rows_inserted, duplicates FROM etl_load_log WHERE key = %s", (key,)) == [(1, 1)]
 
 
+def test_an_id_resent_in_capitals_is_the_same_event(s3, bucket, dw, put, day):
+    event = batch(1, seed=1, at=day)[0]
+    put(day, event, {**event, "event_id": event["event_id"].upper()})
+    put(day + timedelta(minutes=1), {**event, "event_id": event["event_id"].upper()})
+    summary = etl_run(s3, bucket, dw, date=day.date())
+    assert (summary["rows_inserted"], summary["duplicates"]) == (1, 2)
+    assert query(dw, "SELECT event_id FROM clickstream_events") == [(uuid.UUID(event["event_id"]),)]
+
+
 # Faults ---------------------------------------------------------------------------------------------------------------
 
 

@@ -77,7 +77,7 @@ def test_canonical_event_fills_every_column_from_the_event_and_the_server_block(
                  utm={"source": "news", "medium": "email", "campaign": "bf", "term": "laptop", "content": None},
                  properties={"color": "silver"}, page_url="https://shop.example.com/products/aero?ref=x#top")
     row = one_row(sent)
-    assert row["event_id"] == uuid.UUID(sent["event_id"])
+    assert row["event_id"] == sent["event_id"]
     assert row["event_name"] == "product_view"
     assert (row["user_id"], row["user_login_state"], row["identity_source"]) == ("u-42", "logged_in", "user_id")
     assert (row["client_id"], row["session_id"]) == (sent["client_id"], sent["session_id"])
@@ -112,6 +112,11 @@ def test_duplicates_inside_one_object_are_kept_for_the_load_to_deduplicate():
 
 
 # Money ----------------------------------------------------------------------------------------------------------
+
+
+def test_event_id_is_one_spelling_of_the_uuid():
+    sent = event(event_id="0B7C6F1E-3F0A-4C8E-9D1F-2A6B5C4D3E2F")
+    assert one_row(sent)["event_id"] == "0b7c6f1e-3f0a-4c8e-9d1f-2a6b5c4d3e2f"
 
 
 def test_money_is_exact_decimal_from_numbers_and_strings():
