@@ -21,6 +21,10 @@ same events, measures:
       first `--naive-events` of the same events. Its events/s is a rate and the ratio b/c is a ratio of
       rates; the naive loader's cost is per object and per row, so its rate does not depend on N.
 
+(a) and (b) run `--repeat` times in turn (a, b, a, b, ...; default 3) and the tables give each one's median run:
+the speed of a shared machine drifts between runs, and (a) and (b) should meet the same drift. Every run's
+seconds and the ratio b/a pair by pair are printed too.
+
 Events: canonical v1 events from `clickstream.samples` (one seeded generator), wrapped into raw objects
 with `ingest.build_raw_object` and serialised with `contract.dumps` exactly as the ingest Lambda stores
 them (not sent through HTTP), received over one UTC day. Checks in the run: (a) and (b) hold N rows each
@@ -28,7 +32,7 @@ and the same rows (EXCEPT both ways, loaded_at aside); (b) reports exactly N ins
 0 rejected; (c) holds `--naive-events` rows.
 
     .venv/bin/python benchmarks/etl_load.py [--events 1000000] [--naive-events 20000] [--workers CORES]
-                                            [--json out.json]
+                                            [--repeat 3] [--json out.json]
 
 Targets (issue 3): b >= 0.5 x a and b >= 10 x c.
 """
@@ -345,6 +349,11 @@ def run_naive(s3, bucket: str, etl_dsn: str, admin_dsn: str, naive_events: int) 
 
 
 # --- report ----------------------------------------------------------------------------------
+def median_run(runs: list[tuple]) -> tuple:
+    """The run (seconds first) with the median seconds; of an even number, the faster of the middle two."""
+    return sorted(runs, key=lambda run: run[0])[(len(runs) - 1) // 2]
+
+
 def cpu_table(runs: dict[str, tuple[float, dict]], cores: int) -> str:
     """Where the CPU went in each run; the total over the cores is a lower bound of the wall time."""
     names = list(runs)
@@ -366,10 +375,13 @@ def main() -> None:
                         help="events for (c), one S3 object each: a subset of the same events (default 20,000)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="ETL worker processes for (b) (default: this machine's cores); (b1) always runs 1")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="run (a) and (b) this many times in turn and report each one's median run (default 3): "
+                             "a shared machine's speed drifts between runs")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    if args.events < 1 or not 1 <= args.naive_events <= args.events or args.workers < 1:
-        parser.error("need --events >= 1, 1 <= --naive-events <= --events and --workers >= 1")
+    if args.events < 1 or not 1 <= args.naive_events <= args.events or args.workers < 1 or args.repeat < 1:
+        parser.error("need --events >= 1, 1 <= --naive-events <= --events, --workers >= 1 and --repeat >= 1")
 
     with private_stack() as settings:
         info = status(settings)
@@ -384,13 +396,16 @@ def main() -> None:
         setup_seconds = time.perf_counter() - setup_started
 
         meter = CpuMeter(settings)
-        meter.start()
-        seconds_a = run_copy(admin_dsn, csv_path)
-        cpu_a = meter.stop()
-        rows_a = count(admin_dsn, "bench_copy")
-        seconds_b, summary, cpu_b = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, args.workers, meter)
+        runs_a, runs_b = [], []
+        for _ in tqdm(range(args.repeat), desc="(a) and (b) in turn", unit="pair", leave=False):
+            meter.start()
+            seconds = run_copy(admin_dsn, csv_path)
+            runs_a.append((seconds, meter.stop(), count(admin_dsn, "bench_copy")))
+            seconds, summary, cpu = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, args.workers, meter)
+            runs_b.append((seconds, cpu, count(admin_dsn, "clickstream_events"), summary))
+        seconds_a, cpu_a, _ = median_run(runs_a)
+        seconds_b, cpu_b, _, summary = median_run(runs_b)
         summary.update(refresh_rollups(etl_dsn))
-        rows_b = count(admin_dsn, "clickstream_events")
         differ = rows_differ(admin_dsn, "bench_copy", "clickstream_events") + \
             rows_differ(admin_dsn, "clickstream_events", "bench_copy")
         seconds_b1, summary_b1, cpu_b1 = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, 1, meter)
@@ -403,14 +418,15 @@ def main() -> None:
                 and run_summary["rejected"] == 0 and run_summary["remaining"] == 0)
 
     checks = {
-        "a_rows_equal_n": rows_a == args.events,
-        "b_rows_equal_n": rows_b == args.events,
-        "b_inserted_exactly_n": inserted_exactly_n(summary),
+        "a_rows_equal_n": all(rows == args.events for _, _, rows in runs_a),
+        "b_rows_equal_n": all(rows == args.events for _, _, rows, _ in runs_b),
+        "b_inserted_exactly_n": all(inserted_exactly_n(run[3]) for run in runs_b),
         "a_and_b_same_rows": differ == 0,
         "b1_rows_equal_n": rows_b1 == args.events and inserted_exactly_n(summary_b1),
         "c_rows_equal_subset": rows_c == args.naive_events,
     }
     rate_a, rate_b, rate_c = args.events / seconds_a, args.events / seconds_b, args.naive_events / seconds_c
+    pair_ratios = [a[0] / b[0] for a, b in zip(runs_a, runs_b)]  # b/a of rates, pair by pair
     rate_b1 = args.events / seconds_b1
     b_over_a, b_over_c = rate_b / rate_a, rate_b / rate_c
     figures = {
@@ -421,8 +437,11 @@ def main() -> None:
         "objects_b": summary["objects_listed"],
         "workers_b": args.workers,
         "setup_seconds_untimed": round(setup_seconds, 1),
+        "repeat": args.repeat,
         "a_seconds": round(seconds_a, 3), "a_events_per_s": round(rate_a),
         "b_seconds": round(seconds_b, 3), "b_events_per_s": round(rate_b),
+        "a_seconds_each": [round(run[0], 3) for run in runs_a], "b_seconds_each": [round(run[0], 3) for run in runs_b],
+        "b_over_a_each_pair": [round(ratio, 3) for ratio in pair_ratios],
         "b1_seconds": round(seconds_b1, 3), "b1_events_per_s": round(rate_b1),
         "c_seconds": round(seconds_c, 3), "c_events_per_s": round(rate_c),
         "b_over_a": round(b_over_a, 3), "b_over_c": round(b_over_c, 1), "b1_over_a": round(rate_b1 / rate_a, 3),
@@ -435,7 +454,7 @@ def main() -> None:
     m = host
     print(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, PostgreSQL {m['postgresql']}")
     print(f"command: .venv/bin/python benchmarks/etl_load.py --events {args.events} --naive-events {args.naive_events}"
-          f" --workers {args.workers}")
+          f" --workers {args.workers} --repeat {args.repeat}")
     print()
     print("| loader | events | seconds | events/s |")
     print("|---|---:|---:|---:|")
@@ -454,6 +473,9 @@ def main() -> None:
     print(f"| b / c | {b_over_c:.1f} | ≥ {TARGET_B_OVER_C:g} | {'PASS' if figures['pass_b_over_c'] else 'MISS'} |")
     print(f"| b1 / a | {rate_b1 / rate_a:.2f} | | |")
     print()
+    print(f"(a) and (b) ran {args.repeat} times in turn; the table has each one's median run. Seconds of each run: "
+          f"(a) {', '.join(f'{run[0]:.1f}' for run in runs_a)}; (b) {', '.join(f'{run[0]:.1f}' for run in runs_b)}; "
+          f"b / a pair by pair: {', '.join(f'{ratio:.2f}' for ratio in pair_ratios)}.")
     print(f"\\* (c) ran on the first {args.naive_events:,} of the same events, one object each: writing one object "
           f"per event to moto runs at a few hundred PUTs/s (~300/s here: {args.events:,} would take "
           f"~{args.events / 300 / 60:.0f} min to write before anything is measured); its cost is per object and "
