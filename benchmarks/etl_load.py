@@ -40,6 +40,7 @@ Targets (issue 3): b >= 0.5 x a and b >= 10 x c.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -279,7 +280,7 @@ def _tree_cpu(process: psutil.Process) -> float:
 
 
 # --- (b) the ETL -----------------------------------------------------------------------------
-def run_etl(s3, bucket: str, etl_dsn: str, admin_dsn: str, events: int, workers: int, meter: "CpuMeter"):
+def run_etl(s3, s3_factory, bucket: str, etl_dsn: str, admin_dsn: str, events: int, workers: int, meter: "CpuMeter"):
     """(b): run_etl over the N events into an empty warehouse; returns (seconds, summary, CPU seconds)."""
     admin(admin_dsn, "TRUNCATE clickstream_events, clickstream_rejected, etl_load_log, rollup_pending, "
           + ", ".join(rollups.ROLLUP_TABLES), "CHECKPOINT")
@@ -292,7 +293,7 @@ def run_etl(s3, bucket: str, etl_dsn: str, admin_dsn: str, events: int, workers:
     meter.start()
     started = time.perf_counter()
     summary = etl.run_etl(s3, bucket, etl_dsn, prefix=ETL_PREFIX, progress=progress, refresh_rollups=False,
-                          workers=workers)
+                          workers=workers, s3_factory=s3_factory)
     seconds = time.perf_counter() - started
     cpu = meter.stop()
     bar.close()
@@ -388,6 +389,7 @@ def main() -> None:
         bucket, admin_dsn = info["raw_bucket"], info["dw_admin_dsn"]
         etl_dsn = warehouse_dsn(settings, "etl_writer")
         s3 = aws.client("s3", settings)
+        s3_factory = functools.partial(aws.client, "s3", settings)  # the worker processes' S3 clients
         host = machine(admin_dsn)
         csv_path = settings.home / "bench_rows.csv"
 
@@ -401,14 +403,15 @@ def main() -> None:
             meter.start()
             seconds = run_copy(admin_dsn, csv_path)
             runs_a.append((seconds, meter.stop(), count(admin_dsn, "bench_copy")))
-            seconds, summary, cpu = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, args.workers, meter)
+            seconds, summary, cpu = run_etl(s3, s3_factory, bucket, etl_dsn, admin_dsn, args.events, args.workers,
+                                            meter)
             runs_b.append((seconds, cpu, count(admin_dsn, "clickstream_events"), summary))
         seconds_a, cpu_a, _ = median_run(runs_a)
         seconds_b, cpu_b, _, summary = median_run(runs_b)
         summary.update(refresh_rollups(etl_dsn))
         differ = rows_differ(admin_dsn, "bench_copy", "clickstream_events") + \
             rows_differ(admin_dsn, "clickstream_events", "bench_copy")
-        seconds_b1, summary_b1, cpu_b1 = run_etl(s3, bucket, etl_dsn, admin_dsn, args.events, 1, meter)
+        seconds_b1, summary_b1, cpu_b1 = run_etl(s3, s3_factory, bucket, etl_dsn, admin_dsn, args.events, 1, meter)
         rows_b1 = count(admin_dsn, "clickstream_events")
         seconds_c = run_naive(s3, bucket, etl_dsn, admin_dsn, args.naive_events)
         rows_c = count(admin_dsn, "bench_naive")

@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol
 from clickstream import etl
 from clickstream.aws import client
 from clickstream.secrets import dsn_from_secret
+from clickstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 # The event keys that choose a lookback (ours and the original workshop's); without one the template's
@@ -111,6 +112,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         remaining_ms=context.get_remaining_time_in_millis,
         progress=progress,
         workers=config.workers,
+        s3_factory=functools.partial(client, "s3", Settings.from_env()),  # for worker processes, if any
     )
     logger.info("request %s: %s", context.aws_request_id, summary)
     return summary

@@ -6,12 +6,13 @@
 `run_etl` lists the partitions (paginated), skips the objects whose key and etag are in the load log (one
 query for the whole listing), then per chunk of objects: reads them, validates and transforms them
 (`clickstream.transform`) and loads them in one transaction (`clickstream.warehouse.load_chunk`). Chunks
-overlap: this process GETs the next chunk while earlier ones are transformed and loaded, each on a
-connection of its own, by two threads (`workers=1`, as on Lambda: one chunk is transformed while the
-other waits on the DW) or by `workers` processes (a machine with cores to spare: Python transforms one
-chunk per core). It stops before a chunk when the remaining time is under max(10 s, 2 x the slowest chunk
-so far) and reports how many objects are left; the next run continues with them. Last, it refreshes the
-rollups of the days its rows fell on (`clickstream.rollups`), so dashboards read fresh rollups.
+overlap, each on a connection of its own: with `workers=1` (as on Lambda) this process GETs the next chunk
+while two threads transform and load earlier ones (one is transformed while the other waits on the DW);
+with `workers` processes (a machine with cores to spare) each process GETs, transforms and loads whole
+chunks, one per core, with an S3 client of its own made by `s3_factory`. It stops before a chunk when the
+remaining time is under max(10 s, 2 x the slowest chunk so far) and reports how many objects are left; the
+next run continues with them. Last, it refreshes the rollups of the days its rows fell on
+(`clickstream.rollups`), so dashboards read fresh rollups.
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ def run_etl(
     progress: Callable[[ChunkProgress], None] | None = None,
     refresh_rollups: bool = True,
     workers: int = 1,
+    s3_factory: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Load the raw objects not loaded yet, in chunks of `chunk_objects` objects.
 
@@ -175,8 +177,10 @@ def run_etl(
     (the UTC days whose rollups were recomputed after the loads: those of the new rows, and any left
     pending by an earlier run; with `refresh_rollups=False` they stay pending for a later refresh)}.
 
-    `workers` > 1 transforms and loads up to that many chunks at once in worker processes; each chunk is
-    still one transaction, and an event id two chunks in flight both hold is inserted once.
+    `workers` > 1 reads, transforms and loads up to that many chunks at once in worker processes, each with
+    the S3 client `s3_factory()` makes (a picklable function, such as functools.partial(aws.client, "s3",
+    settings)); each chunk is still one transaction, and an event id two chunks in flight both hold is
+    inserted once.
 
     Raises warehouse.WarehouseError when the DW cannot be reached (nothing is read or marked loaded) and
     lets S3 errors propagate; chunks committed before an error stay loaded and are skipped next time.
@@ -187,6 +191,8 @@ def run_etl(
         raise ValueError("chunk_objects must be at least 1")
     if workers < 1:
         raise ValueError("workers must be at least 1")
+    if workers > 1 and s3_factory is None:
+        raise ValueError("workers > 1 needs s3_factory: each worker process reads S3 with a client of its own")
     started = monotonic()
     if prefix is not None:
         prefixes = [prefix]
@@ -203,10 +209,10 @@ def run_etl(
         chunks = list(_chunks(todo, chunk_objects))
         processes = min(workers, len(chunks))  # a run of one chunk starts no worker process
         slots = processes + 1 if processes > 1 else 2  # with processes, one chunk waits ready for a free worker
-        with ThreadPoolExecutor(READ_THREADS) as readers, _chunk_executor(processes) as loaders:
+        with ThreadPoolExecutor(READ_THREADS) as readers, _chunk_executor(processes, s3_factory) as loaders:
             try:
-                reads = _start_reads(readers, s3, bucket, chunks[0]) if chunks else []
-                in_flight: deque[tuple[Future, int, float]] = deque()  # (transform + load, objects, submitted at)
+                reads = _start_reads(readers, s3, bucket, chunks[0]) if chunks and processes <= 1 else []
+                in_flight: deque[tuple[Future, int, float]] = deque()  # (the chunk's load, objects, submitted at)
                 for index, chunk in enumerate(chunks):
                     while len(in_flight) >= slots:
                         size, seconds = _finish_load(in_flight.popleft(), totals, progress, loaded, len(todo))
@@ -214,9 +220,13 @@ def run_etl(
                     if remaining_ms is not None and remaining_ms() < max(MIN_MARGIN_MS, 2 * slowest_ms):
                         break
                     submitted = monotonic()
-                    bodies = [read.result() for read in reads]
-                    reads = _start_reads(readers, s3, bucket, chunks[index + 1]) if index + 1 < len(chunks) else []
-                    in_flight.append((loaders.submit(load_objects, dw_dsn, chunk, bodies), len(chunk), submitted))
+                    if processes > 1:
+                        loading = loaders.submit(read_and_load_objects, dw_dsn, bucket, chunk)
+                    else:
+                        bodies = [read.result() for read in reads]
+                        reads = _start_reads(readers, s3, bucket, chunks[index + 1]) if index + 1 < len(chunks) else []
+                        loading = loaders.submit(load_objects, dw_dsn, chunk, bodies)
+                    in_flight.append((loading, len(chunk), submitted))
                 while in_flight:
                     loaded += _finish_load(in_flight.popleft(), totals, progress, loaded, len(todo))[0]
             finally:
@@ -285,7 +295,7 @@ def _read(s3: Any, bucket: str, key: str) -> tuple[str, bytes]:
 
 
 def load_objects(
-    dw_dsn: str, keys: Sequence[str], reads: Sequence[tuple[str, bytes]]
+    dw_dsn: str, keys: Sequence[str], reads: Iterable[tuple[str, bytes]]
 ) -> dict[str, warehouse.LoadCounts]:
     """Transform the objects read ((etag, body) per key) and load them in one transaction on a connection of
     its own; runs in a loader thread or worker process."""
@@ -297,21 +307,36 @@ def load_objects(
         return warehouse.load_chunk(conn, objects)
 
 
-def _chunk_executor(workers: int) -> Executor:
+_worker_s3: dict[str, Any] = {}  # in a worker process: "factory", then "client" (made at its first chunk)
+
+
+def read_and_load_objects(dw_dsn: str, bucket: str, keys: Sequence[str]) -> dict[str, warehouse.LoadCounts]:
+    """In a worker process: GET the objects (READ_THREADS at a time, each transformed as soon as it and those
+    before it are read) and load them like `load_objects`."""
+    if "client" not in _worker_s3:
+        _worker_s3["client"] = _worker_s3["factory"]()  # here, not at start: its errors reach run_etl's caller
+    s3 = _worker_s3["client"]
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="etl-read") as readers:
+        return load_objects(dw_dsn, keys, readers.map(lambda key: _read(s3, bucket, key), keys))
+
+
+def _chunk_executor(workers: int, s3_factory: Callable[[], Any] | None) -> Executor:
     """Where chunks are transformed and loaded: `workers` processes, or (1) two threads of this process, so
     one chunk is transformed while the other waits on the DW."""
     if workers <= 1:
         return ThreadPoolExecutor(2, thread_name_prefix="etl-load")
-    # A fork server (not fork: this process has threads) that has imported the ETL once; the workers it forks
-    # start without importing again. Everything a worker needs comes with its task: no environment is read.
+    # A fork server (not fork: this process has threads) that has imported the ETL and boto3 once; the workers
+    # it forks start without importing again. What a worker needs comes with it and its tasks.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", __name__])
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_started)
+    context.set_forkserver_preload(["__main__", __name__, "boto3"])
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_started, initargs=(s3_factory,))
 
 
-def _worker_started() -> None:
-    """In a worker process: no cycle collections (see `_cycle_collector_paused`), and exit when the process
-    that started the run dies (a killed `clickstream etl` must not leave workers waiting for work forever)."""
+def _worker_started(s3_factory: Callable[[], Any]) -> None:
+    """In a worker process: how to make its S3 client, no cycle collections (see `_cycle_collector_paused`), and
+    exit when the process that started the run dies (a killed `clickstream etl` must not leave workers waiting
+    for work forever)."""
+    _worker_s3["factory"] = s3_factory
     gc.disable()
     parent = multiprocessing.parent_process()
     if parent is not None:

@@ -6,6 +6,8 @@ and from each other), so the objects other tests leave in the shared bucket are 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -19,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
+import botocore.exceptions
 import psutil
 import psycopg
 import pytest
@@ -100,6 +103,12 @@ def dw(local_stack):
 @pytest.fixture(scope="module")
 def s3(local_stack):
     return aws.client("s3", local_stack)
+
+
+@pytest.fixture(scope="module")
+def s3_factory(local_stack):
+    """What worker processes make their S3 clients with."""
+    return functools.partial(aws.client, "s3", local_stack)
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +312,8 @@ def test_unreachable_warehouse_is_a_clear_error_and_nothing_is_marked_loaded(s3,
     assert etl_run(s3, bucket, dw, date=day.date())["rows_inserted"] == 2
 
 
-def test_worker_processes_load_every_event_once_while_chunks_in_flight_share_ids(s3, bucket, dw, put, day):
+def test_worker_processes_load_every_event_once_while_chunks_in_flight_share_ids(s3, s3_factory, bucket, dw, put,
+                                                                                day):
     events = batch(60, seed=11, at=day)
     firsts = [put(day + timedelta(minutes=i), *events[i * 6: i * 6 + 6]) for i in range(10)]
     # the same requests resent (in reverse order) a second later: with chunks of 2 objects the two copies sit in
@@ -311,7 +321,7 @@ def test_worker_processes_load_every_event_once_while_chunks_in_flight_share_ids
     resent = [put(day + timedelta(minutes=i, seconds=1), *events[i * 6: i * 6 + 6][::-1]) for i in range(0, 10, 3)]
     bad = object_key(day + timedelta(minutes=5), uuid.uuid4())
     s3.put_object(Bucket=bucket, Key=bad, Body=b"not json")
-    summary = etl_run(s3, bucket, dw, date=day.date(), chunk_objects=2, workers=2)
+    summary = etl_run(s3, bucket, dw, date=day.date(), chunk_objects=2, workers=2, s3_factory=s3_factory)
     assert counts(summary) == {"objects_listed": 15, "loaded": 15, "skipped": 0, "rows_inserted": 60, "duplicates": 24,
                                "rejected": 1, "remaining": 0, "rollup_days_refreshed": 1}
     assert query(dw, "SELECT count(*), count(DISTINCT event_id) FROM clickstream_events") == [(60, 60)]
@@ -319,7 +329,19 @@ def test_worker_processes_load_every_event_once_while_chunks_in_flight_share_ids
         (15, 60, 24, 1)]
     assert {key for (key,) in query(dw, "SELECT key FROM etl_load_log")} == {*firsts, *resent, bad}
     assert query(dw, "SELECT source_key, event_index FROM clickstream_rejected") == [(bad, None)]
-    assert etl_run(s3, bucket, dw, date=day.date(), workers=2)["skipped"] == 15
+    assert etl_run(s3, bucket, dw, date=day.date(), workers=2, s3_factory=s3_factory)["skipped"] == 15
+
+
+def test_workers_read_s3_with_the_factorys_client_and_its_errors_fail_the_run(s3, bucket, dw, put, day, local_stack):
+    for i in range(4):
+        put(day + timedelta(minutes=i), *batch(2, seed=i, at=day))
+    closed = dataclasses.replace(local_stack, aws_port=stack.free_port())
+    with pytest.raises(botocore.exceptions.EndpointConnectionError, match=f":{closed.aws_port}/"):
+        etl_run(s3, bucket, dw, date=day.date(), chunk_objects=1, workers=2,
+                s3_factory=functools.partial(aws.client, "s3", closed))
+    assert query(dw, "SELECT count(*) FROM etl_load_log") == [(0,)]
+    with pytest.raises(ValueError, match="workers > 1 needs s3_factory"):
+        etl_run(s3, bucket, dw, date=day.date(), workers=2)
 
 
 def test_workers_must_be_at_least_one(s3, bucket, dw, day):
@@ -328,7 +350,7 @@ def test_workers_must_be_at_least_one(s3, bucket, dw, day):
 
 
 KILLED_RUN = textwrap.dedent("""
-    import datetime, os, signal
+    import datetime, functools, os, signal
     from clickstream import aws, etl
     from clickstream.settings import Settings
 
@@ -337,7 +359,8 @@ KILLED_RUN = textwrap.dedent("""
 
     etl.run_etl(aws.client("s3", Settings.from_env()), os.environ["ETL_BUCKET"], os.environ["ETL_DSN"],
                 date=datetime.date.fromisoformat(os.environ["ETL_DATE"]), chunk_objects=3,
-                progress=die_after_first_chunk, workers=int(os.environ.get("ETL_WORKERS", "1")))
+                progress=die_after_first_chunk, workers=int(os.environ.get("ETL_WORKERS", "1")),
+                s3_factory=functools.partial(aws.client, "s3", Settings.from_env()))
     raise SystemExit("the run was not killed")
 """)
 

@@ -4,6 +4,7 @@ connection from Secrets Manager, the event turned into a run of `clickstream.etl
 from __future__ import annotations
 
 import json
+import pickle
 import os
 from datetime import date
 from pathlib import Path
@@ -68,6 +69,9 @@ def test_a_scheduled_event_is_a_default_run_over_the_templates_lookback(handler_
     assert call["remaining_ms"]() == lambda_context.get_remaining_time_in_millis()
     assert call["progress"] is None
     assert call["workers"] == 1, "one process unless ETL_WORKERS says otherwise"
+    worker_s3 = pickle.loads(pickle.dumps(call["s3_factory"]))()  # what a worker process gets, and makes
+    assert worker_s3.meta.service_model.service_name == "s3"
+    assert worker_s3.meta.region_name == handler_module.s3_client().meta.region_name
 
 
 @pytest.mark.parametrize(("value", "workers"), [("1", 1), ("3", 3), (" auto ", None), ("AUTO", None)])
