@@ -4,8 +4,10 @@ connection from Secrets Manager, the event turned into a run of `clickstream.etl
 from __future__ import annotations
 
 import json
-import pickle
 import os
+import pickle
+import sys
+import types
 from datetime import date
 from pathlib import Path
 
@@ -126,3 +128,14 @@ def test_without_the_secret_nothing_runs_and_the_error_says_why(handler_module, 
 def test_missing_settings_are_loud(handler_module, lambda_context):
     with pytest.raises(ValueError, match="RAW_BUCKET, DW_SECRET_ID not set"):
         handler_module.handler({}, lambda_context)
+
+
+def test_the_fork_server_preloads_the_package_and_an_importable_main_script(monkeypatch, tmp_path):
+    script = tmp_path / "bench_script.py"
+    script.write_text("")
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__=str(script)))
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    preload = etl._forkserver_preload()
+    assert {"clickstream", "clickstream.etl", "bench_script", "boto3"} <= set(preload)
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry != str(tmp_path)])
+    assert "bench_script" not in etl._forkserver_preload(), "a script that cannot be imported by name stays out"
