@@ -296,29 +296,34 @@ def _read(s3: Any, bucket: str, key: str) -> tuple[str, bytes]:
 
 
 def load_objects(
-    dw_dsn: str, keys: Sequence[str], reads: Iterable[tuple[str, bytes]]
+    dw_dsn: str, keys: Sequence[str], reads: Iterable[tuple[str, bytes]], conn: Any = None
 ) -> dict[str, warehouse.LoadCounts]:
-    """Transform the objects read ((etag, body) per key) and load them in one transaction on a connection of
-    its own; runs in a loader thread or worker process."""
+    """Transform the objects read ((etag, body) per key) and load them in one transaction, on `conn` or on a
+    connection of its own; runs in a loader thread or worker process."""
     objects = []
     for key, (etag, body) in zip(keys, reads):
         transformed = transform_body(body, key)
         objects.append(warehouse.ObjectLoad(key, etag, transformed.rows, transformed.rejects))
-    with warehouse.connect(dw_dsn) as conn:
+    if conn is not None:
         return warehouse.load_chunk(conn, objects)
+    with warehouse.connect(dw_dsn) as own:
+        return warehouse.load_chunk(own, objects)
 
 
-_worker_s3: dict[str, Any] = {}  # in a worker process: "factory", then "client" (made at its first chunk)
+_worker: dict[str, Any] = {}  # in a worker process: "s3_factory"; made at its first chunk: "s3", "dw"
 
 
 def read_and_load_objects(dw_dsn: str, bucket: str, keys: Sequence[str]) -> dict[str, warehouse.LoadCounts]:
     """In a worker process: GET the objects (READ_THREADS at a time, each transformed as soon as it and those
-    before it are read) and load them like `load_objects`."""
-    if "client" not in _worker_s3:
-        _worker_s3["client"] = _worker_s3["factory"]()  # here, not at start: its errors reach run_etl's caller
-    s3 = _worker_s3["client"]
+    before it are read) and load them like `load_objects`, on the worker's connection (one for all its
+    chunks; a new one if it broke)."""
+    if "s3" not in _worker:
+        _worker["s3"] = _worker["s3_factory"]()  # here, not at start: its errors reach run_etl's caller
+    if _worker.get("dw") is None or _worker["dw"].closed:
+        _worker["dw"] = warehouse.connect(dw_dsn)
+    s3 = _worker["s3"]
     with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="etl-read") as readers:
-        return load_objects(dw_dsn, keys, readers.map(lambda key: _read(s3, bucket, key), keys))
+        return load_objects(dw_dsn, keys, readers.map(lambda key: _read(s3, bucket, key), keys), _worker["dw"])
 
 
 def _chunk_executor(workers: int, s3_factory: Callable[[], Any] | None) -> Executor:
@@ -352,7 +357,7 @@ def _worker_started(s3_factory: Callable[[], Any]) -> None:
     """In a worker process: how to make its S3 client, no cycle collections (see `_cycle_collector_paused`), and
     exit when the process that started the run dies (a killed `clickstream etl` must not leave workers waiting
     for work forever)."""
-    _worker_s3["factory"] = s3_factory
+    _worker["s3_factory"] = s3_factory
     gc.disable()
     parent = multiprocessing.parent_process()
     if parent is not None:
