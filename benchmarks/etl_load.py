@@ -221,6 +221,7 @@ class CpuMeter:
     the processes under this one (psql; the ETL's fork server and worker processes). Their sum over the cores bounds the wall time from below."""
 
     def __init__(self, settings):
+        self.settings = settings
         self.groups = {
             "python (this process)": lambda: _own_cpu(psutil.Process()),
             "moto server": lambda: _own_cpu(psutil.Process(read_state(settings)["services"]["aws"]["pid"])),
@@ -231,7 +232,18 @@ class CpuMeter:
     def _sample(self) -> dict[str, float]:
         return {name: sample() for name, sample in self.groups.items()}
 
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the PostgreSQL backends started since `start()` are gone and reaped: until then the CPU
+        of one that is exiting is neither a live backend's nor in the postmaster's children times."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and set(self._backends()) - self.backends_at_start:
+            time.sleep(0.05)
+
+    def _backends(self) -> list[int]:
+        return [child.pid for child in psutil.Process(clusters(self.settings)["dw"].pid).children()]
+
     def start(self) -> None:
+        self.backends_at_start = set(self._backends())
         self.started = self._sample()
 
     def stop(self) -> dict[str, float]:
@@ -295,6 +307,7 @@ def run_etl(s3, s3_factory, bucket: str, etl_dsn: str, admin_dsn: str, events: i
     summary = etl.run_etl(s3, bucket, etl_dsn, prefix=ETL_PREFIX, progress=progress, refresh_rollups=False,
                           workers=workers, s3_factory=s3_factory)
     seconds = time.perf_counter() - started
+    meter.settle()  # the workers' connections closed as they exited
     cpu = meter.stop()
     bar.close()
     return seconds, summary, cpu
@@ -402,6 +415,7 @@ def main() -> None:
         for _ in tqdm(range(args.repeat), desc="(a) and (b) in turn", unit="pair", leave=False):
             meter.start()
             seconds = run_copy(admin_dsn, csv_path)
+            meter.settle()
             runs_a.append((seconds, meter.stop(), count(admin_dsn, "bench_copy")))
             seconds, summary, cpu = run_etl(s3, s3_factory, bucket, etl_dsn, admin_dsn, args.events, args.workers,
                                             meter)
