@@ -250,3 +250,15 @@ def test_raw_objects_survive_down_and_up(http, ingest_url, local_stack, s3, buck
         assert head["ServerSideEncryption"] == "AES256" and head["ContentType"] == "application/json", head
     after = post_json(http, ingest_url, samples.canonical_event())
     assert after.status_code == 200, "the restarted API writes again"
+
+
+def test_source_ip_is_the_tcp_peer_not_x_forwarded_for(http, ingest_url, s3, bucket, keys):
+    """API Gateway takes sourceIp from the connection; a client-sent X-Forwarded-For must not spoof it."""
+    before = keys()
+    response = http.post(ingest_url, content=contract.dumps(samples.canonical_event()).encode(),
+                         headers={"content-type": "application/json", "x-forwarded-for": "203.0.113.9"})
+
+    assert response.status_code == 200, response.text
+    (key,) = keys() - before
+    (item,) = raw.read_object(s3, bucket, key)["events"]
+    assert item["server"]["source_ip_prefix"] == "127.0.0.0"

@@ -49,7 +49,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env(api_port=args.port, host=args.host)
-    uvicorn.run(build_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+    # proxy_headers off: API Gateway's sourceIp is the TCP peer, never a client-sent X-Forwarded-For
+    uvicorn.run(build_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False,
+                proxy_headers=False)
 
 
 if __name__ == "__main__":
