@@ -37,7 +37,8 @@ _HOUR = timedelta(hours=1)
 
 
 class AnalyticsError(ValueError):
-    """A request the questions cannot answer: an unknown time zone, question or source, a reversed range."""
+    """A request the questions cannot answer: an unknown time zone, question or source, a reversed range or one
+    beyond the timestamps the warehouse can hold."""
 
 
 def sql_dir() -> Path:
@@ -97,8 +98,12 @@ def period(start: date, end: date, tz: str = "UTC") -> tuple[datetime, datetime]
     if start > end:
         raise AnalyticsError(f"the range is reversed: from {start} is after to {end}")
     local = zone(tz)
-    return (datetime.combine(start, time(0), local).astimezone(timezone.utc),
-            datetime.combine(end + timedelta(days=1), time(0), local).astimezone(timezone.utc))
+    try:
+        return (datetime.combine(start, time(0), local).astimezone(timezone.utc),
+                datetime.combine(end + timedelta(days=1), time(0), local).astimezone(timezone.utc))
+    except OverflowError:
+        raise AnalyticsError(f"from {start} to {end} in {tz} reaches beyond the timestamps the warehouse can hold "
+                             "(years 1 to 9999 in UTC): choose dates inside them") from None
 
 
 def whole_hour_offsets(tz: str, start: datetime, end: datetime) -> bool:
@@ -114,7 +119,8 @@ def whole_hour_offsets(tz: str, start: datetime, end: datetime) -> bool:
 
 def pending_near(conn: psycopg.Connection, start: datetime) -> bool:
     """Whether a day from the day before `start` (UTC) on is waiting for its rollup refresh."""
-    day = start.astimezone(timezone.utc).date() - timedelta(days=1)
+    day = start.astimezone(timezone.utc).date()
+    day -= timedelta(days=1 if day > date.min else 0)
     return conn.execute("SELECT EXISTS (SELECT 1 FROM rollup_pending WHERE day >= %s)", (day,)).fetchone()[0]
 
 
@@ -239,10 +245,14 @@ def resolve_range(conn_or_dsn: psycopg.Connection | str, start: date | None, end
     zone(tz)
     if start is not None and end is not None:
         return start, end
-    if start is not None:
-        return start, start + timedelta(days=days - 1)
-    if end is not None:
-        return end - timedelta(days=days - 1), end
+    try:
+        if start is not None:
+            return start, start + timedelta(days=days - 1)
+        if end is not None:
+            return end - timedelta(days=days - 1), end
+    except OverflowError:
+        raise AnalyticsError(f"{days} days from {start or end} reach beyond the calendar (years 1 to 9999): "
+                             "give both --from and --to") from None
     found = data_range(conn_or_dsn, tz)
     if found is None:
         raise AnalyticsError("the warehouse has no events yet: run `clickstream simulate` then `clickstream etl`, "

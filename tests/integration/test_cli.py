@@ -56,3 +56,17 @@ def test_bad_settings_and_the_unbuilt_aws_target_give_one_clear_line():
         result = subprocess.run([sys.executable, "-m", "clickstream.cli", "status"], capture_output=True, text=True,
                                 env={**os.environ, **env}, timeout=60)
         assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr, env
+
+
+def test_report_on_dates_past_the_calendar_is_one_line_not_a_traceback(local_stack):
+    for args in (("--to", "9999-12-31"), ("--from", "0001-01-01", "--to", "0001-01-07", "--tz", "Asia/Tokyo"),
+                 ("--from", "9999-12-30")):
+        result = cli("report", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and "beyond" in result.stderr, (args, result.stderr)
+
+
+def test_report_on_the_first_representable_day_answers(local_stack):
+    result = cli("report", "--from", "0001-01-01", "--to", "0001-01-01", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["start"] == "0001-01-01T00:00:00+00:00"

@@ -142,3 +142,26 @@ def test_format_report_of_an_empty_range():
                           "bounce_rate": None, "sessions_per_visitor": None, "signed_in_share": None}}
     text = analytics.format_report(empty)
     assert text.count("(no data)") == 6
+
+
+@pytest.mark.parametrize(("start", "end", "tz"), [
+    (date(2026, 11, 16), date(9999, 12, 31), "UTC"),  # the day after the last day is past year 9999
+    (date(9999, 12, 31), date(9999, 12, 31), "America/New_York"),
+    (date(1, 1, 1), date(1, 1, 7), "Asia/Tokyo"),  # 0001-01-01 00:00 +09:00 is before year 1 in UTC
+])
+def test_a_range_beyond_representable_timestamps_is_an_analytics_error(start, end, tz):
+    with pytest.raises(AnalyticsError, match="beyond the timestamps the warehouse can hold"):
+        analytics.period(start, end, tz)
+
+
+def test_the_extreme_representable_ranges_still_give_a_period():
+    assert analytics.period(date(1, 1, 1), date(1, 1, 1)) == (datetime(1, 1, 1, tzinfo=UTC), datetime(1, 1, 2, tzinfo=UTC))
+    assert analytics.period(date(9999, 12, 30), date(9999, 12, 30), "America/New_York")[1] == datetime(
+        9999, 12, 31, 5, tzinfo=UTC)
+
+
+def test_resolve_range_past_the_calendar_is_an_analytics_error():
+    with pytest.raises(AnalyticsError, match="beyond"):
+        analytics.resolve_range("unused", date(9999, 12, 30), None)
+    with pytest.raises(AnalyticsError, match="beyond"):
+        analytics.resolve_range("unused", None, date(1, 1, 3))
