@@ -410,3 +410,38 @@ def test_as_a_normal_user():
     finally:
         _kill_postmaster(data_dir)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_after_the_migrations_etl_writer_cannot_write_schema_migrations_but_writes_later_tables(stack):
+    """As `clickstream up` does: setup_warehouse, migrate, protect_migration_log; then a table a later migration
+    creates is written by etl_writer and read by dashboard_reader; a second setup_warehouse keeps the log closed."""
+    from clickstream import warehouse
+    from clickstream.local.postgres import protect_migration_log
+
+    dw = stack.dw
+    warehouse.migrate(dw.admin_dsn(WAREHOUSE_DB))
+    protect_migration_log(dw)
+    with dw.connect_admin(WAREHOUSE_DB) as admin:
+        admin.execute("DROP TABLE IF EXISTS rollup_later")
+        admin.execute("CREATE TABLE rollup_later (day date PRIMARY KEY, n bigint NOT NULL)")
+    for round_ in ("after migrate", "after a second setup_warehouse"):
+        with connect_app(dw, WAREHOUSE_DB, ETL_WRITER, stack.dw_pw[ETL_WRITER]) as conn:
+            assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 4, round_
+            conn.rollback()
+            expect_denied(conn, "INSERT INTO schema_migrations (version, checksum) VALUES ('9999_x', 'x')")
+            expect_denied(conn, "UPDATE schema_migrations SET checksum = 'x'")
+            expect_denied(conn, "DELETE FROM schema_migrations")
+            conn.execute("INSERT INTO rollup_later VALUES ('2024-01-01', 1), ('2024-01-02', 2)")
+            conn.execute("UPDATE rollup_later SET n = 3 WHERE day = '2024-01-02'")
+            conn.execute("DELETE FROM rollup_later WHERE day = '2024-01-01'")
+            conn.execute("LOCK TABLE rollup_later IN EXCLUSIVE MODE")
+            conn.commit()
+        with connect_app(dw, WAREHOUSE_DB, DASHBOARD_READER, stack.dw_pw[DASHBOARD_READER]) as conn:
+            assert conn.execute("SELECT n FROM rollup_later").fetchall() == [(3,)], round_
+            conn.rollback()
+            expect_denied(conn, "INSERT INTO rollup_later VALUES ('2024-01-05', 1)")
+            expect_denied(conn, "DELETE FROM schema_migrations")
+            expect_denied(conn, "DELETE FROM clickstream_events")
+        with dw.connect_admin(WAREHOUSE_DB) as admin:
+            admin.execute("DELETE FROM rollup_later")
+        setup_warehouse(dw, stack.dw_pw)

@@ -310,3 +310,55 @@ def test_loaded_at_is_the_commit_time_not_an_event_time(empty, dw):
     load_chunk(empty, [object_load("k/1", stored(uuid.uuid4()))])
     loaded_at, event_timestamp = one(dw[0], "SELECT loaded_at, event_timestamp FROM clickstream_events")
     assert loaded_at >= before.replace(microsecond=0) and event_timestamp == datetime(2031, 3, 1, 10, tzinfo=timezone.utc)
+
+
+# Privileges (as `clickstream up` sets them: setup_warehouse, then the migrations) ---------------------------------
+
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def test_etl_writer_reads_but_cannot_write_schema_migrations(dw):
+    with psycopg.connect(dw[1]) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 4
+        conn.rollback()
+        for statement in ("INSERT INTO schema_migrations (version, checksum) VALUES ('9999_mine', 'x')",
+                          "UPDATE schema_migrations SET checksum = 'x'", "DELETE FROM schema_migrations",
+                          "TRUNCATE schema_migrations"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.rollback()
+
+
+def test_each_role_has_exactly_its_privileges_on_every_table_and_function(dw):
+    """dashboard_reader: SELECT only; etl_writer: SELECT, INSERT, UPDATE, DELETE, but only SELECT on
+    schema_migrations; both execute the warehouse's SQL functions."""
+    admin = dw[0]
+    tables = [row[0] for row in all_rows(admin, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    assert {"schema_migrations", "clickstream_events", "rollup_pending", *rollups.ROLLUP_TABLES} <= set(tables)
+    granted = {}
+    for role in (postgres.ETL_WRITER, postgres.DASHBOARD_READER):
+        for table in tables:
+            granted[role, table] = {p for p in TABLE_PRIVILEGES
+                                    if one(admin, "SELECT has_table_privilege(%s, %s, %s)", (role, f"public.{table}", p))[0]}
+    for table in tables:
+        etl = {"SELECT"} if table == "schema_migrations" else {"SELECT", "INSERT", "UPDATE", "DELETE"}
+        assert granted[postgres.ETL_WRITER, table] == etl, table
+        assert granted[postgres.DASHBOARD_READER, table] == {"SELECT"}, table
+    functions = all_rows(admin, "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace")
+    assert functions
+    for (function,) in functions:
+        for role in (postgres.ETL_WRITER, postgres.DASHBOARD_READER):
+            assert one(admin, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", (role, function))[0], (role, function)
+
+
+def test_dashboard_reader_cannot_write_any_table(dw):
+    tables = [row[0] for row in all_rows(dw[0], "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    with psycopg.connect(dw[2]) as conn:
+        for table in tables:
+            for statement in ("DELETE FROM {}", "UPDATE {} SET {} = {}", "TRUNCATE {}", "INSERT INTO {} DEFAULT VALUES"):
+                column = conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum = 1",
+                                      (table,)).fetchone()[0]
+                query = sql.SQL(statement).format(sql.Identifier(table), sql.Identifier(column), sql.Identifier(column))
+                with pytest.raises(errors.InsufficientPrivilege):
+                    conn.execute(query)
+                conn.rollback()

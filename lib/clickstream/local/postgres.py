@@ -60,6 +60,7 @@ WAREHOUSE_DB = "clickstream_dw"
 ETL_WRITER = "etl_writer"
 DASHBOARD_READER = "dashboard_reader"
 WAREHOUSE_ROLES = (ETL_WRITER, DASHBOARD_READER)
+MIGRATION_LOG = "schema_migrations"  # clickstream.warehouse.migrate's table: only the superuser writes it
 
 OLTP_DB = "shop_oltp"
 SHOP_APP = "shop_app"
@@ -621,9 +622,10 @@ def setup_warehouse(cluster: Cluster, passwords: Mapping[str, str]) -> None:
     """Database clickstream_dw and its roles; idempotent (re-running resets passwords from `passwords`).
 
     etl_writer: CONNECT, TEMPORARY (staging temp tables for loads), USAGE on public, SELECT/INSERT/UPDATE/DELETE
-    on its tables and USAGE/SELECT/UPDATE on its sequences, now and (default privileges) on those postgres
-    creates later. dashboard_reader: CONNECT, USAGE on public, SELECT on tables now and later; nothing else.
-    Neither can create objects. Tables in other schemas than public are not covered.
+    on its tables (LOCK ... EXCLUSIVE needs UPDATE or DELETE) and USAGE/SELECT/UPDATE on its sequences, now and
+    (default privileges) on those postgres creates later; but only SELECT on schema_migrations (see
+    protect_migration_log). dashboard_reader: CONNECT, USAGE on public, SELECT on tables now and later; nothing
+    else. Both EXECUTE the functions. Neither can create objects. Other schemas than public are not covered.
     """
     _require(passwords, WAREHOUSE_ROLES, "setup_warehouse")
     for role in WAREHOUSE_ROLES:
@@ -640,15 +642,34 @@ def setup_warehouse(cluster: Cluster, passwords: Mapping[str, str]) -> None:
         sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(etl),
         sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(etl),
         sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(reader),
+        sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {}, {}").format(etl, reader),
         sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}").format(su, etl),
         sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
                 "GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {}").format(su, etl),
         sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(su, reader),
+        sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
+                "GRANT EXECUTE ON FUNCTIONS TO {}, {}").format(su, etl, reader),
     ]
     with cluster.connect_admin(WAREHOUSE_DB) as conn, conn.transaction():
         for statement in statements:
             conn.execute(statement)
+        _protect_migration_log(conn)  # in the same transaction: etl_writer never holds the grant above on it
+
+
+def protect_migration_log(cluster: Cluster) -> None:
+    """Take back what the default privileges gave etl_writer on schema_migrations (run after each migrate,
+    which creates it): only the superuser writes it, the roles read it. A no-op while it does not exist."""
+    with cluster.connect_admin(WAREHOUSE_DB) as conn, conn.transaction():
+        _protect_migration_log(conn)
+
+
+def _protect_migration_log(conn: psycopg.Connection) -> None:
+    if conn.execute("SELECT to_regclass('public.' || %s)", (MIGRATION_LOG,)).fetchone()[0] is None:
+        return
+    table, roles = sql.Identifier(MIGRATION_LOG), sql.SQL(", ").join(map(sql.Identifier, WAREHOUSE_ROLES))
+    conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC, {}").format(table, roles))
+    conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(table, roles))
 
 
 def setup_oltp(cluster: Cluster, passwords: Mapping[str, str]) -> None:

@@ -244,10 +244,12 @@ def _ensure_scheduler(settings: Settings, env: dict, previous: dict | None, prog
 
 def _migrate_warehouse(cluster: Cluster, progress: Callable[[str], None]) -> None:
     """Apply the sql/migrations not applied yet (as the superuser; etl_writer and dashboard_reader get their
-    privileges on the new tables from setup_warehouse's default privileges)."""
+    privileges on the new tables from setup_warehouse's default privileges, but not write on schema_migrations)."""
     from clickstream import warehouse  # here: the other commands need not import the ETL's dependencies
+    from clickstream.local.postgres import protect_migration_log
 
     applied = warehouse.migrate(cluster.admin_dsn(DW_DATABASE))
+    protect_migration_log(cluster)  # migrate may have just created schema_migrations, with etl_writer's defaults
     if applied:
         progress(f"applied DW migrations {', '.join(applied)}")
 
