@@ -1,41 +1,56 @@
-"""Rollup tables of the warehouse (migrations 0003 and 0004) and their refresh, exact and crash-safe.
+"""Rollup tables of the warehouse (migrations 0003-0005), kept up to date incrementally, exact and crash-safe.
 
-    rollups.mark_pending(cur, days)      # in load_chunk's transaction: the UTC days of the rows it inserted
-    rollups.refresh_pending(conn)        # after the loads: recompute those days, clear them, one transaction
+    rollups.add_rows(cur, rows)          # in load_chunk's transaction: the rows it inserted, as deltas
+    rollups.refresh_pending(conn)        # after the loads: fold the deltas in, one transaction
+    rollups.mark_pending(cur, days)      # events changed some other way: recompute those UTC days
+    rollups.rebuild(conn)                # everything again from clickstream_events
 
 Rollups: events per UTC hour x event name x is_bot (`rollup_hourly_events`), page views per UTC hour x
 is_bot x page path (`rollup_hourly_pages`), product views / add-to-carts / purchases / revenue per UTC hour
-x is_bot x product (`rollup_hourly_products`), and one row per DW session (`rollup_sessions`: start, end,
-events, signed in, furthest in-order funnel step) from the SQL function `clickstream_sessions`, and those
-sessions per UTC hour of their start x is_bot x hour of the client's previous session
-(`rollup_hourly_sessions`, migration 0004, from the SQL function `clickstream_hourly_sessions`).
+x is_bot x product (`rollup_hourly_products`), one row per DW session (`rollup_sessions`: start, end,
+events, signed in, furthest in-order funnel step; the rules of the SQL function `clickstream_sessions`),
+and those sessions per UTC hour of their start x is_bot x hour of the client's previous session
+(`rollup_hourly_sessions`).
 
-A pending day's hours are recomputed from that day's events. Sessions cross midnight and merge when an
-event arrives between two of them, so for each (client_id, is_bot) that has events on a pending day, or
-an old session within 30 minutes of one, the refresh recomputes the span from the start of the first such
-session (or event) to the end of the last: every session of that client starting in the span is deleted
-and computed again from the events. Before and after the span the client has a gap of more than 30
-minutes, so no session outside it changes. The sessions are computed in one pass over the events from
-the earliest span start to the latest span end (pending days far apart make that pass long). The hours of
-rollup_hourly_sessions recomputed are those of the client's sessions in a span (before and after) and of its
-first session after it, whose previous session may have changed.
+A refresh costs what the new rows cost, not what their hours hold (issue 11):
+- Counts and sums are additive. `add_rows` appends what the load's inserted rows add (ids already in the
+  table are not in `rows`) to the append-only delta tables, and the (client_id, is_bot) of the rows with
+  their time span; the refresh adds the deltas to the hourly rollups and deletes them.
+- Sessions: for each (client_id, is_bot) with new events, the span from its first to its last new event is
+  widened to the old sessions within 30 minutes of it (at most one step: old sessions are more than 30
+  minutes apart and no new event lies between two of them outside the span), and the client's sessions in
+  the span are deleted and computed again from its events in the span only (`clickstream_span_sessions`,
+  read through the index on (client_id, is_bot, event_timestamp)). A new event that merges two sessions,
+  extends one, crosses midnight or arrives days late is inside such a span.
+- rollup_hourly_sessions: a session's row depends on its own start and on its previous session (same
+  is_bot, and any is_bot). The sessions whose row can change are those of the client starting in a span
+  (either is_bot) and the first ones after it (same is_bot; any is_bot): their old rows are subtracted and
+  their new rows added; rows that reach zero are deleted.
 
-Every day whose events change must be marked (load_chunk does it for inserts); a day's rollups are only as
-fresh as its last refresh. Refreshes take an EXCLUSIVE lock on `rollup_pending`: loads that mark days wait
-until the refresh commits, and a refresh waits for the loads in progress, so no marked day is cleared before
-its rows are counted.
+`rollup_pending` keeps the UTC days with changes not folded in yet (`analytics.pending_near` reads raw events
+near them). Days marked by `mark_pending` (recompute) have their hours computed again from their events and
+their clients' sessions around the day recomputed as above. Refreshes take an EXCLUSIVE lock on
+`rollup_pending` and loads mark their days before they write deltas, so a refresh sees every delta of
+the loads committed before it and none is written while it runs; loads only append, so concurrent loads
+never wait on each other's delta rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import date, timedelta
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta, timezone
+from decimal import Decimal
+from typing import Any
 
 import psycopg
 from psycopg import pq
 
+from clickstream.transform import COLUMNS
+
+DELTA_TABLES = ("rollup_delta_events", "rollup_delta_pages", "rollup_delta_products", "rollup_delta_clients")
 ROLLUP_TABLES = ("rollup_hourly_events", "rollup_hourly_pages", "rollup_hourly_products", "rollup_sessions",
-                 "rollup_hourly_sessions")
+                 "rollup_hourly_sessions", *DELTA_TABLES)
 
 _DAY_BOUNDS = (
     "%(first)s::date::timestamp AT TIME ZONE 'UTC'",
@@ -44,6 +59,7 @@ _DAY_BOUNDS = (
 _IN_BLOCK = f"event_timestamp >= {_DAY_BOUNDS[0]} AND event_timestamp < {_DAY_BOUNDS[1]}"
 _HOUR_IN_BLOCK = f"hour >= {_DAY_BOUNDS[0]} AND hour < {_DAY_BOUNDS[1]}"
 
+# Recompute the hours of the days first..last from their events.
 _HOURLY = [
     f"DELETE FROM rollup_hourly_events WHERE {_HOUR_IN_BLOCK}",
     "INSERT INTO rollup_hourly_events (hour, event_name, is_bot, events)"
@@ -66,62 +82,192 @@ _HOURLY = [
     f" AND {_IN_BLOCK} GROUP BY 1, 2, 3",
 ]
 
-# Per (client_id, is_bot): the span to recompute, from its events on the pending days and its old sessions
-# that end at most 30 minutes before a pending day or start less than 30 minutes after it.
-_PENDING_DAYS = (
-    "unnest(%(days)s::date[]) AS d,"
+# Add the delta tables to the hourly rollups and empty them.
+_FOLD = [
+    "WITH d AS (DELETE FROM rollup_delta_events RETURNING *)"
+    " INSERT INTO rollup_hourly_events AS r (hour, event_name, is_bot, events)"
+    " SELECT hour, event_name, is_bot, sum(events) FROM d GROUP BY 1, 2, 3"
+    " ON CONFLICT (hour, event_name, is_bot) DO UPDATE SET events = r.events + excluded.events",
+    "WITH d AS (DELETE FROM rollup_delta_pages RETURNING *)"
+    " INSERT INTO rollup_hourly_pages AS r (hour, is_bot, page_path, page_views)"
+    " SELECT hour, is_bot, page_path, sum(page_views) FROM d GROUP BY 1, 2, 3"
+    " ON CONFLICT ON CONSTRAINT rollup_hourly_pages_key DO UPDATE SET page_views = r.page_views + excluded.page_views",
+    "WITH d AS (DELETE FROM rollup_delta_products RETURNING *)"
+    " INSERT INTO rollup_hourly_products AS r"
+    " (hour, is_bot, product_id, product_name, category, brand, views, add_to_cart, purchases, revenue)"
+    " SELECT hour, is_bot, product_id, min(product_name), min(category), min(brand), sum(views), sum(add_to_cart),"
+    " sum(purchases), sum(revenue) FROM d GROUP BY 1, 2, 3"
+    " ON CONFLICT (hour, is_bot, product_id) DO UPDATE SET product_name = least(r.product_name, excluded.product_name),"
+    " category = least(r.category, excluded.category), brand = least(r.brand, excluded.brand),"
+    " views = r.views + excluded.views, add_to_cart = r.add_to_cart + excluded.add_to_cart,"
+    " purchases = r.purchases + excluded.purchases, revenue = r.revenue + excluded.revenue",
+]
+
+_RECOMPUTE_DAYS = (
+    "unnest(%(recompute)s::date[]) AS d,"
     " LATERAL (SELECT d::timestamp AT TIME ZONE 'UTC' AS lo, (d + 1)::timestamp AT TIME ZONE 'UTC' AS hi) AS day"
 )
-_TOUCHED_IN_SPANS = (
-    "INSERT INTO rollup_touched_hours SELECT DISTINCT date_trunc('hour', r.session_start, 'UTC')"
-    " FROM rollup_spans s JOIN rollup_sessions r"
-    " ON r.client_id = s.client_id AND r.session_start BETWEEN s.lo AND s.hi"
-)
+_COUNTS = ("sessions", "bounces", "signed_in", "events", "product_view", "add_to_cart", "begin_checkout", "purchase")
+
+
+def _session_rows(sign: str) -> str:
+    """The rows of rollup_hourly_sessions, times `sign`, of the sessions whose row a change in the spans can
+    change (see the module docstring), as rollup_sessions holds them now."""
+    return (
+        "INSERT INTO rollup_session_changes"
+        " WITH clients AS (SELECT client_id, min(lo) AS lo FROM rollup_spans GROUP BY 1), ordered AS ("
+        "  SELECT r.client_id, r.is_bot, r.session_start, r.events, r.signed_in, r.funnel_step,"
+        "   date_trunc('hour', r.session_start, 'UTC') AS hour,"
+        "   lag(r.session_start) OVER (PARTITION BY r.client_id, r.is_bot ORDER BY r.session_start) AS prev,"
+        "   lag(r.session_start) OVER (PARTITION BY r.client_id ORDER BY r.session_start, r.is_bot) AS prev_any"
+        # a previous session more than 840 hours before counts as none: reading from then on is enough
+        "  FROM clients c JOIN rollup_sessions r"
+        "  ON r.client_id = c.client_id AND r.session_start >= c.lo - interval '841 hours'"
+        " ), changed AS ("
+        "  SELECT o.* FROM ordered o WHERE EXISTS (SELECT FROM rollup_spans s WHERE s.client_id = o.client_id AND ("
+        "   o.session_start BETWEEN s.lo AND s.hi OR o.session_start > s.hi AND ("
+        "    o.prev_any IS NULL OR o.prev_any <= s.hi OR o.is_bot = s.is_bot AND (o.prev IS NULL OR o.prev <= s.hi))))"
+        " )"
+        " SELECT hour, is_bot,"
+        "  CASE WHEN prev IS NULL OR prev < hour - interval '840 hours' THEN '-infinity'"
+        "   ELSE date_trunc('hour', prev, 'UTC') END,"
+        "  CASE WHEN prev_any IS NULL OR prev_any < hour - interval '840 hours' THEN '-infinity'"
+        "   ELSE date_trunc('hour', prev_any, 'UTC') END,"
+        f" {sign}count(*), {sign}count(*) FILTER (WHERE events = 1), {sign}count(*) FILTER (WHERE signed_in),"
+        f" {sign}sum(events), {sign}count(*) FILTER (WHERE funnel_step >= 1),"
+        f" {sign}count(*) FILTER (WHERE funnel_step >= 2), {sign}count(*) FILTER (WHERE funnel_step >= 3),"
+        f" {sign}count(*) FILTER (WHERE funnel_step >= 4)"
+        " FROM changed GROUP BY 1, 2, 3, 4"
+    )
+
+
 _SESSIONS = [
-    "CREATE TEMP TABLE rollup_spans (client_id text, is_bot boolean, lo timestamptz, hi timestamptz)"
+    "CREATE TEMP TABLE rollup_touched (client_id text, is_bot boolean, lo timestamptz, hi timestamptz)"
     " ON COMMIT DROP",
-    "INSERT INTO rollup_spans SELECT client_id, is_bot, min(lo), max(hi) FROM ("
-    "  SELECT e.client_id, e.is_bot, e.lo, e.hi"
-    f"  FROM {_PENDING_DAYS}, LATERAL ("
-    "   SELECT client_id, is_bot, min(event_timestamp) AS lo, max(event_timestamp) AS hi FROM clickstream_events"
+    # The new events' spans (deltas), and for the days to recompute, their clients' events and the old
+    # sessions within 30 minutes of them (events may have gone).
+    "WITH delta AS (DELETE FROM rollup_delta_clients RETURNING client_id, is_bot, lo, hi)"
+    " INSERT INTO rollup_touched SELECT client_id, is_bot, min(lo), max(hi) FROM ("
+    "  SELECT * FROM delta"
+    "  UNION ALL"
+    f"  SELECT e.* FROM {_RECOMPUTE_DAYS}, LATERAL ("
+    "   SELECT client_id, is_bot, min(event_timestamp), max(event_timestamp) FROM clickstream_events"
     "   WHERE event_timestamp >= day.lo AND event_timestamp < day.hi GROUP BY 1, 2) AS e"
     "  UNION ALL"
-    "  SELECT r.client_id, r.is_bot, r.session_start, r.session_end"
-    f"  FROM {_PENDING_DAYS}, LATERAL ("
+    f"  SELECT r.* FROM {_RECOMPUTE_DAYS}, LATERAL ("
     "   SELECT client_id, is_bot, session_start, session_end FROM rollup_sessions"
     "   WHERE session_end >= day.lo - interval '30 minutes' AND session_start < day.hi + interval '30 minutes') AS r"
     " ) AS touched GROUP BY 1, 2",
+    "CREATE TEMP TABLE rollup_spans (client_id text, is_bot boolean, lo timestamptz, hi timestamptz) ON COMMIT DROP",
+    # Widened to the old sessions within 30 minutes: the last one starting before, and those starting in it.
+    "INSERT INTO rollup_spans SELECT t.client_id, t.is_bot, least(t.lo, o.lo), greatest(t.hi, o.hi)"
+    " FROM rollup_touched t CROSS JOIN LATERAL ("
+    "  SELECT min(r.session_start) AS lo, max(r.session_end) AS hi FROM ("
+    "   (SELECT session_start, session_end FROM rollup_sessions"
+    "    WHERE client_id = t.client_id AND is_bot = t.is_bot AND session_start < t.lo - interval '30 minutes'"
+    "    ORDER BY session_start DESC LIMIT 1)"
+    "   UNION ALL"
+    "   SELECT session_start, session_end FROM rollup_sessions"
+    "   WHERE client_id = t.client_id AND is_bot = t.is_bot"
+    "   AND session_start BETWEEN t.lo - interval '30 minutes' AND t.hi + interval '30 minutes'"
+    "  ) AS r WHERE r.session_end >= t.lo - interval '30 minutes') AS o",
     "ANALYZE rollup_spans",
-    "CREATE TEMP TABLE rollup_touched_hours (hour timestamptz) ON COMMIT DROP",
-    # The hours of rollup_hourly_sessions that change: those of the client's sessions (either is_bot) in the
-    # span, before and after the recompute, and of its first session of each is_bot after the span, whose
-    # previous session may be another one now.
-    _TOUCHED_IN_SPANS,
-    "INSERT INTO rollup_touched_hours SELECT date_trunc('hour', n.start, 'UTC')"
-    " FROM rollup_spans s CROSS JOIN (VALUES (false), (true)) AS b (is_bot), LATERAL ("
-    "  SELECT min(r.session_start) AS start FROM rollup_sessions r"
-    "  WHERE r.client_id = s.client_id AND r.is_bot = b.is_bot AND r.session_start > s.hi) AS n"
-    " WHERE n.start IS NOT NULL",
+    "CREATE TEMP TABLE rollup_session_changes (LIKE rollup_hourly_sessions) ON COMMIT DROP",
+    _session_rows("-"),
     "DELETE FROM rollup_sessions r USING rollup_spans s"
     " WHERE r.client_id = s.client_id AND r.is_bot = s.is_bot AND r.session_start BETWEEN s.lo AND s.hi",
     "INSERT INTO rollup_sessions (client_id, is_bot, session_start, session_end, events, signed_in, funnel_step)"
-    " SELECT f.client_id, f.is_bot, f.session_start, f.session_end, f.events, f.signed_in, f.funnel_step"
-    " FROM clickstream_sessions((SELECT min(lo) FROM rollup_spans), (SELECT max(hi) FROM rollup_spans)) AS f"
-    " JOIN rollup_spans s ON s.client_id = f.client_id AND s.is_bot = f.is_bot"
-    " AND f.session_start BETWEEN s.lo AND s.hi",
-    _TOUCHED_IN_SPANS,
-    "DELETE FROM rollup_hourly_sessions WHERE hour IN (SELECT hour FROM rollup_touched_hours)",
-    "INSERT INTO rollup_hourly_sessions"
-    " SELECT * FROM clickstream_hourly_sessions(ARRAY(SELECT DISTINCT hour FROM rollup_touched_hours))",
+    " SELECT * FROM clickstream_span_sessions(ARRAY(SELECT ROW(client_id, is_bot, lo, hi)::rollup_span"
+    " FROM rollup_spans))",
+    _session_rows("+"),
+    "INSERT INTO rollup_hourly_sessions AS r"
+    " SELECT hour, is_bot, prev_hour, prev_any_hour, " + ", ".join(f"sum({c})" for c in _COUNTS)
+    + " FROM rollup_session_changes GROUP BY 1, 2, 3, 4"
+    " ON CONFLICT (hour, is_bot, prev_hour, prev_any_hour) DO UPDATE SET "
+    + ", ".join(f"{c} = r.{c} + excluded.{c}" for c in _COUNTS),
+    "DELETE FROM rollup_hourly_sessions r USING rollup_session_changes c"
+    " WHERE r.hour = c.hour AND r.is_bot = c.is_bot AND r.prev_hour = c.prev_hour"
+    " AND r.prev_any_hour = c.prev_any_hour AND r.sessions = 0",
 ]
+
+_COLUMN = {name: index for index, name in enumerate(COLUMNS)}
+_TS, _NAME, _BOT, _CLIENT, _PAGE, _VALUE = (_COLUMN[name] for name in (
+    "event_timestamp", "event_name", "is_bot", "client_id", "page_path", "value"))
+_PRODUCT = tuple(_COLUMN[name] for name in (
+    "context_product_id", "context_product_name", "context_product_category", "context_product_brand"))
+_PRODUCT_STEP = {"product_view": 0, "add_to_cart": 1, "purchase": 2}
+_CENTS = Decimal("0.01")
+_DELTA_COPY = {
+    "rollup_delta_events": "COPY rollup_delta_events (hour, event_name, is_bot, events) FROM STDIN",
+    "rollup_delta_pages": "COPY rollup_delta_pages (hour, is_bot, page_path, page_views) FROM STDIN",
+    "rollup_delta_products": "COPY rollup_delta_products (hour, is_bot, product_id, product_name, category, brand,"
+                             " views, add_to_cart, purchases, revenue) FROM STDIN",
+    "rollup_delta_clients": "COPY rollup_delta_clients (client_id, is_bot, lo, hi) FROM STDIN",
+}
+
+
+def add_rows(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
+    """In the transaction that inserted `rows` (clickstream.transform rows, only those inserted): mark their
+    UTC days pending and append what they add to the rollups to the delta tables."""
+    if not rows:
+        return
+    events: Counter = Counter()
+    pages: Counter = Counter()
+    products: dict[tuple, list] = {}
+    clients: dict[tuple, list] = {}
+    utc = timezone.utc
+    for row in rows:
+        ts = row[_TS]
+        if ts.tzinfo is not utc:
+            ts = ts.astimezone(utc)
+        hour = ts.replace(minute=0, second=0, microsecond=0)
+        name, bot = row[_NAME], row[_BOT]
+        events[hour, name, bot] += 1
+        if name == "page_view":
+            pages[hour, bot, row[_PAGE]] += 1
+        elif name in _PRODUCT_STEP and row[_PRODUCT[0]] is not None:
+            key = (hour, bot, *(row[i] for i in _PRODUCT))
+            counts = products.get(key)
+            if counts is None:
+                counts = products[key] = [0, 0, 0, None]
+            step = _PRODUCT_STEP[name]
+            counts[step] += 1
+            if step == 2 and row[_VALUE] is not None:
+                counts[3] = row[_VALUE] if counts[3] is None else counts[3] + row[_VALUE]
+        span = clients.get((row[_CLIENT], bot))
+        if span is None:
+            clients[row[_CLIENT], bot] = [ts, ts]
+        elif ts < span[0]:
+            span[0] = ts
+        elif ts > span[1]:
+            span[1] = ts
+    days = sorted({hour.date() for hour, _, _ in events})
+    cur.execute("INSERT INTO rollup_pending (day, recompute) SELECT unnest(%s::date[]), false"
+                " ON CONFLICT (day) DO NOTHING", (days,))
+    deltas = {
+        "rollup_delta_events": [(*key, n) for key, n in events.items()],
+        "rollup_delta_pages": [(*key, n) for key, n in pages.items()],
+        "rollup_delta_products": [(*key, views, carts, purchases, Decimal(0) if revenue is None else
+                                   revenue.quantize(_CENTS)) for key, (views, carts, purchases, revenue)
+                                  in products.items()],
+        "rollup_delta_clients": [(*key, lo, hi) for key, (lo, hi) in clients.items()],
+    }
+    with cur.connection.cursor() as delta_cur:
+        for table, delta_rows in deltas.items():
+            if delta_rows:
+                with delta_cur.copy(_DELTA_COPY[table]) as copy:
+                    for delta_row in delta_rows:
+                        copy.write_row(delta_row)
 
 
 def mark_pending(cur: psycopg.Cursor | psycopg.Connection, days: Iterable[date]) -> None:
-    """Mark UTC `days` for the next refresh, in the caller's transaction (the one that changed their events)."""
+    """Mark UTC `days` to be recomputed from their events by the next refresh, in the caller's transaction
+    (the one that changed their events some other way than load_chunk)."""
     ordered = sorted(set(days))
     if ordered:
         cur.execute(
-            "INSERT INTO rollup_pending (day) SELECT unnest(%s::date[]) ON CONFLICT (day) DO NOTHING", (ordered,)
+            "INSERT INTO rollup_pending (day) SELECT unnest(%s::date[])"
+            " ON CONFLICT (day) DO UPDATE SET recompute = true WHERE NOT rollup_pending.recompute", (ordered,)
         )
 
 
@@ -130,35 +276,72 @@ def pending_days(conn: psycopg.Connection) -> list[date]:
 
 
 def refresh_pending(conn: psycopg.Connection) -> list[date]:
-    """Recompute the rollups of every pending day and clear them, in one transaction; returns the days.
+    """Fold the deltas in, recompute the days marked for it, and clear every pending day, in one transaction;
+    returns the days.
 
     `conn` must not be inside a transaction (the refresh commits its own). A failure rolls everything
     back: the days stay pending and the rollups as they were.
     """
-    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
-        raise ValueError("refresh_pending needs a connection outside a transaction: commit or roll back first")
+    _outside_transaction(conn, "refresh_pending")
     with conn.transaction():
         conn.execute("LOCK TABLE rollup_pending IN EXCLUSIVE MODE")
-        days = pending_days(conn)
+        pending = conn.execute("SELECT day, recompute FROM rollup_pending ORDER BY day").fetchall()
+        days, recompute = [day for day, _ in pending], [day for day, again in pending if again]
         with conn.cursor() as cur:
-            for first, last in day_blocks(days):
+            for statement in _FOLD:
+                cur.execute(statement)
+            for first, last in day_blocks(recompute):
                 for statement in _HOURLY:
                     cur.execute(statement, {"first": first, "last": last})
             if days:
                 for statement in _SESSIONS:
-                    cur.execute(statement, {"days": days})
+                    cur.execute(statement, {"recompute": recompute})
         conn.execute("DELETE FROM rollup_pending WHERE day = ANY(%s)", (days,))
     return days
 
 
 def refresh_days(conn: psycopg.Connection, days: Iterable[date]) -> list[date]:
-    """Mark `days` and refresh everything pending (after changing events some other way than load_chunk).
+    """Mark `days` to recompute and refresh everything pending (after changing events some other way than
+    load_chunk).
 
     Like refresh_pending, it needs `conn` outside a transaction: commit your own changes first, or use an
     autocommit connection."""
     with conn.transaction():
         mark_pending(conn, days)
     return refresh_pending(conn)
+
+
+def rebuild(conn: psycopg.Connection, first: date | None = None, last: date | None = None) -> list[date]:
+    """Compute the rollups again from clickstream_events; returns the UTC days recomputed.
+
+    Without bounds: every rollup row is deleted and computed again (and every pending day and delta
+    cleared). With `first` and/or `last`: those UTC days (open ends: the first or last day with events)
+    are recomputed like days marked by mark_pending. `conn` must be outside a transaction."""
+    _outside_transaction(conn, "rebuild")
+    if first is not None or last is not None:
+        with conn.transaction():
+            low, high = conn.execute("SELECT (min(event_timestamp) AT TIME ZONE 'UTC')::date,"
+                                     " (max(event_timestamp) AT TIME ZONE 'UTC')::date FROM clickstream_events"
+                                     ).fetchone()
+        first, last = first or low, last or high
+        if first is None or last is None or first > last:
+            return []
+        return refresh_days(conn, [first + timedelta(days=n) for n in range((last - first).days + 1)])
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("LOCK TABLE rollup_pending IN EXCLUSIVE MODE")
+        for table in ROLLUP_TABLES:
+            cur.execute(f"DELETE FROM {table}")
+        cur.execute("DELETE FROM rollup_pending")
+        low, high = cur.execute("SELECT (min(event_timestamp) AT TIME ZONE 'UTC')::date,"
+                                " (max(event_timestamp) AT TIME ZONE 'UTC')::date FROM clickstream_events").fetchone()
+        if low is None:
+            return []
+        for statement in _HOURLY:
+            cur.execute(statement, {"first": low, "last": high})
+        cur.execute("INSERT INTO rollup_sessions SELECT * FROM clickstream_sessions('-infinity', 'infinity')")
+        cur.execute("INSERT INTO rollup_hourly_sessions SELECT * FROM clickstream_hourly_sessions("
+                    "ARRAY(SELECT DISTINCT date_trunc('hour', session_start, 'UTC') FROM rollup_sessions))")
+    return [low + timedelta(days=n) for n in range((high - low).days + 1)]
 
 
 def day_blocks(days: Iterable[date]) -> list[tuple[date, date]]:
@@ -170,3 +353,8 @@ def day_blocks(days: Iterable[date]) -> list[tuple[date, date]]:
         else:
             blocks.append((day, day))
     return blocks
+
+
+def _outside_transaction(conn: psycopg.Connection, name: str) -> None:
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        raise ValueError(f"{name} needs a connection outside a transaction: commit or roll back first")

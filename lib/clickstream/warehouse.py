@@ -6,7 +6,8 @@
 - `load_chunk(conn, objects)` loads the rows of several raw objects in one transaction: the first row of
   each event id by binary COPY straight into the table (when some ids are there already, a staging table
   and `INSERT ... ON CONFLICT (event_id) DO NOTHING` instead), the rejects, one `etl_load_log` row per
-  object, and the UTC days of the new rows in `rollup_pending` (`clickstream.rollups` refreshes them).
+  object, and what the rows it inserted add to the rollups (`clickstream.rollups.add_rows`: their UTC days
+  in `rollup_pending` and their deltas, which the next refresh folds in).
   A failure before the commit leaves nothing loaded and nothing marked loaded.
 """
 
@@ -17,7 +18,6 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -140,16 +140,14 @@ _CREATE_STAGE = sql.SQL(
 ).format(stage=_STAGE, columns=_COLUMN_LIST)
 _COPY_STAGE = sql.SQL("COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)").format(stage=_STAGE, columns=_COLUMN_LIST)
 _COPY_EVENTS = sql.SQL("COPY clickstream_events ({columns}) FROM STDIN (FORMAT BINARY)").format(columns=_COLUMN_LIST)
-# When some of the chunk's ids are in the table already: ON CONFLICT skips them and RETURNING tells how
-# many rows each object contributed.
+# When some of the chunk's ids are in the table already: ON CONFLICT skips them and RETURNING tells which
+# rows went in.
 _INSERT_FROM_STAGE = sql.SQL(
-    "WITH inserted AS ("
-    " INSERT INTO clickstream_events ({columns}) SELECT {columns} FROM {stage}"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING source_key)"
-    " SELECT source_key, count(*) FROM inserted GROUP BY source_key"
+    "INSERT INTO clickstream_events ({columns}) SELECT {columns} FROM {stage}"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text"
 ).format(stage=_STAGE, columns=_COLUMN_LIST)
-EVENT_ID, EVENT_TIMESTAMP, RECEIVED_AT, SOURCE_KEY = (
-    list(COLUMNS).index(name) for name in ("event_id", "event_timestamp", "received_at", "source_key")
+EVENT_ID, RECEIVED_AT, SOURCE_KEY = (
+    list(COLUMNS).index(name) for name in ("event_id", "received_at", "source_key")
 )
 
 
@@ -172,12 +170,14 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
             try:
                 with conn.transaction():
                     _copy(cur, _COPY_EVENTS, rows)
-                inserted = Counter(row[SOURCE_KEY] for row in rows)
+                new_rows = rows
             except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
                 cur.execute(_CREATE_STAGE)
                 _copy(cur, _COPY_STAGE, rows)
-                inserted = Counter(dict(cur.execute(_INSERT_FROM_STAGE).fetchall()))
-            rollups.mark_pending(cur, {row[EVENT_TIMESTAMP].astimezone(timezone.utc).date() for row in rows})
+                ids = {event_id for (event_id,) in cur.execute(_INSERT_FROM_STAGE)}
+                new_rows = [row for row in rows if str(row[EVENT_ID]).lower() in ids]
+            inserted = Counter(row[SOURCE_KEY] for row in new_rows)
+            rollups.add_rows(cur, new_rows)
             cur.execute("DELETE FROM clickstream_rejected WHERE source_key = ANY(%s)", (keys,))
             cur.executemany(
                 "INSERT INTO clickstream_rejected (source_key, event_index, reason, payload) VALUES (%s, %s, %s, %s)",
