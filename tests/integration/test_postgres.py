@@ -392,6 +392,10 @@ NON_ROOT_SCRIPT = textwrap.dedent("""
 def test_as_a_normal_user():
     """The non-root path: the same code run as `nobody` starts the server directly, as that user."""
     nobody = pwd.getpwnam("nobody")
+    for module in (psycopg, sys.modules["clickstream.local.postgres"]):
+        if subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", "--",
+                           "test", "-r", module.__file__], cwd="/").returncode:
+            pytest.skip(f"`nobody` cannot read {module.__file__} (a checkout or venv in a folder only root enters)")
     base = Path(tempfile.mkdtemp(prefix="clickstream-test-", dir="/tmp"))
     os.chown(base, nobody.pw_uid, nobody.pw_gid)
     data_dir = base / "pg" / "dw" / "data"
@@ -445,3 +449,40 @@ def test_after_the_migrations_etl_writer_cannot_write_schema_migrations_but_writ
         with dw.connect_admin(WAREHOUSE_DB) as admin:
             admin.execute("DELETE FROM rollup_later")
         setup_warehouse(dw, stack.dw_pw)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="only as root does the server run as another user (`postgres`), "
+                                        "who may not reach the binaries")
+@pytest.mark.skipif(pgserver_bindir() is None, reason="pgserver is not installed")
+def test_as_root_binaries_in_a_folder_only_root_enters_are_served_from_a_copy(tmp_path, pool, monkeypatch):
+    """A venv in /root or in a `mktemp -d` folder: the cluster runs from a copy under /tmp; the folder stays 0700."""
+    from clickstream.local.postgres import _run_as, _server_can_traverse
+
+    private = Path(tempfile.mkdtemp(prefix="clickstream-private-"))  # 0700
+    site = pgserver_bindir().parents[2]  # the wheel's binaries load its bundled libraries from site/pgserver.libs
+    install = private / "site-packages" / "pgserver" / "pginstall"
+    shutil.copytree(site / "pgserver" / "pginstall", install, symlinks=True, ignore=shutil.ignore_patterns("include"))
+    if (site / "pgserver.libs").is_dir():
+        shutil.copytree(site / "pgserver.libs", private / "site-packages" / "pgserver.libs")
+    assert not _server_can_traverse(_run_as(), install / "bin")
+    monkeypatch.setenv(BINDIR_ENV, str(install / "bin"))
+    copy = None
+    try:
+        cluster = pool.add(Cluster("dw", tmp_path / "pg" / "dw", free_port(), port_hint=DW_HINT))
+        assert cluster.ensure_started() is True
+        exe = Path(os.readlink(f"/proc/{cluster.pid}/exe"))
+        assert exe.is_relative_to(TMP_ROOT) and not exe.is_relative_to(private), exe
+        copy = TMP_ROOT / exe.relative_to(TMP_ROOT).parts[0]
+        passwords = load_or_create(tmp_path / "dw.json", WAREHOUSE_ROLES)
+        setup_warehouse(cluster, passwords)
+        with connect_app(cluster, WAREHOUSE_DB, ETL_WRITER, passwords[ETL_WRITER]) as conn:
+            assert int(conn.execute("SHOW server_version_num").fetchone()[0]) >= 160000
+            conn.execute("DO $$ BEGIN PERFORM 1; END $$")  # plpgsql, from the copy's lib folder
+        assert cluster.stop() is True
+        assert cluster.ensure_started() is True and cluster.stop() is True  # the copy is reused
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    finally:
+        pool.close()
+        shutil.rmtree(private, ignore_errors=True)
+        if copy is not None and copy.name.startswith(f"clickstream-pg-{os.geteuid()}-install-"):
+            shutil.rmtree(copy, ignore_errors=True)

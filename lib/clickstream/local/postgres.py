@@ -13,7 +13,8 @@ binaries: its Python API has side effects as root).
 
 Users: initdb/postgres refuse to run as root. As root every server command runs as the `postgres`
 system user (setpriv, else runuser); if that user does not exist we stop with a message telling how
-to create it (we do not create system users ourselves). As a normal user they run directly.
+to create it (we do not create system users ourselves). As a normal user they run directly. When that user
+cannot reach the binaries (a venv under /root or a 0700 folder), it runs a copy of them under /tmp (server_bindir).
 
 Layout of the real cluster dir (the requested base dir, or its /tmp fallback, see `Cluster.dir`):
     data/            PGDATA (0700, owned by the server user); data/clickstream.conf is rewritten at each start
@@ -194,6 +195,92 @@ def _server_can_traverse(run_as: _RunAs, directory: Path) -> bool:
     return result.returncode == 0
 
 
+def server_bindir(run_as: _RunAs, bindir: Path) -> Path:
+    """`bindir`, or when the server user cannot reach it (as root, binaries in a venv under /root or another
+    0700 folder) the bin folder of a copy of its installation in /tmp/clickstream-pg-<uid>-install-<hash>, made
+    once per installation: bin, lib and share, and the libraries they load from folders that user cannot reach
+    (a wheel's bundled `<name>.libs`), at the same places relative to each other. Files all may read are hard
+    links where possible. The user's own folders keep their permissions."""
+    if not run_as.prefix or _server_can_traverse(run_as, bindir):
+        return bindir
+    bindir = bindir.resolve()
+    prefix = bindir.parent
+    if bindir.name != "bin" or not (prefix / "share").is_dir():
+        raise ClusterError(f"the `{SERVER_USER}` user cannot reach {bindir}, which is not the bin folder of a "
+                           f"PostgreSQL installation to copy; install PostgreSQL system-wide or put the binaries "
+                           f"in a folder others can read")
+    st = (bindir / "postgres").stat()  # a new build of the same folder gets a new copy
+    key = _short_hash(Path(f"{prefix}:{st.st_size}:{st.st_mtime_ns}"))
+    target = TMP_ROOT / f"clickstream-pg-{os.geteuid()}-install-{key}"
+    libraries = [lib for lib in _loaded_libraries([*bindir.iterdir(), *prefix.glob("lib/**/*.so*")])
+                 if not lib.is_relative_to(prefix)]
+    unreachable = {folder for folder in {lib.parent for lib in libraries} if not _server_can_traverse(run_as, folder)}
+    root = Path(os.path.commonpath([prefix, *unreachable]))  # keeps $ORIGIN-relative library paths valid
+    needed = [prefix.relative_to(root) / "bin" / exe for exe in ("initdb", "pg_ctl", "postgres")]
+    needed += [lib.relative_to(root) for lib in libraries if lib.parent in unreachable]
+    if not _is_private_install(target, needed):
+        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=TMP_ROOT))
+        try:
+            for part in ("bin", "lib", "share"):
+                if (prefix / part).is_dir():
+                    shutil.copytree(prefix / part, staging / prefix.relative_to(root) / part, symlinks=True,
+                                    copy_function=_link_or_copy, ignore=shutil.ignore_patterns("*.a", "pkgconfig"))
+            for lib in libraries:
+                if lib.parent in unreachable:
+                    (staging / lib.parent.relative_to(root)).mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(str(lib), str(staging / lib.relative_to(root)))
+            for folder, _, _ in os.walk(staging):
+                os.chmod(folder, 0o755)
+            try:
+                os.rename(staging, target)
+            except OSError:  # made meanwhile by another process, or someone else's folder: checked below
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if not _is_private_install(target, needed):
+            raise ClusterError(f"{target} exists but is not a copy of PostgreSQL made by this user; remove it")
+    copied = target / prefix.relative_to(root) / "bin"
+    if not _server_can_traverse(run_as, copied):
+        raise ClusterError(f"the `{SERVER_USER}` user cannot reach {copied} either")
+    return copied
+
+
+def _loaded_libraries(files: list[Path]) -> list[Path]:
+    """The shared libraries `files` load, as ldd resolves them (none where ldd is missing)."""
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        return []
+    try:
+        out = subprocess.run([ldd, *map(str, files)], capture_output=True, text=True, timeout=60, env=_clean_env())
+    except (OSError, subprocess.SubprocessError):
+        return []
+    paths = {Path(path) for path in re.findall(r"=>\s+(/\S+)", out.stdout)}  # may hold "..": resolve the folders
+    return sorted({path.parent.resolve() / path.name for path in paths})
+
+
+def _is_private_install(folder: Path, needed: list[Path]) -> bool:
+    """A folder of ours that only we can change, holding the `needed` files."""
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return False
+    ours = stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    return ours and all((folder / path).is_file() for path in needed)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link a file others may already read (and run, if it is a program); copy the others, readable."""
+    mode = os.stat(src).st_mode
+    if mode & 0o004 and (mode & 0o001 or not mode & 0o100):
+        try:
+            os.link(src, dst)
+            return
+        except OSError:  # another file system, or links not allowed
+            pass
+    shutil.copy2(src, dst)
+    os.chmod(dst, stat.S_IMODE(mode) | 0o444 | (0o111 if mode & 0o100 else 0))
+
+
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with open(path, "rb") as f:
@@ -369,9 +456,7 @@ class Cluster:
         with folder_lock(self.dir):
             if self._check_running():  # another process started it while we waited for the lock
                 return False
-            if run_as.prefix and not _server_can_traverse(run_as, bindir):
-                raise ClusterError(f"the `{SERVER_USER}` user cannot reach {bindir}; install PostgreSQL system-wide "
-                                   f"or put the binaries in a folder others can read")
+            bindir = server_bindir(run_as, bindir)
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb(run_as, bindir)
             self._check_version(bindir)
@@ -393,7 +478,7 @@ class Cluster:
         if not self.is_running():
             return False
         run_as = _run_as()
-        bindir = self.bindir or find_bindir()
+        bindir = server_bindir(run_as, self.bindir or find_bindir())
         result = self._run(run_as, [str(bindir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w",
                                     "-t", str(START_TIMEOUT)])
         if result.returncode != 0 and self.is_running():
