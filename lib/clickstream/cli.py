@@ -385,6 +385,43 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
         click.echo(f"time ran short: {summary['remaining']} objects left; run `clickstream etl` again to continue")
 
 
+@main.group("rollups")
+def rollups_group() -> None:
+    """The warehouse's rollup tables (kept up to date by each ETL run)."""
+
+
+@rollups_group.command("rebuild")
+@click.option("--from", "start_day", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="First UTC day to recompute. [the first day with events]")
+@click.option("--to", "end_day", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="Last UTC day to recompute, included. [the last day with events]")
+@click.pass_context
+def rollups_rebuild(ctx, start_day, end_day) -> None:
+    """Recompute the rollups from clickstream_events, as etl_writer.
+
+    Without --from and --to every rollup row is deleted and computed again (pending days and deltas
+    included). With either, only those UTC days are recomputed, with the sessions of their clients around
+    them. Loads wait while it runs. Not needed in normal use: each ETL run folds in what it loaded.
+    """
+    from clickstream import rollups, warehouse
+
+    current = stack.status(ctx.obj)
+    if not current["services"]["dw"]["healthy"]:
+        raise click.ClickException("dw not running: start the local stack with `clickstream up`")
+    first, last = start_day and start_day.date(), end_day and end_day.date()
+    if first and last and first > last:
+        raise click.UsageError("--from is after --to")
+    try:
+        with warehouse.connect(stack.warehouse_dsn(ctx.obj, "etl_writer")) as conn:
+            days = rollups.rebuild(conn, first, last)
+    except warehouse.WarehouseError as error:
+        raise click.ClickException(str(error)) from error
+    if days:
+        click.echo(f"rollups recomputed for {len(days)} UTC days, {days[0]} to {days[-1]}")
+    else:
+        click.echo("no events in that range: nothing to recompute")
+
+
 @main.command()
 @click.option("--from", "start_day", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
               help="First day, in the business time zone. [the last 7 days with data]")

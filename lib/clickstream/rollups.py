@@ -1,6 +1,7 @@
 """Rollup tables of the warehouse (migrations 0003-0005), kept up to date incrementally, exact and crash-safe.
 
-    rollups.add_rows(cur, rows)          # in load_chunk's transaction: the rows it inserted, as deltas
+    rollups.mark_load(cur, rows)         # in load_chunk's transaction, before its inserts: the rows' UTC days
+    rollups.add_rows(cur, rows)          # then the rows it inserted, as deltas
     rollups.refresh_pending(conn)        # after the loads: fold the deltas in, one transaction
     rollups.mark_pending(cur, days)      # events changed some other way: recompute those UTC days
     rollups.rebuild(conn)                # everything again from clickstream_events
@@ -30,9 +31,10 @@ A refresh costs what the new rows cost, not what their hours hold (issue 11):
 `rollup_pending` keeps the UTC days with changes not folded in yet (`analytics.pending_near` reads raw events
 near them). Days marked by `mark_pending` (recompute) have their hours computed again from their events and
 their clients' sessions around the day recomputed as above. Refreshes take an EXCLUSIVE lock on
-`rollup_pending` and loads mark their days before they write deltas, so a refresh sees every delta of
-the loads committed before it and none is written while it runs; loads only append, so concurrent loads
-never wait on each other's delta rows.
+`rollup_pending`, and loads mark their days before they insert anything, so a refresh sees every delta of
+the loads committed before it and none is written while it runs. Loads only append deltas, so concurrent
+loads never wait on each other's delta rows; two loads that mark the same new day wait at that first
+statement (in day order) before either holds an event id the other could wait on, which cannot deadlock.
 """
 
 from __future__ import annotations
@@ -206,11 +208,19 @@ _DELTA_COPY = {
 }
 
 
+def mark_load(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
+    """Mark the UTC days of `rows` (clickstream.transform rows) pending, in the load's transaction before it
+    inserts them; their changes come as deltas (add_rows). A row without a timestamp is left to the insert
+    to refuse."""
+    days = sorted({ts.astimezone(timezone.utc).date() for row in rows if (ts := row[_TS]) is not None})
+    if days:
+        cur.execute("INSERT INTO rollup_pending (day, recompute) SELECT unnest(%s::date[]), false"
+                    " ON CONFLICT (day) DO NOTHING", (days,))
+
+
 def add_rows(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
-    """In the transaction that inserted `rows` (clickstream.transform rows, only those inserted): mark their
-    UTC days pending and append what they add to the rollups to the delta tables."""
-    if not rows:
-        return
+    """Append what `rows` add to the rollups to the delta tables, in the transaction that inserted them (only
+    those inserted), after mark_load."""
     events: Counter = Counter()
     pages: Counter = Counter()
     products: dict[tuple, list] = {}
@@ -241,9 +251,6 @@ def add_rows(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
             span[0] = ts
         elif ts > span[1]:
             span[1] = ts
-    days = sorted({hour.date() for hour, _, _ in events})
-    cur.execute("INSERT INTO rollup_pending (day, recompute) SELECT unnest(%s::date[]), false"
-                " ON CONFLICT (day) DO NOTHING", (days,))
     deltas = {
         "rollup_delta_events": [(*key, n) for key, n in events.items()],
         "rollup_delta_pages": [(*key, n) for key, n in pages.items()],

@@ -6,8 +6,8 @@
 - `load_chunk(conn, objects)` loads the rows of several raw objects in one transaction: the first row of
   each event id by binary COPY straight into the table (when some ids are there already, a staging table
   and `INSERT ... ON CONFLICT (event_id) DO NOTHING` instead), the rejects, one `etl_load_log` row per
-  object, and what the rows it inserted add to the rollups (`clickstream.rollups.add_rows`: their UTC days
-  in `rollup_pending` and their deltas, which the next refresh folds in).
+  object, the UTC days of its rows in `rollup_pending` and what the rows it inserted add to the rollups
+  (`clickstream.rollups.mark_load` and `add_rows`: deltas the next refresh folds in).
   A failure before the commit leaves nothing loaded and nothing marked loaded.
 """
 
@@ -167,6 +167,7 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
     with conn.transaction():
         with conn.cursor() as cur:
             rows = _first_rows(objects)
+            rollups.mark_load(cur, rows)
             try:
                 with conn.transaction():
                     _copy(cur, _COPY_EVENTS, rows)
