@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ PROCESS_MODULES = {
     "api": "clickstream.local.api_server",
     "scheduler": "clickstream.scheduler",  # only with `up --schedule`; no port
 }
+STOP_TIMEOUT = {"aws": 10.0}  # moto has nothing to save at stop: every S3 change is on disk when acknowledged
 PORT_HINTS = {
     "aws": "--aws-port or CLICKSTREAM_AWS_PORT",
     "api": "--api-port or CLICKSTREAM_API_PORT",
@@ -50,7 +52,7 @@ class StackError(RuntimeError):
 
 # --- processes ---------------------------------------------------------------------------
 def process_alive(pid: int | None, module: str) -> bool:
-    """True if `pid` runs `module` (guards against a recycled pid)."""
+    """True if `pid` runs `module` (a loose check; `owns` decides what `down` may signal)."""
     if not pid:
         return False
     try:
@@ -60,31 +62,66 @@ def process_alive(pid: int | None, module: str) -> bool:
     return module in cmdline
 
 
-def stop_process(pid: int, timeout: float = 60.0) -> None:
-    """SIGTERM, wait for the process to exit, SIGKILL only as a last resort."""
+def process_identity(pid: int) -> dict | None:
+    """{"started": start time in clock ticks since boot (/proc/pid/stat field 22), "cmdline": [...]}."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return {"started": int(stat.rsplit(") ", 1)[1].split()[19]),
+            "cmdline": [arg.decode(errors="surrogateescape") for arg in cmdline.split(b"\0")[:-1]]}
+
+
+def owns(settings: Settings, name: str, svc: dict | None) -> bool:
+    """True if the process recorded for service `name` is still the one `up` started: same pid, start time
+    and command line (which holds the port and the state folder). A record without start time (written by an
+    older version) must have exactly the command line `up` uses."""
+    if not svc or not svc.get("pid"):
+        return False
+    identity = process_identity(svc["pid"])
+    if identity is None:
+        return False
+    if "started" in svc:
+        return identity == {"started": svc["started"], "cmdline": svc.get("cmdline")}
+    return identity["cmdline"] == service_argv(settings, name, svc.get("port"))
+
+
+def service_argv(settings: Settings, name: str, port: int | None) -> list[str]:
+    argv = [sys.executable, "-m", PROCESS_MODULES[name]]
+    if name != "scheduler":
+        argv += ["--host", settings.host, "--port", str(port)]
+    if name == "aws":
+        argv += ["--state-dir", str(settings.home / "s3")]
+    return argv
+
+
+def stop_process(pid: int, timeout: float = 60.0, started: int | None = None) -> None:
+    """SIGTERM, wait for the process to exit, SIGKILL only as a last resort.
+
+    With `started`, signals go through a pidfd opened while `pid` still had that start time, so a process
+    that took over the pid meanwhile is never signalled."""
+    try:
+        pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    try:
+        if started is not None and (process_identity(pid) or {}).get("started") != started:
+            return
         try:
-            waited, _ = os.waitpid(pid, os.WNOHANG)
-            if waited == pid:
-                return
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        exited = select.select([pidfd], [], [], timeout)[0]  # readable once the process has exited
+        if not exited:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            select.select([pidfd], [], [], 10)
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
         except ChildProcessError:
             pass
-        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
-        return True
+    finally:
+        os.close(pidfd)
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
@@ -165,9 +202,7 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, sch
             **{var: str(getattr(settings, field)) for field, var in Settings.PORT_ENV.items()},
         }
         _check_ports(settings, services)
-        services["aws"] = _ensure_process(
-            settings, "aws", ["--state-dir", str(settings.home / "s3")], env, services.get("aws"), progress
-        )
+        services["aws"] = _ensure_process(settings, "aws", env, services.get("aws"), progress)
         write_state(settings, state)
         _ensure_buckets(settings)
 
@@ -185,7 +220,7 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, sch
             write_state(settings, state)
         _ensure_secrets(settings, dw_passwords, progress)
 
-        services["api"] = _ensure_process(settings, "api", [], env, services.get("api"), progress)
+        services["api"] = _ensure_process(settings, "api", env, services.get("api"), progress)
         write_state(settings, state)
         if schedule or "scheduler" in services:
             services["scheduler"] = _ensure_scheduler(settings, env, services.get("scheduler"), progress)
@@ -198,48 +233,52 @@ def _check_ports(settings: Settings, services: dict) -> None:
     pg = clusters(settings)
     for name in ("aws", "dw", "oltp", "api"):
         port = getattr(settings, f"{name}_port")
-        ours = pg[name].is_running() if name in pg else process_alive(services.get(name, {}).get("pid"), PROCESS_MODULES[name])
+        ours = pg[name].is_running() if name in pg else owns(settings, name, services.get(name))
         if not ours and not port_is_free(settings.host, port):
             raise PortInUseError(port, PORT_HINTS[name])
 
 
-def _ensure_process(
-    settings: Settings, name: str, extra_args: list[str], env: dict, previous: dict | None, progress: Callable
-) -> dict:
-    port, module = getattr(settings, f"{name}_port"), PROCESS_MODULES[name]
-    if previous and previous.get("port") == port and process_alive(previous.get("pid"), module):
+def _ensure_process(settings: Settings, name: str, env: dict, previous: dict | None, progress: Callable) -> dict:
+    port = getattr(settings, f"{name}_port")
+    if previous and previous.get("port") == port and owns(settings, name, previous):
         return previous
-    if previous and process_alive(previous.get("pid"), module):
+    if owns(settings, name, previous):
         raise StackError(
             f"{name} already runs on port {previous['port']}; run `clickstream down` before changing its port"
         )
     if not port_is_free(settings.host, port):
         raise PortInUseError(port, PORT_HINTS[name])
     log_file = settings.home / "logs" / f"{name}.log"
-    argv = [sys.executable, "-m", module, "--host", settings.host, "--port", str(port), *extra_args]
-    process = spawn(name, argv, env, log_file)
+    process = spawn(name, service_argv(settings, name, port), env, log_file)
     pid = process.pid
     url = f"http://{settings.host}:{port}/"
     wait_until(lambda: http_ok(url), f"{name} on port {port}", log_file, process)
     progress(f"started {name} on {url} (pid {pid})")
-    return {"port": port, "pid": pid, "log": str(log_file)}
+    return {"port": port, "pid": pid, "log": str(log_file), **_identity_of_child(process)}
 
 
 def _ensure_scheduler(settings: Settings, env: dict, previous: dict | None, progress: Callable) -> dict:
     """The background process running the templates' schedules (no port: healthy = alive)."""
-    module = PROCESS_MODULES["scheduler"]
-    if previous and process_alive(previous.get("pid"), module):
+    if owns(settings, "scheduler", previous):
         return previous
     log_file = settings.home / "logs" / "scheduler.log"
     scheduler.status_file(settings).unlink(missing_ok=True)
-    process = spawn("scheduler", [sys.executable, "-m", module], env, log_file)
+    process = spawn("scheduler", service_argv(settings, "scheduler", None), env, log_file)
     pid = process.pid
     # Ready once it has loaded the templates and handlers and written its first status.
     wait_until(lambda: scheduler.read_status(settings).get("pid") == pid, "the scheduler", log_file, process)
     for job in scheduler.read_status(settings).get("jobs", []):
         progress(f"scheduled {job['function']} ({job['rule']}: {job['expression']}), next run {job['next_run']}")
     progress(f"started scheduler (pid {pid})")
-    return {"pid": pid, "log": str(log_file)}
+    return {"pid": pid, "log": str(log_file), **_identity_of_child(process)}
+
+
+def _identity_of_child(process: subprocess.Popen) -> dict:
+    """The start time and command line to record for a child that is running (so `down` knows it later)."""
+    identity = process_identity(process.pid)
+    if identity is None or process.poll() is not None:
+        raise StackError(f"process {process.pid} ({process.args}) exited right after it started")
+    return identity
 
 
 def _migrate_warehouse(cluster: Cluster, progress: Callable[[str], None]) -> None:
@@ -308,16 +347,16 @@ def _ensure_buckets(settings: Settings) -> None:
 
 
 def down(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> list[str]:
-    """Stop, by pid, what `up` started: the scheduler and the API first, then moto (which saves S3), then
-    the clusters."""
+    """Stop, by pid, what `up` started (a recorded pid now running something else is left alone): the
+    scheduler and the API first, then moto (S3 is already on disk, so the stop is quick), then the clusters."""
     stopped = []
     with stack_lock(settings):
         state = read_state(settings)
         services = state.get("services", {})
         for name in ("scheduler", "api", "aws"):
             svc = services.pop(name, None)
-            if svc and process_alive(svc.get("pid"), PROCESS_MODULES[name]):
-                stop_process(svc["pid"])
+            if owns(settings, name, svc):
+                stop_process(svc["pid"], timeout=STOP_TIMEOUT.get(name, 60.0), started=svc.get("started"))
                 stopped.append(name)
                 progress(f"stopped {name} (pid {svc['pid']})")
         for name, cluster in clusters(settings).items():
@@ -341,7 +380,7 @@ def status(settings: Settings) -> dict:
     for name in ("aws", "api"):
         svc = services.get(name, {})
         port = svc.get("port", getattr(settings, f"{name}_port"))
-        alive = process_alive(svc.get("pid"), PROCESS_MODULES[name]) and http_ok(f"http://{settings.host}:{port}/")
+        alive = owns(settings, name, svc) and http_ok(f"http://{settings.host}:{port}/")
         health[name] = {"healthy": alive, "port": port, "pid": svc.get("pid") if alive else None}
     pg = clusters(settings)
     for name, cluster in pg.items():
@@ -349,7 +388,7 @@ def status(settings: Settings) -> dict:
         health[name] = {"healthy": running, "port": cluster.port, "pid": cluster.pid if running else None}
     if "scheduler" in services:  # started by `up --schedule`
         pid = services["scheduler"].get("pid")
-        alive = process_alive(pid, PROCESS_MODULES["scheduler"])
+        alive = owns(settings, "scheduler", services["scheduler"])
         report = scheduler.read_status(settings) if alive else {}
         health["scheduler"] = {"healthy": alive, "port": None, "pid": pid if alive else None,
                                "jobs": report.get("jobs", []) if report.get("pid") == pid else []}
