@@ -13,24 +13,17 @@ import copy
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema_rs
 import msgspec
 from rfc3339_validator import RFC3339_REGEX
-
-if TYPE_CHECKING:
-    from jsonschema.exceptions import ValidationError
-
-# Imported inside `explaining_validator` and `_validator`, on the first invalid instance; every Lambda that
-# imports this module packages them (clickstream.package reads this).
-LAZY_IMPORTS = ("jsonschema", "referencing")
 
 SCHEMA_VERSION = "1"
 SCHEMAS_DIR = Path(__file__).parent / "schemas"
@@ -184,9 +177,21 @@ def isoformat_utc(moment: datetime) -> str:
 
 
 # Schema and validation -----------------------------------------------------------------------------------------
+#
+# The contract is what the warehouse can store: the JSON Schema states most of it, and two named functions beside
+# it state what a schema cannot: `text_errors` (no U+0000, no unpaired surrogate, in any string or key at any
+# depth) and `storage_errors` (money with at most 2 decimals by value, numbers in `properties` with at most
+# MAX_PROPERTY_DECIMALS decimal places as written). Timestamps must also convert to UTC (`_is_timestamp`).
+# Reasons come from jsonschema-rs's own errors, worded by `_describe`; at most `limit` per instance.
+
+MAX_PROPERTY_DECIMALS = 20
+MONEY_FIELDS = (("value",), ("product", "price"), ("product", "discount_price"))
+CENT = Decimal("0.01")
+
 
 def _is_timestamp(value: object) -> bool:
-    """RFC 3339 (offset required) and parseable by `parse_timestamp`, so the ETL can read every accepted value.
+    """RFC 3339 (offset required), parseable by `parse_timestamp` and within the range of a UTC datetime, so the
+    ETL can read and the warehouse can store every accepted value.
 
     The RFC 3339 shape comes from rfc3339-validator's pattern; the calendar check (no 31 November, no year 0)
     is `datetime.fromisoformat`'s, which refuses the same dates."""
@@ -196,28 +201,10 @@ def _is_timestamp(value: object) -> bool:
     if RFC3339_REGEX.match(text) is None:
         return False
     try:
-        return bool(parse_timestamp(text))
-    except ValueError:
+        parse_timestamp(text).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         return False
-
-
-@cache
-def explaining_validator() -> tuple[type, Any]:
-    """(validator class, format checker) of the pure-Python jsonschema validator that explains why an instance
-    is invalid: Draft 2020-12 with Decimal integers and the contract's date-time. Imported on first need
-    (jsonschema and its format libraries take most of a second to import; valid events never need them)."""
-    from jsonschema import Draft202012Validator, FormatChecker, validators
-
-    def is_integer(checker: Any, instance: object) -> bool:
-        if isinstance(instance, Decimal):
-            return instance.is_finite() and instance == instance.to_integral_value()
-        return Draft202012Validator.TYPE_CHECKER.is_type(instance, "integer")
-
-    format_checker = FormatChecker(formats=("uuid",))
-    format_checker.checks("date-time")(_is_timestamp)
-    validator_class = validators.extend(
-        Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", is_integer))
-    return validator_class, format_checker
+    return True
 
 
 @cache
@@ -227,23 +214,11 @@ def event_schema() -> dict:
 
 
 @cache
-def _validator(definition: str | None = None) -> Any:
-    from referencing import Registry, Resource
-
-    validator_class, format_checker = explaining_validator()
-    schema = event_schema()
-    registry = Registry().with_resource(schema["$id"], Resource.from_contents(schema))
-    target = schema if definition is None else {"$ref": f"{schema['$id']}#/$defs/{definition}"}
-    return validator_class(target, registry=registry, format_checker=format_checker)
-
-
-@cache
 def _fast_validator(definition: str | None = None, builtin_date_time: bool = False) -> jsonschema_rs.Validator:
-    """The same schema compiled by jsonschema-rs (~200x faster): answers valid/invalid; the reasons for an
-    invalid instance come from `_validator`, whose messages are the contract's.
+    """The schema (or one of its $defs) compiled by jsonschema-rs.
 
     With `builtin_date_time`, jsonschema-rs checks date-times itself (twice as fast: no Python call per
-    timestamp); it accepts one thing the contract refuses, a leap second (:60)."""
+    timestamp); it accepts what the contract refuses: a leap second (:60), a time beyond UTC's range."""
     schema = event_schema()
     target = schema if definition is None else {"$ref": f"{schema['$id']}#/$defs/{definition}"}
     return jsonschema_rs.validator_for(
@@ -254,150 +229,246 @@ def _fast_validator(definition: str | None = None, builtin_date_time: bool = Fal
     )
 
 
-def validate_event(event: Any) -> list[str]:
-    """Reasons why `event` is not a valid version 1 event; empty when it is."""
-    return _reasons(None, event)
+def validate_event(event: Any, *, check_text: bool = True, limit: int = MAX_REASONS) -> list[str]:
+    """Reasons (at most `limit`) why `event` is not a valid version 1 event; empty when it is.
+
+    `check_text=False` skips the search for U+0000 and unpaired surrogates: only for an event parsed from JSON
+    that has no `\\u0000` or surrogate escape (see `has_bad_text_escape`)."""
+    return _reasons(None, event, check_text=check_text, limit=limit)
 
 
-def validate_legacy_event(event: Any) -> list[str]:
+def validate_legacy_event(event: Any, *, check_text: bool = True, limit: int = MAX_REASONS) -> list[str]:
     """Reasons why `event` is not a valid legacy tracker event; empty when it is."""
-    return _reasons("legacy_event", event)
+    return _reasons("legacy_event", event, check_text=check_text, limit=limit)
 
 
-def validate_raw_object(
-    raw_object: Any, *, may_contain_surrogates: bool = True, timestamps_parsed_later: bool = False
-) -> list[str]:
+def validate_raw_object(raw_object: Any, *, check_text: bool = True, timestamps_parsed_later: bool = False) -> list[str]:
     """Reasons why a stored S3 object does not match the raw object format; empty when it does.
 
-    A caller that has the object's JSON text can pass `may_contain_surrogates=has_surrogate_escape(text)`
-    to skip the search for unpaired surrogates when none can be there. A caller that parses every timestamp
-    with `parse_timestamp` afterwards (the ETL) can pass `timestamps_parsed_later=True` for a faster check
-    that lets a leap second through: its parse refuses it, and it asks again without the flag for the reason."""
-    return _reasons("raw_object", raw_object, check_unicode=may_contain_surrogates,
-                    builtin_date_time=timestamps_parsed_later)
+    A caller that has the object's JSON text can pass `check_text=has_bad_text_escape(text)`. A caller that
+    parses every timestamp with `parse_timestamp` afterwards (the ETL) can pass `timestamps_parsed_later=True`
+    for a faster check that lets a leap second through: its parse refuses it, and it asks again without the
+    flag for the reason. The money and number rules of `storage_errors` are the ETL's to apply per event."""
+    return _reasons("raw_object", raw_object, check_text=check_text, builtin_date_time=timestamps_parsed_later)
 
 
-SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+BAD_TEXT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
-def has_surrogate_escape(json_bytes: bytes) -> bool:
-    """JSON can carry a surrogate only as an escape like \\ud800: without one, no string holds a surrogate."""
-    return SURROGATE_ESCAPE.search(json_bytes) is not None
+def has_bad_text_escape(json_bytes: bytes) -> bool:
+    """JSON carries U+0000 or a surrogate only as an escape (\\u0000, \\ud800): without one, no string holds one."""
+    return BAD_TEXT_ESCAPE.search(json_bytes) is not None
 
 
 def _reasons(
-    definition: str | None, instance: Any, check_unicode: bool = True, builtin_date_time: bool = False
+    definition: str | None, instance: Any, *, check_text: bool = True, builtin_date_time: bool = False,
+    limit: int = MAX_REASONS,
 ) -> list[str]:
-    if _fast_validator(definition, builtin_date_time).is_valid(instance):
-        return [f"{path}: {message}" for path, message in _invalid_unicode(instance)] if check_unicode else []
-    validator = _validator(definition)
+    if check_text:
+        bad_text = text_errors(instance, limit)
+        if bad_text:  # before the schema: jsonschema-rs cannot take a string with a surrogate
+            return bad_text
+    validator = _fast_validator(definition, builtin_date_time)
+    if validator.is_valid(instance):
+        return storage_errors(instance)[:limit] if definition is None else []
     reasons: list[str] = []
     failed_paths: set[str] = set()
     for error in validator.iter_errors(instance):
         path, message = _describe(error)
-        if error.validator == "pattern" and path in failed_paths:
+        if path in failed_paths:
             continue
         failed_paths.add(path)
-        reason = f"{path}: {message}"
-        if reason not in reasons:
-            reasons.append(reason)
-        if len(reasons) == MAX_REASONS:
+        reasons.append(f"{path}: {message}")
+        if len(reasons) >= limit:
             break
-    if not reasons:
-        reasons = [f"{path}: {message}" for path, message in _invalid_unicode(instance)]
     return reasons
 
 
-def _describe(error: ValidationError) -> tuple[str, str]:
-    """(JSON path, message) with short value excerpts and the schema's own wording where it has one."""
-    if error.validator in ("anyOf", "oneOf"):
-        return _describe_alternatives(error)
-    value, rule = _shown(error.instance), error.validator_value
-    hint = error.schema.get("description") if isinstance(error.schema, dict) else None
-    match error.validator:
-        case "type":
-            types = rule if isinstance(rule, list) else [rule]
-            message = f"{value} is not of type {', '.join(map(repr, types))}"
-        case "maxLength":
-            message = f"{value} is too long (at most {rule} characters)"
-        case "minLength":
-            message = "must not be empty" if rule == 1 else f"{value} is too short (at least {rule} characters)"
-        case "pattern" | "format":
-            message = f"{value} is not {hint}" if hint else f"{value} is not a valid {rule}"
-        case "enum":
-            message = f"{value} is not one of {', '.join(json.dumps(choice) for choice in rule)}"
-        case "minimum":
-            message = f"{value} is less than the minimum of {rule}"
-        case "maximum":
-            message = f"{value} is more than the maximum of {rule}"
-        case "exclusiveMaximum":
-            message = f"{value} is not less than {rule}"
-        case "const":
-            message = f"{value} is not {_shown(rule)}"
-        case "maxProperties":
-            message = f"has {len(error.instance)} keys, at most {rule} are allowed"
-        case "maxItems" | "minItems":
-            message = f"has {len(error.instance)} items, {'at most' if error.validator == 'maxItems' else 'at least'} {rule} allowed"
-        case _:
-            message = error.message if len(error.message) <= 200 else error.message[:200] + "…"
-    return error.json_path, message
-
-
-def _describe_alternatives(error: ValidationError) -> tuple[str, str]:
-    """An anyOf/oneOf failure told by the branch that got furthest: its deepest, most specific errors."""
-    leaves = list(_leaf_errors(error))
-    if not leaves:
-        return error.json_path, error.message
-    depth = max(len(leaf.absolute_path) for leaf in leaves)
-    deepest = [leaf for leaf in leaves if len(leaf.absolute_path) == depth]
-    specific = [leaf for leaf in deepest if leaf.validator != "type"]
-    if specific:
-        return _describe(specific[0])
-    types: list[str] = []
-    for leaf in deepest:
-        for name in leaf.validator_value if isinstance(leaf.validator_value, list) else [leaf.validator_value]:
-            if name not in types:
-                types.append(name)
-    return deepest[0].json_path, f"{_shown(deepest[0].instance)} is not of type {', '.join(map(repr, types))}"
-
-
-def _leaf_errors(error: ValidationError) -> Iterator[ValidationError]:
-    for child in error.context or ():
-        if child.validator in ("anyOf", "oneOf") and child.context:
-            yield from _leaf_errors(child)
-        else:
-            yield child
-
-
-def _shown(value: Any) -> str:
-    text = dumps(value) if isinstance(value, (str, int, Decimal, float, bool, type(None))) else json_type(value)
-    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 1] + "…"
-
-
-def _invalid_unicode(instance: Any) -> Iterator[tuple[str, str]]:
-    """Strings with unpaired surrogates (from JSON escapes like \\ud800): valid JSON, but not text PostgreSQL can store."""
-    if _is_valid_unicode(json.dumps(instance, ensure_ascii=False, default=str)):
-        return  # one C-speed pass; the walk below only runs to name the paths
+def text_errors(instance: Any, limit: int = MAX_REASONS) -> list[str]:
+    """Strings and keys, at any depth, that hold U+0000 or an unpaired surrogate (from JSON escapes such as
+    \\u0000 or \\ud800): valid JSON, but not text PostgreSQL can store."""
+    dumped = json.dumps(instance, ensure_ascii=False, default=str)  # writes U+0000 as \\u0000
+    if "\\u0000" not in dumped and _is_storable_text(dumped):
+        return []  # one C-speed pass; the walk below only runs to name the paths
+    reasons: list[str] = []
     stack: list[tuple[str, Any]] = [("$", instance)]
-    while stack:
+    while stack and len(reasons) < limit:
         path, value = stack.pop()
-        if isinstance(value, str) and not _is_valid_unicode(value):
-            yield path, "contains an unpaired surrogate, which is not valid Unicode"
+        if isinstance(value, str):
+            if not _is_storable_text(value):
+                reasons.append(f"{path}: {_text_problem(value)}")
         elif isinstance(value, Mapping):
             for key, item in value.items():
-                if not _is_valid_unicode(key):
-                    yield path, "has a key with an unpaired surrogate, which is not valid Unicode"
-                stack.append((f"{path}.{key}", item))
+                if isinstance(key, str) and not _is_storable_text(key):
+                    reasons.append(f"{path}: has a key that {_text_problem(key)}")
+                stack.append((f"{path}.{_storable_path(key)}", item))
         elif isinstance(value, list):
             stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+    return reasons[:limit]
 
 
-def _is_valid_unicode(text: str) -> bool:
+def _is_storable_text(text: str) -> bool:
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _text_problem(text: str) -> str:
+    if "\x00" in text:
+        return "contains U+0000 (NUL), which the warehouse cannot store"
+    return "contains an unpaired surrogate, which is not valid Unicode"
+
+
+def _storable_path(key: Any) -> str:
+    return str(key).replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def storage_errors(event: Mapping[str, Any]) -> list[str]:
+    """What keeps a schema-valid v1 event out of the warehouse, which the schema cannot state: money (value,
+    product price and discount price) with more than 2 decimals by value (numeric(12,2) stores whole cents and
+    amounts are never rounded; a float with binary residue such as 0.30000000000000004 is one), and numbers in
+    `properties` with more than MAX_PROPERTY_DECIMALS decimal places as written (the schema bounds their size)."""
+    reasons = []
+    for path in MONEY_FIELDS:
+        amount = _get(event, path)
+        if isinstance(amount, (Decimal, float)) and not _whole_cents(amount):
+            reasons.append(
+                f"$.{'.'.join(path)}: {_shown(amount)} has more than 2 decimals: send money as a decimal string "
+                'such as "1299.90" (the warehouse stores whole cents and never rounds)')
+    properties = event.get("properties")
+    if isinstance(properties, Mapping):
+        for path, number in _numbers(properties, "$.properties"):
+            if isinstance(number, Decimal) and number.as_tuple().exponent < -MAX_PROPERTY_DECIMALS:
+                reasons.append(f"{path}: {_shown(number)} has more than {MAX_PROPERTY_DECIMALS} decimal places")
+    return reasons
+
+
+def _get(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = event
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def _whole_cents(amount: Decimal | float) -> bool:
+    exact = amount if isinstance(amount, Decimal) else Decimal(repr(amount))
+    return exact.is_finite() and exact == exact.quantize(CENT)
+
+
+def _numbers(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _numbers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _numbers(item, f"{path}[{index}]")
+    elif isinstance(value, (Decimal, float)):
+        yield path, value
+
+
+def _json_path(parts: Sequence[str | int]) -> str:
+    return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+
+
+def _schema_node(schema_path: Sequence[str | int]) -> Any:
+    """The schema object that holds the failed keyword (the error's schema path without its keyword)."""
+    node: Any = event_schema()
+    for part in schema_path[:-1]:
+        node = node[part]
+    return node
+
+
+def _describe(error: jsonschema_rs.ValidationError) -> tuple[str, str]:
+    """(JSON path, message) with short value excerpts and the schema's own wording where it has one."""
+    kind = error.kind
+    if kind.name in ("anyOf", "oneOf"):
+        return _describe_alternatives(error)
+    path = _json_path(error.instance_path)
+    node = _schema_node(error.schema_path)
+    rule = node.get(error.schema_path[-1]) if isinstance(node, Mapping) else None
+    value = _shown(error.instance)
+    hint = node.get("description") if isinstance(node, Mapping) else None
+    match kind.name:
+        case "type":
+            types = rule if isinstance(rule, list) else [rule]
+            return path, f"{value} is not of type {', '.join(map(repr, types))}"
+        case "maxLength":
+            return path, f"{value} is too long (at most {rule} characters)"
+        case "minLength":
+            return path, "must not be empty" if rule == 1 else f"{value} is too short (at least {rule} characters)"
+        case "pattern" | "format":
+            return path, f"{value} is not {hint}" if hint else f"{value} is not a valid {rule}"
+        case "enum":
+            return path, f"{value} is not one of {', '.join(json.dumps(choice) for choice in rule)}"
+        case "minimum":
+            return path, f"{value} is less than the minimum of {_shown(rule)}"
+        case "maximum":
+            return path, f"{value} is more than the maximum of {_shown(rule)}"
+        case "exclusiveMaximum":
+            return path, f"{value} is not less than {_shown(rule)}"
+        case "exclusiveMinimum":
+            return path, f"{value} is not more than {_shown(rule)}"
+        case "const":
+            return path, f"{value} is not {_shown(rule)}"
+        case "maxProperties":
+            return path, f"has {len(error.instance)} keys, at most {rule} are allowed"
+        case "maxItems" | "minItems":
+            bound = "at most" if kind.name == "maxItems" else "at least"
+            return path, f"has {len(error.instance)} items, {bound} {rule} allowed"
+        case "required":
+            return path, f"{_quoted(kind.property)} is a required property"
+        case "additionalProperties":
+            unexpected = [_quoted(name) for name in kind.unexpected[:MAX_REASONS]]
+            verb = "was" if len(kind.unexpected) == 1 else "were"
+            more = f" and {len(kind.unexpected) - MAX_REASONS} more" if len(kind.unexpected) > MAX_REASONS else ""
+            return path, f"Additional properties are not allowed ({', '.join(unexpected)}{more} {verb} unexpected)"
+        case "propertyNames":
+            inner_path, message = _describe(kind.error)
+            return path, message
+    message = error.message
+    return path, message if len(message) <= 200 else message[:200] + "…"
+
+
+def _describe_alternatives(error: jsonschema_rs.ValidationError) -> tuple[str, str]:
+    """An anyOf/oneOf failure told by the branch that got furthest: its deepest, most specific errors."""
+    leaves = list(_leaf_errors(error))
+    if not leaves:
+        return _json_path(error.instance_path), "is not valid under any of the allowed schemas"
+    depth = max(len(leaf.instance_path) for leaf in leaves)
+    deepest = [leaf for leaf in leaves if len(leaf.instance_path) == depth]
+    specific = [leaf for leaf in deepest if leaf.kind.name != "type"]
+    if specific:
+        return _describe(specific[0])
+    types: list[str] = []
+    for leaf in deepest:
+        rule = _schema_node(leaf.schema_path).get("type")
+        for name in rule if isinstance(rule, list) else [rule]:
+            if name not in types:
+                types.append(name)
+    return _json_path(deepest[0].instance_path), f"{_shown(deepest[0].instance)} is not of type {', '.join(map(repr, types))}"
+
+
+def _leaf_errors(error: jsonschema_rs.ValidationError) -> Iterator[jsonschema_rs.ValidationError]:
+    for branch in error.kind.context or ():
+        for child in branch:
+            if child.kind.name in ("anyOf", "oneOf") and child.kind.context:
+                yield from _leaf_errors(child)
+            else:
+                yield child
+
+
+def _quoted(name: str) -> str:
+    """A property name as the messages quote it: 'name', shortened."""
+    return repr(name if len(name) <= MAX_SHOWN_CHARS else name[: MAX_SHOWN_CHARS - 1] + "…")
+
+
+def _shown(value: Any) -> str:
+    text = dumps(value) if isinstance(value, (str, int, Decimal, float, bool, type(None))) else json_type(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 1] + "…"
 
 
 # Normalization and the legacy tracker --------------------------------------------------------------------------
@@ -417,18 +488,22 @@ def is_legacy_event(raw: Any) -> bool:
     return isinstance(raw, Mapping) and "eventName" in raw and "event_name" not in raw
 
 
-def normalize_event(raw: Any, received_at: datetime) -> tuple[NormalizedEvent | None, list[str]]:
-    """Validate one posted object: (the v1 event, []) when valid, else (None, reasons)."""
+def normalize_event(
+    raw: Any, received_at: datetime, *, check_text: bool = True, limit: int = MAX_REASONS
+) -> tuple[NormalizedEvent | None, list[str]]:
+    """Validate one posted object: (the v1 event, []) when valid, else (None, at most `limit` reasons).
+
+    `check_text=False` is for an object parsed from JSON without a \\u0000 or surrogate escape."""
     if not isinstance(raw, Mapping):
         return None, [f"$: an event must be a JSON object, not {json_type(raw)}"]
     if not is_legacy_event(raw):
-        errors = validate_event(raw)
+        errors = validate_event(raw, check_text=check_text, limit=limit)
         return (None, errors) if errors else (NormalizedEvent(event=dict(raw)), [])
-    errors = validate_legacy_event(raw)
+    errors = validate_legacy_event(raw, check_text=check_text, limit=limit)
     if errors:
         return None, errors
     normalized = map_legacy_event(raw, received_at)
-    errors = validate_event(normalized.event)
+    errors = validate_event(normalized.event, check_text=False, limit=limit)
     if errors:
         return None, [f"legacy event maps to an invalid v1 event: {reason}" for reason in errors]
     return normalized, []

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
 from clickstream import contract
@@ -79,15 +80,17 @@ def _int_setting(environ: Mapping[str, str], name: str, default: int) -> int:
 
 
 def truncate_ip(ip: str | None) -> str | None:
-    """The network address of an IP's IPv4 /24 or IPv6 /48 (IPv4-mapped IPv6 counts as IPv4); None if not an IP."""
+    """The network address of an IP's IPv4 /24 or IPv6 /48; None if not an IP. An IPv6 address that embeds an
+    IPv4 one (IPv4-mapped ::ffff:a.b.c.d, 6to4 2002:AABB:CCDD::/16) is truncated as that IPv4 address: its /48
+    would keep the whole IPv4 address."""
     if not ip or not isinstance(ip, str):
         return None
     try:
         address = ipaddress.ip_address(ip.strip())
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        address = address.ipv4_mapped or address.sixtofour or address
     if isinstance(address, ipaddress.IPv4Address):
         return str(ipaddress.IPv4Network((int(address), 24), strict=False).network_address)
     return str(ipaddress.IPv6Network((int(address), 48), strict=False).network_address)
@@ -101,9 +104,10 @@ def object_key(received_at: datetime, object_id: uuid.UUID | str, prefix: str = 
 
 
 def _clean_text(value: Any, max_chars: int) -> str | None:
+    """Text the warehouse can store: at most `max_chars`, no U+0000, unpaired surrogates replaced."""
     if not isinstance(value, str) or not value:
         return None
-    return value[:max_chars].encode("utf-8", "replace").decode("utf-8")
+    return value[:max_chars].replace("\x00", "").encode("utf-8", "replace").decode("utf-8") or None
 
 
 @dataclass(frozen=True)
@@ -186,38 +190,35 @@ def build_raw_object(
 ) -> dict[str, Any]:
     """The envelope written to S3: schema_version, object_id, received_at, request_id, event_count, events."""
     server = server_context.as_dict(received_at)
+    return {**_envelope(server, len(events), object_id), "events": [stored_event(event, server) for event in events]}
+
+
+def _envelope(server: Mapping[str, Any], event_count: int, object_id: uuid.UUID) -> dict[str, Any]:
     return {
         "schema_version": contract.SCHEMA_VERSION,
         "object_id": str(object_id),
         "received_at": server["received_at"],
-        "request_id": server_context.request_id,
-        "event_count": len(events),
-        "events": [stored_event(event, server) for event in events],
+        "request_id": server["request_id"],
+        "event_count": event_count,
     }
 
 
-def store_events(
-    events: Sequence[NormalizedEvent],
-    server_context: ServerContext,
-    s3: Any,
-    settings: IngestSettings,
-    received_at: datetime,
-    object_id: uuid.UUID | None = None,
-) -> str:
-    """Write valid events as one object (SSE AES256) and return its key; storage errors propagate."""
-    if not events:
-        raise ValueError("there are no events to store")
-    object_id = object_id or uuid.uuid4()
-    key = object_key(received_at, object_id, settings.prefix)
-    body = contract.dumps(build_raw_object(events, server_context, received_at, object_id)).encode("utf-8")
-    s3.put_object(
-        Bucket=settings.raw_bucket,
-        Key=key,
-        Body=body,
-        ContentType="application/json",
-        ServerSideEncryption="AES256",
-    )
-    return key
+def raw_object_body(encoded_events: Sequence[bytes], server: Mapping[str, Any], object_id: uuid.UUID) -> bytes:
+    """The JSON of `build_raw_object`'s envelope around events already encoded one by one (`encode_event`)."""
+    head = contract.dumps_loaded(_envelope(server, len(encoded_events), object_id))
+    return head[:-1] + b',"events":[' + b",".join(encoded_events) + b"]}"
+
+
+def encode_event(normalized: NormalizedEvent, server: Mapping[str, Any]) -> bytes:
+    """One stored event as JSON; raises one of EVENT_ERRORS when it cannot be written."""
+    return contract.dumps_loaded(stored_event(normalized, server))
+
+
+# What one event can raise while it is validated, mapped or encoded: it is rejected, its neighbours are kept.
+EVENT_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, msgspec.EncodeError)
+# Invalid events of one request explained with up to MAX_REASONS reasons each; the rest get their first
+# reason, so the CPU a request can cost stays bounded.
+EXPLAINED_EVENTS = 20
 
 
 def ingest_batch(
@@ -227,25 +228,38 @@ def ingest_batch(
     settings: IngestSettings,
     received_at: datetime,
     object_id: uuid.UUID | None = None,
+    *,
+    check_text: bool = True,
 ) -> IngestResult:
-    """Validate each posted event on its own, store the valid ones in one object, report the others."""
+    """Validate each posted event on its own, store the valid ones in one object (SSE AES256), report the others.
+
+    `check_text=False` is for events parsed from a body without a \\u0000 or surrogate escape. Storage errors
+    propagate (nothing is stored)."""
     if len(raw_events) > settings.max_batch_events:
         raise ValueError(f"{len(raw_events)} events exceed the batch limit of {settings.max_batch_events}")
-    accepted: list[NormalizedEvent] = []
+    server = server_context.as_dict(received_at)
+    accepted: list[str] = []
+    encoded: list[bytes] = []
     rejected: list[Rejection] = []
     for index, raw in enumerate(raw_events):
-        normalized, errors = contract.normalize_event(raw, received_at)
-        if normalized is None:
+        limit = contract.MAX_REASONS if len(rejected) < EXPLAINED_EVENTS else 1
+        try:
+            normalized, errors = contract.normalize_event(raw, received_at, check_text=check_text, limit=limit)
+            if normalized is not None:
+                encoded.append(encode_event(normalized, server))
+                accepted.append(normalized.event["event_id"])
+        except EVENT_ERRORS as error:
+            logger.warning("event %d of request %s cannot be stored: %r", index, server_context.request_id, error)
+            errors = [f"$: cannot be stored ({type(error).__name__})"]
+        if errors:
             rejected.append(Rejection(index, tuple(errors)))
-        else:
-            accepted.append(normalized)
-    key = store_events(accepted, server_context, s3, settings, received_at, object_id) if accepted else None
-    return IngestResult(
-        accepted=len(accepted),
-        rejected=tuple(rejected),
-        object_key=key,
-        event_ids=tuple(event.event["event_id"] for event in accepted),
-    )
+    key = None
+    if encoded:
+        object_id = object_id or uuid.uuid4()
+        key = object_key(received_at, object_id, settings.prefix)
+        s3.put_object(Bucket=settings.raw_bucket, Key=key, Body=raw_object_body(encoded, server, object_id),
+                      ContentType="application/json", ServerSideEncryption="AES256")
+    return IngestResult(accepted=len(accepted), rejected=tuple(rejected), object_key=key, event_ids=tuple(accepted))
 
 
 class RequestError(Exception):
@@ -269,21 +283,25 @@ def _media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
     return media_type.strip().lower(), parsed
 
 
-def events_from_request(event: Mapping[str, Any], settings: IngestSettings) -> list[Any]:
-    """The posted events of a payload 2.0 event (one object or {"events": [...]}); raises RequestError."""
+def events_from_request(event: Mapping[str, Any], settings: IngestSettings) -> tuple[list[Any], bool]:
+    """The posted events of a payload 2.0 event (one object or {"events": [...]}), and whether their JSON has a
+    \\u0000 or surrogate escape (only then may a string hold what the warehouse cannot store); raises
+    RequestError."""
     media_type, parameters = _media_type(_headers(event).get("content-type"))
     if media_type not in ACCEPTED_MEDIA_TYPES:
         shown = f"Content-Type {media_type!r}" if media_type else "a missing Content-Type"
         raise RequestError(415, "unsupported_media_type", f"{shown} is not accepted: send application/json or text/plain")
     if parameters.get("charset", "utf-8") not in UTF8_CHARSETS:
         raise RequestError(415, "unsupported_media_type", f"charset {parameters['charset']!r} is not accepted: send UTF-8")
-    payload = _parse_json(_body_bytes(event, settings.max_body_bytes))
+    data = _body_bytes(event, settings.max_body_bytes)
+    payload = _parse_json(data)
+    check_text = contract.has_bad_text_escape(data)
     if not isinstance(payload, dict):
         raise RequestError(
             400, "invalid_body", f'the body must be a JSON object (one event or {{"events": [...]}}), not {contract.json_type(payload)}'
         )
     if "events" not in payload:
-        return [payload]
+        return [payload], check_text
     unexpected = sorted(set(payload) - {"events"})
     if unexpected:
         raise RequestError(400, "invalid_body", f'a batch has only the key "events"; unexpected: {", ".join(unexpected)[:200]}')
@@ -296,7 +314,7 @@ def events_from_request(event: Mapping[str, Any], settings: IngestSettings) -> l
         raise RequestError(
             400, "batch_too_large", f"{len(events)} events exceed the limit of {settings.max_batch_events} per request"
         )
-    return events
+    return events, check_text
 
 
 def _body_bytes(event: Mapping[str, Any], max_bytes: int) -> bytes:
@@ -371,13 +389,13 @@ def handle_http_event(
     """
     received_at = now()
     try:
-        raw_events = events_from_request(event, settings)
+        raw_events, check_text = events_from_request(event, settings)
     except RequestError as error:
         logger.info("request %s rejected: %s", request_id, error.code)
         return error_response(error.status, error.code, error.message, request_id)
     server_context = ServerContext.from_http_event(event, request_id)
     try:
-        result = ingest_batch(raw_events, server_context, s3, settings, received_at)
+        result = ingest_batch(raw_events, server_context, s3, settings, received_at, check_text=check_text)
     except STORAGE_ERRORS:
         logger.exception("request %s: storing %d events failed", request_id, len(raw_events))
         return error_response(

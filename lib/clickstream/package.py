@@ -173,7 +173,6 @@ def _text(node: Any) -> str:
 
 
 # --- which dependencies -----------------------------------------------------------------------------
-LAZY_IMPORTS = "LAZY_IMPORTS"
 
 
 def _module_imports(path: Path) -> list[tuple[str, bool]]:
@@ -189,9 +188,6 @@ def _module_imports(path: Path) -> list[tuple[str, bool]]:
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
                 found.append((child.module, inner))
                 found.extend((f"{child.module}.{alias.name}", inner) for alias in child.names)
-            elif top and isinstance(child, ast.Assign) and any(
-                    isinstance(target, ast.Name) and target.id == LAZY_IMPORTS for target in child.targets):
-                found.extend((name, True) for name in ast.literal_eval(child.value))
             visit(child, inner)
 
     visit(ast.parse(path.read_text(encoding="utf-8"), str(path)), True)
@@ -204,8 +200,7 @@ def third_party_modules(source: Path | None, package: Path | None = None, module
     modules it imports transitively; and the clickstream modules reached (for the report).
 
     Imports inside functions are a module's deliberate choice to not need them at import time (contract.py's
-    `yaml`, only for the docs and tests): they are not followed, except the modules a module names in a
-    module-level `LAZY_IMPORTS = (...)`: imported on first need, but needed at run time."""
+    `yaml`, only for the docs and tests): they are not followed."""
     package = package or package_dir()
     base = package.parent
     todo = sorted(p for p in source.rglob("*.py") if not _excluded(p.relative_to(source))) if source else []

@@ -19,8 +19,9 @@ user_login_state the v1 mapping could not place come from the stored `legacy` bl
 name, id and clicked element go to properties["legacy"]. utm term and content go to properties too.
 
 Rejects, each with a reason, so nothing is dropped silently:
-- an event that fails the v1 contract, contains U+0000 (PostgreSQL text and jsonb cannot hold it), or has
-  an amount with more than 2 decimals (the money columns are numeric(12,2); amounts are never rounded);
+- an event that fails the v1 contract (`contract.validate_raw_object` and `contract.storage_errors`: e.g.
+  U+0000, which PostgreSQL text and jsonb cannot hold, or an amount with more than 2 decimals: the money
+  columns are numeric(12,2) and amounts are never rounded), or that cannot be made into a row;
 - a whole object that is not UTF-8, not JSON or not a raw object: one reject with event_index None and the
   object's text (or its JSON) as payload.
 """
@@ -79,7 +80,6 @@ COLUMNS: Mapping[str, str] = {
     "source_key": "text",
 }
 MAX_SEND_DELAY = timedelta(days=7)
-CENT = Decimal("0.01")
 LEGACY_PROPERTIES = ("event_name", "event_id", "event_id_source", "client_ts_source", "element")
 
 Row = tuple[Any, ...]
@@ -120,17 +120,13 @@ def transform_body(body: bytes, source_key: str) -> Transformed:
         return _quarantine(source_key, "not valid JSON: nested too deeply", text)
     except ValueError as error:
         return _quarantine(source_key, f"not valid JSON: {error}", text)
-    # JSON can only carry U+0000 or a surrogate as an escape: without one in the text, no string needs a scan.
-    return transform_object(raw_object, source_key, may_contain_nul=b"\\u0000" in body,
-                            may_contain_surrogates=contract.has_surrogate_escape(body))
+    return transform_object(raw_object, source_key, check_text=contract.has_bad_text_escape(body))
 
 
-def transform_object(
-    raw_object: Any, source_key: str, *, may_contain_nul: bool = True, may_contain_surrogates: bool = True
-) -> Transformed:
-    """Rows and rejects of one parsed raw object (as `contract.loads` returns it)."""
-    errors = contract.validate_raw_object(raw_object, may_contain_surrogates=may_contain_surrogates,
-                                          timestamps_parsed_later=True)
+def transform_object(raw_object: Any, source_key: str, *, check_text: bool = True) -> Transformed:
+    """Rows and rejects of one parsed raw object (as `contract.loads` returns it). `check_text=False` skips the
+    search for U+0000 and unpaired surrogates (for an object parsed from JSON without such escapes)."""
+    errors = contract.validate_raw_object(raw_object, check_text=check_text, timestamps_parsed_later=True)
     envelope_errors = [error for error in errors if not error.startswith("$.events[")]
     if envelope_errors:
         return _quarantine(source_key, "not a valid raw object: " + "; ".join(envelope_errors), raw_object)
@@ -144,12 +140,14 @@ def transform_object(
         reasons = _stored_event_errors(raw_object, stored) if errors else []
         if not reasons:
             try:
-                result.rows.append(event_row(stored, source_key, may_contain_nul=may_contain_nul))
+                result.rows.append(event_row(stored, source_key))
                 continue
             except EventRejected as error:
                 reasons = [str(error)]
             except ValueError as error:  # a timestamp the fast check let through (a leap second): the contract says why
                 reasons = _stored_event_errors(raw_object, stored) or [str(error)]
+            except Exception as error:  # one event that breaks the transform must not stop the others
+                reasons = [f"cannot be transformed: {type(error).__name__}: {error}"]
         result.rejects.append(Reject(source_key, index, "; ".join(reasons), storable(stored)))
     return result
 
@@ -164,12 +162,12 @@ def _quarantine(source_key: str, reason: str, payload: Any) -> Transformed:
     return Transformed(rejects=[Reject(source_key, None, reason, storable(payload))])
 
 
-def event_row(stored: Mapping[str, Any], source_key: str, *, may_contain_nul: bool = True) -> Row:
+def event_row(stored: Mapping[str, Any], source_key: str) -> Row:
     """The row of one valid stored event; raises EventRejected when it cannot be stored exactly."""
-    nul_path = _find_nul(stored, "$") if may_contain_nul else None
-    if nul_path:
-        raise EventRejected(f"{nul_path}: contains U+0000, which PostgreSQL cannot store")
     event, server, legacy = stored["event"], stored["server"], stored["legacy"]
+    not_storable = contract.storage_errors(event)
+    if not_storable:
+        raise EventRejected("; ".join("$.event" + reason.removeprefix("$") for reason in not_storable))
     product = event.get("product") or {}
     utm = event.get("utm") or {}
     user_id = event.get("user_id")
@@ -209,8 +207,8 @@ def event_row(stored: Mapping[str, Any], source_key: str, *, may_contain_nul: bo
         product.get("name"),
         product.get("category"),
         product.get("brand"),
-        money(product.get("price"), "$.event.product.price"),
-        money(product.get("discount_price"), "$.event.product.discount_price"),
+        money(product.get("price")),
+        money(product.get("discount_price")),
         product.get("url_path"),
         client_ts,
         received_at,
@@ -227,7 +225,7 @@ def event_row(stored: Mapping[str, Any], source_key: str, *, may_contain_nul: bo
         None if quantity is None else int(quantity),
         event.get("cart_id"),
         event.get("order_id"),
-        money(event.get("value"), "$.event.value"),
+        money(event.get("value")),
         event.get("currency"),
         properties,
         stored["schema_version"],
@@ -243,14 +241,11 @@ def event_timestamp(client_ts: datetime, sent_ts: datetime | None, received_at: 
     return received_at - delay if timedelta(0) <= delay <= MAX_SEND_DELAY else received_at
 
 
-def money(value: Any, path: str) -> Decimal | None:
-    """An amount as an exact Decimal with at most 2 decimals; more decimals are rejected, never rounded."""
+def money(value: Any) -> Decimal | None:
+    """An amount as an exact Decimal (`contract.storage_errors` has refused more than 2 decimals)."""
     if value is None:
         return None
-    amount = value if isinstance(value, Decimal) else Decimal(str(value))
-    if amount != amount.quantize(CENT):  # the contract keeps amounts under 1e9: quantize cannot overflow
-        raise EventRejected(f"{path}: {value} has more than 2 decimals (the warehouse stores whole cents)")
-    return amount
+    return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
 @lru_cache(maxsize=1024)
@@ -290,25 +285,6 @@ def classify_user_agent(user_agent: str | None) -> tuple[bool, str | None]:
     if parsed.is_pc:
         return False, "desktop"
     return False, None
-
-
-def _find_nul(value: Any, path: str) -> str | None:
-    """The JSON path of the first string (or key) containing U+0000, else None."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if "\x00" in key:
-                return path
-            found = _find_nul(item, f"{path}.{key}")
-            if found:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _find_nul(item, f"{path}[{index}]")
-            if found:
-                return found
-    return None
 
 
 def storable(value: Any) -> Any:

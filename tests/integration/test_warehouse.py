@@ -208,7 +208,7 @@ def test_load_chunk_inserts_each_event_once_and_logs_each_object(empty, dw):
     assert all_rows(admin, "SELECT key, etag, rows_inserted, duplicates, rejected FROM etl_load_log ORDER BY key") == [
         ("k/1", "etag-1", 2, 1, 0), ("k/2", "etag-1", 1, 1, 0), ("k/3", "etag-1", 0, 0, 1)]
     assert one(admin, "SELECT source_key, event_index, reason FROM clickstream_rejected") == (
-        "k/3", 0, "$.event.page_type: contains U+0000, which PostgreSQL cannot store")
+        "k/3", 0, "$.event.page_type: contains U+0000 (NUL), which the warehouse cannot store")
     assert all_rows(admin, "SELECT day FROM rollup_pending") == [(date(2031, 3, 1),)]  # for the rollup refresh
 
     again = load_chunk(empty, [object_load("k/4", stored(a), stored(c))])

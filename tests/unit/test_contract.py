@@ -89,11 +89,11 @@ def test_every_canonical_event_name_is_valid(make_event, name):
         {"client_ts": "2025-03-01T03:15:30Z", "sent_ts": "2025-03-01t03:15:31.5z"},
         {"event_id": "0B7C6F1E-3F0A-4C8E-9D1F-2A6B5C4D3E2F"},
         {"product": {"id": "LAP-1", "price": Decimal("1299.90"), "discount_price": "1199.9"}, "value": 0},
-        {"product": {"id": "LAP-1", "price": "0", "discount_price": "999999999.999999"}},
+        {"product": {"id": "LAP-1", "price": "0", "discount_price": "999999999.99"}},
         {"quantity": Decimal("2.0")},
         {"referrer": "", "page_type": "home", "user_login_state": "guest"},
         {"properties": {"query": "27 inch", "results": 12, "filters": ["dell", True], "sort": {"by": "price"}}},
-        {"page_url": "https://shop.example/search?q=ca\u0000fe", "product": {"id": "x", "name": "Bàn phím cơ"}},
+        {"page_url": "https://shop.example/search?q=café", "product": {"id": "x", "name": "Bàn phím cơ"}},
     ],
 )
 def test_optional_fields_accept_documented_values(make_event, fields):

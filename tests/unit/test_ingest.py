@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -11,7 +13,7 @@ from decimal import Decimal
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from clickstream import contract
+from clickstream import contract, ingest
 from clickstream.ingest import (
     IngestSettings,
     ServerContext,
@@ -51,6 +53,8 @@ def body_of(*events) -> str:
         ("2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3::"),
         ("2001:DB8:ffff:1::1", "2001:db8:ffff::"),
         ("::ffff:198.51.100.23", "198.51.100.0"),
+        ("2002:c633:6417::1", "198.51.100.0"),  # 6to4 of 198.51.100.23: its /48 is the whole IPv4 address
+        ("2002:cb00:7107:4::9", "203.0.113.0"),
         ("fe80::1%eth0", "fe80::"),
         ("::1", "::"),
         ("not-an-ip", None),
@@ -462,3 +466,80 @@ def test_retried_request_keeps_the_event_ids(http_event, s3, settings, stored_ob
     ids = [raw_object["events"][0]["event"]["event_id"] for raw_object in objects.values()]
     assert first["object_key"] != retry["object_key"]
     assert len(ids) == 2 and ids[0] == ids[1]
+
+
+# Hostile events: each is rejected with its reason, its neighbours are stored, nothing answers 5xx -------------------
+
+
+# (field, its value as JSON text, the reason's path, a fragment of the reason)
+HOSTILE_FIELDS = [
+    ("event_name", r'"\ud800"', "$.event_name", "unpaired surrogate"),
+    ("client_id", r'"c-\udfff"', "$.client_id", "unpaired surrogate"),
+    ("session_id", r'"\ud83d"', "$.session_id", "unpaired surrogate"),
+    ("page_url", r'"https://shop.example/\u0000"', "$.page_url", "U+0000"),
+    ("properties", r'{"note": {"deep": "x\u0000"}}', "$.properties.note.deep", "U+0000"),
+    ("properties", r'{"k\u0000": 1}', "$.properties", "has a key that contains U+0000"),
+    ("properties", '{"big": 1e200000}', "$.properties.big", "is not less than 1000000000000000"),
+    ("properties", '{"int": 1' + "0" * 400 + "}", "$.properties.int", "is not less than 1000000000000000"),
+    ("properties", '{"tiny": 1e-400}', "$.properties.tiny", "more than 20 decimal places"),
+    ("value", "0.30000000000000004", "$.value", "send money as a decimal string"),
+    ("value", "0.001", "$.value", "more than 2 decimals"),
+    ("product", '{"id": "p", "price": "19.999"}', "$.product.price", "is not a decimal string"),
+    ("client_ts", '"0001-01-01T00:00:00+01:00"', "$.client_ts", "is not an RFC 3339 date-time"),
+    ("sent_ts", '"9999-12-31T23:59:59-01:00"', "$.sent_ts", "is not an RFC 3339 date-time"),
+]
+HOSTILE_IDS = [f"{field}={text[:24]}" for field, text, _, _ in HOSTILE_FIELDS]
+
+
+def _json_with(make_event, field: str, json_text: str) -> str:
+    """The JSON text of an event whose `field` is `json_text`, written as is (escapes, huge numbers)."""
+    return json.dumps(make_event(**{field: "SLOT"})).replace('"SLOT"', json_text)
+
+
+@pytest.mark.parametrize(("field", "json_text", "path", "fragment"), HOSTILE_FIELDS, ids=HOSTILE_IDS)
+def test_a_hostile_event_is_rejected_with_its_reason_and_its_neighbour_is_stored(
+        http_event, s3, settings, stored_objects, make_event, field, json_text, path, fragment):
+    good = make_event()
+    body = '{"events": [' + json.dumps(good) + "," + _json_with(make_event, field, json_text) + "]}"
+    status, answer, _ = handle(http_event(body=body), s3, settings)
+    assert status == 200, answer
+    assert answer["accepted"] == 1
+    [rejection] = answer["rejected"]
+    assert rejection["index"] == 1
+    assert any(reason.startswith(f"{path}: ") and fragment in reason for reason in rejection["errors"]), rejection
+    [stored] = stored_objects().values()
+    assert [e["event"]["event_id"] for e in stored["events"]] == [good["event_id"]]
+
+
+@pytest.mark.parametrize(("field", "json_text", "path", "fragment"), HOSTILE_FIELDS, ids=HOSTILE_IDS)
+def test_a_hostile_single_event_is_400_never_5xx(http_event, s3, settings, stored_objects, make_event, field,
+                                                 json_text, path, fragment):
+    status, answer, _ = handle(http_event(body=_json_with(make_event, field, json_text)), s3, settings)
+    assert status == 400 and answer["error"] == "no_valid_events"
+    assert any(reason.startswith(f"{path}: ") and fragment in reason for reason in answer["rejected"][0]["errors"])
+    assert stored_objects() == {}
+
+
+def test_every_invalid_event_of_a_full_batch_gets_a_reason_and_only_the_first_ones_get_several(
+        http_event, s3, settings, make_event):
+    broken = [make_event(event_id=i, client_id="", currency="eur") for i in range(settings.max_batch_events)]
+    response = handle_http_event(http_event(body=json.dumps({"events": broken})), "req-1", s3, settings)
+    rejected = json.loads(response["body"])["rejected"]
+    assert [r["index"] for r in rejected] == list(range(settings.max_batch_events))
+    assert all(len(r["errors"]) == 3 for r in rejected[: ingest.EXPLAINED_EVENTS])
+    assert all(r["errors"] == ["$.event_id: 0 is not of type 'string'".replace("0", str(r["index"]), 1)]
+               for r in rejected[ingest.EXPLAINED_EVENTS:])
+
+
+def test_explaining_invalid_events_never_imports_the_slow_jsonschema_package():
+    script = """
+import json, sys
+from clickstream import contract
+reasons = contract.validate_event({"event_id": 1, "properties": {"a": [[1]]}})
+assert reasons, reasons
+assert "jsonschema" not in sys.modules, sorted(m for m in sys.modules if m.startswith("jsonschema"))
+print(json.dumps(reasons))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "$.event_id: 1 is not of type 'string'" in json.loads(result.stdout)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from clickstream import contract, samples
+from clickstream.contract import NormalizedEvent
 from clickstream.ingest import ServerContext, build_raw_object
 from clickstream.transform import (
     COLUMNS,
@@ -52,6 +53,14 @@ def raw_body(*raw_events: dict, user_agent: str | None = UA["windows"], received
     server = ServerContext(request_id="req-1", user_agent=user_agent, source_ip_prefix="203.0.113.7")
     raw_object = build_raw_object(normalized, server, received_at, uuid.UUID(int=1))
     return contract.dumps(raw_object).encode("utf-8")
+
+
+def unchecked_body(*events: dict) -> bytes:
+    """The bytes of a raw object holding `events` as they are, unvalidated: what an older ingest, with a looser
+    contract, may have stored."""
+    server = ServerContext(request_id="req-1", user_agent=UA["windows"], source_ip_prefix="203.0.113.7")
+    normalized = [NormalizedEvent(event=contract.loads(contract.dumps(e))) for e in events]
+    return contract.dumps(build_raw_object(normalized, server, RECEIVED_AT, uuid.UUID(int=1))).encode("utf-8")
 
 
 def rows_of(body: bytes) -> list[dict[str, Any]]:
@@ -131,11 +140,11 @@ def test_money_is_exact_decimal_from_numbers_and_strings():
 
 def test_money_with_trailing_zero_decimals_is_accepted_and_more_cents_are_rejected_not_rounded():
     assert one_row(event(value="1299.900"))["value"] == Decimal("1299.90")
-    result = transform_body(raw_body(event(), event(value="19.995")), KEY)
+    result = transform_body(unchecked_body(event(), event(value=Decimal("19.995"))), KEY)
     assert len(result.rows) == 1
     [reject] = result.rejects
     assert reject.event_index == 1
-    assert reject.reason == "$.event.value: 19.995 has more than 2 decimals (the warehouse stores whole cents)"
+    assert reject.reason.startswith("$.event.value: 19.995 has more than 2 decimals: send money as a decimal string")
 
 
 # event_timestamp ------------------------------------------------------------------------------------------------
@@ -239,11 +248,11 @@ def test_user_agent_results_are_cached():
 
 
 def test_nul_character_rejects_only_that_event_with_a_storable_payload():
-    result = transform_body(raw_body(event(), event(page_type="pro\x00duct")), KEY)
+    result = transform_body(unchecked_body(event(), event(page_type="pro\x00duct")), KEY)
     assert len(result.rows) == 1
     [reject] = result.rejects
     assert (reject.source_key, reject.event_index) == (KEY, 1)
-    assert reject.reason == "$.event.page_type: contains U+0000, which PostgreSQL cannot store"
+    assert reject.reason == "$.event.page_type: contains U+0000 (NUL), which the warehouse cannot store"
     assert reject.payload["event"]["page_type"] == "pro\ufffdduct"
 
 
@@ -330,7 +339,7 @@ def test_page_path(url, path):
 @pytest.mark.parametrize("escape, rows, rejected", [(rb"\ud800", 1, [1]), (rb"\ud83d\ude00", 2, []), (rb"\u00e9", 2, [])])
 def test_an_escaped_unpaired_surrogate_rejects_only_its_event(escape, rows, rejected):
     body = raw_body(event(), event(page_type="SLOT")).replace(b'"SLOT"', b'"' + escape + b'"')
-    assert contract.has_surrogate_escape(body) == (b"\\ud8" in body)
+    assert contract.has_bad_text_escape(body) == (b"\\ud8" in body)
     result = transform_body(body, KEY)
     assert len(result.rows) == rows
     assert [r.event_index for r in result.rejects] == rejected
