@@ -353,6 +353,11 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
     cloudformation/analytics.yaml. Without --date or --prefix it loads what the last LOOKBACK_DAYS days
     hold and is not loaded yet. Objects already loaded are skipped, so running it again is safe.
     """
+    from concurrent.futures.process import BrokenProcessPool
+
+    import psycopg
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from clickstream.etl import EtlRequestError
     from clickstream.warehouse import WarehouseError
 
@@ -375,6 +380,10 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
             summary = invoke_function(settings, ETL_FUNCTION, event, progress=on_chunk)
         except (EtlRequestError, WarehouseError) as error:
             raise click.ClickException(str(error)) from error
+        except (psycopg.Error, BotoCoreError, ClientError, BrokenProcessPool) as error:
+            raise click.ClickException(
+                f"the ETL stopped: {infrastructure_fault(error)}. Chunks committed before stay loaded; the rest is "
+                "not marked loaded and the next run loads it") from error
     if as_json:
         echo_json(summary)
         return
@@ -383,6 +392,20 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
         click.echo(f"  {label:<16}{summary.get(key)!s:>10}")
     if summary.get("remaining"):
         click.echo(f"time ran short: {summary['remaining']} objects left; run `clickstream etl` again to continue")
+
+
+def infrastructure_fault(error: BaseException) -> str:
+    """One line naming the service that failed and its own words (no traceback, no password)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(error, ClientError):
+        info = error.response.get("Error", {})
+        return f"S3 answered {info.get('Code', 'an error')}: {info.get('Message', '')}".rstrip(": ")
+    if isinstance(error, BotoCoreError):
+        return f"S3 cannot be reached: {error}"
+    if type(error).__module__.startswith("psycopg"):
+        return f"the warehouse failed: {' '.join(str(error).split()) or type(error).__name__}"
+    return f"a worker process died ({error})"
 
 
 @main.group("rollups")

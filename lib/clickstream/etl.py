@@ -13,6 +13,11 @@ chunks, one per core, with an S3 client of its own made by `s3_factory`. It stop
 remaining time is under max(10 s, 2 x the slowest chunk so far) and reports how many objects are left; the
 next run continues with them. Last, it refreshes the rollups of the days its rows fell on
 (`clickstream.rollups`), so dashboards read fresh rollups.
+
+One bad object never stops a run: what the contract refuses is quarantined by the transform, and data the
+database itself refuses quarantines the events to blame (`warehouse.load_chunk_isolating`). Only infrastructure
+faults (the warehouse or S3 unreachable, wrong credentials) fail a run, and then nothing of the failed chunks
+is marked loaded. Concurrent runs are safe: each event id and each reject is written once.
 """
 
 from __future__ import annotations
@@ -305,9 +310,9 @@ def load_objects(
         transformed = transform_body(body, key)
         objects.append(warehouse.ObjectLoad(key, etag, transformed.rows, transformed.rejects))
     if conn is not None:
-        return warehouse.load_chunk(conn, objects)
+        return warehouse.load_chunk_isolating(conn, objects)
     with warehouse.connect(dw_dsn) as own:
-        return warehouse.load_chunk(own, objects)
+        return warehouse.load_chunk_isolating(own, objects)
 
 
 _worker: dict[str, Any] = {}  # in a worker process: "s3_factory"; made at its first chunk: "s3", "dw"

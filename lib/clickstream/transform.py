@@ -28,6 +28,7 @@ Rejects, each with a reason, so nothing is dropped silently:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -120,7 +121,10 @@ def transform_body(body: bytes, source_key: str) -> Transformed:
         return _quarantine(source_key, "not valid JSON: nested too deeply", text)
     except ValueError as error:
         return _quarantine(source_key, f"not valid JSON: {error}", text)
-    return transform_object(raw_object, source_key, check_text=contract.has_bad_text_escape(body))
+    try:
+        return transform_object(raw_object, source_key, check_text=contract.has_bad_text_escape(body))
+    except Exception as error:  # an object nobody foresaw must not stop the other objects of its chunk
+        return _quarantine(source_key, f"cannot be transformed: {type(error).__name__}: {error}", text)
 
 
 def transform_object(raw_object: Any, source_key: str, *, check_text: bool = True) -> Transformed:
@@ -288,14 +292,24 @@ def classify_user_agent(user_agent: str | None) -> tuple[bool, str | None]:
 
 
 def storable(value: Any) -> Any:
-    """`value` with every string made storable in jsonb: U+0000 and unpaired surrogates become U+FFFD."""
+    """`value` made storable in jsonb (a reject's payload): in strings and keys U+0000 and unpaired surrogates
+    become U+FFFD; a number beyond what jsonb's numeric holds becomes its text."""
     if isinstance(value, str):
         return _storable_text(value)
     if isinstance(value, Mapping):
-        return {_storable_text(key): storable(item) for key, item in value.items()}
-    if isinstance(value, list):
+        return {_storable_text(str(key)): storable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
         return [storable(item) for item in value]
+    if isinstance(value, Decimal) and not _fits_numeric(value):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     return value
+
+
+def _fits_numeric(number: Decimal) -> bool:
+    """PostgreSQL's numeric: up to 131072 digits before the decimal point and 16383 after."""
+    return number.is_finite() and number.adjusted() < 131072 and number.as_tuple().exponent >= -16383
 
 
 def _storable_text(text: str) -> str:

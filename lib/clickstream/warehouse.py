@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -30,7 +31,9 @@ from psycopg.types.uuid import UUIDBinaryDumper
 
 from clickstream import contract, rollups
 from clickstream.settings import project_root
-from clickstream.transform import COLUMNS, Reject, Row
+from clickstream.transform import COLUMNS, Reject, Row, storable
+
+logger = logging.getLogger(__name__)
 
 MIGRATION_FILE_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 MIGRATION_LOCK_ID = 0x636C6963  # pg_advisory_lock key: one migrate at a time
@@ -180,8 +183,10 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
             inserted = Counter(row[SOURCE_KEY] for row in new_rows)
             rollups.add_rows(cur, new_rows)
             cur.execute("DELETE FROM clickstream_rejected WHERE source_key = ANY(%s)", (keys,))
-            cur.executemany(
-                "INSERT INTO clickstream_rejected (source_key, event_index, reason, payload) VALUES (%s, %s, %s, %s)",
+            cur.executemany(  # ON CONFLICT: a concurrent run may quarantine the same object
+                "INSERT INTO clickstream_rejected (source_key, event_index, reason, payload) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT ON CONSTRAINT clickstream_rejected_key DO UPDATE SET reason = excluded.reason,"
+                " payload = excluded.payload, rejected_at = now()",
                 [
                     (reject.source_key, reject.event_index, reject.reason, _jsonb(reject.payload))
                     for obj in objects
@@ -204,6 +209,83 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
                 [(obj.key, obj.etag, *_as_tuple(counts[obj.key])) for obj in objects],
             )
     return counts
+
+
+# What the database (or psycopg, encoding a value) raises for data it cannot store: a value out of range or not
+# text (class 22), a constraint (class 23; the event ids load_chunk handles itself), a size limit. Anything else,
+# such as a lost connection, is an infrastructure fault.
+DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.ProgramLimitExceeded,
+               ValueError, TypeError, OverflowError)
+_PROBE = sql.Identifier("probe_clickstream_events")
+_CREATE_PROBE = sql.SQL(
+    "CREATE TEMP TABLE {probe} (LIKE clickstream_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS) ON COMMIT DROP"
+).format(probe=_PROBE)
+_COPY_PROBE = sql.SQL("COPY {probe} ({columns}) FROM STDIN (FORMAT BINARY)").format(probe=_PROBE, columns=_COLUMN_LIST)
+
+
+def load_chunk_isolating(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[str, LoadCounts]:
+    """`load_chunk`, except that data the database refuses never stops the load: the chunk is then loaded object
+    by object, and an object that fails alone is loaded with its refused events quarantined (the database's
+    message is the reason), or quarantined whole when no single event is to blame. Other errors propagate."""
+    try:
+        return load_chunk(conn, objects)
+    except psycopg.errors.UniqueViolation:
+        raise  # not data: load_chunk handles the event ids, and every other key is upserted
+    except DATA_ERRORS as error:
+        logger.warning("the warehouse refused data of a chunk of %d objects (%s); loading them one by one",
+                       len(objects), _database_message(error))
+    counts: dict[str, LoadCounts] = {}
+    for obj in objects:
+        try:
+            counts.update(load_chunk(conn, [obj]))
+        except psycopg.errors.UniqueViolation:
+            raise
+        except DATA_ERRORS as error:
+            counts.update(load_chunk(conn, [_without_refused_rows(conn, obj, error)]))
+    return counts
+
+
+def _without_refused_rows(conn: psycopg.Connection, obj: ObjectLoad, error: Exception) -> ObjectLoad:
+    """`obj` with the rows the database refuses, alone, moved to its rejects; with no row to blame, all of it."""
+    refused = _refused_rows(conn, obj.rows)
+    if not refused:
+        reason = f"the warehouse refused the object: {_database_message(error)}"
+        return ObjectLoad(obj.key, obj.etag, [], [Reject(obj.key, None, reason, None)])
+    rejected_indexes = {reject.event_index for reject in obj.rejects}
+    row_indexes = [index for index in range(len(obj.rows) + len(obj.rejects)) if index not in rejected_indexes]
+    rejects = [*obj.rejects, *(
+        Reject(obj.key, row_indexes[position], f"the warehouse refused it: {message}", _row_payload(obj.rows[position]))
+        for position, message in refused.items())]
+    rows = [row for position, row in enumerate(obj.rows) if position not in refused]
+    return ObjectLoad(obj.key, obj.etag, rows, sorted(rejects, key=lambda reject: reject.event_index))
+
+
+def _refused_rows(conn: psycopg.Connection, rows: Sequence[Row]) -> dict[int, str]:
+    """{position: the database's message} of the rows it refuses one by one, in a table like clickstream_events
+    without its primary key (nothing is kept)."""
+    refused: dict[int, str] = {}
+    with conn.transaction(force_rollback=True), conn.cursor() as cur:
+        cur.execute(_CREATE_PROBE)
+        for position, row in enumerate(rows):
+            try:
+                with conn.transaction():
+                    _copy(cur, _COPY_PROBE, [row])
+            except DATA_ERRORS as error:
+                refused[position] = _database_message(error)
+    return refused
+
+
+def _database_message(error: Exception) -> str:
+    diag = getattr(error, "diag", None)
+    message = (diag.message_primary if diag else None) or str(error) or type(error).__name__
+    return " ".join(message.split())[:500]
+
+
+def _row_payload(row: Row) -> str:
+    """A refused row as JSON text (a jsonb string: the value the database refused may not fit a jsonb number)."""
+    values = {name: value if value is None or isinstance(value, (str, bool, int, dict, list)) else str(value)
+              for name, value in zip(COLUMNS, row)}
+    return storable(contract.dumps(values))
 
 
 def _first_rows(objects: Sequence[ObjectLoad]) -> list[Row]:

@@ -26,7 +26,7 @@ import psutil
 import psycopg
 import pytest
 
-from clickstream import aws, contract, etl, raw, rollups, samples, warehouse
+from clickstream import aws, contract, etl, raw, rollups, samples, transform, warehouse
 from clickstream.etl import EtlRequest, EtlRequestError, parse_etl_event, partition_prefixes, run_etl
 from clickstream.ingest import IngestSettings, ServerContext, build_raw_object, ingest_batch, object_key
 from clickstream.local import postgres, stack
@@ -542,3 +542,143 @@ def test_user_agent_gives_is_bot_and_device_category(s3, bucket, dw, put, day, u
     etl_run(s3, bucket, dw, date=day.date())
     assert query(dw, "SELECT DISTINCT is_bot, device_category, user_agent FROM clickstream_events") == [
         (is_bot, device, user_agent)]
+
+
+# One bad object never stops a run; only infrastructure faults do ---------------------------------------------------
+
+
+def test_an_event_the_old_contract_let_through_no_longer_stops_every_run(s3, bucket, dw, put, day):
+    """A number numeric cannot hold (1e200000), stored by an ingest with the older contract, failed the COPY of
+    every run; now its event is quarantined and the others of its chunk load."""
+    good = put(day, *batch(3, seed=1, at=day))
+    ok, huge = batch(2, seed=2, at=day)
+    key = put_unchecked(s3, bucket, day, ok, {**huge, "properties": {"n": Decimal("1E+200000")}})
+    summary = etl_run(s3, bucket, dw, date=day.date())
+    assert (summary["loaded"], summary["rows_inserted"], summary["rejected"]) == (2, 4, 1)
+    [(source, index, reason)] = query(dw, "SELECT source_key, event_index, reason FROM clickstream_rejected")
+    assert (source, index) == (key, 1) and reason.startswith("$.event.properties.n: 1E+200000 is not less than")
+    [(payload,)] = query(dw, "SELECT payload->'event'->'properties'->>'n' FROM clickstream_rejected")
+    assert payload == "1E+200000"  # as text: jsonb's numeric cannot hold it
+    assert query(dw, "SELECT key FROM etl_load_log ORDER BY key") == sorted([(good,), (key,)])
+
+
+def _object_load(key: str, events: list[dict], day: datetime) -> warehouse.ObjectLoad:
+    normalized = [contract.normalize_event(event, day)[0] for event in events]
+    body = contract.dumps(build_raw_object(normalized, ServerContext(request_id="r", user_agent=DESKTOP_UA), day,
+                                           uuid.uuid4())).encode()
+    transformed = etl.transform_body(body, key)
+    return warehouse.ObjectLoad(key, "etag", transformed.rows, transformed.rejects)
+
+
+def _with_column(obj: warehouse.ObjectLoad, position: int, column: str, value) -> warehouse.ObjectLoad:
+    rows = list(obj.rows)
+    row = list(rows[position])
+    row[list(transform.COLUMNS).index(column)] = value
+    rows[position] = tuple(row)
+    return dataclasses.replace(obj, rows=rows)
+
+
+def test_data_the_database_refuses_quarantines_only_its_events_and_the_chunk_loads(dw, day):
+    """Given a chunk whose second object has a row PostgreSQL refuses (a numeric out of range, a failed CHECK),
+    the other objects and the object's other rows load, and each refused row is quarantined at its own index
+    with the database's message."""
+    events = batch(9, seed=3, at=day)
+    first, second, third = (_object_load(f"k/{n}", events[3 * n: 3 * n + 3], day) for n in range(3))
+    second = _with_column(second, 0, "properties", {"n": Decimal("1E+200000")})
+    second = _with_column(second, 2, "device_category", "toaster")
+    with psycopg.connect(dw[1]) as conn:
+        counts = warehouse.load_chunk_isolating(conn, [first, second, third])
+    assert {key: (c.rows_inserted, c.rejected) for key, c in counts.items()} == {
+        "k/0": (3, 0), "k/1": (1, 2), "k/2": (3, 0)}
+    rejects = query(dw, "SELECT event_index, reason, jsonb_typeof(payload) FROM clickstream_rejected ORDER BY 1")
+    assert [(index, kind) for index, _, kind in rejects] == [(0, "string"), (2, "string")]
+    assert "the warehouse refused it: value overflows numeric format" == rejects[0][1]
+    assert rejects[1][1].startswith("the warehouse refused it: new row for relation") and "device_category" in rejects[1][1]
+    loaded = {str(event_id) for (event_id,) in query(dw, "SELECT event_id FROM clickstream_events")}
+    assert loaded == {e["event_id"] for e in events} - {events[3]["event_id"], events[5]["event_id"]}
+    assert len(query(dw, "SELECT key FROM etl_load_log")) == 3
+
+
+def test_an_object_refused_with_no_event_to_blame_is_quarantined_whole(dw, day, monkeypatch):
+    events = batch(4, seed=4, at=day)
+    good = _object_load("k/good", events[:2], day)
+    bad = _with_column(_object_load("k/bad", events[2:], day), 0, "context_product_price", Decimal("1E+20"))
+    monkeypatch.setattr(warehouse, "_refused_rows", lambda conn, rows: {})  # as if only the pair of rows failed
+    with psycopg.connect(dw[1]) as conn:
+        counts = warehouse.load_chunk_isolating(conn, [good, bad])
+    assert (counts["k/good"].rows_inserted, counts["k/bad"].rows_inserted, counts["k/bad"].rejected) == (2, 0, 1)
+    [(index, reason)] = query(dw, "SELECT event_index, reason FROM clickstream_rejected")
+    assert index is None and reason == "the warehouse refused the object: numeric field overflow"
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clickstream.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_three_etl_runs_at_once_all_succeed_and_load_every_event_and_reject_once(s3, bucket, dw, put, day):
+    """Objects with valid events, objects with only events to quarantine, objects that are not JSON; three
+    `clickstream etl` processes over the same day at once: each exits 0, every event is one row, every reject one
+    row. The quarantined objects are an hour later, so they form a chunk of their own (chunks follow the keys):
+    such a chunk inserts no event that would make the concurrent runs wait for each other."""
+    valid = [put(day + timedelta(minutes=m), *batch(4, seed=m, at=day + timedelta(minutes=m)))
+             for m in range(etl.DEFAULT_CHUNK_OBJECTS)]
+    later = day + timedelta(hours=1)
+    only_bad = [put_unchecked(s3, bucket, later, *[{**e, "value": Decimal("0.001")}
+                                                    for e in batch(3, seed=100 + m, at=later)]) for m in range(6)]
+    not_json = []
+    for m in range(4):
+        key = object_key(later, uuid.uuid4())
+        s3.put_object(Bucket=bucket, Key=key, Body=b'{"events": [')
+        not_json.append(key)
+    runs = [subprocess.Popen([sys.executable, "-m", "clickstream.cli", "etl", "--date", day.date().isoformat(),
+                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)]
+    results = [(run.wait(timeout=300), run.stdout.read(), run.stderr.read()) for run in runs]
+    for run in runs:
+        run.stdout.close(), run.stderr.close()
+    assert [code for code, _, _ in results] == [0, 0, 0], [err[-2000:] for _, _, err in results]
+    assert query(dw, "SELECT count(*), count(DISTINCT event_id) FROM clickstream_events") == [(200, 200)]
+    rejects = query(dw, "SELECT source_key, event_index FROM clickstream_rejected ORDER BY 1, 2")
+    assert len(rejects) == len(set(rejects)) == 6 * 3 + 4
+    assert {key for key, _ in rejects} == set(only_bad) | set(not_json)
+    assert len(query(dw, "SELECT key FROM etl_load_log")) == len(valid) + len(only_bad) + len(not_json)
+    assert sum(json.loads(out)["rows_inserted"] for _, out, _ in results) == 200
+
+
+def test_wrong_warehouse_credentials_fail_the_run_in_one_line_and_mark_nothing_loaded(local_stack, s3, bucket, dw,
+                                                                                      put, day):
+    put(day, *batch(2, seed=5, at=day))
+    secrets_client = aws.client("secretsmanager", local_stack)
+    secret_id = stack.status(local_stack)["dw_secret_id"]
+    original = secrets_client.get_secret_value(SecretId=secret_id)["SecretString"]
+    secrets_client.put_secret_value(SecretId=secret_id,
+                                    SecretString=json.dumps({**json.loads(original), "password": "not-the-password"}))
+    try:
+        result = _cli("etl", "--date", day.date().isoformat())
+    finally:
+        secrets_client.put_secret_value(SecretId=secret_id, SecretString=original)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("loading")]
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    assert "password authentication failed" in result.stderr and "not-the-password" not in result.stderr
+    assert query(dw, "SELECT count(*) FROM etl_load_log") == [(0,)]
+
+
+def test_two_loads_that_quarantine_the_same_object_at_once_both_commit(dw, day):
+    """The second load waits on the first's reject rows; when the first commits, it replaces them (before: a
+    UniqueViolation on clickstream_rejected_key failed its run)."""
+    bad = warehouse.ObjectLoad("k/bad", "etag", [], [transform.Reject("k/bad", i, "no", None) for i in range(2)])
+    with psycopg.connect(dw[1]) as first, psycopg.connect(dw[1]) as second, ThreadPoolExecutor(1) as pool:
+        first.execute("SELECT 1")  # open a transaction: load_chunk's own becomes a savepoint, left uncommitted
+        warehouse.load_chunk_isolating(first, [bad])
+        waiting = pool.submit(warehouse.load_chunk_isolating, second, [bad])
+        blocked_pid = second.info.backend_pid
+        deadline = time.monotonic() + 30
+        while not query(dw, "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                        (blocked_pid,)):
+            assert time.monotonic() < deadline, "the second load never waited for the first"
+            time.sleep(0.05)
+        first.commit()
+        assert waiting.result(timeout=30)["k/bad"].rejected == 2
+    assert query(dw, "SELECT event_index FROM clickstream_rejected ORDER BY 1") == [(0,), (1,)]
