@@ -9,9 +9,9 @@ same events, measures:
   (b) this ETL end to end: `etl.run_etl` over the prefix holding the N events in raw objects of 500
       (listing, GET, validate + transform, binary COPY, load log), into an empty clickstream_events, as
       etl_writer over TCP, with `--workers` processes (default: this machine's cores, as `clickstream etl`
-      runs locally). Writing the objects to moto is not timed. The
-      rollup refresh a run ends with (issue 4) is timed on its own, after (b): it is work the ceiling does
-      not do, and these synthetic events each have their own visitor, so it computes N one-event sessions.
+      runs locally), and the rollup refresh the run ends with (issue 11: the deltas of the new rows folded
+      in, the sessions of their visitors computed): work the ceiling does not do. Writing the objects to
+      moto is not timed.
   (b1) the same with workers=1: one process, as the Lambda runs it (the template's ETL_WORKERS default).
   (c) naive, in the style of the original workshop: one S3 object per event, list the prefix, GET each
       object in turn, transform it (the project's transform, so the rows are the same), and INSERT with
@@ -25,23 +25,26 @@ same events, measures:
 the speed of a shared machine drifts between runs, and (a) and (b) should meet the same drift. Every run's
 seconds and the ratio b/a pair by pair are printed too.
 
-Events: canonical v1 events from `clickstream.samples` (one seeded generator), wrapped into raw objects
-with `ingest.build_raw_object` and serialised with `contract.dumps` exactly as the ingest Lambda stores
-them (not sent through HTTP), received over one UTC day. Checks in the run: (a) and (b) hold N rows each
-and the same rows (EXCEPT both ways, loaded_at aside); (b) reports exactly N inserted, 0 duplicates,
-0 rejected; (c) holds `--naive-events` rows.
+Events: one UTC day of the simulated shop (`clickstream.simulate`, seed 42: visitors with several sessions,
+signed-in users, 2% bots, late events; resent requests left out), each request stored by the ingest's own
+`ingest_batch` (not sent through HTTP), packed into objects of 500 (see `simulated_objects`). Checks in the
+run: (a) and (b) hold N rows each and the same rows (EXCEPT both ways, loaded_at aside); (b) reports exactly
+N inserted, 0 duplicates, 0 rejected; the rollups after (b) equal a full rebuild (`rollups.rebuild`); (c)
+holds `--naive-events` rows.
 
     .venv/bin/python benchmarks/etl_load.py [--events 1000000] [--naive-events 20000] [--workers CORES]
                                             [--repeat 3] [--json out.json]
 
-Targets (issue 3): b >= 0.5 x a and b >= 10 x c.
+Targets: b >= 0.4 x a with the rollups in (b) (issue 11; 0.5 without them, issue 3) and b >= 10 x c.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
+import math
 import os
 import platform
 import random
@@ -49,8 +52,9 @@ import subprocess
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import psutil
@@ -59,8 +63,7 @@ import psycopg2
 import psycopg2.extras
 from tqdm import tqdm
 
-from clickstream import aws, contract, etl, ingest, raw, rollups, samples, warehouse
-from clickstream.contract import NormalizedEvent
+from clickstream import aws, contract, etl, ingest, raw, rollups, simulate
 from clickstream.local.stack import clusters, private_stack, read_state, status, warehouse_dsn
 from clickstream.transform import COLUMNS, transform_body
 
@@ -71,19 +74,11 @@ DAY = datetime(2026, 11, 24, tzinfo=timezone.utc)
 ETL_PREFIX = f"{raw.RAW_PREFIX}{DAY:%Y/%m/%d}/"
 NAIVE_RAW_PREFIX = "bench-naive/"
 NAIVE_PREFIX = f"{NAIVE_RAW_PREFIX}{DAY:%Y/%m/%d}/"
-EVENT_NAMES = ["page_view", "product_list_view", "product_view", "product_view", "add_to_cart", "begin_checkout",
-               "purchase", "search", "click"]
-USER_AGENTS = [
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.1 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 "
-    "Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-]
 PUT_THREADS = 8
 COLUMN_NAMES = list(COLUMNS)
-TARGET_B_OVER_A = 0.5
+SEED = 42
+CALIBRATION_VISITORS = 300
+TARGET_B_OVER_A = 0.4
 TARGET_B_OVER_C = 10.0
 
 
@@ -96,19 +91,74 @@ def machine(admin_dsn: str) -> dict:
 
 
 # --- data ------------------------------------------------------------------------------------
-def server_context(index: int) -> ingest.ServerContext:
-    return ingest.ServerContext(
-        request_id=f"bench-{index:08d}", api_id="bench", stage="$default",
-        user_agent=USER_AGENTS[index % len(USER_AGENTS)], source_ip_prefix=f"203.0.113.{index % 250}",
-    )
+class _Captured:
+    """An S3 client that keeps the last body put (ingest_batch's output) instead of storing it."""
+
+    body: bytes = b""
+
+    def put_object(self, Body: bytes, **_: object) -> None:
+        self.body = Body
 
 
-def raw_body(events: list[dict], index: int, received_at: datetime, raw_prefix: str) -> tuple[str, bytes]:
-    """(key, body) of one raw object exactly as the ingest Lambda writes it (`store_events`)."""
+def simulated_config(events: int, day: date, seed: int) -> simulate.SimulationConfig:
+    """One UTC day of the simulated shop with about 10% more stored events than `events` (from a dry run)."""
+    sample = simulate.SimulationConfig(start=day, days=1, visitors=CALIBRATION_VISITORS, seed=seed)
+    sent = sum(len(r.events) for requests in simulate.generate(sample) for r in requests if r.retry_of is None)
+    per_visitor = sent / (sample.visitors + sample.bots)
+    return simulate.SimulationConfig(start=day, days=1, visitors=math.ceil(1.1 * events / per_visitor), seed=seed)
+
+
+def visitor_order(config: simulate.SimulationConfig) -> list[int]:
+    """Humans with a bot after every 1 / BOT_SHARE of them, so any first part of the traffic has its bots."""
+    bots = iter(range(config.visitors, config.visitors + config.bots))
+    order = []
+    for index in range(config.visitors):
+        order.append(index)
+        if (index + 1) % round(1 / simulate.BOT_SHARE) == 0:
+            order.extend(itertools.islice(bots, 1))
+    return order + list(bots)
+
+
+def simulated_objects(events: int, day: date, seed: int, raw_prefix: str) -> Iterator[tuple[str, bytes]]:
+    """(key, body) of raw objects holding exactly `events` stored events of the simulated shop's traffic on UTC
+    `day` (`clickstream.simulate`: visitors with several sessions, signed-in users, bots, late and malformed
+    events; resent requests left out, so each event id is stored once).
+
+    Each request goes through the ingest's own `ingest_batch` (malformed events are refused there, as on the
+    API); the stored events of consecutive requests, visitor after visitor, are packed into objects of
+    OBJECT_EVENTS (each stored event keeps its request's server block, user agent included)."""
+    config = simulated_config(events, day, seed)
+    captured, ingest_settings = _Captured(), ingest.IngestSettings(raw_bucket="bench", prefix=raw_prefix)
+    packed: list = []
+    envelope: dict = {}
+    made = index = 0
+    for requests in simulate.generate(config, visitor_order(config)):
+        for request in requests:
+            if request.retry_of is not None:
+                continue
+            context = ingest.ServerContext(request_id=request.request_id, user_agent=request.user_agent,
+                                           source_ip_prefix=request.source_ip)
+            result = ingest.ingest_batch(list(request.events), context, captured, ingest_settings,
+                                         request.received_at, request.object_id)
+            if not result.accepted:
+                continue
+            stored = contract.loads(captured.body)
+            envelope = envelope or stored
+            packed.extend(stored["events"][: events - made])
+            made = min(events, made + result.accepted)
+            if len(packed) >= OBJECT_EVENTS or made == events:
+                yield _packed_object(envelope, packed, index, raw_prefix)
+                packed, envelope, index = [], {}, index + 1
+            if made == events:
+                return
+    raise RuntimeError(f"the simulation stored {made} events, fewer than {events}")
+
+
+def _packed_object(envelope: dict, stored_events: list, index: int, raw_prefix: str) -> tuple[str, bytes]:
     object_id = uuid.UUID(int=random.Random(f"{raw_prefix}{index}").getrandbits(128), version=4)
-    envelope = ingest.build_raw_object([NormalizedEvent(event=e) for e in events], server_context(index),
-                                       received_at, object_id)
-    return ingest.object_key(received_at, object_id, raw_prefix), contract.dumps(envelope).encode("utf-8")
+    received_at = datetime.fromisoformat(envelope["received_at"].replace("Z", "+00:00"))
+    body = {**envelope, "object_id": str(object_id), "event_count": len(stored_events), "events": stored_events}
+    return ingest.object_key(received_at, object_id, raw_prefix), contract.dumps(body).encode("utf-8")
 
 
 def csv_value(value: object) -> str:
@@ -150,35 +200,35 @@ class Putter:
         self.pool.shutdown()
 
 
-def prepare(s3, bucket: str, events: int, naive_events: int, csv_path: Path) -> None:
-    """Write the N events as objects of 500 under ETL_PREFIX and the CSV of their rows (the project's
-    transform of the same bodies); then the first `naive_events` again, one object each, under NAIVE_PREFIX."""
-    rng = random.Random(20261124)
-    objects = -(-events // OBJECT_EVENTS)
-    spacing = timedelta(days=1) / objects
-    naive: list[tuple[dict, datetime]] = []
+def write_objects(s3, bucket: str, objects: Iterable[tuple[str, bytes]], csv_path: Path | None = None,
+                  desc: str = "setup: objects", keep: int = 0) -> list[dict]:
+    """PUT the objects; with `csv_path`, also write the CSV of their rows (the project's transform of the same
+    bodies) for psql's \\copy. Returns the first `keep` stored events."""
     putter = Putter(s3, bucket)
-    made = 0
-    with open(csv_path, "w", encoding="utf-8", newline="") as out, \
-            tqdm(total=events, desc="setup: objects of 500 + CSV", unit="ev", leave=False) as bar:
-        for index in range(objects):
-            received_at = DAY + spacing * index + timedelta(milliseconds=index % 1000)
-            size = min(OBJECT_EVENTS, events - made)
-            batch = [samples.canonical_event(EVENT_NAMES[(made + i) % len(EVENT_NAMES)], rng,
-                                             received_at - timedelta(seconds=2)) for i in range(size)]
-            key, body = raw_body(batch, index, received_at, raw.RAW_PREFIX)
+    stored: list[dict] = []
+    with open(csv_path or os.devnull, "w", encoding="utf-8", newline="") as out, \
+            tqdm(desc=desc, unit="obj", leave=False) as bar:
+        for key, body in objects:
             putter.put(key, body)
-            transformed = transform_body(body, key)
-            assert not transformed.rejects, transformed.rejects[:1]
-            out.write("".join(",".join(map(csv_value, row)) + "\n" for row in transformed.rows))
-            if len(naive) < naive_events:
-                naive.extend((event, received_at) for event in batch[: naive_events - len(naive)])
-            made += size
-            bar.update(size)
-    for index, (event, received_at) in enumerate(tqdm(naive, desc="setup: naive, 1 object/event", unit="obj",
-                                                      leave=False)):
-        putter.put(*raw_body([event], index, received_at, NAIVE_RAW_PREFIX))
+            if csv_path:
+                transformed = transform_body(body, key)
+                assert not transformed.rejects, transformed.rejects[:1]
+                out.write("".join(",".join(map(csv_value, row)) + "\n" for row in transformed.rows))
+            if len(stored) < keep:
+                stored.extend(contract.loads(body)["events"][: keep - len(stored)])
+            bar.update()
     putter.close()
+    return stored
+
+
+def prepare(s3, bucket: str, events: int, naive_events: int, csv_path: Path) -> None:
+    """Write the N simulated events as objects of 500 under ETL_PREFIX and the CSV of their rows; then the
+    first `naive_events` again, one object each, under NAIVE_PREFIX."""
+    stored = write_objects(s3, bucket, simulated_objects(events, DAY.date(), SEED, raw.RAW_PREFIX), csv_path,
+                           "setup: objects of 500 + CSV", keep=naive_events)
+    naive = (_packed_object({"schema_version": contract.SCHEMA_VERSION, **{k: event["server"][k] for k in (
+        "received_at", "request_id")}}, [event], index, NAIVE_RAW_PREFIX) for index, event in enumerate(stored))
+    write_objects(s3, bucket, naive, desc="setup: naive, 1 object/event")
 
 
 # --- DW --------------------------------------------------------------------------------------
@@ -293,7 +343,8 @@ def _tree_cpu(process: psutil.Process) -> float:
 
 # --- (b) the ETL -----------------------------------------------------------------------------
 def run_etl(s3, s3_factory, bucket: str, etl_dsn: str, admin_dsn: str, events: int, workers: int, meter: "CpuMeter"):
-    """(b): run_etl over the N events into an empty warehouse; returns (seconds, summary, CPU seconds)."""
+    """(b): run_etl over the N events into an empty warehouse, rollups included; returns (seconds, summary,
+    CPU seconds)."""
     admin(admin_dsn, "TRUNCATE clickstream_events, clickstream_rejected, etl_load_log, rollup_pending, "
           + ", ".join(rollups.ROLLUP_TABLES), "CHECKPOINT")
     bar = tqdm(total=events, desc=f"(b) run_etl, workers={workers}", unit="ev", leave=False)
@@ -304,8 +355,8 @@ def run_etl(s3, s3_factory, bucket: str, etl_dsn: str, admin_dsn: str, events: i
 
     meter.start()
     started = time.perf_counter()
-    summary = etl.run_etl(s3, bucket, etl_dsn, prefix=ETL_PREFIX, progress=progress, refresh_rollups=False,
-                          workers=workers, s3_factory=s3_factory)
+    summary = etl.run_etl(s3, bucket, etl_dsn, prefix=ETL_PREFIX, progress=progress, workers=workers,
+                          s3_factory=s3_factory)
     seconds = time.perf_counter() - started
     meter.settle()  # the workers' connections closed as they exited
     cpu = meter.stop()
@@ -313,12 +364,13 @@ def run_etl(s3, s3_factory, bucket: str, etl_dsn: str, admin_dsn: str, events: i
     return seconds, summary, cpu
 
 
-def refresh_rollups(etl_dsn: str) -> dict:
-    """The rollup refresh a run ends with, which (b) leaves pending: timed on its own."""
-    started = time.perf_counter()
-    with warehouse.connect(etl_dsn) as conn:
-        days = rollups.refresh_pending(conn)
-    return {"rollup_days_refreshed": len(days), "rollup_refresh_seconds": round(time.perf_counter() - started, 2)}
+def rollups_differ(admin_dsn: str) -> int:
+    """Rows that differ (both ways) between the rollups as the ETL left them and a full rebuild."""
+    admin(admin_dsn, *(f"DROP TABLE IF EXISTS snap_{t}; CREATE TABLE snap_{t} AS TABLE {t}" for t in rollups.ROLLUP_TABLES))
+    with psycopg.connect(admin_dsn) as conn:
+        rollups.rebuild(conn)
+    return sum(admin(admin_dsn, f"SELECT count(*) FROM ((TABLE {t} EXCEPT ALL TABLE snap_{t}) UNION ALL "
+                                f"(TABLE snap_{t} EXCEPT ALL TABLE {t})) d")[0][0][0] for t in rollups.ROLLUP_TABLES)
 
 
 # --- (c) naive -------------------------------------------------------------------------------
@@ -422,7 +474,7 @@ def main() -> None:
             runs_b.append((seconds, cpu, count(admin_dsn, "clickstream_events"), summary))
         seconds_a, cpu_a, _ = median_run(runs_a)
         seconds_b, cpu_b, _, summary = median_run(runs_b)
-        summary.update(refresh_rollups(etl_dsn))
+        rollups_wrong = rollups_differ(admin_dsn)
         differ = rows_differ(admin_dsn, "bench_copy", "clickstream_events") + \
             rows_differ(admin_dsn, "clickstream_events", "bench_copy")
         seconds_b1, summary_b1, cpu_b1 = run_etl(s3, s3_factory, bucket, etl_dsn, admin_dsn, args.events, 1, meter)
@@ -441,6 +493,7 @@ def main() -> None:
         "a_and_b_same_rows": differ == 0,
         "b1_rows_equal_n": rows_b1 == args.events and inserted_exactly_n(summary_b1),
         "c_rows_equal_subset": rows_c == args.naive_events,
+        "b_rollups_equal_a_rebuild": rollups_wrong == 0,
     }
     rate_a, rate_b, rate_c = args.events / seconds_a, args.events / seconds_b, args.naive_events / seconds_c
     pair_ratios = [a[0] / b[0] for a, b in zip(runs_a, runs_b)]  # b/a of rates, pair by pair
@@ -497,8 +550,6 @@ def main() -> None:
           f"per event to moto runs at a few hundred PUTs/s (~300/s here: {args.events:,} would take "
           f"~{args.events / 300 / 60:.0f} min to write before anything is measured); its cost is per object and "
           "per row, so its rate does not depend on N.")
-    print(f"Rollup refresh after (b), not in its time: {summary['rollup_refresh_seconds']:.1f} s for "
-          f"{summary['rollup_days_refreshed']} days ({args.events:,} one-event sessions).")
     print(f"(b) run_etl summary: {summary}")
     print()
     print(cpu_table({"(a) ceiling": (seconds_a, cpu_a), f"(b) {args.workers} workers": (seconds_b, cpu_b),

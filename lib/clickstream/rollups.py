@@ -192,6 +192,7 @@ _SESSIONS = [
     " AND r.prev_any_hour = c.prev_any_hour AND r.sessions = 0",
 ]
 
+_WORK_MEM = "SET LOCAL work_mem = '128MB'"  # the sessions' sorts in memory (4MB, the default, spills at ~50k events)
 _COLUMN = {name: index for index, name in enumerate(COLUMNS)}
 _TS, _NAME, _BOT, _CLIENT, _PAGE, _VALUE = (_COLUMN[name] for name in (
     "event_timestamp", "event_name", "is_bot", "client_id", "page_path", "value"))
@@ -221,32 +222,28 @@ def mark_load(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
 def add_rows(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
     """Append what `rows` add to the rollups to the delta tables, in the transaction that inserted them (only
     those inserted), after mark_load."""
-    events: Counter = Counter()
-    pages: Counter = Counter()
-    products: dict[tuple, list] = {}
-    clients: dict[tuple, list] = {}
     utc = timezone.utc
-    for row in rows:
-        ts = row[_TS]
-        if ts.tzinfo is not utc:
-            ts = ts.astimezone(utc)
-        hour = ts.replace(minute=0, second=0, microsecond=0)
-        name, bot = row[_NAME], row[_BOT]
-        events[hour, name, bot] += 1
-        if name == "page_view":
-            pages[hour, bot, row[_PAGE]] += 1
-        elif name in _PRODUCT_STEP and row[_PRODUCT[0]] is not None:
-            key = (hour, bot, *(row[i] for i in _PRODUCT))
-            counts = products.get(key)
-            if counts is None:
-                counts = products[key] = [0, 0, 0, None]
-            step = _PRODUCT_STEP[name]
-            counts[step] += 1
-            if step == 2 and row[_VALUE] is not None:
-                counts[3] = row[_VALUE] if counts[3] is None else counts[3] + row[_VALUE]
-        span = clients.get((row[_CLIENT], bot))
+    stamps = [row[_TS] if row[_TS].tzinfo is utc else row[_TS].astimezone(utc) for row in rows]
+    hours = [ts.replace(minute=0, second=0, microsecond=0) for ts in stamps]
+    events = Counter(zip(hours, (row[_NAME] for row in rows), (row[_BOT] for row in rows)))
+    pages = Counter((hour, row[_BOT], row[_PAGE]) for hour, row in zip(hours, rows) if row[_NAME] == "page_view")
+    products: dict[tuple, list] = {}
+    for hour, row in zip(hours, rows):
+        step = _PRODUCT_STEP.get(row[_NAME])
+        if step is None or row[_PRODUCT[0]] is None:
+            continue
+        key = (hour, row[_BOT], *(row[i] for i in _PRODUCT))
+        counts = products.get(key)
+        if counts is None:
+            counts = products[key] = [0, 0, 0, None]
+        counts[step] += 1
+        if step == 2 and row[_VALUE] is not None:
+            counts[3] = row[_VALUE] if counts[3] is None else counts[3] + row[_VALUE]
+    clients: dict[tuple, list] = {}
+    for ts, row in zip(stamps, rows):
+        span = clients.get((row[_CLIENT], row[_BOT]))
         if span is None:
-            clients[row[_CLIENT], bot] = [ts, ts]
+            clients[row[_CLIENT], row[_BOT]] = [ts, ts]
         elif ts < span[0]:
             span[0] = ts
         elif ts > span[1]:
@@ -292,6 +289,7 @@ def refresh_pending(conn: psycopg.Connection) -> list[date]:
     _outside_transaction(conn, "refresh_pending")
     with conn.transaction():
         conn.execute("LOCK TABLE rollup_pending IN EXCLUSIVE MODE")
+        conn.execute(_WORK_MEM)
         pending = conn.execute("SELECT day, recompute FROM rollup_pending ORDER BY day").fetchall()
         days, recompute = [day for day, _ in pending], [day for day, again in pending if again]
         with conn.cursor() as cur:
@@ -336,6 +334,7 @@ def rebuild(conn: psycopg.Connection, first: date | None = None, last: date | No
         return refresh_days(conn, [first + timedelta(days=n) for n in range((last - first).days + 1)])
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("LOCK TABLE rollup_pending IN EXCLUSIVE MODE")
+        cur.execute(_WORK_MEM)
         for table in ROLLUP_TABLES:
             cur.execute(f"DELETE FROM {table}")
         cur.execute("DELETE FROM rollup_pending")
