@@ -1,6 +1,6 @@
 """Rollup tables of the warehouse (migrations 0003-0005), kept up to date incrementally, exact and crash-safe.
 
-    rollups.mark_load(cur, rows)         # in load_chunk's transaction, before its inserts: the rows' UTC days
+    rollups.mark_load(cur, rows)         # before load_chunk's transaction and first in it: the rows' UTC days
     rollups.add_rows(cur, rows)          # then the rows it inserted, as deltas
     rollups.refresh_pending(conn)        # after the loads: fold the deltas in, one transaction
     rollups.mark_pending(cur, days)      # events changed some other way: recompute those UTC days
@@ -31,10 +31,11 @@ A refresh costs what the new rows cost, not what their hours hold (issue 11):
 `rollup_pending` keeps the UTC days with changes not folded in yet (`analytics.pending_near` reads raw events
 near them). Days marked by `mark_pending` (recompute) have their hours computed again from their events and
 their clients' sessions around the day recomputed as above. Refreshes take an EXCLUSIVE lock on
-`rollup_pending`, and loads mark their days before they insert anything, so a refresh sees every delta of
-the loads committed before it and none is written while it runs. Loads only append deltas, so concurrent
-loads never wait on each other's delta rows; two loads that mark the same new day wait at that first
-statement (in day order) before either holds an event id the other could wait on, which cannot deadlock.
+`rollup_pending`, and loads mark their days first in their transaction (before inserting anything), so a
+refresh sees every delta of the loads committed before it and none is written while it runs. Loads also
+mark their days in a transaction of their own just before, so the marks in the load's transaction find
+committed rows and never wait on another load (a mark left by a load that then fails only costs a refresh
+with nothing to fold). Loads only append deltas, so concurrent loads never wait on each other's delta rows.
 """
 
 from __future__ import annotations
@@ -209,10 +210,10 @@ _DELTA_COPY = {
 }
 
 
-def mark_load(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
-    """Mark the UTC days of `rows` (clickstream.transform rows) pending, in the load's transaction before it
-    inserts them; their changes come as deltas (add_rows). A row without a timestamp is left to the insert
-    to refuse."""
+def mark_load(cur: psycopg.Cursor | psycopg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Mark the UTC days of `rows` (clickstream.transform rows) pending, their changes to come as deltas
+    (add_rows): in a transaction of its own just before the load, then first in the load's transaction. A
+    row without a timestamp is left to the insert to refuse."""
     days = sorted({ts.astimezone(timezone.utc).date() for row in rows if (ts := row[_TS]) is not None})
     if days:
         cur.execute("INSERT INTO rollup_pending (day, recompute) SELECT unnest(%s::date[]), false"

@@ -167,10 +167,12 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
     repeated = [key for key, n in Counter(keys).items() if n > 1]
     if repeated:
         raise ValueError(f"a chunk lists the same object twice: {repeated[0]}")
+    rows = _first_rows(objects)
+    with conn.transaction():  # committed at once, so loads of the same new day do not wait on each other
+        rollups.mark_load(conn, rows)
     with conn.transaction():
         with conn.cursor() as cur:
-            rows = _first_rows(objects)
-            rollups.mark_load(cur, rows)
+            rollups.mark_load(cur, rows)  # again, in case a refresh cleared them: no refresh until this commits
             try:
                 with conn.transaction():
                     _copy(cur, _COPY_EVENTS, rows)
