@@ -344,12 +344,15 @@ def _tree_cpu(process: psutil.Process) -> float:
 # --- (b) the ETL -----------------------------------------------------------------------------
 def run_etl(s3, s3_factory, bucket: str, etl_dsn: str, admin_dsn: str, events: int, workers: int, meter: "CpuMeter"):
     """(b): run_etl over the N events into an empty warehouse, rollups included; returns (seconds, summary,
-    CPU seconds)."""
+    CPU seconds). The summary gets `refresh_seconds`: from the last chunk's progress to the end (the refresh)."""
     admin(admin_dsn, "TRUNCATE clickstream_events, clickstream_rejected, etl_load_log, rollup_pending, "
           + ", ".join(rollups.ROLLUP_TABLES), "CHECKPOINT")
     bar = tqdm(total=events, desc=f"(b) run_etl, workers={workers}", unit="ev", leave=False)
 
+    last_chunk = [0.0]
+
     def progress(p: etl.ChunkProgress) -> None:
+        last_chunk[0] = time.perf_counter()
         bar.n = p.rows_inserted + p.duplicates + p.rejected
         bar.refresh()
 
@@ -358,6 +361,7 @@ def run_etl(s3, s3_factory, bucket: str, etl_dsn: str, admin_dsn: str, events: i
     summary = etl.run_etl(s3, bucket, etl_dsn, prefix=ETL_PREFIX, progress=progress, workers=workers,
                           s3_factory=s3_factory)
     seconds = time.perf_counter() - started
+    summary["refresh_seconds"] = round(started + seconds - last_chunk[0], 2)
     meter.settle()  # the workers' connections closed as they exited
     cpu = meter.stop()
     bar.close()
@@ -551,6 +555,8 @@ def main() -> None:
           f"~{args.events / 300 / 60:.0f} min to write before anything is measured); its cost is per object and "
           "per row, so its rate does not depend on N.")
     print(f"(b) run_etl summary: {summary}")
+    print(f"the rollup refresh at the end of (b): {summary['refresh_seconds']} s of its {seconds_b:.1f} s; of each "
+          f"run: {', '.join(str(run[3]['refresh_seconds']) for run in runs_b)}; of (b1): {summary_b1['refresh_seconds']} s")
     print()
     print(cpu_table({"(a) ceiling": (seconds_a, cpu_a), f"(b) {args.workers} workers": (seconds_b, cpu_b),
                      "(b1) 1 process": (seconds_b1, cpu_b1)}, m["cores"]))
