@@ -10,9 +10,12 @@
 from __future__ import annotations
 
 import copy
+import gc
+import itertools
 import json
 import re
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -101,11 +104,18 @@ def loads(text: str | bytes) -> Any:
     """Parse JSON with every non-integer number as `Decimal` (exact money); NaN and Infinity are refused.
 
     msgspec parses (what it accepts, it reads as the standard library does); what it refuses is parsed again
-    by the standard library, which says why in its words or reads what msgspec refuses (a lone surrogate)."""
+    by the standard library, which says why in its words or reads what msgspec refuses (a lone surrogate).
+    The cycle collector is paused meanwhile: parsed JSON holds no cycles, and a megabyte of small arrays would
+    otherwise start full collections over the whole process (0.3 s in a warm Lambda)."""
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         return _DECODER.decode(text)
     except msgspec.DecodeError:
         return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
@@ -181,10 +191,12 @@ def isoformat_utc(moment: datetime) -> str:
 # The contract is what the warehouse can store: the JSON Schema states most of it, and two named functions beside
 # it state what a schema cannot: `text_errors` (no U+0000, no unpaired surrogate, in any string or key at any
 # depth) and `storage_errors` (money with at most 2 decimals by value, numbers in `properties` with at most
-# MAX_PROPERTY_DECIMALS decimal places as written). Timestamps must also convert to UTC (`_is_timestamp`).
+# MAX_PROPERTY_DIGITS significant digits and MAX_PROPERTY_DECIMALS decimal places). Timestamps must also convert
+# to UTC (`_is_timestamp`).
 # Reasons come from jsonschema-rs's own errors, worded by `_describe`; at most `limit` per instance.
 
-MAX_PROPERTY_DECIMALS = 20
+MAX_PROPERTY_DIGITS = 17  # what a float64 carries: every number a JavaScript tracker can send
+MAX_PROPERTY_DECIMALS = 340  # 5e-324, the smallest float64, written with 17 digits
 MONEY_FIELDS = (("value",), ("product", "price"), ("product", "discount_price"))
 CENT = Decimal("0.01")
 
@@ -271,17 +283,68 @@ def _reasons(
     validator = _fast_validator(definition, builtin_date_time)
     if validator.is_valid(instance):
         return storage_errors(instance)[:limit] if definition is None else []
+    # jsonschema-rs finds every error (with every branch of every anyOf) before it reports one: on a 1 MB array
+    # that takes half a minute. It explains a cut-down copy with the same errors instead.
+    explained = _explainable(instance)
+    if limit == 1:
+        try:
+            validator.validate(explained)
+        except jsonschema_rs.ValidationError as error:
+            return ["%s: %s" % _describe(error, instance)]
     reasons: list[str] = []
     failed_paths: set[str] = set()
-    for error in validator.iter_errors(instance):
-        path, message = _describe(error)
+    for error in validator.iter_errors(explained):
+        path, message = _describe(error, instance)
         if path in failed_paths:
             continue
         failed_paths.add(path)
         reasons.append(f"{path}: {message}")
         if len(reasons) >= limit:
             break
-    return reasons
+    return reasons or ["$: is not valid, and is too large for its reasons to be found"]
+
+
+# One more than the schema's largest maxItems, more keys than any of its objects may hold, and one more than its
+# largest maxLength: cut to these, every array, object and string still breaks each limit it broke. At most
+# EXPLAINED_NODES values are kept (breadth first: the fields of an event before what they hold; an event of the
+# trackers has ~40), since jsonschema-rs spends ~4 us per error, and a value that fails an anyOf makes dozens.
+EXPLAINED_ITEMS = 17
+EXPLAINED_KEYS = 65
+EXPLAINED_CHARS = 2049
+EXPLAINED_NODES = 96
+
+
+def _explainable(value: Any) -> Any:
+    """A cut-down copy of `value` that jsonschema-rs explains in bounded time, with the errors of `value` as far as
+    it reaches: arrays cut to EXPLAINED_ITEMS, objects to EXPLAINED_KEYS keys, strings to EXPLAINED_CHARS; past
+    EXPLAINED_NODES values, arrays and objects are kept empty. Only what is kept is visited."""
+    root = _shell(value)
+    queue = deque([(value, root)])
+    budget = EXPLAINED_NODES
+    while queue and budget > 0:
+        source, copy_ = queue.popleft()
+        pairs = (itertools.islice(source.items(), EXPLAINED_KEYS) if isinstance(source, Mapping)
+                 else enumerate(source[:EXPLAINED_ITEMS]))
+        for key, item in itertools.islice(pairs, budget):
+            child = _shell(item)
+            if isinstance(copy_, dict):
+                copy_[key] = child
+            else:
+                copy_.append(child)
+            budget -= 1
+            if isinstance(child, (dict, list)):
+                queue.append((item, child))
+    return root
+
+
+def _shell(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[:EXPLAINED_CHARS]
+    if isinstance(value, Mapping):
+        return {}
+    if isinstance(value, list):
+        return []
+    return value
 
 
 def text_errors(instance: Any, limit: int = MAX_REASONS) -> list[str]:
@@ -331,7 +394,8 @@ def storage_errors(event: Mapping[str, Any]) -> list[str]:
     """What keeps a schema-valid v1 event out of the warehouse, which the schema cannot state: money (value,
     product price and discount price) with more than 2 decimals by value (numeric(12,2) stores whole cents and
     amounts are never rounded; a float with binary residue such as 0.30000000000000004 is one), and numbers in
-    `properties` with more than MAX_PROPERTY_DECIMALS decimal places as written (the schema bounds their size)."""
+    `properties` with more than MAX_PROPERTY_DIGITS significant digits or MAX_PROPERTY_DECIMALS decimal places
+    (the schema bounds their magnitude below 1e15)."""
     reasons = []
     for path in MONEY_FIELDS:
         amount = _get(event, path)
@@ -342,9 +406,25 @@ def storage_errors(event: Mapping[str, Any]) -> list[str]:
     properties = event.get("properties")
     if isinstance(properties, Mapping):
         for path, number in _numbers(properties, "$.properties"):
-            if isinstance(number, Decimal) and number.as_tuple().exponent < -MAX_PROPERTY_DECIMALS:
+            if not isinstance(number, Decimal):
+                continue
+            digits, exponent = _significant(number)
+            if digits > MAX_PROPERTY_DIGITS:
+                reasons.append(f"{path}: {_shown(number)} has more than {MAX_PROPERTY_DIGITS} significant digits")
+            elif exponent < -MAX_PROPERTY_DECIMALS:
                 reasons.append(f"{path}: {_shown(number)} has more than {MAX_PROPERTY_DECIMALS} decimal places")
     return reasons
+
+
+def _significant(number: Decimal) -> tuple[int, int]:
+    """(significant digits, exponent) of a finite number without its trailing zeros: 1.500 -> (2, -1)."""
+    if not number:
+        return 1, 0
+    _, digits, exponent = number.as_tuple()
+    zeros = 0
+    while digits[-1 - zeros] == 0:
+        zeros += 1
+    return len(digits) - zeros, exponent + zeros
 
 
 def _get(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -382,11 +462,12 @@ def _schema_node(schema_path: Sequence[str | int]) -> Any:
     return node
 
 
-def _describe(error: jsonschema_rs.ValidationError) -> tuple[str, str]:
-    """(JSON path, message) with short value excerpts and the schema's own wording where it has one."""
+def _describe(error: jsonschema_rs.ValidationError, instance: Any) -> tuple[str, str]:
+    """(JSON path, message) with short value excerpts and the schema's own wording where it has one; sizes are
+    those of the value at that path in `instance` (the error may be of a cut-down copy)."""
     kind = error.kind
     if kind.name in ("anyOf", "oneOf"):
-        return _describe_alternatives(error)
+        return _describe_alternatives(error, instance)
     path = _json_path(error.instance_path)
     node = _schema_node(error.schema_path)
     rule = node.get(error.schema_path[-1]) if isinstance(node, Mapping) else None
@@ -415,10 +496,10 @@ def _describe(error: jsonschema_rs.ValidationError) -> tuple[str, str]:
         case "const":
             return path, f"{value} is not {_shown(rule)}"
         case "maxProperties":
-            return path, f"has {len(error.instance)} keys, at most {rule} are allowed"
+            return path, f"has {len(_at(instance, error.instance_path))} keys, at most {rule} are allowed"
         case "maxItems" | "minItems":
             bound = "at most" if kind.name == "maxItems" else "at least"
-            return path, f"has {len(error.instance)} items, {bound} {rule} allowed"
+            return path, f"has {len(_at(instance, error.instance_path))} items, {bound} {rule} allowed"
         case "required":
             return path, f"{_quoted(kind.property)} is a required property"
         case "additionalProperties":
@@ -427,13 +508,12 @@ def _describe(error: jsonschema_rs.ValidationError) -> tuple[str, str]:
             more = f" and {len(kind.unexpected) - MAX_REASONS} more" if len(kind.unexpected) > MAX_REASONS else ""
             return path, f"Additional properties are not allowed ({', '.join(unexpected)}{more} {verb} unexpected)"
         case "propertyNames":
-            inner_path, message = _describe(kind.error)
-            return path, message
+            return path, _describe(kind.error, instance)[1]
     message = error.message
     return path, message if len(message) <= 200 else message[:200] + "…"
 
 
-def _describe_alternatives(error: jsonschema_rs.ValidationError) -> tuple[str, str]:
+def _describe_alternatives(error: jsonschema_rs.ValidationError, instance: Any) -> tuple[str, str]:
     """An anyOf/oneOf failure told by the branch that got furthest: its deepest, most specific errors."""
     leaves = list(_leaf_errors(error))
     if not leaves:
@@ -442,7 +522,7 @@ def _describe_alternatives(error: jsonschema_rs.ValidationError) -> tuple[str, s
     deepest = [leaf for leaf in leaves if len(leaf.instance_path) == depth]
     specific = [leaf for leaf in deepest if leaf.kind.name != "type"]
     if specific:
-        return _describe(specific[0])
+        return _describe(specific[0], instance)
     types: list[str] = []
     for leaf in deepest:
         rule = _schema_node(leaf.schema_path).get("type")
@@ -450,6 +530,12 @@ def _describe_alternatives(error: jsonschema_rs.ValidationError) -> tuple[str, s
             if name not in types:
                 types.append(name)
     return _json_path(deepest[0].instance_path), f"{_shown(deepest[0].instance)} is not of type {', '.join(map(repr, types))}"
+
+
+def _at(instance: Any, path: Sequence[str | int]) -> Any:
+    for part in path:
+        instance = instance[part]
+    return instance
 
 
 def _leaf_errors(error: jsonschema_rs.ValidationError) -> Iterator[jsonschema_rs.ValidationError]:

@@ -218,7 +218,7 @@ def encode_event(normalized: NormalizedEvent, server: Mapping[str, Any]) -> byte
 EVENT_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, msgspec.EncodeError)
 # Invalid events of one request explained with up to MAX_REASONS reasons each; the rest get their first
 # reason, so the CPU a request can cost stays bounded.
-EXPLAINED_EVENTS = 20
+EXPLAINED_EVENTS = 10
 
 
 def ingest_batch(

@@ -45,9 +45,11 @@ HOSTILE_NUMBERS = st.one_of(
 NUMBERS = mostly(st.one_of(
     st.integers(min_value=-(10**15) + 1, max_value=10**15 - 1),
     st.decimals(min_value=Decimal("-999999999999999.99"), max_value=Decimal("999999999999999.99"),
-                allow_nan=False, allow_infinity=False, places=20),
+                allow_nan=False, allow_infinity=False, places=2),
+    st.decimals(min_value=-1, max_value=1, allow_nan=False, allow_infinity=False, places=17),
     st.floats(min_value=-1e15, max_value=1e15, exclude_min=True, exclude_max=True, allow_nan=False),
-    st.sampled_from([Decimal("-0"), Decimal("1E-20"), Decimal("999999999999999"), Decimal("1E+14"), 0.1]),
+    st.sampled_from([Decimal("-0"), Decimal("5E-324"), Decimal("999999999999999"), Decimal("1E+14"), 0.1,
+                     Decimal("0.30000000000000004"), 1.2345678901234567e-5]),
 ), HOSTILE_NUMBERS)
 MONEY = mostly(st.one_of(
     st.decimals(min_value=0, max_value=Decimal("999999999.99"), places=2),

@@ -446,3 +446,26 @@ def test_bundled_openapi_inlines_the_event_schema():
     assert "ClickstreamEventV1.legacy_event" in schemas
     unbundled = json.dumps(contract.openapi_document(bundled=False))
     assert "clickstream-event-v1.json" in unbundled
+
+
+@pytest.mark.parametrize("number", ["0.30000000000000004", "1.2345678901234567e-5", "5e-324", "-999999999999999",
+                                    "1.500000000000000000000", "123456789012345.6", "0"])
+def test_every_number_a_float64_writes_is_accepted_in_properties(make_event, number):
+    assert validate_event(make_event(properties={"n": loads(number)})) == []
+
+
+@pytest.mark.parametrize("amount", ["1299.9", "0.3", "12.500", "1E+2", "999999999.99", "0"])
+def test_money_numbers_with_whole_cents_are_accepted(make_event, amount):
+    assert validate_event(make_event(value=loads(amount), product={"id": "p", "price": loads(amount)})) == []
+
+
+def test_a_huge_event_is_explained_quickly_and_its_sizes_are_the_real_ones(make_event):
+    """jsonschema-rs would list every error of a megabyte of arrays (half a minute); the reasons come from a
+    cut-down copy with the same errors, and sizes are those of the event sent."""
+    event = make_event(properties={"a": [[] for _ in range(300_000)], "ids": list(range(1000))}, extra=[[]] * 10_000)
+    reasons = validate_event(event)
+    assert "$: Additional properties are not allowed ('extra' was unexpected)" in reasons
+    assert "$.properties.ids: has 1000 items, at most 16 allowed" in reasons
+    assert any(reason.startswith("$.properties.a") for reason in reasons), reasons
+    [first] = validate_event(event, limit=1)
+    assert first in reasons
