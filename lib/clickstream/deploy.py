@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from botocore.exceptions import ClientError, WaiterError
-from cfnlint.decode import cfn_yaml
 
 from clickstream import aws, package
-from clickstream.cfn import LOCAL_PLACEHOLDERS, Stack
+from clickstream.cfn import LOCAL_PLACEHOLDERS, Stack, load_template
 from clickstream.settings import LOCAL_NAME_SUFFIX, Settings
 
 PREFIX_ENV = "CLICKSTREAM_STACK_PREFIX"
@@ -175,7 +174,7 @@ def load_templates(settings: Settings, config: DeployConfig, templates_dir: Path
     names = {path.stem: f"{config.prefix}-{path.stem}" for path in paths}
     templates = []
     for path in paths:
-        body = cfn_yaml.load(str(path))
+        body = load_template(path)
         template = Template(path.stem, path, body, names[path.stem],
                             parameter_values(body, path.stem, settings.target, config, names))
         check_references(template)

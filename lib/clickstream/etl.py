@@ -49,6 +49,8 @@ DEFAULT_LOOKBACK_DAYS = 3.0
 MAX_LOOKBACK_DAYS = 366
 DEFAULT_CHUNK_OBJECTS = 50  # objects of up to 500 events; a few chunks (~100 MB each parsed) are in memory at once
 READ_THREADS = 4
+MIN_CHUNKS_PER_WORKER = 4
+MIN_CHUNK_OBJECTS = 10
 MIN_MARGIN_MS = 10_000
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SCHEDULED_EVENT_KEYS = {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
@@ -212,7 +214,7 @@ def run_etl(
         already = warehouse.loaded_etags(conn, list(listed))
         todo = sorted(key for key, etag in listed.items() if already.get(key) != etag)
         loaded, slowest_ms = 0, 0.0
-        chunks = list(_chunks(todo, chunk_objects))
+        chunks = list(_chunks(todo, _chunk_size(len(todo), chunk_objects, workers)))
         processes = min(workers, len(chunks))  # a run of one chunk starts no worker process
         slots = processes + 1 if processes > 1 else 2  # with processes, one chunk waits ready for a free worker
         with ThreadPoolExecutor(READ_THREADS) as readers, _chunk_executor(processes, s3_factory) as loaders:
@@ -372,6 +374,14 @@ def _worker_started(s3_factory: Callable[[], Any]) -> None:
 def _exit_with(parent_sentinel: int) -> None:
     multiprocessing.connection.wait([parent_sentinel])
     os._exit(1)
+
+
+def _chunk_size(objects: int, chunk_objects: int, workers: int) -> int:
+    """`chunk_objects`, or fewer when a run of several chunks has too few for its workers to end together (the
+    last chunk of one worker would keep the other cores idle): at least MIN_CHUNKS_PER_WORKER each."""
+    if workers <= 1 or objects <= chunk_objects:
+        return chunk_objects
+    return min(chunk_objects, max(MIN_CHUNK_OBJECTS, -(-objects // (workers * MIN_CHUNKS_PER_WORKER))))
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

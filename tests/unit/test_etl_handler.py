@@ -139,3 +139,17 @@ def test_the_fork_server_preloads_the_package_and_an_importable_main_script(monk
     assert {"clickstream", "clickstream.etl", "bench_script", "boto3"} <= set(preload)
     monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry != str(tmp_path)])
     assert "bench_script" not in etl._forkserver_preload(), "a script that cannot be imported by name stays out"
+
+
+@pytest.mark.parametrize(("objects", "chunk_objects", "workers", "size"), [
+    (2000, 50, 2, 50),   # a big run keeps its chunks
+    (200, 50, 2, 25),    # four chunks per worker, so the workers end together
+    (40, 50, 2, 50),     # one chunk: no worker process is started for it
+    (60, 50, 2, 10),     # never below 10 objects
+    (4, 1, 2, 1),        # nor above what the caller asked for
+    (200, 50, 1, 50),    # one process: chunk size as asked
+])
+def test_chunk_size_keeps_every_worker_busy_to_the_end(objects, chunk_objects, workers, size):
+    from clickstream.etl import _chunk_size
+
+    assert _chunk_size(objects, chunk_objects, workers) == size
