@@ -23,7 +23,6 @@ import pytest
 from psycopg import errors
 
 from clickstream import analytics, rollups, warehouse
-from clickstream.local import postgres, stack
 
 pytestmark = pytest.mark.integration
 
@@ -63,17 +62,6 @@ def row(ev: Ev) -> tuple:
             ev.product, name, category, brand, ev.at, ev.at, "https://shop.example.com" + page, page,
             "Googlebot/2.1" if ev.bot else "Mozilla/5.0", "bot" if ev.bot else "desktop", ev.bot,
             Decimal(ev.value) if ev.value else None, "USD" if ev.value else None, "1", "test/analytics")
-
-
-@pytest.fixture(scope="module")
-def dw(local_stack):
-    """(admin DSN, etl_writer DSN, dashboard_reader DSN) of the migrated test warehouse."""
-    admin = stack.status(local_stack)["dw_admin_dsn"]
-    warehouse.migrate(admin)
-    passwords = json.loads((local_stack.home / "credentials" / "dw.json").read_text())
-    role = {name: postgres.dsn(local_stack.host, local_stack.dw_port, postgres.WAREHOUSE_DB, name, passwords[name])
-            for name in postgres.WAREHOUSE_ROLES}
-    return admin, role["etl_writer"], role["dashboard_reader"]
 
 
 class Week:

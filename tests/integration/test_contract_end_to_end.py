@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from clickstream import aws, contract, rollups, warehouse
+from clickstream import aws, contract, warehouse
 from clickstream.ingest import IngestSettings, handle_http_event
 from clickstream.local import stack
 from clickstream.transform import transform_body
@@ -132,23 +132,19 @@ LOADED: list[int] = []  # events loaded per example
 
 
 @pytest.fixture(scope="module")
-def pipeline(local_stack):
+def pipeline(local_stack, dw, empty_warehouse):
     """(S3 client, raw bucket, etl_writer connection); the warehouse tables are emptied afterwards, after a check
     that the run loaded many events (hostile strategies that let nothing through would prove nothing)."""
-    admin = stack.status(local_stack)["dw_admin_dsn"]
-    warehouse.migrate(admin)
     s3 = aws.client("s3", local_stack)
     bucket = stack.status(local_stack)["raw_bucket"]
-    with psycopg.connect(stack.warehouse_dsn(local_stack, "etl_writer"), autocommit=True) as conn:
+    with psycopg.connect(dw[1], autocommit=True) as conn:
         yield s3, bucket, conn
     assert sum(LOADED) >= 100 and len(LOADED) >= 50, LOADED
     keys = [{"Key": obj["Key"]} for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="events/2032/")
             for obj in page.get("Contents", [])]
     for start in range(0, len(keys), 1000):
         s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[start: start + 1000], "Quiet": True})
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("TRUNCATE clickstream_events, clickstream_rejected, etl_load_log, rollup_pending, "
-                     + ", ".join(rollups.ROLLUP_TABLES))
+    empty_warehouse(dw[0])
 
 
 def post(s3, bucket: str, payload) -> dict:

@@ -26,7 +26,7 @@ import psutil
 import psycopg
 import pytest
 
-from clickstream import aws, contract, etl, raw, rollups, samples, transform, warehouse
+from clickstream import aws, contract, etl, raw, samples, transform, warehouse
 from clickstream.etl import EtlRequest, EtlRequestError, parse_etl_event, partition_prefixes, run_etl
 from clickstream.ingest import IngestSettings, ServerContext, build_raw_object, ingest_batch, object_key
 from clickstream.local import postgres, stack
@@ -93,14 +93,6 @@ def test_partition_prefixes_cover_the_lookback_by_day_or_by_hour():
 
 
 @pytest.fixture(scope="module")
-def dw(local_stack):
-    """(admin DSN, etl_writer DSN) of the migrated test warehouse."""
-    admin = stack.status(local_stack)["dw_admin_dsn"]
-    warehouse.migrate(admin)
-    return admin, stack.warehouse_dsn(local_stack, "etl_writer")
-
-
-@pytest.fixture(scope="module")
 def s3(local_stack):
     return aws.client("s3", local_stack)
 
@@ -126,12 +118,10 @@ def remove_test_partitions(s3, bucket):
 
 
 @pytest.fixture
-def day(dw) -> datetime:
+def day(dw, empty_warehouse) -> datetime:
     """Noon UTC of a day no other test writes to (every 10 days from 2031-01-01); empties the warehouse tables
     and the rollups."""
-    with psycopg.connect(dw[0], autocommit=True) as conn:
-        conn.execute("TRUNCATE clickstream_events, clickstream_rejected, etl_load_log, rollup_pending, "
-                     + ", ".join(rollups.ROLLUP_TABLES))
+    empty_warehouse(dw[0])
     return datetime(2031, 1, 1, 12, tzinfo=timezone.utc) + timedelta(days=10 * next(_days))
 
 

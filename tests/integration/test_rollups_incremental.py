@@ -19,7 +19,6 @@ import psycopg
 import pytest
 
 from clickstream import analytics, rollups, samples, warehouse
-from clickstream.local import stack
 from clickstream.transform import transform_object
 from clickstream.warehouse import ObjectLoad, load_chunk
 
@@ -35,23 +34,11 @@ NAMES = ["page_view", "product_view", "add_to_cart", "begin_checkout", "purchase
 CASES = [{}, {"include_bots": True}, {"tz": "Asia/Ho_Chi_Minh"}, {"tz": "America/New_York", "include_bots": True}]
 
 
-@pytest.fixture(scope="module")
-def dw(local_stack):
-    """(admin DSN, etl_writer DSN, dashboard_reader DSN) of the migrated test warehouse."""
-    admin = stack.status(local_stack)["dw_admin_dsn"]
-    warehouse.migrate(admin)
-    return admin, stack.warehouse_dsn(local_stack, "etl_writer"), stack.warehouse_dsn(local_stack, "dashboard_reader")
-
-
 @pytest.fixture
-def empty(dw):
-    with psycopg.connect(dw[0], autocommit=True) as conn:
-        conn.execute("TRUNCATE clickstream_events, clickstream_rejected, etl_load_log, rollup_pending, "
-                     + ", ".join(rollups.ROLLUP_TABLES))
+def empty(dw, empty_warehouse):
+    empty_warehouse(dw[0])
     yield dw
-    with psycopg.connect(dw[0], autocommit=True) as conn:
-        conn.execute("TRUNCATE clickstream_events, clickstream_rejected, etl_load_log, rollup_pending, "
-                     + ", ".join(rollups.ROLLUP_TABLES))
+    empty_warehouse(dw[0])
 
 
 def event(at: datetime, client: str, name: str = "page_view", bot: bool = False, rng: random.Random | None = None,

@@ -34,19 +34,10 @@ ISSUE_COLUMNS = [  # issue 3, in its order: the workshop's columns, then the add
 TABLES = ("clickstream_events", "clickstream_rejected", "etl_load_log")
 
 
-@pytest.fixture(scope="module")
-def dw(local_stack):
-    """(admin DSN, etl_writer DSN, dashboard_reader DSN) of the migrated test warehouse."""
-    admin = stack.status(local_stack)["dw_admin_dsn"]
-    warehouse.migrate(admin)
-    return admin, stack.warehouse_dsn(local_stack, "etl_writer"), stack.warehouse_dsn(local_stack, "dashboard_reader")
-
-
 @pytest.fixture
-def empty(dw):
+def empty(dw, empty_warehouse):
     admin, etl_dsn, _ = dw
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("TRUNCATE " + ", ".join((*TABLES, "rollup_pending", *rollups.ROLLUP_TABLES)))
+    empty_warehouse(admin)
     with warehouse.connect(etl_dsn) as conn:
         yield conn
 
