@@ -58,18 +58,8 @@ class EtlSettings:
             raw_prefix=prefix if prefix.endswith("/") else prefix + "/",
             dw_secret_id=environ["DW_SECRET_ID"].strip(),
             lookback_days=lookback,
-            workers=parse_workers(environ.get("ETL_WORKERS", "1")),
+            workers=etl.parse_workers(environ.get("ETL_WORKERS", "1")),
         )
-
-
-def parse_workers(value: str) -> int:
-    """ETL_WORKERS: a count of processes, or `auto` for this machine's cores."""
-    text = value.strip().lower()
-    if text == "auto":
-        return os.cpu_count() or 1
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"ETL_WORKERS must be auto or a whole number from 1, not {value!r}")
-    return int(text)
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from clickstream import aws, raw, samples, tracker
 from clickstream.local import stack
 from clickstream.cfn import TemplateError, find_function, load_stacks
 from clickstream.deploy import DeployError
-from clickstream.lambda_runtime import LambdaTimeoutError, invoke_function
+from clickstream.lambda_runtime import LambdaTimeoutError, LocalLambda, invoke_function
 from clickstream.local.postgres import ClusterError
 from clickstream.scheduler import ScheduleError
 from clickstream.secrets import SecretError
@@ -358,12 +358,18 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
     import psycopg
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from clickstream.etl import EtlRequestError
+    from clickstream import etl as etl_module
     from clickstream.warehouse import WarehouseError
 
     if day and prefix:
         raise click.UsageError("give --date or --prefix, not both")
     settings = ctx.obj
+    function = find_function(load_stacks(settings), ETL_FUNCTION)
+    try:
+        if etl_module.parse_workers(function.environment.get("ETL_WORKERS", "1")) > 1:
+            etl_module.start_worker_server()  # it imports what the workers need while this process gets ready
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
     current = stack.status(settings)
     down = [name for name in ("aws", "dw") if not current["services"][name]["healthy"]]
     if down:
@@ -377,8 +383,8 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
             bar.set_postfix(rows=progress.rows_inserted, rejected=progress.rejected)
 
         try:
-            summary = invoke_function(settings, ETL_FUNCTION, event, progress=on_chunk)
-        except (EtlRequestError, WarehouseError) as error:
+            summary = LocalLambda(function, settings, context_attributes={"progress": on_chunk}).invoke(event)
+        except (etl_module.EtlRequestError, WarehouseError) as error:
             raise click.ClickException(str(error)) from error
         except (psycopg.Error, BotoCoreError, ClientError, BrokenProcessPool) as error:
             raise click.ClickException(
@@ -387,7 +393,7 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(summary)
         return
-    click.echo(f"{find_function(load_stacks(settings), ETL_FUNCTION).name} {json.dumps(event)}")
+    click.echo(f"{function.name} {json.dumps(event)}")
     for key, label in SUMMARY_LABELS.items():
         click.echo(f"  {label:<16}{summary.get(key)!s:>10}")
     if summary.get("remaining"):

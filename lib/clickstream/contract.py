@@ -404,15 +404,15 @@ def storage_errors(event: Mapping[str, Any]) -> list[str]:
                 f"$.{'.'.join(path)}: {_shown(amount)} has more than 2 decimals: send money as a decimal string "
                 'such as "1299.90" (the warehouse stores whole cents and never rounds)')
     properties = event.get("properties")
-    if isinstance(properties, Mapping):
-        for path, number in _numbers(properties, "$.properties"):
-            if not isinstance(number, Decimal):
-                continue
+    if properties:
+        for parts, number in _decimals(properties):
             digits, exponent = _significant(number)
             if digits > MAX_PROPERTY_DIGITS:
-                reasons.append(f"{path}: {_shown(number)} has more than {MAX_PROPERTY_DIGITS} significant digits")
+                reasons.append(f"{_json_path(['properties', *parts])}: {_shown(number)} has more than "
+                               f"{MAX_PROPERTY_DIGITS} significant digits")
             elif exponent < -MAX_PROPERTY_DECIMALS:
-                reasons.append(f"{path}: {_shown(number)} has more than {MAX_PROPERTY_DECIMALS} decimal places")
+                reasons.append(f"{_json_path(['properties', *parts])}: {_shown(number)} has more than "
+                               f"{MAX_PROPERTY_DECIMALS} decimal places")
     return reasons
 
 
@@ -430,7 +430,7 @@ def _significant(number: Decimal) -> tuple[int, int]:
 def _get(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = event
     for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
+        value = value.get(key) if isinstance(value, dict) else None
     return value
 
 
@@ -439,15 +439,20 @@ def _whole_cents(amount: Decimal | float) -> bool:
     return exact.is_finite() and exact == exact.quantize(CENT)
 
 
-def _numbers(value: Any, path: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, Mapping):
+def _decimals(value: Any, parts: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Decimal]]:
+    """(path parts, number) of the Decimals in parsed JSON (dicts and lists), depth first."""
+    if isinstance(value, dict):
         for key, item in value.items():
-            yield from _numbers(item, f"{path}.{key}")
+            if isinstance(item, (dict, list)):
+                yield from _decimals(item, (*parts, key))
+            elif isinstance(item, Decimal):
+                yield (*parts, key), item
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _numbers(item, f"{path}[{index}]")
-    elif isinstance(value, (Decimal, float)):
-        yield path, value
+            if isinstance(item, (dict, list)):
+                yield from _decimals(item, (*parts, index))
+            elif isinstance(item, Decimal):
+                yield (*parts, index), item
 
 
 def _json_path(parts: Sequence[str | int]) -> str:

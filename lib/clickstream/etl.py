@@ -26,6 +26,8 @@ import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.context
+import multiprocessing.forkserver
 import os
 import re
 import sys
@@ -132,6 +134,16 @@ def _parse_lookback(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= unit_max:
         raise EtlRequestError(f"{name} must be a number above 0 and at most {unit_max}, not {value!r}")
     return float(value)
+
+
+def parse_workers(value: str) -> int:
+    """ETL_WORKERS: a count of processes, or `auto` for this machine's cores."""
+    text = value.strip().lower()
+    if text == "auto":
+        return os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"ETL_WORKERS must be auto or a whole number from 1, not {value!r}")
+    return int(text)
 
 
 def partition_prefixes(now: datetime, lookback_days: float, raw_prefix: str = raw.RAW_PREFIX) -> list[str]:
@@ -340,18 +352,29 @@ def _chunk_executor(workers: int, s3_factory: Callable[[], Any] | None) -> Execu
         return ThreadPoolExecutor(2, thread_name_prefix="etl-load")
     # A fork server (not fork: this process has threads) that has imported what the workers need once; the
     # workers it forks start without importing again. What a worker needs comes with it and its tasks.
+    return ProcessPoolExecutor(workers, mp_context=start_worker_server(), initializer=_worker_started,
+                               initargs=(s3_factory,))
+
+
+def start_worker_server() -> multiprocessing.context.ForkServerContext:
+    """Start the fork server the worker processes come from, if it is not running yet, and return its context.
+
+    A caller that will run with `workers` > 1 can call it first thing (`clickstream etl` does): the server then
+    imports what the workers need (about a CPU-second) while this process starts, lists and reads, instead of
+    the run waiting for it at its first chunk."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_forkserver_preload())
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_started, initargs=(s3_factory,))
+    multiprocessing.forkserver.ensure_running()
+    return context
 
 
 def _forkserver_preload() -> list[str]:
-    """The modules the fork server imports for every worker: this package's modules this process has imported
-    and boto3, plus the main script when it can be imported by name (a benchmark). multiprocessing runs the
-    main script again in each worker (its own preload of "__main__" does nothing on Python 3.11: it asks for
-    a key the preparation data does not have); with what the script imports already there, that costs
-    milliseconds instead of half a CPU-second per worker (measured for `clickstream etl` and the benchmark)."""
-    modules = [name for name in sys.modules if name == "clickstream" or name.startswith("clickstream.")]
+    """The modules the fork server imports for every worker: the ETL and its S3 client's modules, boto3, plus
+    the main script when it can be imported by name (a benchmark). multiprocessing runs the main script again
+    in each worker (its own preload of "__main__" does nothing on Python 3.11: it asks for a key the
+    preparation data does not have); with what the script imports already there, that costs milliseconds
+    instead of half a CPU-second per worker (measured for `clickstream etl` and the benchmark)."""
+    modules = [__name__, "clickstream.aws", "clickstream.settings"]
     main_file = getattr(sys.modules["__main__"], "__file__", None)
     if main_file and main_file.endswith(".py"):
         folder = os.path.dirname(os.path.abspath(main_file))

@@ -136,7 +136,7 @@ def test_the_fork_server_preloads_the_package_and_an_importable_main_script(monk
     monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__=str(script)))
     monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
     preload = etl._forkserver_preload()
-    assert {"clickstream", "clickstream.etl", "bench_script", "boto3"} <= set(preload)
+    assert {"clickstream.etl", "clickstream.aws", "bench_script", "boto3"} <= set(preload)
     monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry != str(tmp_path)])
     assert "bench_script" not in etl._forkserver_preload(), "a script that cannot be imported by name stays out"
 
