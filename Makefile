@@ -41,7 +41,7 @@ lint: venv ## cfn-lint the CloudFormation templates
 check-templates: venv ## cfn-lint, policy rules and architecture checks on TEMPLATES_DIR (default cloudformation)
 	@status=0; \
 	$(BIN)/cfn-lint -- $(or $(TEMPLATES_DIR),cloudformation)/*.yaml || status=1; \
-	$(BIN)/python -m clickstream.template_checks $(or $(TEMPLATES_DIR),cloudformation) || status=1; \
+	$(BIN)/python -m clickstream.infra.checks $(or $(TEMPLATES_DIR),cloudformation) || status=1; \
 	exit $$status
 
 bench: venv ## run the benchmarks (figures go into the README)

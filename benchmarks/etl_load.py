@@ -25,7 +25,7 @@ same events, measures:
 the speed of a shared machine drifts between runs, and (a) and (b) should meet the same drift. Every run's
 seconds and the ratio b/a pair by pair are printed too.
 
-Events: one UTC day of the simulated shop (`clickstream.simulate`, seed 42: visitors with several sessions,
+Events: one UTC day of the simulated shop (`clickstream.shop.simulate`, seed 42: visitors with several sessions,
 signed-in users, 2% bots, late events; resent requests left out), each request stored by the ingest's own
 `ingest_batch` (not sent through HTTP), packed into objects of 500 (see `simulated_objects`). Checks in the
 run: (a) and (b) hold N rows each and the same rows (EXCEPT both ways, loaded_at aside); (b) reports exactly
@@ -63,9 +63,12 @@ import psycopg2
 import psycopg2.extras
 from tqdm import tqdm
 
-from clickstream import aws, contract, etl, ingest, raw, rollups, simulate
+from clickstream import aws, contract
+from clickstream.analytics import etl, rollups
+from clickstream.ingestion import ingest, raw
+from clickstream.shop import simulate
 from clickstream.local.stack import clusters, private_stack, read_state, status, warehouse_dsn
-from clickstream.transform import COLUMNS, transform_body
+from clickstream.analytics.transform import COLUMNS, transform_body
 
 PSQL = "/usr/bin/psql"
 OBJECT_EVENTS = 500
@@ -121,7 +124,7 @@ def visitor_order(config: simulate.SimulationConfig) -> list[int]:
 
 def simulated_objects(events: int, day: date, seed: int, raw_prefix: str) -> Iterator[tuple[str, bytes]]:
     """(key, body) of raw objects holding exactly `events` stored events of the simulated shop's traffic on UTC
-    `day` (`clickstream.simulate`: visitors with several sessions, signed-in users, bots, late and malformed
+    `day` (`clickstream.shop.simulate`: visitors with several sessions, signed-in users, bots, late and malformed
     events; resent requests left out, so each event id is stored once).
 
     Each request goes through the ingest's own `ingest_batch` (malformed events are refused there, as on the

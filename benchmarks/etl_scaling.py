@@ -33,7 +33,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clickstream import aws, rollups
+from clickstream import aws
+from clickstream.analytics import rollups
 from clickstream.local.stack import private_stack, status
 from etl_load import COLUMN_NAMES, DAY, PSQL, admin, count, machine, rollups_differ, simulated_objects, write_objects
 

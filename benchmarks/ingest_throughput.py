@@ -23,10 +23,10 @@ import uuid
 import httpx
 from tqdm import tqdm
 
-from clickstream import samples
-from clickstream.cfn import load_stacks
-from clickstream.http_api import synthetic_event
-from clickstream.lambda_runtime import LocalLambda
+from clickstream.shop import samples
+from clickstream.infra.templates import load_stacks
+from clickstream.local.http_api import synthetic_event
+from clickstream.local.lambda_runtime import LocalLambda
 from clickstream.local.stack import private_stack, status
 
 

@@ -1,13 +1,13 @@
 """Latency of every report query (sql/analytics/), on the raw events table and on the rollups.
 
 Starts a private local stack on free ports (never your own), fills it with about `--events` events and
-measures each question of `clickstream.analytics` (the queries behind `clickstream report` and the dashboard)
+measures each question of `clickstream.analytics.questions` (the queries behind `clickstream report` and the dashboard)
 over the whole simulated range, as dashboard_reader on one open connection: median and p95 in milliseconds
 of `--repeat` runs per question on the rollups and `--raw-repeat` runs on the raw table (a raw funnel at 10M
 events takes seconds). Every question's rollup answer is checked equal to its raw answer first. Last, the
-whole report (`analytics.report`, source auto: what the dashboard runs) is timed `--repeat` times.
+whole report (`questions.report`, source auto: what the dashboard runs) is timed `--repeat` times.
 
-Data: `clickstream.simulate` in history mode (seed 42, `--days` days from 2026-11-16), its visitor count
+Data: `clickstream.shop.simulate` in history mode (seed 42, `--days` days from 2026-11-16), its visitor count
 sized from a dry run of the same seed to give about `--events` events. Two ways to get them into the
 warehouse:
 
@@ -62,10 +62,13 @@ from types import SimpleNamespace
 import psycopg
 from tqdm import tqdm
 
-from clickstream import analytics, aws, etl, raw, rollups, simulate, warehouse
+from clickstream import aws
+from clickstream.analytics import etl, questions, rollups, warehouse
+from clickstream.ingestion import raw
+from clickstream.shop import simulate
 from clickstream.local.postgres import DASHBOARD_READER, ETL_WRITER, WAREHOUSE_DB, dsn
 from clickstream.local.stack import private_stack, status
-from clickstream.transform import transform_body
+from clickstream.analytics.transform import transform_body
 
 START = date(2026, 11, 16)  # a Monday
 SEED = 42
@@ -249,23 +252,23 @@ def _timed(ask, repeat: int) -> tuple[float, float]:
 
 def measure(reader_dsn: str, start: date, end: date, tz: str, repeat: int, raw_repeat: int) -> list[dict]:
     results = []
-    with analytics.read_only(reader_dsn) as conn:
+    with questions.read_only(reader_dsn) as conn:
         conn.autocommit = True
-        for name in tqdm(analytics.QUESTIONS, desc="measuring"):
+        for name in tqdm(questions.QUESTIONS, desc="measuring"):
             row = {"question": name}
             answers = {}
             for source, runs in (("raw", raw_repeat), ("rollup", repeat)):
-                ask = lambda: analytics.run_question(name, conn, start, end, tz, source=source)  # noqa: E731
+                ask = lambda: questions.run_question(name, conn, start, end, tz, source=source)  # noqa: E731
                 answers[source] = ask().to_json()  # also warms the cache
                 row[f"{source}_median_ms"], row[f"{source}_p95_ms"] = _timed(ask, runs)
             if answers["raw"] != answers["rollup"]:
                 raise AssertionError(f"{name}: the rollups do not give the raw table's answer")
             row["speedup"] = round(row["raw_median_ms"] / row["rollup_median_ms"], 1)
             results.append(row)
-        sources = analytics.report(conn, start, end, tz)["sources"]
+        sources = questions.report(conn, start, end, tz)["sources"]
         if set(sources.values()) != {"rollup"}:
             raise AssertionError(f"the report (source auto) did not read only rollups: {sources}")
-        median, p95 = _timed(lambda: analytics.report(conn, start, end, tz), repeat)
+        median, p95 = _timed(lambda: questions.report(conn, start, end, tz), repeat)
     results.append({"question": "report (all, auto)", "rollup_median_ms": median, "rollup_p95_ms": p95})
     return results
 
@@ -334,7 +337,7 @@ def main() -> None:
     if args.render:
         print(render(args.render))
         return
-    analytics.zone(args.tz)
+    questions.zone(args.tz)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` stops the private stack too, as Ctrl-C does
     raw_repeat = args.raw_repeat or args.repeat
     config = sized_config(args.events, args.days)

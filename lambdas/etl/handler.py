@@ -2,7 +2,7 @@
 
 Thin on purpose: reads settings once from the environment the template sets, reads the warehouse
 connection from Secrets Manager (never from an environment variable), builds the clients lazily and
-calls the pure `clickstream.etl.run_etl`. The event is `{}` (or a scheduled event: the same),
+calls the pure `clickstream.analytics.etl.run_etl`. The event is `{}` (or a scheduled event: the same),
 `{"date": "YYYY-MM-DD"}` or `{"prefix": "events/YYYY/MM/DD/"}`; the summary dict is the result.
 """
 
@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from clickstream import etl
+from clickstream.analytics import etl
 from clickstream.aws import client
-from clickstream.secrets import dsn_from_secret
+from clickstream.analytics.secrets import dsn_from_secret
 from clickstream.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """AWS Lambda entry point of POST /clickstream (API Gateway HTTP API, payload format 2.0).
 
 Thin on purpose: reads settings once from the environment the template sets, builds the S3 client
-lazily and calls the pure `clickstream.ingest.handle_http_event`.
+lazily and calls the pure `clickstream.ingestion.ingest.handle_http_event`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 from typing import Any, Protocol
 
 from clickstream.aws import client
-from clickstream.ingest import IngestSettings, handle_http_event
+from clickstream.ingestion.ingest import IngestSettings, handle_http_event
 
 
 class LambdaContext(Protocol):

@@ -10,14 +10,16 @@ import sys
 import click
 from tqdm import tqdm
 
-from clickstream import aws, raw, samples, tracker
+from clickstream import aws
+from clickstream.ingestion import raw
+from clickstream.shop import samples, tracker
 from clickstream.local import stack
-from clickstream.cfn import TemplateError, find_function, load_stacks
-from clickstream.deploy import DeployError
-from clickstream.lambda_runtime import LambdaTimeoutError, LocalLambda, invoke_function
+from clickstream.infra.templates import TemplateError, find_function, load_stacks
+from clickstream.infra.deploy import DeployError
+from clickstream.local.lambda_runtime import LambdaTimeoutError, LocalLambda, invoke_function
 from clickstream.local.postgres import ClusterError
-from clickstream.scheduler import ScheduleError
-from clickstream.secrets import SecretError
+from clickstream.local.scheduler import ScheduleError
+from clickstream.analytics.secrets import SecretError
 from clickstream.settings import Settings, SettingsError
 
 ETL_FUNCTION = "EtlFunction"  # logical id of SBW_Lamda_ETL in cloudformation/analytics.yaml
@@ -174,7 +176,7 @@ def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, param
     """
     from pathlib import Path
 
-    from clickstream import deploy
+    from clickstream.infra import deploy
 
     settings = ctx.obj.with_(target=deploy_target)
     progress = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
@@ -219,7 +221,7 @@ def destroy_command(ctx, deploy_target: str | None, stack_name: str | None, para
     """
     from pathlib import Path
 
-    from clickstream import deploy
+    from clickstream.infra import deploy
 
     settings = ctx.obj.with_(target=deploy_target)
     what = f"stack {stack_name}" if stack_name else "every deployed clickstream stack"
@@ -291,7 +293,7 @@ def simulate_traffic(ctx, days: int, visitors: int, seed: int, start_day, live: 
     """
     from datetime import timedelta
 
-    from clickstream import simulate
+    from clickstream.shop import simulate
 
     settings = ctx.obj
     start = start_day.date() if start_day else simulate.default_start(days)
@@ -358,8 +360,8 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
     import psycopg
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from clickstream import etl as etl_module
-    from clickstream.warehouse import WarehouseError
+    from clickstream.analytics import etl as etl_module
+    from clickstream.analytics.warehouse import WarehouseError
 
     if day and prefix:
         raise click.UsageError("give --date or --prefix, not both")
@@ -432,7 +434,7 @@ def rollups_rebuild(ctx, start_day, end_day) -> None:
     included). With either, only those UTC days are recomputed, with the sessions of their clients around
     them. Loads wait while it runs. Not needed in normal use: each ETL run folds in what it loaded.
     """
-    from clickstream import rollups, warehouse
+    from clickstream.analytics import rollups, warehouse
 
     current = stack.status(ctx.obj)
     if not current["services"]["dw"]["healthy"]:
@@ -472,27 +474,27 @@ def report(ctx, start_day, end_day, tz: str, include_bots: bool, source: str, to
     checkout -> purchase funnel (per session, steps in order), peak hours and sessions. Days are in --tz;
     bots are excluded unless --include-bots. SQL: sql/analytics/ (see sql/README.md).
     """
-    from clickstream import analytics
-    from clickstream.warehouse import WarehouseError
+    from clickstream.analytics import questions
+    from clickstream.analytics.warehouse import WarehouseError
 
     current = stack.status(ctx.obj)
     if not current["services"]["dw"]["healthy"]:
         raise click.ClickException("dw not running: start the local stack with `clickstream up`")
     dsn = current["dw_dsn"]
     try:
-        start, end = analytics.resolve_range(dsn, start_day and start_day.date(), end_day and end_day.date(), tz)
+        start, end = questions.resolve_range(dsn, start_day and start_day.date(), end_day and end_day.date(), tz)
         click.echo(f"report from {start} to {end} ({tz})", err=True)
-        result = analytics.report(dsn, start, end, tz=tz, include_bots=include_bots, source=source)
-    except analytics.AnalyticsError as error:
+        result = questions.report(dsn, start, end, tz=tz, include_bots=include_bots, source=source)
+    except questions.AnalyticsError as error:
         raise click.UsageError(str(error)) from error
     except WarehouseError as error:
         raise click.ClickException(str(error)) from error
     if as_json:
         echo_json(result)
     else:
-        click.echo(analytics.format_report(result, top=top))
+        click.echo(questions.format_report(result, top=top))
     if charts_dir:
-        from clickstream import charts
+        from clickstream.analytics import charts
 
         for path in charts.write_charts(result, charts_dir):
             click.echo(f"chart: {path}", err=as_json)
@@ -517,7 +519,8 @@ def demo(ctx, days: int, visitors: int, seed: int, start_day, out_dir: str | Non
     from datetime import timedelta
     from pathlib import Path
 
-    from clickstream import analytics, charts, simulate
+    from clickstream.analytics import charts, questions
+    from clickstream.shop import simulate
 
     settings = settings_with_ports(ctx, ports)
     out = Path(out_dir) if out_dir else settings.home / "demo"
@@ -553,8 +556,8 @@ def demo(ctx, days: int, visitors: int, seed: int, start_day, out_dir: str | Non
                    f"{summary['rejected']} rejected")
 
     click.secho("\n4. The business questions (clickstream report)", bold=True)
-    answers = analytics.report(result["dw_dsn"], config.start, last_day)
-    click.echo(analytics.format_report(answers))
+    answers = questions.report(result["dw_dsn"], config.start, last_day)
+    click.echo(questions.format_report(answers))
     (out / "report.json").write_text(json.dumps(answers, indent=2, default=str) + "\n", encoding="utf-8")
 
     click.secho("\n5. Charts", bold=True)

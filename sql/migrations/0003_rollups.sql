@@ -1,5 +1,5 @@
 -- Rollups for the dashboard queries (sql/analytics/rollup/*.sql), kept up to date by
--- clickstream.rollups.refresh_pending() after each load. Hours are UTC hours (date_trunc in 'UTC'), so
+-- clickstream.analytics.rollups.refresh_pending() after each load. Hours are UTC hours (date_trunc in 'UTC'), so
 -- they serve any business time zone whose offset is a whole number of hours.
 
 -- DW sessions: the events of one (client_id, is_bot), ordered by event_timestamp (then event_id), a new

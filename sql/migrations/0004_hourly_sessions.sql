@@ -1,6 +1,6 @@
 -- Sessions per UTC hour of their start, so the funnel and sessions questions read a few thousand rows
 -- instead of one row per session (rollup_sessions holds ~1.2M rows at 10M events). Kept up to date by
--- clickstream.rollups.refresh_pending() from rollup_sessions; read by sql/analytics/rollup/funnel.sql and
+-- clickstream.analytics.rollups.refresh_pending() from rollup_sessions; read by sql/analytics/rollup/funnel.sql and
 -- sessions.sql when the range starts and ends on whole UTC hours and is at most 35 days long (840 hours),
 -- else they read rollup_sessions.
 --

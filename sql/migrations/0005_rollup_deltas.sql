@@ -1,5 +1,5 @@
 -- Incremental rollups (issue 11): a load appends what its new rows add to the rollups to the delta tables
--- below, in its own transaction; clickstream.rollups.refresh_pending folds them in. The tables are
+-- below, in its own transaction; clickstream.analytics.rollups.refresh_pending folds them in. The tables are
 -- append-only (no key, no update), so concurrent loads never wait on each other's rows there.
 
 -- false: the day's changes are all in the delta tables (a load); true: recompute the day from its events

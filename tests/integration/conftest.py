@@ -8,7 +8,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from clickstream import rollups, warehouse
+from clickstream.analytics import rollups, warehouse
 from clickstream.local import stack
 from clickstream.settings import Settings
 

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from clickstream import analytics, rollups, warehouse
+from clickstream.analytics import questions, rollups, warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ class Week:
             return rollups.refresh_pending(conn)
 
     def ask(self, name: str, first: int = 0, last: int = 13, tz: str = "UTC", **kwargs):
-        return analytics.run_question(name, self.reader, self.monday + timedelta(days=first),
+        return questions.run_question(name, self.reader, self.monday + timedelta(days=first),
                                       self.monday + timedelta(days=last), tz, **kwargs)
 
     def records(self, name: str, *args, **kwargs) -> list[dict]:
@@ -266,7 +266,7 @@ def test_the_heatmap_follows_the_business_time_zone(week):
     kolkata = week.ask("peak_activity", 0, 6, tz="Asia/Kolkata")
     assert kolkata.attrs["source"] == "raw"
     assert cells(kolkata.to_dict("records")) == [(0, 6, 1), (6, 22, 1), (6, 23, 1)]
-    with pytest.raises(analytics.AnalyticsError, match="not a whole number of hours"):
+    with pytest.raises(questions.AnalyticsError, match="not a whole number of hours"):
         week.ask("peak_activity", 0, 6, tz="Asia/Kolkata", source="rollup")
     assert week.ask("funnel", 0, 6, tz="Asia/Kolkata").attrs["source"] == "rollup"  # sessions keep exact times
 
@@ -302,7 +302,7 @@ def test_rollups_answer_every_question_exactly_as_the_events_table(week):
     week.load(*events)
     assert {ev.at.date() for ev in events} <= set(week.refresh())  # and any day other tests left pending
     for case in QUESTION_CASES:
-        for name in analytics.QUESTIONS:
+        for name in questions.QUESTIONS:
             assert week.ask(name, source="auto", **case).attrs["source"] == "rollup", (name, case)
             both(week, name, **case)
     assert both(week, "event_counts")  # the scenario is not empty
@@ -319,7 +319,7 @@ def test_refresh_is_exact_when_days_load_out_of_order(week):
         week.load(*by_day[day])
         assert day in week.refresh()
         for case in QUESTION_CASES[:3]:
-            for name in analytics.QUESTIONS:
+            for name in questions.QUESTIONS:
                 both(week, name, **case)
     with psycopg.connect(week.admin) as conn:
         direct = conn.execute(
@@ -429,7 +429,7 @@ def test_report_and_the_cli_give_one_json_object(week, local_stack):
               Ev(t + 4 * MIN, "page_view", "k", page="/thanks"))
     week.refresh()
     first, last = week.monday, week.monday + timedelta(days=6)
-    result = analytics.report(week.reader, first, last)
+    result = questions.report(week.reader, first, last)
     assert result["event_counts"] == {"add_to_cart": 1, "begin_checkout": 1, "page_view": 1, "product_view": 1,
                                       "purchase": 1}
     assert result["daily_event_counts"] == {str(t.date()): result["event_counts"]}
@@ -442,8 +442,8 @@ def test_report_and_the_cli_give_one_json_object(week, local_stack):
     assert result["peak_activity"] == [{"dow": 2, "hour": 14, "events": 5}]
     assert result["sessions"]["sessions"] == 1 and result["sessions"]["bounce_rate"] == 0.0
     assert set(result["sources"].values()) == {"rollup"}
-    assert analytics.report(week.reader, first, last, source="raw") == {
-        **result, "sources": {name: "raw" for name in analytics.QUESTIONS}}
+    assert questions.report(week.reader, first, last, source="raw") == {
+        **result, "sources": {name: "raw" for name in questions.QUESTIONS}}
 
     cli = subprocess.run([sys.executable, "-m", "clickstream.cli", "report", "--from", str(first), "--to", str(last),
                           "--json"], capture_output=True, text=True, env=dict(os.environ), timeout=120)

@@ -15,10 +15,11 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from clickstream import aws, contract, warehouse
-from clickstream.ingest import IngestSettings, handle_http_event
+from clickstream import aws, contract
+from clickstream.analytics import warehouse
+from clickstream.ingestion.ingest import IngestSettings, handle_http_event
 from clickstream.local import stack
-from clickstream.transform import transform_body
+from clickstream.analytics.transform import transform_body
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,12 @@ import psutil
 import psycopg
 import pytest
 
-from clickstream import aws, contract, etl, raw, samples, transform, warehouse
-from clickstream.etl import EtlRequest, EtlRequestError, parse_etl_event, partition_prefixes, run_etl
-from clickstream.ingest import IngestSettings, ServerContext, build_raw_object, ingest_batch, object_key
+from clickstream import aws, contract
+from clickstream.analytics import etl, transform, warehouse
+from clickstream.ingestion import raw
+from clickstream.shop import samples
+from clickstream.analytics.etl import EtlRequest, EtlRequestError, parse_etl_event, partition_prefixes, run_etl
+from clickstream.ingestion.ingest import IngestSettings, ServerContext, build_raw_object, ingest_batch, object_key
 from clickstream.local import postgres, stack
 
 pytestmark = pytest.mark.integration
@@ -341,7 +344,8 @@ def test_workers_must_be_at_least_one(s3, bucket, dw, day):
 
 KILLED_RUN = textwrap.dedent("""
     import datetime, functools, os, signal
-    from clickstream import aws, etl
+    from clickstream import aws
+    from clickstream.analytics import etl
     from clickstream.settings import Settings
 
     def die_after_first_chunk(progress):

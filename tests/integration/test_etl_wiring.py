@@ -16,11 +16,13 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from clickstream import aws, samples, scheduler, tracker
-from clickstream.ingest import IngestSettings, ServerContext, ingest_batch
+from clickstream import aws
+from clickstream.local import scheduler
+from clickstream.shop import samples, tracker
+from clickstream.ingestion.ingest import IngestSettings, ServerContext, ingest_batch
 from clickstream.local import stack
 from clickstream.local.stack import private_stack
-from clickstream.secrets import SecretError, dsn_from_secret
+from clickstream.analytics.secrets import SecretError, dsn_from_secret
 
 SUMMARY_KEYS = {"objects_listed", "loaded", "skipped", "rows_inserted", "duplicates", "rejected", "seconds", "remaining",
                 "rollup_days_refreshed"}
@@ -147,7 +149,7 @@ def test_up_schedule_starts_a_recorded_scheduler_that_status_reports_and_down_st
         result = cli("up", "--schedule", env=env)
         assert result.returncode == 0, result.stderr
         pid = stack.read_state(settings)["services"]["scheduler"]["pid"]
-        assert stack.process_alive(pid, "clickstream.scheduler")
+        assert stack.process_alive(pid, "clickstream.local.scheduler")
 
         reported = json.loads(cli("status", "--json", env=env).stdout)
         svc = reported["services"]["scheduler"]
@@ -162,5 +164,5 @@ def test_up_schedule_starts_a_recorded_scheduler_that_status_reports_and_down_st
 
         result = cli("down", env=env)
         assert result.returncode == 0 and f"stopped scheduler (pid {pid})" in result.stdout
-        assert not stack.process_alive(pid, "clickstream.scheduler")
+        assert not stack.process_alive(pid, "clickstream.local.scheduler")
         assert "scheduler" not in stack.read_state(settings)["services"]

@@ -15,9 +15,12 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from clickstream import analytics, aws, etl, raw, rollups, simulate, warehouse
+from clickstream import aws
+from clickstream.analytics import etl, questions, rollups, warehouse
+from clickstream.ingestion import raw
+from clickstream.shop import simulate
 from clickstream.local import stack
-from clickstream.simulate import SimulationConfig
+from clickstream.shop.simulate import SimulationConfig
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +83,7 @@ def forget(s3, dsns, config: SimulationConfig) -> None:
 
 
 def report(dsns, config, source: str, tz: str = "UTC", include_bots: bool = False) -> dict:
-    result = analytics.report(dsns["reader"], config.start, days(config)[-1], tz=tz, include_bots=include_bots,
+    result = questions.report(dsns["reader"], config.start, days(config)[-1], tz=tz, include_bots=include_bots,
                               source=source)
     assert set(result["sources"].values()) == {source}
     return result
@@ -139,7 +142,7 @@ def test_late_events_are_counted_on_the_day_they_happened(loaded, dsns):
     config, truth, _ = loaded[7]
     assert truth["late_events"] > 0
     lo = datetime.combine(config.start, datetime.min.time(), timezone.utc)
-    late = analytics.query(dsns["reader"], """
+    late = questions.query(dsns["reader"], """
         SELECT count(*) AS late, count(*) FILTER (WHERE received_at::date > event_timestamp::date) AS next_day
         FROM clickstream_events
         WHERE event_timestamp >= %(lo)s AND event_timestamp < %(hi)s AND NOT is_bot

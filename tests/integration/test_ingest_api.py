@@ -10,8 +10,10 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from clickstream import aws, contract, raw, samples
-from clickstream.cfn import load_stacks, local_api_id
+from clickstream import aws, contract
+from clickstream.ingestion import raw
+from clickstream.shop import samples
+from clickstream.infra.templates import load_stacks, local_api_id
 from clickstream.local import stack
 
 USER_AGENT = "clickstream-integration-test/1.0 (+httpx)"

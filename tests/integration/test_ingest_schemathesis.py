@@ -15,7 +15,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from clickstream import aws, contract, raw
+from clickstream import aws, contract
+from clickstream.ingestion import raw
 from clickstream.local import stack
 from tests.schemathesis_checks import invalid_events_are_rejected
 

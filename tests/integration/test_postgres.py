@@ -419,7 +419,7 @@ def test_as_a_normal_user():
 def test_after_the_migrations_etl_writer_cannot_write_schema_migrations_but_writes_later_tables(stack):
     """As `clickstream up` does: setup_warehouse, migrate, protect_migration_log; then a table a later migration
     creates is written by etl_writer and read by dashboard_reader; a second setup_warehouse keeps the log closed."""
-    from clickstream import warehouse
+    from clickstream.analytics import warehouse
     from clickstream.local.postgres import protect_migration_log
 
     dw = stack.dw

@@ -18,9 +18,10 @@ from datetime import date, datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from clickstream import analytics, rollups, samples, warehouse
-from clickstream.transform import transform_object
-from clickstream.warehouse import ObjectLoad, load_chunk
+from clickstream.analytics import questions, rollups, warehouse
+from clickstream.shop import samples
+from clickstream.analytics.transform import transform_object
+from clickstream.analytics.warehouse import ObjectLoad, load_chunk
 
 pytestmark = pytest.mark.integration
 
@@ -98,11 +99,11 @@ def assert_exact(dw, first: date = T0.date() - timedelta(days=8), last: date = T
         rollups.rebuild(conn)
     assert snapshot(admin) == incremental
     for case in CASES:
-        for name in analytics.QUESTIONS:
-            raw = records(analytics.run_question(name, reader, first, last, source="raw", **case))
-            assert records(analytics.run_question(name, reader, first, last, source="rollup", **case)) == raw, (
+        for name in questions.QUESTIONS:
+            raw = records(questions.run_question(name, reader, first, last, source="raw", **case))
+            assert records(questions.run_question(name, reader, first, last, source="rollup", **case)) == raw, (
                 name, case)
-            assert analytics.run_question(name, reader, first, last, **case).attrs["source"] == "rollup"
+            assert questions.run_question(name, reader, first, last, **case).attrs["source"] == "rollup"
 
 
 def records(frame) -> list[dict]:

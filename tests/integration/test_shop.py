@@ -2,7 +2,7 @@
 
 import psycopg
 
-from clickstream import catalogue, shop
+from clickstream.shop import catalogue, oltp
 from clickstream.local import stack
 
 
@@ -15,7 +15,7 @@ def test_up_seeds_the_catalogue_and_customers_owned_by_shop_app(local_stack):
     assert set(per_category) == set(catalogue.CATEGORIES) and sum(per_category.values()) >= 60
     assert {"products", "customers", "carts", "cart_items", "orders", "order_items"} <= set(owners)
     assert set(owners.values()) == {"shop_app"}
-    assert customers == (shop.CUSTOMER_COUNT, "cust-00001", shop.customer_id(shop.CUSTOMER_COUNT))
+    assert customers == (oltp.CUSTOMER_COUNT, "cust-00001", oltp.customer_id(oltp.CUSTOMER_COUNT))
     expected = next(p for p in catalogue.products() if p["id"] == "LAP-001")
     assert laptop == (expected["price"], expected["discount_price"], expected["url_path"])
 
@@ -24,7 +24,7 @@ def test_seeding_again_changes_nothing(local_stack):
     dsn = stack.shop_dsn(local_stack)
     with psycopg.connect(dsn) as conn:
         before = conn.execute("SELECT xmin::text, * FROM products ORDER BY product_id").fetchall()
-    result = shop.seed(dsn)
+    result = oltp.seed(dsn)
     assert (result.migrations, result.changed) == ([], 0)
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT xmin::text, * FROM products ORDER BY product_id").fetchall() == before

@@ -12,9 +12,11 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from clickstream import aws, contract, raw, simulate
+from clickstream import aws, contract
+from clickstream.ingestion import raw
+from clickstream.shop import simulate
 from clickstream.local import stack
-from clickstream.simulate import SimulationConfig
+from clickstream.shop.simulate import SimulationConfig
 
 KEY_RE = re.compile(r"^events/(\d{4})/(\d\d)/(\d\d)/(\d\d)/[0-9a-f-]{36}\.json$")
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from clickstream import aws, raw, samples
+from clickstream import aws
+from clickstream.ingestion import raw
+from clickstream.shop import samples
 from clickstream.local import stack
 from clickstream.local.stack import free_port
 

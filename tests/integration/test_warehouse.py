@@ -16,10 +16,10 @@ import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
 
-from clickstream import rollups, warehouse
+from clickstream.analytics import rollups, warehouse
 from clickstream.local import postgres, stack
-from clickstream.transform import COLUMNS, Reject, transform_object
-from clickstream.warehouse import ObjectLoad, load_chunk
+from clickstream.analytics.transform import COLUMNS, Reject, transform_object
+from clickstream.analytics.warehouse import ObjectLoad, load_chunk
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 
 from clickstream import contract
-from clickstream.ingest import IngestSettings
+from clickstream.ingestion.ingest import IngestSettings
 from event_samples import BUCKET, load_sample
 
 KEEP: Any = object()

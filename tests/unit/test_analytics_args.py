@@ -1,4 +1,4 @@
-"""Argument checks of clickstream.analytics and the text report (no database)."""
+"""Argument checks of clickstream.analytics.questions and the text report (no database)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from clickstream import analytics, rollups
-from clickstream.analytics import AnalyticsError
+from clickstream.analytics import questions, rollups
+from clickstream.analytics.questions import AnalyticsError
 
 UTC = timezone.utc
 
 
 def test_a_period_runs_from_the_first_midnight_to_the_midnight_after_the_last_day_in_the_zone():
-    assert analytics.period(date(2026, 11, 16), date(2026, 11, 22)) == (
+    assert questions.period(date(2026, 11, 16), date(2026, 11, 22)) == (
         datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC))
-    assert analytics.period(date(2026, 11, 16), date(2026, 11, 16), "Asia/Ho_Chi_Minh") == (
+    assert questions.period(date(2026, 11, 16), date(2026, 11, 16), "Asia/Ho_Chi_Minh") == (
         datetime(2026, 11, 15, 17, tzinfo=UTC), datetime(2026, 11, 16, 17, tzinfo=UTC))
     # a day of 23 hours: Paris springs forward on 2026-03-29
-    start, end = analytics.period(date(2026, 3, 29), date(2026, 3, 29), "Europe/Paris")
+    start, end = questions.period(date(2026, 3, 29), date(2026, 3, 29), "Europe/Paris")
     assert (start, end - start) == (datetime(2026, 3, 28, 23, tzinfo=UTC), (end - start).__class__(hours=23))
 
 
@@ -31,7 +31,7 @@ def test_a_period_runs_from_the_first_midnight_to_the_midnight_after_the_last_da
 ])
 def test_bad_ranges_and_zones_are_refused_with_a_clear_message(args, message):
     with pytest.raises(AnalyticsError, match=message.replace("(", r"\(")):
-        analytics.period(*args)
+        questions.period(*args)
 
 
 @pytest.mark.parametrize(("tz", "whole"), [
@@ -39,14 +39,14 @@ def test_bad_ranges_and_zones_are_refused_with_a_clear_message(args, message):
     ("Asia/Kolkata", False), ("Asia/Kathmandu", False), ("Australia/Lord_Howe", False),
 ])
 def test_whole_hour_offsets_over_a_year(tz, whole):
-    assert analytics.whole_hour_offsets(tz, datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)) is whole
+    assert questions.whole_hour_offsets(tz, datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)) is whole
 
 
 def test_lord_howe_is_whole_hours_only_in_its_summer():
     # UTC+11 in its (southern) summer, UTC+10:30 from April to October
-    assert analytics.whole_hour_offsets("Australia/Lord_Howe", datetime(2026, 1, 1, tzinfo=UTC),
+    assert questions.whole_hour_offsets("Australia/Lord_Howe", datetime(2026, 1, 1, tzinfo=UTC),
                                         datetime(2026, 2, 1, tzinfo=UTC))
-    assert not analytics.whole_hour_offsets("Australia/Lord_Howe", datetime(2026, 5, 1, tzinfo=UTC),
+    assert not questions.whole_hour_offsets("Australia/Lord_Howe", datetime(2026, 5, 1, tzinfo=UTC),
                                             datetime(2026, 6, 1, tzinfo=UTC))
 
 
@@ -60,33 +60,33 @@ def test_lord_howe_is_whole_hours_only_in_its_summer():
 ])
 def test_choose_source(name, source, tz, pending, chosen):
     start, end = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC)
-    assert analytics.choose_source(name, source, tz, start, end, pending) == chosen
+    assert questions.choose_source(name, source, tz, start, end, pending) == chosen
 
 
 def test_choose_source_refuses_what_the_rollups_cannot_answer():
     start, end = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC)
     with pytest.raises(AnalyticsError, match="not a whole number of hours"):
-        analytics.choose_source("top_products", "rollup", "Asia/Kolkata", start, end, False)
+        questions.choose_source("top_products", "rollup", "Asia/Kolkata", start, end, False)
     with pytest.raises(AnalyticsError, match="source must be one of auto, raw, rollup"):
-        analytics.choose_source("top_products", "cache", "UTC", start, end, False)
+        questions.choose_source("top_products", "cache", "UTC", start, end, False)
 
 
 def test_every_question_has_a_raw_and_a_rollup_query_with_the_same_columns():
-    for name in analytics.QUESTIONS:
-        raw, rollup = analytics.load_sql(name, "raw"), analytics.load_sql(name, "rollup")
+    for name in questions.QUESTIONS:
+        raw, rollup = questions.load_sql(name, "raw"), questions.load_sql(name, "rollup")
         assert "clickstream_events" in raw or "clickstream_sessions(" in raw, name
         assert "rollup_" in rollup and "clickstream_events" not in rollup, name
     with pytest.raises(AnalyticsError, match="unknown question 'revenue'"):
-        analytics.load_sql("revenue")
+        questions.load_sql("revenue")
 
 
 def test_resolve_range_with_one_or_both_dates_needs_no_database():
-    assert analytics.resolve_range("unused", date(2026, 11, 16), date(2026, 11, 18)) == (
+    assert questions.resolve_range("unused", date(2026, 11, 16), date(2026, 11, 18)) == (
         date(2026, 11, 16), date(2026, 11, 18))
-    assert analytics.resolve_range("unused", date(2026, 11, 16), None) == (date(2026, 11, 16), date(2026, 11, 22))
-    assert analytics.resolve_range("unused", None, date(2026, 11, 22)) == (date(2026, 11, 16), date(2026, 11, 22))
+    assert questions.resolve_range("unused", date(2026, 11, 16), None) == (date(2026, 11, 16), date(2026, 11, 22))
+    assert questions.resolve_range("unused", None, date(2026, 11, 22)) == (date(2026, 11, 16), date(2026, 11, 22))
     with pytest.raises(AnalyticsError, match="unknown time zone"):
-        analytics.resolve_range("unused", date(2026, 11, 16), None, "Nowhere/City")
+        questions.resolve_range("unused", date(2026, 11, 16), None, "Nowhere/City")
 
 
 def test_day_blocks_group_consecutive_days():
@@ -123,7 +123,7 @@ SAMPLE_REPORT = {
 
 
 def test_format_report_prints_every_table():
-    text = analytics.format_report(SAMPLE_REPORT, top=2)
+    text = questions.format_report(SAMPLE_REPORT, top=2)
     for title in ("Events by name", "Events per day", "Page views (top 2)", "Top products by revenue (top 2 of 2)",
                   "Categories", "Funnel", "Peak activity (busiest 2 hours, Asia/Ho_Chi_Minh)", "Sessions"):
         assert title in text, title
@@ -137,10 +137,10 @@ def test_format_report_of_an_empty_range():
     empty = {**SAMPLE_REPORT, "event_counts": {}, "daily_event_counts": {}, "page_views": [], "top_products": [],
              "categories": [], "peak_activity": [], "funnel_conversion": None,
              "funnel": [{"step": s, "sessions": 0, "conversion": None, "drop_off": None if s == "product_view" else 0}
-                        for s in analytics.FUNNEL_STEPS],
+                        for s in questions.FUNNEL_STEPS],
              "sessions": {"sessions": 0, "visitors": 0, "bounces": 0, "signed_in_sessions": 0, "events": 0,
                           "bounce_rate": None, "sessions_per_visitor": None, "signed_in_share": None}}
-    text = analytics.format_report(empty)
+    text = questions.format_report(empty)
     assert text.count("(no data)") == 6
 
 
@@ -151,17 +151,17 @@ def test_format_report_of_an_empty_range():
 ])
 def test_a_range_beyond_representable_timestamps_is_an_analytics_error(start, end, tz):
     with pytest.raises(AnalyticsError, match="beyond the timestamps the warehouse can hold"):
-        analytics.period(start, end, tz)
+        questions.period(start, end, tz)
 
 
 def test_the_extreme_representable_ranges_still_give_a_period():
-    assert analytics.period(date(1, 1, 1), date(1, 1, 1)) == (datetime(1, 1, 1, tzinfo=UTC), datetime(1, 1, 2, tzinfo=UTC))
-    assert analytics.period(date(9999, 12, 30), date(9999, 12, 30), "America/New_York")[1] == datetime(
+    assert questions.period(date(1, 1, 1), date(1, 1, 1)) == (datetime(1, 1, 1, tzinfo=UTC), datetime(1, 1, 2, tzinfo=UTC))
+    assert questions.period(date(9999, 12, 30), date(9999, 12, 30), "America/New_York")[1] == datetime(
         9999, 12, 31, 5, tzinfo=UTC)
 
 
 def test_resolve_range_past_the_calendar_is_an_analytics_error():
     with pytest.raises(AnalyticsError, match="beyond"):
-        analytics.resolve_range("unused", date(9999, 12, 30), None)
+        questions.resolve_range("unused", date(9999, 12, 30), None)
     with pytest.raises(AnalyticsError, match="beyond"):
-        analytics.resolve_range("unused", None, date(1, 1, 3))
+        questions.resolve_range("unused", None, date(1, 1, 3))

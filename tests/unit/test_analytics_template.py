@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
-from clickstream.cfn import Stack, TemplateError, find_function, load_stacks
-from clickstream.scheduler import parse
+from clickstream.infra.templates import Stack, TemplateError, find_function, load_stacks
+from clickstream.local.scheduler import parse
 from clickstream.settings import Settings
 from template_helpers import as_list, getatt_target
 

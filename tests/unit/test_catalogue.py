@@ -3,7 +3,7 @@
 import re
 from decimal import Decimal
 
-from clickstream import catalogue, shop
+from clickstream.shop import catalogue, oltp
 
 
 def test_catalogue_has_realistic_products_in_three_categories():
@@ -28,7 +28,7 @@ def test_products_returns_copies():
 
 
 def test_customers_are_deterministic_with_unique_emails():
-    customers = shop.customers()
-    assert len(customers) == shop.CUSTOMER_COUNT and customers[0][0] == "cust-00001"
+    customers = oltp.customers()
+    assert len(customers) == oltp.CUSTOMER_COUNT and customers[0][0] == "cust-00001"
     assert len({c[1] for c in customers}) == len(customers)
-    assert shop.customers.__wrapped__() == customers
+    assert oltp.customers.__wrapped__() == customers

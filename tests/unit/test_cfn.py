@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clickstream.cfn import Stack, TemplateError, load_stacks, local_api_id
+from clickstream.infra.templates import Stack, TemplateError, load_stacks, local_api_id
 from clickstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +75,7 @@ def test_load_template_reads_every_template_as_cfn_lint_does():
     """The project's own loader (cfn-lint costs half a second to import) gives the same data as cfn-lint's."""
     from cfnlint.decode import cfn_yaml
 
-    from clickstream.cfn import load_template
+    from clickstream.infra.templates import load_template
 
     def plain(value):
         return json.loads(json.dumps(value, default=str))

@@ -6,7 +6,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from clickstream import charts
+from clickstream.analytics import charts
 from test_analytics_args import SAMPLE_REPORT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -69,7 +69,7 @@ def test_sample_events_are_valid(sample):
 
 
 def test_package_samples_follow_the_contract():
-    from clickstream import samples
+    from clickstream.shop import samples
 
     assert [reasons for event in samples.canonical_batch(60) if (reasons := validate_event(event))] == []
     for legacy_name in LEGACY_EVENT_NAMES:

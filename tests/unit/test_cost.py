@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from clickstream import cost
+from clickstream.infra import cost
 
 
 def test_nat_gateway_month_by_hand():

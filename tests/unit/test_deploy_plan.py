@@ -1,4 +1,4 @@
-"""clickstream.deploy without a server: the order and names from the real templates, the local template
+"""clickstream.infra.deploy without a server: the order and names from the real templates, the local template
 (what moto can hold), and the AWS change-set path.
 
 The AWS path is tested with botocore's Stubber on a real CloudFormation client (the calls, their parameters
@@ -15,8 +15,8 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from clickstream import deploy
-from clickstream.deploy import DeployConfig, DeployError, dependency_order, load_templates, local_template
+from clickstream.infra import deploy
+from clickstream.infra.deploy import DeployConfig, DeployError, dependency_order, load_templates, local_template
 from clickstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """lambdas/etl/handler.py as the Lambda runtime loads it: settings from the template's environment, the DW
-connection from Secrets Manager, the event turned into a run of `clickstream.etl.run_etl`."""
+connection from Secrets Manager, the event turned into a run of `clickstream.analytics.etl.run_etl`."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-from clickstream import etl
-from clickstream.lambda_runtime import load_module
-from clickstream.secrets import SecretError, dw_etl_writer_value
+from clickstream.analytics import etl
+from clickstream.local.lambda_runtime import load_module
+from clickstream.analytics.secrets import SecretError, dw_etl_writer_value
 from event_samples import load_sample
 
 HANDLER_PATH = Path(__file__).resolve().parents[2] / "lambdas" / "etl" / "handler.py"
@@ -136,7 +136,7 @@ def test_the_fork_server_preloads_the_package_and_an_importable_main_script(monk
     monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__=str(script)))
     monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
     preload = etl._forkserver_preload()
-    assert {"clickstream.etl", "clickstream.aws", "bench_script", "boto3"} <= set(preload)
+    assert {"clickstream.analytics.etl", "clickstream.aws", "bench_script", "boto3"} <= set(preload)
     monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry != str(tmp_path)])
     assert "bench_script" not in etl._forkserver_preload(), "a script that cannot be imported by name stays out"
 
@@ -150,6 +150,6 @@ def test_the_fork_server_preloads_the_package_and_an_importable_main_script(monk
     (200, 50, 1, 50),    # one process: chunk size as asked
 ])
 def test_chunk_size_keeps_every_worker_busy_to_the_end(objects, chunk_objects, workers, size):
-    from clickstream.etl import _chunk_size
+    from clickstream.analytics.etl import _chunk_size
 
     assert _chunk_size(objects, chunk_objects, workers) == size

@@ -5,9 +5,9 @@ import base64
 import pytest
 from starlette.testclient import TestClient
 
-from clickstream.cfn import HttpApi, HttpRoute
-from clickstream.http_api import create_app, synthetic_event
-from clickstream.lambda_runtime import LambdaTimeoutError
+from clickstream.infra.templates import HttpApi, HttpRoute
+from clickstream.local.http_api import create_app, synthetic_event
+from clickstream.local.lambda_runtime import LambdaTimeoutError
 
 
 class RecordingFunction:

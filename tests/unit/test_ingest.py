@@ -13,8 +13,9 @@ from decimal import Decimal
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from clickstream import contract, ingest
-from clickstream.ingest import (
+from clickstream import contract
+from clickstream.ingestion import ingest
+from clickstream.ingestion.ingest import (
     IngestSettings,
     ServerContext,
     handle_http_event,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-from clickstream.lambda_runtime import load_module
+from clickstream.local.lambda_runtime import load_module
 from event_samples import BUCKET
 
 HANDLER_PATH = Path(__file__).resolve().parents[2] / "lambdas" / "ingest" / "handler.py"

@@ -19,7 +19,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from clickstream import contract
-from clickstream.ingest import IngestSettings, handle_http_event
+from clickstream.ingestion.ingest import IngestSettings, handle_http_event
 from tests.schemathesis_checks import invalid_events_are_rejected, valid_events_are_accepted
 
 from event_samples import BUCKET, load_sample

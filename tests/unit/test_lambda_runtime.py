@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from clickstream.cfn import LocalFunction
-from clickstream.lambda_runtime import LambdaTimeoutError, LocalLambda
+from clickstream.infra.templates import LocalFunction
+from clickstream.local.lambda_runtime import LambdaTimeoutError, LocalLambda
 from clickstream.settings import Settings
 
 

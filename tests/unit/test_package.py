@@ -1,4 +1,4 @@
-"""clickstream.package: the code the templates deploy, built reproducibly, and the deploy's upload of it.
+"""clickstream.infra.package: the code the templates deploy, built reproducibly, and the deploy's upload of it.
 
 No test downloads anything: the real dependency build is tested on the pip command line it runs and by
 installing a tiny wheel built here into a wheel cache in tmp_path (pip with --no-index); the AWS upload path
@@ -18,8 +18,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from clickstream import contract, deploy, package
-from clickstream.deploy import DeployConfig, load_templates
+from clickstream import contract
+from clickstream.infra import deploy, package
+from clickstream.infra.deploy import DeployConfig, load_templates
 from clickstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,10 +59,10 @@ def test_the_handlers_third_party_imports_follow_the_clickstream_modules_they_im
     modules, reached = package.third_party_modules(ingest.source)
     assert {"jsonschema_rs", "msgspec", "rfc3339_validator"} <= modules
     assert not {"jsonschema", "referencing"} & modules  # reasons come from jsonschema-rs's own errors
-    assert "clickstream.contract" in reached and "clickstream.etl" not in reached
+    assert "clickstream.contract" in reached and "clickstream.analytics.etl" not in reached
     assert "yaml" not in modules  # contract.py imports it inside a function, for the docs and tests only
     modules, reached = package.third_party_modules(etl.source)
-    assert {"psycopg", "crawlerdetect", "user_agents"} <= modules and "clickstream.warehouse" in reached
+    assert {"psycopg", "crawlerdetect", "user_agents"} <= modules and "clickstream.analytics.warehouse" in reached
 
 
 def test_each_function_requirement_list_is_pinned_to_requirements_txt_and_leaves_out_boto3():
@@ -97,7 +98,7 @@ def test_the_closure_follows_extras_and_markers_for_the_target_and_refuses_an_un
 
 def test_the_bundle_wheels_are_what_the_instance_runs_pinned_and_an_unpinned_dashboard_package_is_named():
     target = targets()["DashboardCodeKey"]
-    assert target.modules == ("clickstream.warehouse",)  # the user data runs warehouse.migrate
+    assert target.modules == ("clickstream.analytics.warehouse",)  # the user data runs warehouse.migrate
     listing, missing, requires = package.bundle_requirements(target, ROOT)
     pinned = package.pins(ROOT / "requirements.txt")
     assert all(pinned[line.split("==")[0]] == line.split("==")[1] for line in listing)
@@ -158,7 +159,7 @@ def test_the_same_sources_give_the_same_bytes_and_a_changed_source_a_new_key(tmp
         path.touch()
     again = package.build_lambda(target, tmp_path / "b", home=tmp_path, with_dependencies=False, package=package_dir)
     assert again.path.read_bytes() == first.path.read_bytes() and again.key == first.key
-    (package_dir / "etl.py").write_text((package_dir / "etl.py").read_text() + "\n# changed\n")
+    (package_dir / "analytics" / "etl.py").write_text((package_dir / "analytics" / "etl.py").read_text() + "\n# changed\n")
     changed = package.build_lambda(target, tmp_path / "c", home=tmp_path, with_dependencies=False, package=package_dir)
     assert changed.key != first.key and changed.key.startswith("lambdas/etl-")
 
@@ -241,7 +242,7 @@ def test_the_bundle_holds_the_clickstream_wheel_sql_and_shiny_and_is_reproducibl
         assert any(n.startswith("sql/migrations/0001_") for n in members)
         wheel = zipfile.ZipFile(io.BytesIO(tar.extractfile("wheels/clickstream-0.1.0-py3-none-any.whl").read()))
     listed = wheel.namelist()
-    assert {"clickstream/warehouse.py", "clickstream/schemas/clickstream-event-v1.json",
+    assert {"clickstream/analytics/warehouse.py", "clickstream/schemas/clickstream-event-v1.json",
             "clickstream-0.1.0.dist-info/METADATA", "clickstream-0.1.0.dist-info/RECORD"} <= set(listed)
     metadata = wheel.read("clickstream-0.1.0.dist-info/METADATA").decode()
     assert "Requires-Dist: psycopg[binary]" in metadata and "Requires-Dist: moto" not in metadata

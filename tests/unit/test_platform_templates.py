@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
-from clickstream.cfn import Stack, find_function, load_stacks
+from clickstream.infra.templates import Stack, find_function, load_stacks
 from clickstream.settings import Settings
 from template_helpers import as_list
 

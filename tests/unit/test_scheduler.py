@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from clickstream.scheduler import Job, ScheduleError, Scheduler, parse, scheduled_event
+from clickstream.local.scheduler import Job, ScheduleError, Scheduler, parse, scheduled_event
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 24, 13, 7, 30, tzinfo=UTC)  # a Tuesday

@@ -1,4 +1,4 @@
-"""clickstream.secrets: the DW connection comes from a Secrets Manager secret, with clear errors when it cannot."""
+"""clickstream.analytics.secrets: the DW connection comes from a Secrets Manager secret, with clear errors when it cannot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict
 
-from clickstream.secrets import SecretError, dsn_from_secret, dw_etl_writer_value, put_secret
+from clickstream.analytics.secrets import SecretError, dsn_from_secret, dw_etl_writer_value, put_secret
 
 NAME = "clickstream/dw/etl_writer-unit"
 

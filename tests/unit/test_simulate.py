@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from clickstream import catalogue, contract, simulate
-from clickstream.simulate import SimulationConfig
-from clickstream.transform import classify_user_agent
+from clickstream import contract
+from clickstream.shop import catalogue, simulate
+from clickstream.shop.simulate import SimulationConfig
+from clickstream.analytics.transform import classify_user_agent
 
 START = date(2026, 11, 16)  # a Monday
 MS = timedelta(milliseconds=1)

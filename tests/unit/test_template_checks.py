@@ -1,4 +1,4 @@
-"""clickstream.template_checks: every rule holds on the real templates, and each deliberately broken copy of
+"""clickstream.infra.checks: every rule holds on the real templates, and each deliberately broken copy of
 them makes the right rule fail (and only that one), so the checks would catch the regression they name."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from clickstream import template_checks
-from clickstream.template_checks import ARCHITECTURE_RULES, Templates, policy_rules
+from clickstream.infra import checks
+from clickstream.infra.checks import ARCHITECTURE_RULES, Templates, policy_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "cloudformation"
@@ -58,7 +58,7 @@ def test_each_architecture_rule_holds_on_the_real_templates(real, name):
 
 def test_policy_rules_hold_with_only_the_justified_suppressions(real):
     assert [str(f) for f in policy_rules(real)] == []
-    (waiver,) = template_checks.load_suppressions(TEMPLATES / "policy-suppressions.toml")
+    (waiver,) = checks.load_suppressions(TEMPLATES / "policy-suppressions.toml")
     assert (waiver["rule"], waiver["template"], waiver["resource"]) == (
         "CS-IAM-NO-STAR-RESOURCE", "analytics.yaml", "EtlFunctionRole")
     assert len(waiver["reason"].split()) > 20
@@ -309,9 +309,9 @@ def test_make_check_templates_fails_on_a_broken_copy_and_passes_on_the_real_temp
 
 
 def test_the_cli_names_each_rule_and_exits_non_zero_on_findings(copy, capsys):
-    assert template_checks.main([str(copy)]) == 0
+    assert checks.main([str(copy)]) == 0
     edit(copy / NAT_GATEWAY[0], NAT_GATEWAY[1], NAT_GATEWAY[2])
-    assert template_checks.main([str(copy)]) == 1
+    assert checks.main([str(copy)]) == 1
     out = capsys.readouterr().out
     assert "FAIL no_nat_gateway" in out and "network.yaml NatGateway: is a NAT gateway" in out
     assert "FAIL policy rules (cfn-lint custom rules)" in out

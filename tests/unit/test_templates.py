@@ -10,7 +10,7 @@ import pytest
 from cfnlint.api import lint_file
 from cfnlint.decode import cfn_yaml
 
-from clickstream.cfn import Stack
+from clickstream.infra.templates import Stack
 from clickstream.settings import Settings
 from template_helpers import as_list, getatt_target
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from clickstream import contract, samples
+from clickstream import contract
+from clickstream.shop import samples
 from clickstream.contract import NormalizedEvent
-from clickstream.ingest import ServerContext, build_raw_object
-from clickstream.transform import (
+from clickstream.ingestion.ingest import ServerContext, build_raw_object
+from clickstream.analytics.transform import (
     COLUMNS,
     classify_user_agent,
     event_timestamp,

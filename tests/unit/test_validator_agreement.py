@@ -6,7 +6,8 @@ from decimal import Decimal
 
 from hypothesis import given, settings, strategies as st
 
-from clickstream import contract, samples
+from clickstream import contract
+from clickstream.shop import samples
 from reference_validator import reference_validator
 
 TRICKY = st.sampled_from([

@@ -12,9 +12,9 @@ import os
 import uvicorn
 from starlette.applications import Starlette
 
-from clickstream.cfn import TemplateError, load_stacks
-from clickstream.http_api import create_app
-from clickstream.lambda_runtime import LocalLambda
+from clickstream.infra.templates import TemplateError, load_stacks
+from clickstream.local.http_api import create_app
+from clickstream.local.lambda_runtime import LocalLambda
 from clickstream.settings import Settings
 
 

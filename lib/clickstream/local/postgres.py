@@ -51,6 +51,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from clickstream.analytics.secrets import dsn
 from clickstream.local.locks import folder_lock
 
 BINDIR_ENV = "CLICKSTREAM_PG_BINDIR"
@@ -61,7 +62,7 @@ WAREHOUSE_DB = "clickstream_dw"
 ETL_WRITER = "etl_writer"
 DASHBOARD_READER = "dashboard_reader"
 WAREHOUSE_ROLES = (ETL_WRITER, DASHBOARD_READER)
-MIGRATION_LOG = "schema_migrations"  # clickstream.warehouse.migrate's table: only the superuser writes it
+MIGRATION_LOG = "schema_migrations"  # clickstream.analytics.warehouse.migrate's table: only the superuser writes it
 
 OLTP_DB = "shop_oltp"
 SHOP_APP = "shop_app"
@@ -687,14 +688,6 @@ def _scram_verifier(password: str, iterations: int = 4096) -> str:
     server_key = hmac.new(salted, b"Server Key", "sha256").digest()
     b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
-
-
-def dsn(host: str, port: int, dbname: str, user: str, password: str | None = None) -> str:
-    """A libpq key=value connection string, each value quoted as needed (contains the password: do not log it)."""
-    params = {"host": host, "port": port, "dbname": dbname, "user": user}
-    if password is not None:
-        params["password"] = password
-    return make_conninfo("", **params)
 
 
 def _require(passwords: Mapping[str, str], roles: tuple[str, ...], what: str) -> None:

@@ -21,8 +21,10 @@ from typing import Callable, Iterator
 
 import httpx
 
-from clickstream import aws, scheduler, secrets
-from clickstream.cfn import TemplateError, load_stacks
+from clickstream import aws
+from clickstream.analytics import secrets
+from clickstream.local import scheduler
+from clickstream.infra.templates import TemplateError, load_stacks
 from clickstream.local import credentials
 from clickstream.local.locks import folder_lock
 from clickstream.local.postgres import Cluster, PortInUseError, dsn, port_is_free, setup_oltp, setup_warehouse
@@ -35,7 +37,7 @@ OLTP_ROLES = ["shop_app"]
 PROCESS_MODULES = {
     "aws": "clickstream.local.moto_runner",
     "api": "clickstream.local.api_server",
-    "scheduler": "clickstream.scheduler",  # only with `up --schedule`; no port
+    "scheduler": "clickstream.local.scheduler",  # only with `up --schedule`; no port
 }
 STOP_TIMEOUT = {"aws": 10.0}  # moto has nothing to save at stop: every S3 change is on disk when acknowledged
 PORT_HINTS = {
@@ -284,7 +286,7 @@ def _identity_of_child(process: subprocess.Popen) -> dict:
 def _migrate_warehouse(cluster: Cluster, progress: Callable[[str], None]) -> None:
     """Apply the sql/migrations not applied yet (as the superuser; etl_writer and dashboard_reader get their
     privileges on the new tables from setup_warehouse's default privileges, but not write on schema_migrations)."""
-    from clickstream import warehouse  # here: the other commands need not import the ETL's dependencies
+    from clickstream.analytics import warehouse  # here: the other commands need not import the ETL's dependencies
     from clickstream.local.postgres import protect_migration_log
 
     applied = warehouse.migrate(cluster.admin_dsn(DW_DATABASE))
@@ -295,9 +297,9 @@ def _migrate_warehouse(cluster: Cluster, progress: Callable[[str], None]) -> Non
 
 def _seed_shop(cluster: Cluster, passwords: dict[str, str], progress: Callable[[str], None]) -> None:
     """The shop's tables, catalogue and customers in shop_oltp, created and upserted as shop_app."""
-    from clickstream import shop
+    from clickstream.shop import oltp
 
-    result = shop.seed(cluster.app_dsn(OLTP_DATABASE, "shop_app", passwords["shop_app"]))
+    result = oltp.seed(cluster.app_dsn(OLTP_DATABASE, "shop_app", passwords["shop_app"]))
     if result.changed or result.migrations:
         progress(result.describe())
 

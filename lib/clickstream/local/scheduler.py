@@ -3,7 +3,7 @@
 moto stores `AWS::Events::Rule` but never fires it, so `clickstream up --schedule` starts this module as a
 background process (recorded in state.json, stopped by pid by `clickstream down`):
 
-    CLICKSTREAM_HOME=.clickstream python -m clickstream.scheduler
+    CLICKSTREAM_HOME=.clickstream python -m clickstream.local.scheduler
 
 Each rule with a ScheduleExpression invokes its target through the local Lambda runtime with the event
 EventBridge would send (a "Scheduled Event", or the target's Input). Expressions (UTC, as in AWS):
@@ -38,7 +38,7 @@ from typing import Any, Callable, Protocol
 
 from clickstream.settings import LOCAL_ACCOUNT_ID, Settings
 
-log = logging.getLogger("clickstream.scheduler")
+log = logging.getLogger("clickstream.local.scheduler")
 STATUS_FILE = "scheduler.json"
 MAX_WAIT_SECONDS = 60.0  # re-check the clock at least this often (a suspended laptop wakes up late)
 CRON_SEARCH_YEARS = 5  # a cron expression that does not fire within this many years is an error
@@ -300,8 +300,8 @@ def _write_status(settings: Settings, jobs: list[Job]) -> None:
 
 def build_jobs(settings: Settings, start: datetime | None = None) -> list[Job]:
     """One job per enabled scheduled rule target of the templates, its function loaded (init phase)."""
-    from clickstream.cfn import load_stacks  # here, so that parsing expressions needs no templates
-    from clickstream.lambda_runtime import LocalLambda
+    from clickstream.infra.templates import load_stacks  # here, so that parsing expressions needs no templates
+    from clickstream.local.lambda_runtime import LocalLambda
 
     start = _utc(start or utc_now()).replace(microsecond=0)
     jobs = []

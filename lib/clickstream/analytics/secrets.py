@@ -17,8 +17,7 @@ import json
 from typing import Any, Mapping
 
 from botocore.exceptions import ClientError
-
-from clickstream.local.postgres import dsn
+from psycopg.conninfo import make_conninfo
 
 REQUIRED_KEYS = ("username", "password", "host", "port", "dbname")
 DW_ETL_WRITER = "dw_etl_writer"  # Metadata.clickstream.LocalValue of the DW secret in analytics.yaml
@@ -86,3 +85,11 @@ def put_secret(secretsmanager: Any, name: str, value: Mapping[str, Any], descrip
         return False
     secretsmanager.put_secret_value(SecretId=name, SecretString=text)
     return True
+
+
+def dsn(host: str, port: int, dbname: str, user: str, password: str | None = None) -> str:
+    """A libpq key=value connection string, each value quoted as needed (contains the password: do not log it)."""
+    params = {"host": host, "port": port, "dbname": dbname, "user": user}
+    if password is not None:
+        params["password"] = password
+    return make_conninfo("", **params)

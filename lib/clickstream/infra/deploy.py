@@ -4,7 +4,7 @@ The stacks and their order come from the templates in cloudformation/: a templat
 an export of another is deployed after it (and destroyed before it). Stack names are `<prefix>-<stem>`
 (prefix `clickstream`, or `stack_prefix` of the target's parameters file, or CLICKSTREAM_STACK_PREFIX).
 
-Code: before the stacks, the code their `*CodeKey` parameters name is built (clickstream.package: a zip per
+Code: before the stacks, the code their `*CodeKey` parameters name is built (clickstream.infra.package: a zip per
 Lambda function and the warehouse bundle, reproducible, at content-addressed keys), uploaded to CodeBucket
 unless the key is there, and the keys are passed as those parameters (`build=False`: the given keys).
 
@@ -35,8 +35,9 @@ from typing import Any, Callable, Iterable
 
 from botocore.exceptions import ClientError, WaiterError
 
-from clickstream import aws, package
-from clickstream.cfn import LOCAL_PLACEHOLDERS, Stack, load_template
+from clickstream import aws
+from clickstream.infra import package
+from clickstream.infra.templates import LOCAL_PLACEHOLDERS, Stack, load_template
 from clickstream.settings import LOCAL_NAME_SUFFIX, Settings
 
 PREFIX_ENV = "CLICKSTREAM_STACK_PREFIX"
@@ -117,7 +118,7 @@ class DeployConfig:
 
 
 class _NamedStack(Stack):
-    """cfn.Stack with the deployed stack's name (for ${AWS::StackName} in export names)."""
+    """templates.Stack with the deployed stack's name (for ${AWS::StackName} in export names)."""
 
     stack_name: str = ""
 
@@ -725,7 +726,7 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
            ) -> list[StackResult]:
     """Deploy every stack (or one, whose dependencies must be deployed already) in dependency order.
 
-    build (default): build the chosen stacks' code (clickstream.package), upload what CodeBucket lacks and pass
+    build (default): build the chosen stacks' code (clickstream.infra.package), upload what CodeBucket lacks and pass
     the content-addressed keys as the code-key parameters. aws builds with the third-party dependencies for the
     functions' runtime and architecture (the first build downloads wheels from PyPI into the wheel cache); local
     builds without them (the local runtime runs the handlers in-process with this venv's packages), into a

@@ -1,4 +1,4 @@
-"""PNG charts of a report (`clickstream.analytics.report`): funnel, top products, activity heatmap, daily events.
+"""PNG charts of a report (`clickstream.analytics.questions.report`): funnel, top products, activity heatmap, daily events.
 
     paths = charts.write_charts(report, "out/charts")      # four PNG files, no display needed
 
@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from clickstream.analytics import DAY_NAMES
+from clickstream.analytics.questions import DAY_NAMES
 
 DPI = 110
 

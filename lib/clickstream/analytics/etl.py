@@ -5,14 +5,14 @@
 
 `run_etl` lists the partitions (paginated), skips the objects whose key and etag are in the load log (one
 query for the whole listing), then per chunk of objects: reads them, validates and transforms them
-(`clickstream.transform`) and loads them in one transaction (`clickstream.warehouse.load_chunk`). Chunks
+(`clickstream.analytics.transform`) and loads them in one transaction (`clickstream.analytics.warehouse.load_chunk`). Chunks
 overlap, each on a connection of its own: with `workers=1` (as on Lambda) this process GETs the next chunk
 while two threads transform and load earlier ones (one is transformed while the other waits on the DW);
 with `workers` processes (a machine with cores to spare) each process GETs, transforms and loads whole
 chunks, one per core, with an S3 client of its own made by `s3_factory`. It stops before a chunk when the
 remaining time is under max(10 s, 2 x the slowest chunk so far) and reports how many objects are left; the
 next run continues with them. Last, it refreshes the rollups of the days its rows fell on
-(`clickstream.rollups`), so dashboards read fresh rollups.
+(`clickstream.analytics.rollups`), so dashboards read fresh rollups.
 
 One bad object never stops a run: what the contract refuses is quarantined by the transform, and data the
 database itself refuses quarantines the events to blame (`warehouse.load_chunk_isolating`). Only infrastructure
@@ -42,8 +42,9 @@ from datetime import datetime, timedelta, timezone
 from time import monotonic
 from typing import Any
 
-from clickstream import raw, rollups, warehouse
-from clickstream.transform import transform_body
+from clickstream.analytics import rollups, warehouse
+from clickstream.ingestion import raw
+from clickstream.analytics.transform import transform_body
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ Within a session consecutive events are 1 ms to 20 minutes apart; two sessions o
 45 minutes apart, so the warehouse's 30-minute sessions are exactly the simulated ones. Every event happens
 and every request is received inside [start, start + days).
 
-Modes: history (default) calls `clickstream.ingest.ingest_batch` as the ingest Lambda would, with the
+Modes: history (default) calls `clickstream.ingestion.ingest.ingest_batch` as the ingest Lambda would, with the
 simulated send time as its clock, so raw partitions and received_at show the simulated days. `live` posts
 through the local HTTP API as a browser tracker would; its timestamps are shifted so the newest send is now
 and the server's clock is real, so it shows the real path, not the day-by-day figures of the truth file.
@@ -38,8 +38,9 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from clickstream import catalogue, contract, shop
-from clickstream.transform import classify_user_agent, event_timestamp
+from clickstream import contract
+from clickstream.shop import catalogue, oltp
+from clickstream.analytics.transform import classify_user_agent, event_timestamp
 
 SHOP_URL = "https://shop.example.com"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -293,7 +294,7 @@ def _new_visitor(rng: Random, index: int, is_bot: bool) -> _Visitor:
         skew = rng.choice((-1, 1)) * rng.randint(HOUR, 6 * HOUR)
     customer = None
     if not is_bot and rng.random() < SIGNED_IN_SHARE:
-        customer = shop.customer_id(rng.randint(1, shop.CUSTOMER_COUNT))
+        customer = oltp.customer_id(rng.randint(1, oltp.CUSTOMER_COUNT))
     return _Visitor(
         index=index,
         client_id=f"{'b' if is_bot else 'c'}-{rng.getrandbits(64):016x}",
@@ -653,7 +654,7 @@ class Truth:
 
 
 def report_mismatches(report: dict[str, Any], truth: dict[str, Any]) -> list[str]:
-    """How a report (`clickstream.analytics.report` over the simulated days, UTC, bots excluded) differs
+    """How a report (`clickstream.analytics.questions.report` over the simulated days, UTC, bots excluded) differs
     from the truth: one line per differing answer; empty when every answer is exact."""
     checks = {
         "events per name and day": (report["daily_event_counts"], truth["event_counts"]),
@@ -691,8 +692,8 @@ def ground_truth(config: SimulationConfig) -> Truth:
 
 def ingest_target(settings: Any) -> tuple[Any, Any]:
     """(IngestSettings, HttpApi) of the function behind POST /clickstream, from the templates' environment."""
-    from clickstream.cfn import TemplateError, find_function, load_stacks
-    from clickstream.ingest import IngestSettings
+    from clickstream.infra.templates import TemplateError, find_function, load_stacks
+    from clickstream.ingestion.ingest import IngestSettings
 
     stacks = load_stacks(settings)
     routes = [(api, route) for stack in stacks for api in stack.http_apis() for route in api.routes
@@ -704,7 +705,7 @@ def ingest_target(settings: Any) -> tuple[Any, Any]:
 
 
 def _store(request: Request, s3: Any, ingest_settings: Any, api: Any) -> int:
-    from clickstream.ingest import ServerContext, ingest_batch
+    from clickstream.ingestion.ingest import ServerContext, ingest_batch
 
     context = ServerContext(request_id=request.request_id, api_request_id=request.request_id[:18],
                             api_id=api.api_id, stage=api.stage, user_agent=request.user_agent,
@@ -713,7 +714,7 @@ def _store(request: Request, s3: Any, ingest_settings: Any, api: Any) -> int:
 
 
 def _post(request: Request, url: str, client: Any) -> int:
-    from clickstream import tracker
+    from clickstream.shop import tracker
 
     report = tracker.send_events(url, request.events, batch_size=len(request.events), client=client,
                                  headers={"user-agent": request.user_agent})

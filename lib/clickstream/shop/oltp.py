@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from clickstream import catalogue
+from clickstream.shop import catalogue
 from clickstream.settings import project_root
 
 CUSTOMER_COUNT = 1000
@@ -78,7 +78,7 @@ WHERE (c.email, c.full_name, c.country) IS DISTINCT FROM (EXCLUDED.email, EXCLUD
 
 def seed(dsn: str) -> SeedResult:
     """Apply the OLTP migrations and upsert the catalogue and the customers, connected as shop_app."""
-    from clickstream import warehouse  # its migrate() applies any directory of NNNN_*.sql files
+    from clickstream.analytics import warehouse  # its migrate() applies any directory of NNNN_*.sql files
 
     applied = warehouse.migrate(dsn, migrations_dir())
     rows = [tuple(product[name] for name in catalogue.FIELDS) for product in catalogue.products()]

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clickstream.cfn import HttpApi, HttpRoute
-from clickstream.lambda_runtime import LambdaTimeoutError, LocalLambda
+from clickstream.infra.templates import HttpApi, HttpRoute
+from clickstream.local.lambda_runtime import LambdaTimeoutError, LocalLambda
 from clickstream.settings import LOCAL_ACCOUNT_ID
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import pandas as pd
 import psycopg
 from psycopg.rows import dict_row
 
-from clickstream import warehouse
+from clickstream.analytics import warehouse
 from clickstream.settings import project_root
 
 QUESTIONS = ("event_counts", "daily_event_counts", "page_views", "top_products", "product_categories", "funnel",

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping
 
 from clickstream.aws import LOCAL_CREDENTIALS
-from clickstream.cfn import LocalFunction, find_function, load_stacks
+from clickstream.infra.templates import LocalFunction, find_function, load_stacks
 from clickstream.settings import LOCAL_ACCOUNT_ID, Settings
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from clickstream.transform import COLUMNS
+from clickstream.analytics.transform import COLUMNS
 
 DELTA_TABLES = ("rollup_delta_events", "rollup_delta_pages", "rollup_delta_products", "rollup_delta_clients")
 ROLLUP_TABLES = ("rollup_hourly_events", "rollup_hourly_pages", "rollup_hourly_products", "rollup_sessions",
@@ -211,7 +211,7 @@ _DELTA_COPY = {
 
 
 def mark_load(cur: psycopg.Cursor | psycopg.Connection, rows: Sequence[Sequence[Any]]) -> None:
-    """Mark the UTC days of `rows` (clickstream.transform rows) pending, their changes to come as deltas
+    """Mark the UTC days of `rows` (clickstream.analytics.transform rows) pending, their changes to come as deltas
     (add_rows): in a transaction of its own just before the load, then first in the load's transaction. A
     row without a timestamp is left to the insert to refuse."""
     days = sorted({ts.astimezone(timezone.utc).date() for row in rows if (ts := row[_TS]) is not None})

@@ -97,7 +97,7 @@ class CodeTarget:
     python: str = "3.12"  # "3.12"
     machine: str = "aarch64"  # aarch64 or x86_64
     packages: tuple[str, ...] = ()  # bundle: what the user data installs from wheels/ (clickstream, shiny)
-    modules: tuple[str, ...] = ()  # bundle: the clickstream modules the user data runs (clickstream.warehouse)
+    modules: tuple[str, ...] = ()  # bundle: the clickstream modules the user data runs (clickstream.analytics.warehouse)
     key_prefix: str = LAMBDA_KEY_PREFIX
 
     @property
@@ -154,9 +154,9 @@ def code_targets(templates: Iterable[Any]) -> list[CodeTarget]:
                     parameter, "bundle", stem, (template.stem,), python=python.group(1) if python else "3.11",
                     machine="x86_64" if "x86_64" in image else "aarch64",
                     packages=tuple(installs.group(1).split()) if installs else ("clickstream",),
-                    modules=tuple(sorted({f"clickstream.{m.strip()}" for group in re.findall(
-                        r"from clickstream import ([\w, ]+)", user_data) for m in group.split(",") if m.strip()}
-                        | set(re.findall(r"\b(clickstream\.\w+)", user_data)))),
+                    modules=tuple(sorted({f"{package}.{m.strip()}" for package, group in re.findall(
+                        r"from (clickstream(?:\.\w+)*) import ([\w, ]+)", user_data) for m in group.split(",")
+                        if m.strip()} | set(re.findall(r"\b(clickstream(?:\.\w+)+)\b(?! import)", user_data)))),
                     key_prefix=default.rsplit("/", 1)[0] + "/" if "/" in default else "")
     return [found[name] for name in sorted(found)]
 
@@ -496,7 +496,7 @@ def build_project_wheel(out_dir: Path, package: Path | None = None, pyproject: P
         metadata.append(f"Requires-Python: {project['requires-python']}")
     metadata += [f"Requires-Dist: {dep}" for dep in (project.get("dependencies", []) if requires is None else requires)]
     files[f"{dist}.dist-info/METADATA"] = ("\n".join(metadata) + "\n").encode()
-    files[f"{dist}.dist-info/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: clickstream.package\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{dist}.dist-info/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: clickstream.infra.package\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     scripts = project.get("scripts", {}) if requires is None else {}
     if scripts:
         files[f"{dist}.dist-info/entry_points.txt"] = ("[console_scripts]\n" + "".join(

@@ -7,7 +7,7 @@
   each event id by binary COPY straight into the table (when some ids are there already, a staging table
   and `INSERT ... ON CONFLICT (event_id) DO NOTHING` instead), the rejects, one `etl_load_log` row per
   object, the UTC days of its rows in `rollup_pending` and what the rows it inserted add to the rollups
-  (`clickstream.rollups.mark_load` and `add_rows`: deltas the next refresh folds in).
+  (`clickstream.analytics.rollups.mark_load` and `add_rows`: deltas the next refresh folds in).
   A failure before the commit leaves nothing loaded and nothing marked loaded.
 """
 
@@ -29,9 +29,10 @@ from psycopg.types.json import Jsonb, JsonbBinaryDumper
 from psycopg.types.numeric import DecimalBinaryDumper
 from psycopg.types.uuid import UUIDBinaryDumper
 
-from clickstream import contract, rollups
+from clickstream import contract
+from clickstream.analytics import rollups
 from clickstream.settings import project_root
-from clickstream.transform import COLUMNS, Reject, Row, storable
+from clickstream.analytics.transform import COLUMNS, Reject, Row, storable
 
 logger = logging.getLogger(__name__)
 

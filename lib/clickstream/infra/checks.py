@@ -10,7 +10,7 @@ read the templates. Two kinds:
   with the stacks deployed under the names `clickstream-<file stem>` (the names `clickstream deploy` and the
   local stack use).
 
-`python -m clickstream.template_checks DIR` runs them all (`make check-templates TEMPLATES_DIR=DIR`).
+`python -m clickstream.infra.checks DIR` runs them all (`make check-templates TEMPLATES_DIR=DIR`).
 """
 
 from __future__ import annotations
@@ -731,7 +731,7 @@ def run_all(folder: Folder) -> dict[str, list[Finding]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clickstream.template_checks", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m clickstream.infra.checks", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", default=str(project_root() / "cloudformation"), type=Path)
     args = parser.parse_args(argv)
     templates = Templates(args.folder)
