@@ -404,7 +404,7 @@ def storage_errors(event: Mapping[str, Any]) -> list[str]:
                 f"$.{'.'.join(path)}: {_shown(amount)} has more than 2 decimals: send money as a decimal string "
                 'such as "1299.90" (the warehouse stores whole cents and never rounds)')
     properties = event.get("properties")
-    if properties:
+    if isinstance(properties, dict):
         for parts, number in _decimals(properties):
             digits, exponent = _significant(number)
             if digits > MAX_PROPERTY_DIGITS:
@@ -439,20 +439,13 @@ def _whole_cents(amount: Decimal | float) -> bool:
     return exact.is_finite() and exact == exact.quantize(CENT)
 
 
-def _decimals(value: Any, parts: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Decimal]]:
+def _decimals(value: dict | list, parts: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Decimal]]:
     """(path parts, number) of the Decimals in parsed JSON (dicts and lists), depth first."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, (dict, list)):
-                yield from _decimals(item, (*parts, key))
-            elif isinstance(item, Decimal):
-                yield (*parts, key), item
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, (dict, list)):
-                yield from _decimals(item, (*parts, index))
-            elif isinstance(item, Decimal):
-                yield (*parts, index), item
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        if isinstance(item, (dict, list)):
+            yield from _decimals(item, (*parts, key))
+        elif isinstance(item, Decimal):
+            yield (*parts, key), item
 
 
 def _json_path(parts: Sequence[str | int]) -> str:
