@@ -361,8 +361,8 @@ def run_etl(s3, s3_factory, bucket: str, etl_dsn: str, admin_dsn: str, events: i
 
     meter.start()
     started = time.perf_counter()
-    summary = etl.run_etl(s3, bucket, etl_dsn, prefix=ETL_PREFIX, progress=progress, workers=workers,
-                          s3_factory=s3_factory)
+    summary = etl.run_etl(s3, bucket, etl_dsn, etl.EtlRequest(prefix=ETL_PREFIX),
+                          etl.EtlOptions(progress=progress, workers=workers, s3_factory=s3_factory))
     seconds = time.perf_counter() - started
     summary["refresh_seconds"] = round(started + seconds - last_chunk[0], 2)
     meter.settle()  # the workers' connections closed as they exited

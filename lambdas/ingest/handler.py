@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Protocol
+from typing import Any
 
-from clickstream.aws import client
+from clickstream.aws import LambdaContext, client
 from clickstream.ingestion.ingest import IngestSettings, handle_http_event
-
-
-class LambdaContext(Protocol):
-    aws_request_id: str
 
 
 @functools.cache

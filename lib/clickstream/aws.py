@@ -1,13 +1,17 @@
-"""The one factory for AWS clients: `local` points at the moto endpoint, `aws` at real AWS."""
+"""The one factory for AWS clients: `local` points at the moto endpoint, `aws` at real AWS; and the shape of
+the context object Lambda hands a handler."""
 
 from __future__ import annotations
 
 import os
+import time
+import uuid
+from dataclasses import dataclass, field
 
 import boto3
 from botocore.config import Config
 
-from clickstream.settings import Settings
+from clickstream.settings import LOCAL_ACCOUNT_ID, Settings
 
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -31,3 +35,32 @@ def client(service: str, settings: Settings | None = None, **kwargs):
             **kwargs,
         )
     return boto3.client(service, region_name=settings.region, config=config, **kwargs)
+
+
+@dataclass
+class LambdaContext:
+    """The attributes and method of Lambda's Python context object that handlers use: handlers type-hint with
+    it, the local Lambda runtime and the tests build it."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_seconds: int
+    region: str = "us-east-1"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    _started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:{LOCAL_ACCOUNT_ID}:function:{self.function_name}"
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    @property
+    def log_stream_name(self) -> str:
+        return f"local/{self.aws_request_id}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))

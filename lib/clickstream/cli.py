@@ -385,7 +385,7 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
             bar.set_postfix(rows=progress.rows_inserted, rejected=progress.rejected)
 
         try:
-            summary = LocalLambda(function, settings, context_attributes={"progress": on_chunk}).invoke(event)
+            summary = LocalLambda(function, settings).invoke(event, progress=on_chunk)
         except (etl_module.EtlRequestError, WarehouseError) as error:
             raise click.ClickException(str(error)) from error
         except (psycopg.Error, BotoCoreError, ClientError, BrokenProcessPool) as error:

@@ -30,7 +30,8 @@ from clickstream import aws, contract
 from clickstream.analytics import etl, transform, warehouse
 from clickstream.ingestion import raw
 from clickstream.shop import samples
-from clickstream.analytics.etl import EtlRequest, EtlRequestError, parse_etl_event, partition_prefixes, run_etl
+from clickstream.analytics.etl import (EtlOptions, EtlRequest, EtlRequestError, parse_etl_event, partition_prefixes,
+                                       run_etl)
 from clickstream.ingestion.ingest import IngestSettings, ServerContext, build_raw_object, ingest_batch, object_key
 from clickstream.local import postgres, stack
 
@@ -84,6 +85,37 @@ def test_parse_etl_event_refuses_unclear_requests(event, message):
         parse_etl_event(event)
 
 
+@pytest.mark.parametrize("event", [{}, None, {"version": "0", "id": "x", "detail-type": "Scheduled Event",
+                                             "source": "aws.events", "resources": [], "detail": {}}])
+def test_a_default_run_looks_back_the_default_lookback_it_is_given(event):
+    assert parse_etl_event(event, default_lookback_days=5) == EtlRequest(lookback_days=5.0)
+
+
+@pytest.mark.parametrize(("event", "request_"), [
+    ({"lookback_days": 2}, EtlRequest(lookback_days=2.0)),
+    ({"hoursBack": 6}, EtlRequest(lookback_days=0.25)),
+    ({"date": "2026-11-24"}, EtlRequest(date=date(2026, 11, 24))),
+    ({"prefix": "events/2026/11/24/"}, EtlRequest(prefix="events/2026/11/24/")),
+])
+def test_an_event_that_chooses_its_run_ignores_the_default_lookback(event, request_):
+    assert parse_etl_event(event, default_lookback_days=5) == request_
+
+
+def test_a_request_for_a_date_and_a_prefix_is_refused():
+    with pytest.raises(EtlRequestError, match="give a date or a prefix, not both"):
+        EtlRequest(date=date(2026, 11, 24), prefix="events/")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"workers": 0}, "workers must be at least 1"),
+    ({"workers": 2}, "workers > 1 needs s3_factory"),
+    ({"chunk_objects": 0}, "chunk_objects must be at least 1"),
+])
+def test_options_a_run_cannot_follow_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        EtlOptions(**options)
+
+
 def test_partition_prefixes_cover_the_lookback_by_day_or_by_hour():
     now = datetime(2026, 11, 24, 1, 30, tzinfo=timezone.utc)
     assert partition_prefixes(now, 3) == ["events/2026/11/21/", "events/2026/11/22/", "events/2026/11/23/",
@@ -115,9 +147,7 @@ def bucket(local_stack):
 def remove_test_partitions(s3, bucket):
     """The session stack is shared with other tests and the notebooks: leave its raw bucket as found."""
     yield
-    keys = [{"Key": obj["Key"]} for obj in raw.list_objects(s3, bucket, "events/2031/")]
-    for start in range(0, len(keys), 1000):
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True})
+    raw.delete_prefix(s3, bucket, "events/2031/")
 
 
 @pytest.fixture
@@ -141,8 +171,9 @@ def put(s3, bucket):
     return put_events
 
 
-def etl_run(s3, bucket, dw, **kwargs) -> dict:
-    summary = run_etl(s3, bucket, dw[1], **kwargs)
+def etl_run(s3, bucket, dw, request: EtlRequest = EtlRequest(), **options) -> dict:
+    """run_etl of `request` with EtlOptions(**options) into the test warehouse, its summary's keys checked."""
+    summary = run_etl(s3, bucket, dw[1], request, EtlOptions(**options))
     assert set(summary) == SUMMARY_KEYS
     return summary
 
@@ -165,10 +196,10 @@ def batch(n: int, seed: int, at: datetime) -> list[dict]:
 
 def test_a_day_loads_once_and_a_rerun_skips_everything(s3, bucket, dw, put, day):
     keys = [put(day + timedelta(hours=h), *batch(5, seed=h, at=day + timedelta(hours=h))) for h in range(3)]
-    first = etl_run(s3, bucket, dw, date=day.date())
+    first = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert counts(first) == {"objects_listed": 3, "loaded": 3, "skipped": 0, "rows_inserted": 15, "duplicates": 0,
                              "rejected": 0, "remaining": 0, "rollup_days_refreshed": 1}
-    again = etl_run(s3, bucket, dw, date=day.date())
+    again = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert counts(again) == {"objects_listed": 3, "loaded": 0, "skipped": 3, "rows_inserted": 0, "duplicates": 0,
                              "rejected": 0, "remaining": 0, "rollup_days_refreshed": 0}
     log = query(dw, "SELECT key, etag, rows_inserted, duplicates, rejected FROM etl_load_log ORDER BY key")
@@ -179,12 +210,12 @@ def test_a_day_loads_once_and_a_rerun_skips_everything(s3, bucket, dw, put, day)
 
 def test_rollups_of_the_loaded_days_are_refreshed_by_the_run_or_left_pending_on_request(s3, bucket, dw, put, day):
     put(day, *batch(4, seed=1, at=day))
-    held = etl_run(s3, bucket, dw, date=day.date(), refresh_rollups=False)
+    held = etl_run(s3, bucket, dw, EtlRequest(date=day.date()), refresh_rollups=False)
     assert held["rollup_days_refreshed"] == 0
     assert query(dw, "SELECT day FROM rollup_pending") == [(day.date(),)]
     assert query(dw, "SELECT count(*) FROM rollup_hourly_events") == [(0,)]
     put(day + timedelta(hours=1), *batch(2, seed=2, at=day + timedelta(hours=1)))
-    refreshed = etl_run(s3, bucket, dw, date=day.date())
+    refreshed = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert refreshed["rollup_days_refreshed"] == 1 and query(dw, "SELECT count(*) FROM rollup_pending") == [(0,)]
     assert query(dw, "SELECT sum(events)::int FROM rollup_hourly_events") == [(6,)]
 
@@ -192,7 +223,7 @@ def test_rollups_of_the_loaded_days_are_refreshed_by_the_run_or_left_pending_on_
 def test_prefix_loads_only_that_hour(s3, bucket, dw, put, day):
     put(day, *batch(2, seed=1, at=day))
     later = put(day + timedelta(hours=1), *batch(3, seed=2, at=day + timedelta(hours=1)))
-    summary = etl_run(s3, bucket, dw, prefix=later.rsplit("/", 1)[0] + "/")
+    summary = etl_run(s3, bucket, dw, EtlRequest(prefix=later.rsplit("/", 1)[0] + "/"))
     assert (summary["objects_listed"], summary["rows_inserted"]) == (1, 3)
     assert query(dw, "SELECT DISTINCT source_key FROM clickstream_events") == [(later,)]
 
@@ -209,7 +240,7 @@ def test_more_than_1000_objects_in_one_day_are_all_loaded(s3, bucket, dw, day):
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(put_one, range(1100)))
-    summary = etl_run(s3, bucket, dw, date=day.date())
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert counts(summary) == {"objects_listed": 1100, "loaded": 1100, "skipped": 0, "rows_inserted": 1100,
                                "duplicates": 0, "rejected": 0, "remaining": 0, "rollup_days_refreshed": 1}
     assert query(dw, "SELECT count(*), count(DISTINCT source_key) FROM clickstream_events") == [(1100, 1100)]
@@ -226,14 +257,14 @@ def test_lookback_picks_up_a_late_file_for_an_earlier_day(s3, bucket, dw, put, d
     assert (summary["objects_listed"], summary["loaded"], summary["skipped"], summary["rows_inserted"]) == (2, 1, 1, 3)
     logged = {row[0] for row in query(dw, "SELECT key FROM etl_load_log")}
     assert late in logged and too_old not in logged
-    assert etl_run(s3, bucket, dw, date=(day - timedelta(days=5)).date())["rows_inserted"] == 4
+    assert etl_run(s3, bucket, dw, EtlRequest(date=(day - timedelta(days=5)).date()))["rows_inserted"] == 4
 
 
 def test_hours_back_lists_only_the_last_hours(s3, bucket, dw, put, day):
     put(day - timedelta(hours=3), *batch(1, seed=1, at=day))
     recent = put(day - timedelta(minutes=30), *batch(2, seed=2, at=day))
     request = parse_etl_event({"hoursBack": 2})
-    summary = etl_run(s3, bucket, dw, now=day, **request.as_kwargs())
+    summary = etl_run(s3, bucket, dw, request, now=day)
     assert (summary["objects_listed"], summary["rows_inserted"]) == (1, 2)
     assert query(dw, "SELECT key FROM etl_load_log") == [(recent,)]
 
@@ -241,13 +272,13 @@ def test_hours_back_lists_only_the_last_hours(s3, bucket, dw, put, day):
 def test_a_changed_object_is_loaded_again_without_duplicating_rows(s3, bucket, dw, put, day):
     events = batch(2, seed=1, at=day)
     key = put(day, *events)
-    etl_run(s3, bucket, dw, date=day.date())
+    etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     raw_object = contract.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     extra, _ = contract.normalize_event(batch(1, seed=2, at=day)[0], day)
     raw_object["events"].append({**raw_object["events"][0], "event": extra.event})
     raw_object["event_count"] = 3
     s3.put_object(Bucket=bucket, Key=key, Body=contract.dumps(raw_object).encode())
-    summary = etl_run(s3, bucket, dw, date=day.date())
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert (summary["loaded"], summary["rows_inserted"], summary["duplicates"]) == (1, 1, 2)
     assert query(dw, "SELECT count(*) FROM clickstream_events") == [(3,)]
     assert query(dw, "SELECT etag FROM etl_load_log") == [(s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"'),)]
@@ -260,7 +291,7 @@ def test_the_same_event_in_two_objects_is_one_row(s3, bucket, dw, put, day):
     shared, other = batch(2, seed=1, at=day)
     first = put(day, shared)
     second = put(day + timedelta(minutes=1), shared, other)  # a retry that also carries a new event
-    summary = etl_run(s3, bucket, dw, date=day.date())
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert (summary["rows_inserted"], summary["duplicates"]) == (2, 1)
     assert query(dw, "SELECT count(*) FROM clickstream_events WHERE event_id = %s", (uuid.UUID(shared["event_id"]),)) \
         == [(1,)]
@@ -268,14 +299,14 @@ def test_the_same_event_in_two_objects_is_one_row(s3, bucket, dw, put, day):
         [(first, 1, 0), (second, 1, 1)])
     # and across runs: a third copy arriving later
     put(day + timedelta(hours=2), shared)
-    later = etl_run(s3, bucket, dw, date=day.date())
+    later = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert (later["loaded"], later["rows_inserted"], later["duplicates"]) == (1, 0, 1)
 
 
 def test_a_duplicate_inside_one_object_is_one_row(s3, bucket, dw, put, day):
     event = batch(1, seed=1, at=day)[0]
     key = put(day, event, event)
-    summary = etl_run(s3, bucket, dw, date=day.date())
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert (summary["rows_inserted"], summary["duplicates"]) == (1, 1)
     assert query(dw, "SELECT count(*) FROM clickstream_events") == [(1,)]
     assert query(dw, "SELECT rows_inserted, duplicates FROM etl_load_log WHERE key = %s", (key,)) == [(1, 1)]
@@ -285,7 +316,7 @@ def test_an_id_resent_in_capitals_is_the_same_event(s3, bucket, dw, put, day):
     event = batch(1, seed=1, at=day)[0]
     put(day, event, {**event, "event_id": event["event_id"].upper()})
     put(day + timedelta(minutes=1), {**event, "event_id": event["event_id"].upper()})
-    summary = etl_run(s3, bucket, dw, date=day.date())
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert (summary["rows_inserted"], summary["duplicates"]) == (1, 2)
     assert query(dw, "SELECT event_id FROM clickstream_events") == [(uuid.UUID(event["event_id"]),)]
 
@@ -299,10 +330,10 @@ def test_unreachable_warehouse_is_a_clear_error_and_nothing_is_marked_loaded(s3,
     password = json.loads((local_stack.home / "credentials" / "dw.json").read_text())["etl_writer"]
     wrong = postgres.dsn("127.0.0.1", port, postgres.WAREHOUSE_DB, "etl_writer", password)
     with pytest.raises(warehouse.WarehouseError, match=f"cannot connect to the warehouse at 127.0.0.1:{port}") as info:
-        run_etl(s3, bucket, wrong, date=day.date())
+        run_etl(s3, bucket, wrong, EtlRequest(date=day.date()))
     assert password not in str(info.value)
     assert query(dw, "SELECT count(*) FROM etl_load_log") == [(0,)]
-    assert etl_run(s3, bucket, dw, date=day.date())["rows_inserted"] == 2
+    assert etl_run(s3, bucket, dw, EtlRequest(date=day.date()))["rows_inserted"] == 2
 
 
 def test_worker_processes_load_every_event_once_while_chunks_in_flight_share_ids(s3, s3_factory, bucket, dw, put,
@@ -314,7 +345,7 @@ def test_worker_processes_load_every_event_once_while_chunks_in_flight_share_ids
     resent = [put(day + timedelta(minutes=i, seconds=1), *events[i * 6: i * 6 + 6][::-1]) for i in range(0, 10, 3)]
     bad = object_key(day + timedelta(minutes=5), uuid.uuid4())
     s3.put_object(Bucket=bucket, Key=bad, Body=b"not json")
-    summary = etl_run(s3, bucket, dw, date=day.date(), chunk_objects=2, workers=2, s3_factory=s3_factory)
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()), chunk_objects=2, workers=2, s3_factory=s3_factory)
     assert counts(summary) == {"objects_listed": 15, "loaded": 15, "skipped": 0, "rows_inserted": 60, "duplicates": 24,
                                "rejected": 1, "remaining": 0, "rollup_days_refreshed": 1}
     assert query(dw, "SELECT count(*), count(DISTINCT event_id) FROM clickstream_events") == [(60, 60)]
@@ -322,7 +353,7 @@ def test_worker_processes_load_every_event_once_while_chunks_in_flight_share_ids
         (15, 60, 24, 1)]
     assert {key for (key,) in query(dw, "SELECT key FROM etl_load_log")} == {*firsts, *resent, bad}
     assert query(dw, "SELECT source_key, event_index FROM clickstream_rejected") == [(bad, None)]
-    assert etl_run(s3, bucket, dw, date=day.date(), workers=2, s3_factory=s3_factory)["skipped"] == 15
+    assert etl_run(s3, bucket, dw, EtlRequest(date=day.date()), workers=2, s3_factory=s3_factory)["skipped"] == 15
 
 
 def test_workers_read_s3_with_the_factorys_client_and_its_errors_fail_the_run(s3, bucket, dw, put, day, local_stack):
@@ -330,16 +361,9 @@ def test_workers_read_s3_with_the_factorys_client_and_its_errors_fail_the_run(s3
         put(day + timedelta(minutes=i), *batch(2, seed=i, at=day))
     closed = dataclasses.replace(local_stack, aws_port=stack.free_port())
     with pytest.raises(botocore.exceptions.EndpointConnectionError, match=f":{closed.aws_port}/"):
-        etl_run(s3, bucket, dw, date=day.date(), chunk_objects=1, workers=2,
+        etl_run(s3, bucket, dw, EtlRequest(date=day.date()), chunk_objects=1, workers=2,
                 s3_factory=functools.partial(aws.client, "s3", closed))
     assert query(dw, "SELECT count(*) FROM etl_load_log") == [(0,)]
-    with pytest.raises(ValueError, match="workers > 1 needs s3_factory"):
-        etl_run(s3, bucket, dw, date=day.date(), workers=2)
-
-
-def test_workers_must_be_at_least_one(s3, bucket, dw, day):
-    with pytest.raises(ValueError, match="workers must be at least 1"):
-        etl_run(s3, bucket, dw, date=day.date(), workers=0)
 
 
 KILLED_RUN = textwrap.dedent("""
@@ -352,9 +376,10 @@ KILLED_RUN = textwrap.dedent("""
         os.kill(os.getpid(), signal.SIGKILL)
 
     etl.run_etl(aws.client("s3", Settings.from_env()), os.environ["ETL_BUCKET"], os.environ["ETL_DSN"],
-                date=datetime.date.fromisoformat(os.environ["ETL_DATE"]), chunk_objects=3,
-                progress=die_after_first_chunk, workers=int(os.environ.get("ETL_WORKERS", "1")),
-                s3_factory=functools.partial(aws.client, "s3", Settings.from_env()))
+                etl.EtlRequest(date=datetime.date.fromisoformat(os.environ["ETL_DATE"])),
+                etl.EtlOptions(chunk_objects=3, progress=die_after_first_chunk,
+                               workers=int(os.environ.get("ETL_WORKERS", "1")),
+                               s3_factory=functools.partial(aws.client, "s3", Settings.from_env())))
     raise SystemExit("the run was not killed")
 """)
 
@@ -371,7 +396,7 @@ def test_a_run_killed_between_chunks_is_completed_by_the_next_run_exactly_once(s
     assert logged in (sorted(keys)[:3], sorted(keys)[:6]), "whole chunks, in key order"
     assert query(dw, "SELECT count(*) FROM clickstream_events") == [(4 * len(logged),)]
 
-    summary = etl_run(s3, bucket, dw, date=day.date())
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert counts(summary) == {"objects_listed": 11, "loaded": 11 - len(logged), "skipped": len(logged),
                                "rows_inserted": 40 - 4 * len(logged), "duplicates": 2, "rejected": 0, "remaining": 0,
                                "rollup_days_refreshed": 1}
@@ -404,7 +429,7 @@ def test_a_killed_run_leaves_no_worker_process_behind(s3, bucket, dw, put, day):
     while left_behind() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert left_behind() == [], "worker processes (or their fork server) outlived the killed run"
-    assert etl_run(s3, bucket, dw, date=day.date())["remaining"] == 0
+    assert etl_run(s3, bucket, dw, EtlRequest(date=day.date()))["remaining"] == 0
 
 
 def test_a_run_stops_before_its_time_runs_out_and_the_next_continues(s3, bucket, dw, put, day):
@@ -412,12 +437,12 @@ def test_a_run_stops_before_its_time_runs_out_and_the_next_continues(s3, bucket,
         put(day + timedelta(minutes=i), *batch(2, seed=i, at=day))
     budget = iter([60_000, 9_999])  # then under the 10 s margin
     reported = []
-    summary = etl_run(s3, bucket, dw, date=day.date(), chunk_objects=2, remaining_ms=lambda: next(budget),
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()), chunk_objects=2, remaining_ms=lambda: next(budget),
                       progress=reported.append)
     assert (summary["loaded"], summary["remaining"], summary["rows_inserted"]) == (2, 3, 4)
     assert [(p.objects_done, p.objects_to_load, p.rows_inserted) for p in reported] == [(2, 5, 4)]
     assert query(dw, "SELECT count(*) FROM etl_load_log") == [(2,)]
-    rest = etl_run(s3, bucket, dw, date=day.date(), chunk_objects=2)
+    rest = etl_run(s3, bucket, dw, EtlRequest(date=day.date()), chunk_objects=2)
     assert (rest["loaded"], rest["skipped"], rest["remaining"], rest["rows_inserted"]) == (3, 2, 0, 6)
 
 
@@ -428,7 +453,7 @@ def test_a_run_keeps_twice_its_slowest_chunk_in_reserve(s3, bucket, dw, put, day
     monkeypatch.setattr(etl, "monotonic", lambda: next(clock))
     # 70 s left >= 2 x 30 s: the second chunk runs; 50 s left is above the 10 s floor but under 2 x 30 s: stop
     budget = iter([100_000, 70_000, 50_000])
-    summary = etl_run(s3, bucket, dw, date=day.date(), chunk_objects=1, remaining_ms=lambda: next(budget))
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()), chunk_objects=1, remaining_ms=lambda: next(budget))
     assert (summary["loaded"], summary["remaining"]) == (2, 1)
 
 
@@ -436,7 +461,7 @@ def test_an_object_that_is_not_json_is_quarantined_and_the_others_load(s3, bucke
     good = [put(day, *batch(2, seed=1, at=day)), put(day, *batch(3, seed=2, at=day))]
     bad = object_key(day, uuid.uuid4())
     s3.put_object(Bucket=bucket, Key=bad, Body=b'{"schema_version": "1", "events": [{"event_id": ')
-    summary = etl_run(s3, bucket, dw, date=day.date())
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert counts(summary) == {"objects_listed": 3, "loaded": 3, "skipped": 0, "rows_inserted": 5, "duplicates": 0,
                                "rejected": 1, "remaining": 0, "rollup_days_refreshed": 1}
     [(index, reason, payload)] = query(dw, "SELECT event_index, reason, payload FROM clickstream_rejected "
@@ -445,7 +470,7 @@ def test_an_object_that_is_not_json_is_quarantined_and_the_others_load(s3, bucke
     assert payload == '{"schema_version": "1", "events": [{"event_id": '
     assert query(dw, "SELECT key, rows_inserted, rejected FROM etl_load_log ORDER BY key") == sorted(
         [(good[0], 2, 0), (good[1], 3, 0), (bad, 0, 1)])
-    assert etl_run(s3, bucket, dw, date=day.date())["skipped"] == 3  # quarantined once, not retried every run
+    assert etl_run(s3, bucket, dw, EtlRequest(date=day.date()))["skipped"] == 3  # quarantined once, not retried every run
 
 
 def put_unchecked(s3, bucket, received_at: datetime, *events: dict) -> str:
@@ -461,7 +486,7 @@ def put_unchecked(s3, bucket, received_at: datetime, *events: dict) -> str:
 def test_an_event_with_nul_is_rejected_with_its_reason_and_its_neighbours_load(s3, bucket, dw, day):
     ok, bad = batch(2, seed=1, at=day)
     key = put_unchecked(s3, bucket, day, ok, {**bad, "page_type": "x\u0000y"})
-    summary = etl_run(s3, bucket, dw, date=day.date())
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert (summary["rows_inserted"], summary["rejected"]) == (1, 1)
     [(index, reason, payload)] = query(dw, "SELECT event_index, reason, payload FROM clickstream_rejected")
     assert (index, reason) == (1, "$.event.page_type: contains U+0000 (NUL), which the warehouse cannot store")
@@ -479,7 +504,7 @@ def test_legacy_tracker_events_fill_the_legacy_columns(s3, bucket, dw, put, day)
         samples.legacy_event("login_success", event_id=str(uuid.uuid4()), userId="shop-7", isFirstVisit=False,
                              userLoginState="logged_in", product=None, element=None),
         samples.legacy_event("home_view", userLoginState="member", isFirstVisit=None, product=None))
-    etl_run(s3, bucket, dw, date=day.date())
+    etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     rows = query(dw, "SELECT properties->'legacy'->>'event_name', event_name, identity_source, is_first_visit,"
                      " user_login_state, user_id, page_type, context_product_id, properties->'legacy'->'element'->>'id'"
                      " FROM clickstream_events ORDER BY 1")
@@ -496,7 +521,7 @@ def test_money_columns_are_exact(s3, bucket, dw, put, day):
     event = samples.canonical_event("purchase", at=day, product=product, value="999999999.99", currency="USD",
                                     properties=properties)
     put(day, event)
-    etl_run(s3, bucket, dw, date=day.date())
+    etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     [row] = query(dw, "SELECT context_product_price, context_product_discount_price, value, value::text,"
                       " context_product_discount_price::text FROM clickstream_events")
     assert row == (Decimal("1234.56"), Decimal("0.10"), Decimal("999999999.99"), "999999999.99", "0.10")
@@ -513,7 +538,7 @@ def test_event_timestamp_is_skew_corrected_or_received_at(s3, bucket, dw, put, d
                      sent_ts=contract.isoformat_utc(skewed_client - timedelta(seconds=4)))
     no_sent.update(client_ts="2020-01-01T00:00:00Z", sent_ts=None)
     put(day, fine, backwards, no_sent)
-    etl_run(s3, bucket, dw, date=day.date())
+    etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     stamps = dict(query(dw, "SELECT event_id::text, event_timestamp FROM clickstream_events"))
     assert stamps[fine["event_id"]] == day - timedelta(seconds=4)
     assert stamps[backwards["event_id"]] == day
@@ -533,7 +558,7 @@ def test_event_timestamp_is_skew_corrected_or_received_at(s3, bucket, dw, put, d
 )
 def test_user_agent_gives_is_bot_and_device_category(s3, bucket, dw, put, day, user_agent, is_bot, device):
     put(day, *batch(2, seed=1, at=day), user_agent=user_agent)
-    etl_run(s3, bucket, dw, date=day.date())
+    etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert query(dw, "SELECT DISTINCT is_bot, device_category, user_agent FROM clickstream_events") == [
         (is_bot, device, user_agent)]
 
@@ -547,7 +572,7 @@ def test_an_event_the_old_contract_let_through_no_longer_stops_every_run(s3, buc
     good = put(day, *batch(3, seed=1, at=day))
     ok, huge = batch(2, seed=2, at=day)
     key = put_unchecked(s3, bucket, day, ok, {**huge, "properties": {"n": Decimal("1E+200000")}})
-    summary = etl_run(s3, bucket, dw, date=day.date())
+    summary = etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     assert (summary["loaded"], summary["rows_inserted"], summary["rejected"]) == (2, 4, 1)
     [(source, index, reason)] = query(dw, "SELECT source_key, event_index, reason FROM clickstream_rejected")
     assert (source, index) == (key, 1) and reason.startswith("$.event.properties.n: 1E+200000 is not less than")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -13,31 +12,17 @@ import pytest
 from moto import mock_aws
 
 from clickstream import contract
+from clickstream.aws import LambdaContext
 from clickstream.ingestion.ingest import IngestSettings
 from event_samples import BUCKET, load_sample
 
 KEEP: Any = object()
 
 
-@dataclass
-class LambdaContext:
-    """The attributes of the AWS Lambda Python runtime's context object."""
-
-    aws_request_id: str = "8f5b3c1e-2d4a-4b6c-9e8f-0a1b2c3d4e5f"
-    function_name: str = "clickstream-ingest-unit"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:clickstream-ingest-unit"
-    memory_limit_in_mb: int = 256
-    log_group_name: str = "/aws/lambda/clickstream-ingest-unit"
-    log_stream_name: str = "2025/03/01/[$LATEST]0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
-
-
 @pytest.fixture
 def lambda_context() -> LambdaContext:
-    return LambdaContext()
+    return LambdaContext(function_name="clickstream-ingest-unit", memory_limit_in_mb=256, timeout_seconds=10,
+                         aws_request_id="8f5b3c1e-2d4a-4b6c-9e8f-0a1b2c3d4e5f")
 
 
 @pytest.fixture

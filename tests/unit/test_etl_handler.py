@@ -44,8 +44,8 @@ def runs(handler_module, monkeypatch):
         monkeypatch.setenv(name, value)
     calls = []
 
-    def fake_run_etl(s3, bucket, dw_dsn, **kwargs):
-        calls.append({"bucket": bucket, "dsn": dw_dsn, **kwargs})
+    def fake_run_etl(s3, bucket, dw_dsn, request, options):
+        calls.append({"bucket": bucket, "dsn": dw_dsn, "request": request, "options": options})
         return {"objects_listed": 0, "loaded": 0}
 
     monkeypatch.setattr(etl, "run_etl", fake_run_etl)
@@ -65,13 +65,14 @@ def test_a_scheduled_event_is_a_default_run_over_the_templates_lookback(handler_
     result = handler_module.handler(load_sample("eventbridge_scheduled.json"), lambda_context)
     assert result == {"objects_listed": 0, "loaded": 0}
     (call,) = runs
-    assert call["bucket"] == "clickstream-s3-ingest-unit" and call["raw_prefix"] == "events/"
-    assert (call["date"], call["prefix"], call["lookback_days"]) == (None, None, 5.0)
+    options = call["options"]
+    assert call["bucket"] == "clickstream-s3-ingest-unit" and options.raw_prefix == "events/"
+    assert call["request"] == etl.EtlRequest(lookback_days=5.0)
     assert "password=s3cret" in call["dsn"] and "host=10.0.2.15" in call["dsn"] and "user=etl_writer" in call["dsn"]
-    assert call["remaining_ms"]() == lambda_context.get_remaining_time_in_millis()
-    assert call["progress"] is None
-    assert call["workers"] == 1, "one process unless ETL_WORKERS says otherwise"
-    worker_s3 = pickle.loads(pickle.dumps(call["s3_factory"]))()  # what a worker process gets, and makes
+    assert options.remaining_ms == lambda_context.get_remaining_time_in_millis
+    assert options.progress is None
+    assert options.workers == 1, "one process unless ETL_WORKERS says otherwise"
+    worker_s3 = pickle.loads(pickle.dumps(options.s3_factory))()  # what a worker process gets, and makes
     assert worker_s3.meta.service_model.service_name == "s3"
     assert worker_s3.meta.region_name == handler_module.s3_client().meta.region_name
 
@@ -80,7 +81,7 @@ def test_a_scheduled_event_is_a_default_run_over_the_templates_lookback(handler_
 def test_etl_workers_sets_the_processes(handler_module, runs, lambda_context, monkeypatch, value, workers):
     monkeypatch.setenv("ETL_WORKERS", value)
     handler_module.handler({}, lambda_context)
-    assert runs[0]["workers"] == (workers or os.cpu_count())
+    assert runs[0]["options"].workers == (workers or os.cpu_count())
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
@@ -92,16 +93,17 @@ def test_a_bad_etl_workers_is_refused_with_its_value(handler_module, runs, lambd
 
 
 @pytest.mark.parametrize(("event", "expected"), [
-    ({}, (None, None, 5.0)),
-    ({"date": "2026-11-24"}, (date(2026, 11, 24), None, etl.DEFAULT_LOOKBACK_DAYS)),
-    ({"prefix": "events/2026/11/24/09/"}, (None, "events/2026/11/24/09/", etl.DEFAULT_LOOKBACK_DAYS)),
-    ({"lookback_days": 1}, (None, None, 1.0)),
-    ({"hoursBack": 6}, (None, None, 0.25)),
+    ({}, etl.EtlRequest(lookback_days=5.0)),
+    (None, etl.EtlRequest(lookback_days=5.0)),
+    ({"date": "2026-11-24"}, etl.EtlRequest(date=date(2026, 11, 24))),
+    ({"prefix": "events/2026/11/24/09/"}, etl.EtlRequest(prefix="events/2026/11/24/09/")),
+    ({"lookback_days": 1}, etl.EtlRequest(lookback_days=1.0)),
+    ({"hoursBack": 6}, etl.EtlRequest(lookback_days=0.25)),
 ])
 def test_the_event_chooses_the_run(handler_module, runs, lambda_context, event, expected):
     handler_module.handler(event, lambda_context)
     (call,) = runs
-    assert (call["date"], call["prefix"], call["lookback_days"]) == expected
+    assert call["request"] == expected
 
 
 def test_a_bad_event_is_refused_before_anything_runs(handler_module, runs, lambda_context):
@@ -110,11 +112,10 @@ def test_a_bad_event_is_refused_before_anything_runs(handler_module, runs, lambd
     assert runs == []
 
 
-def test_a_progress_callback_on_the_context_reaches_the_etl(handler_module, runs, lambda_context):
+def test_a_progress_callback_given_to_the_handler_reaches_the_etl(handler_module, runs, lambda_context):
     seen = []
-    lambda_context.progress = seen.append
-    handler_module.handler({}, lambda_context)
-    assert runs[0]["progress"] == seen.append
+    handler_module.handler({}, lambda_context, progress=seen.append)
+    assert runs[0]["options"].progress == seen.append
 
 
 def test_without_the_secret_nothing_runs_and_the_error_says_why(handler_module, monkeypatch, lambda_context):
@@ -128,6 +129,20 @@ def test_without_the_secret_nothing_runs_and_the_error_says_why(handler_module, 
 def test_missing_settings_are_loud(handler_module, lambda_context):
     with pytest.raises(ValueError, match="RAW_BUCKET, DW_SECRET_ID not set"):
         handler_module.handler({}, lambda_context)
+
+
+def test_settings_end_the_raw_prefix_with_a_slash_and_default_what_the_template_may_leave_out():
+    settings = etl.EtlSettings.from_env({"RAW_BUCKET": " raw ", "DW_SECRET_ID": "dw", "RAW_PREFIX": "landing",
+                                         "LOOKBACK_DAYS": "0.5", "ETL_WORKERS": "2"})
+    assert settings == etl.EtlSettings(raw_bucket="raw", raw_prefix="landing/", dw_secret_id="dw", lookback_days=0.5,
+                                       workers=2)
+    defaults = etl.EtlSettings.from_env({"RAW_BUCKET": "raw", "DW_SECRET_ID": "dw"})
+    assert (defaults.raw_prefix, defaults.lookback_days, defaults.workers) == ("events/", etl.DEFAULT_LOOKBACK_DAYS, 1)
+
+
+def test_a_lookback_that_is_not_a_number_is_refused_with_its_value():
+    with pytest.raises(ValueError, match="LOOKBACK_DAYS must be a number, not 'three'"):
+        etl.EtlSettings.from_env({"RAW_BUCKET": "raw", "DW_SECRET_ID": "dw", "LOOKBACK_DAYS": "three"})
 
 
 def test_the_fork_server_preloads_the_package_and_an_importable_main_script(monkeypatch, tmp_path):

@@ -1,7 +1,9 @@
 """The ETL: raw S3 objects -> clickstream_dw, exactly once, in chunks, within a time budget.
 
-    request = parse_etl_event(event)                       # {}, {"date"}, {"prefix"}, or the workshop's knobs
-    summary = run_etl(s3, bucket, dw_dsn, **request.as_kwargs(), remaining_ms=context.get_remaining_time_in_millis)
+    settings = EtlSettings.from_env(os.environ)            # what the analytics template sets on the function
+    request = parse_etl_event(event, settings.lookback_days)  # {}, {"date"}, {"prefix"}, or the workshop's knobs
+    options = EtlOptions(raw_prefix=settings.raw_prefix, remaining_ms=context.get_remaining_time_in_millis)
+    summary = run_etl(s3, settings.raw_bucket, dw_dsn, request, options)
 
 `run_etl` lists the partitions (paginated), skips the objects whose key and etag are in the load log (one
 query for the whole listing), then per chunk of objects: reads them, validates and transforms them
@@ -73,23 +75,55 @@ class EtlRequest:
     prefix: str | None = None
     lookback_days: float = DEFAULT_LOOKBACK_DAYS
 
-    def as_kwargs(self) -> dict[str, Any]:
-        return {"date": self.date, "prefix": self.prefix, "lookback_days": self.lookback_days}
+    def __post_init__(self) -> None:
+        if self.date is not None and self.prefix is not None:
+            raise EtlRequestError("give a date or a prefix, not both")
 
 
-def parse_etl_event(event: Mapping[str, Any] | None) -> EtlRequest:
+@dataclass(frozen=True)
+class EtlSettings:
+    """RAW_BUCKET, RAW_PREFIX, DW_SECRET_ID, LOOKBACK_DAYS and ETL_WORKERS, as analytics.yaml sets them."""
+
+    raw_bucket: str
+    raw_prefix: str
+    dw_secret_id: str
+    lookback_days: float
+    workers: int = 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "EtlSettings":
+        missing = [name for name in ("RAW_BUCKET", "DW_SECRET_ID") if not environ.get(name, "").strip()]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not set: the analytics template sets them on the function")
+        prefix = environ.get("RAW_PREFIX", raw.RAW_PREFIX)
+        try:
+            lookback = float(environ.get("LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS))
+        except ValueError:
+            raise ValueError(f"LOOKBACK_DAYS must be a number, not {environ['LOOKBACK_DAYS']!r}") from None
+        return cls(
+            raw_bucket=environ["RAW_BUCKET"].strip(),
+            raw_prefix=prefix if prefix.endswith("/") else prefix + "/",
+            dw_secret_id=environ["DW_SECRET_ID"].strip(),
+            lookback_days=lookback,
+            workers=parse_workers(environ.get("ETL_WORKERS", "1")),
+        )
+
+
+def parse_etl_event(
+    event: Mapping[str, Any] | None, default_lookback_days: float = DEFAULT_LOOKBACK_DAYS
+) -> EtlRequest:
     """The request in an invocation event; raises EtlRequestError with a readable message.
 
-    Accepted: {} or an EventBridge scheduled event (the lookback default), {"date": "YYYY-MM-DD"},
-    {"prefix": "events/2026/11/24/"}, {"lookback_days": 2}, and the original workshop's
-    {"targetUtcDate": "YYYY-MM-DD"}, {"overridePrefix": "..."}, {"hoursBack": 6}.
+    Accepted: {} or an EventBridge scheduled event (a run over the last `default_lookback_days`, the template's
+    LOOKBACK_DAYS in the handler), {"date": "YYYY-MM-DD"}, {"prefix": "events/2026/11/24/"}, {"lookback_days": 2},
+    and the original workshop's {"targetUtcDate": "YYYY-MM-DD"}, {"overridePrefix": "..."}, {"hoursBack": 6}.
     """
     if event is None:
-        return EtlRequest()
+        return EtlRequest(lookback_days=default_lookback_days)
     if not isinstance(event, Mapping):
         raise EtlRequestError(f"the event must be a JSON object, not {type(event).__name__}")
     if event.get("detail-type") == "Scheduled Event" and set(event) <= SCHEDULED_EVENT_KEYS:
-        return EtlRequest()
+        return EtlRequest(lookback_days=default_lookback_days)
     known = {name for pair in EVENT_KEYS for name in pair}
     unknown = sorted(set(event) - known)
     if unknown:
@@ -102,8 +136,6 @@ def parse_etl_event(event: Mapping[str, Any] | None) -> EtlRequest:
             raise EtlRequestError(f"give {ours} or {theirs}, not both")
         if given:
             values[ours] = (given[0], event[given[0]])
-    if "date" in values and "prefix" in values:
-        raise EtlRequestError("give a date or a prefix, not both")
     request: dict[str, Any] = {}
     if "date" in values:
         request["date"] = _parse_date(*values["date"])
@@ -118,6 +150,8 @@ def parse_etl_event(event: Mapping[str, Any] | None) -> EtlRequest:
         name, amount = values["lookback_days"]
         days = _parse_lookback(name, amount)
         request["lookback_days"] = days / 24 if name == "hoursBack" else days
+    elif not request:
+        request["lookback_days"] = default_lookback_days
     return EtlRequest(**request)
 
 
@@ -174,63 +208,72 @@ class ChunkProgress:
     chunk_seconds: float
 
 
+@dataclass(frozen=True)
+class EtlOptions:
+    """How a run loads; the defaults suit a local run of one process.
+
+    `raw_prefix`: where the raw partitions start (a date or a lookback lists partitions under it).
+    `now`: the end of the lookback (default: the time of the run).
+    `remaining_ms`: the time left, as Lambda's context.get_remaining_time_in_millis (default: no limit).
+    `chunk_objects`: objects per chunk, each chunk one transaction.
+    `progress`: called after each committed chunk with a ChunkProgress.
+    `refresh_rollups`: with False, the days of the new rows stay pending for a later refresh.
+    `workers` > 1 reads, transforms and loads up to that many chunks at once in worker processes, each with
+    the S3 client `s3_factory()` makes (a picklable function, such as functools.partial(aws.client, "s3",
+    settings)); each chunk is still one transaction, and an event id two chunks in flight both hold is
+    inserted once.
+    """
+
+    raw_prefix: str = raw.RAW_PREFIX
+    now: datetime | None = None
+    remaining_ms: Callable[[], int] | None = None
+    chunk_objects: int = DEFAULT_CHUNK_OBJECTS
+    progress: Callable[[ChunkProgress], None] | None = None
+    refresh_rollups: bool = True
+    workers: int = 1
+    s3_factory: Callable[[], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_objects < 1:
+            raise ValueError("chunk_objects must be at least 1")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.workers > 1 and self.s3_factory is None:
+            raise ValueError("workers > 1 needs s3_factory: each worker process reads S3 with a client of its own")
+
+
 def run_etl(
-    s3: Any,
-    bucket: str,
-    dw_dsn: str,
-    *,
-    date: Date | None = None,
-    prefix: str | None = None,
-    lookback_days: float = DEFAULT_LOOKBACK_DAYS,
-    raw_prefix: str = raw.RAW_PREFIX,
-    now: datetime | None = None,
-    remaining_ms: Callable[[], int] | None = None,
-    chunk_objects: int = DEFAULT_CHUNK_OBJECTS,
-    progress: Callable[[ChunkProgress], None] | None = None,
-    refresh_rollups: bool = True,
-    workers: int = 1,
-    s3_factory: Callable[[], Any] | None = None,
+    s3: Any, bucket: str, dw_dsn: str, request: EtlRequest = EtlRequest(), options: EtlOptions = EtlOptions()
 ) -> dict[str, Any]:
-    """Load the raw objects not loaded yet, in chunks of `chunk_objects` objects.
+    """Load the raw objects of `request` not loaded yet, in chunks of `options.chunk_objects` objects.
 
     Returns {objects_listed, loaded, skipped (already loaded, same etag), rows_inserted, duplicates,
     rejected, seconds, remaining (objects left for the next run when time ran short), rollup_days_refreshed
     (the UTC days whose rollups were recomputed after the loads: those of the new rows, and any left
     pending by an earlier run; with `refresh_rollups=False` they stay pending for a later refresh)}.
 
-    `workers` > 1 reads, transforms and loads up to that many chunks at once in worker processes, each with
-    the S3 client `s3_factory()` makes (a picklable function, such as functools.partial(aws.client, "s3",
-    settings)); each chunk is still one transaction, and an event id two chunks in flight both hold is
-    inserted once.
-
     Raises warehouse.WarehouseError when the DW cannot be reached (nothing is read or marked loaded) and
     lets S3 errors propagate; chunks committed before an error stay loaded and are skipped next time.
     """
-    if date is not None and prefix is not None:
-        raise ValueError("give a date or a prefix, not both")
-    if chunk_objects < 1:
-        raise ValueError("chunk_objects must be at least 1")
-    if workers < 1:
-        raise ValueError("workers must be at least 1")
-    if workers > 1 and s3_factory is None:
-        raise ValueError("workers > 1 needs s3_factory: each worker process reads S3 with a client of its own")
     started = monotonic()
-    if prefix is not None:
-        prefixes = [prefix]
-    elif date is not None:
-        prefixes = [f"{raw_prefix}{date:%Y/%m/%d}/"]
+    if request.prefix is not None:
+        prefixes = [request.prefix]
+    elif request.date is not None:
+        prefixes = [f"{options.raw_prefix}{request.date:%Y/%m/%d}/"]
     else:
-        prefixes = partition_prefixes(now or datetime.now(timezone.utc), lookback_days, raw_prefix)
+        prefixes = partition_prefixes(options.now or datetime.now(timezone.utc), request.lookback_days,
+                                      options.raw_prefix)
+    progress, workers, remaining_ms = options.progress, options.workers, options.remaining_ms
     totals = {"rows_inserted": 0, "duplicates": 0, "rejected": 0}
     with _cycle_collector_paused(), warehouse.connect(dw_dsn) as conn:
         listed = _list(s3, bucket, prefixes)
         already = warehouse.loaded_etags(conn, list(listed))
         todo = sorted(key for key, etag in listed.items() if already.get(key) != etag)
         loaded, slowest_ms = 0, 0.0
-        chunks = list(_chunks(todo, _chunk_size(len(todo), chunk_objects, workers)))
+        chunks = list(_chunks(todo, _chunk_size(len(todo), options.chunk_objects, workers)))
         processes = min(workers, len(chunks))  # a run of one chunk starts no worker process
         slots = processes + 1 if processes > 1 else 2  # with processes, one chunk waits ready for a free worker
-        with ThreadPoolExecutor(READ_THREADS) as readers, _chunk_executor(processes, s3_factory) as loaders:
+        with ThreadPoolExecutor(READ_THREADS) as readers, _chunk_executor(processes, options.s3_factory) as loaders:
             try:
                 reads = _start_reads(readers, s3, bucket, chunks[0]) if chunks and processes <= 1 else []
                 in_flight: deque[tuple[Future, int, float]] = deque()  # (the chunk's load, objects, submitted at)
@@ -252,7 +295,7 @@ def run_etl(
                     loaded += _finish_load(in_flight.popleft(), totals, progress, loaded, len(todo))[0]
             finally:
                 readers.shutdown(cancel_futures=True)
-        refreshed = rollups.refresh_pending(conn) if refresh_rollups else []
+        refreshed = rollups.refresh_pending(conn) if options.refresh_rollups else []
     summary = {
         "objects_listed": len(listed),
         "loaded": loaded,

@@ -1,7 +1,9 @@
 """A local Lambda runtime: runs the handler named in the template in-process, with its environment.
 
 moto cannot run Python handlers without Docker, so this imports `<Source>/<module>.py` by file path
-(no sys.path edits) and calls `handler(event, context)` with a context like Lambda's.
+(no sys.path edits) and calls `handler(event, context)` with a context like Lambda's
+(`clickstream.aws.LambdaContext`); a local caller that follows a run's progress passes a callback, which
+the handler receives as `handler(event, context, progress=...)`.
 """
 
 from __future__ import annotations
@@ -11,17 +13,15 @@ import logging
 import os
 import sys
 import threading
-import time
 import uuid
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping
 
-from clickstream.aws import LOCAL_CREDENTIALS
+from clickstream.aws import LOCAL_CREDENTIALS, LambdaContext
 from clickstream.infra.templates import LocalFunction, find_function, load_stacks
-from clickstream.settings import LOCAL_ACCOUNT_ID, Settings
+from clickstream.settings import Settings
 
 log = logging.getLogger(__name__)
 _environ_lock = threading.RLock()
@@ -29,34 +29,6 @@ _environ_lock = threading.RLock()
 
 class LambdaTimeoutError(RuntimeError):
     """The handler ran past the function's Timeout; Lambda would have killed it and lost the result."""
-
-
-@dataclass
-class LambdaContext:
-    """The attributes and method of Lambda's Python context object that handlers use."""
-
-    function_name: str
-    memory_limit_in_mb: int
-    timeout_seconds: int
-    region: str = "us-east-1"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    _started: float = field(default_factory=time.monotonic)
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{LOCAL_ACCOUNT_ID}:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        return f"local/{self.aws_request_id}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
 
 
 def runtime_environment(function: LocalFunction, settings: Settings) -> dict[str, str]:
@@ -103,7 +75,7 @@ def load_module(path: Path, name: str) -> ModuleType:
     return module
 
 
-def load_handler(function: LocalFunction) -> Callable[[Any, Any], Any]:
+def load_handler(function: LocalFunction) -> Callable[..., Any]:
     module_name, _, attribute = function.handler.rpartition(".")
     path = function.source_dir / f"{module_name.replace('.', '/')}.py"
     if not path.is_file():
@@ -114,35 +86,23 @@ def load_handler(function: LocalFunction) -> Callable[[Any, Any], Any]:
 class LocalLambda:
     """One function of the template, ready to invoke."""
 
-    def __init__(
-        self,
-        function: LocalFunction,
-        settings: Settings,
-        scoped_environment: bool = True,
-        context_attributes: dict[str, Any] | None = None,
-    ):
+    def __init__(self, function: LocalFunction, settings: Settings, scoped_environment: bool = True):
         """With `scoped_environment` False the caller has applied `self.env` to the process already
-        (a process serving functions whose environments agree), so invocations run concurrently.
-        `context_attributes` are set on each context: local extras such as a progress callback,
-        which a handler must treat as optional (Lambda's context has none)."""
+        (a process serving functions whose environments agree), so invocations run concurrently."""
         self.function = function
         self.settings = settings
-        self.context_attributes = context_attributes or {}
         self.env = runtime_environment(function, settings)
         self.scoped_environment = scoped_environment
-        self._handler: Callable[[Any, Any], Any] | None = None
+        self._handler: Callable[..., Any] | None = None
 
     def context(self, request_id: str | None = None) -> LambdaContext:
-        context = LambdaContext(
+        return LambdaContext(
             function_name=self.function.name,
             memory_limit_in_mb=self.function.memory,
             timeout_seconds=self.function.timeout,
             region=self.settings.region,
             aws_request_id=request_id or str(uuid.uuid4()),
         )
-        for name, value in self.context_attributes.items():
-            setattr(context, name, value)
-        return context
 
     def init(self) -> None:
         """Import the handler module (Lambda's init phase); invoke does it on first use otherwise."""
@@ -150,11 +110,14 @@ class LocalLambda:
             if self._handler is None:
                 self._handler = load_handler(self.function)
 
-    def invoke(self, event: Any, request_id: str | None = None) -> Any:
+    def invoke(self, event: Any, request_id: str | None = None, *, progress: Callable[[Any], None] | None = None) -> Any:
+        """Run the handler once; `progress`, when given, is passed to it as `progress=` (Lambda passes only the
+        event and the context, so a handler taking it must default it to None)."""
         self.init()
         context = self.context(request_id)
+        extra = {} if progress is None else {"progress": progress}
         with environment(self.env) if self.scoped_environment else nullcontext():
-            result = self._handler(event, context)
+            result = self._handler(event, context, **extra)
         if context.get_remaining_time_in_millis() == 0:
             raise LambdaTimeoutError(
                 f"{self.function.name} ran past its {self.function.timeout} s Timeout (request {context.aws_request_id})"
@@ -162,7 +125,9 @@ class LocalLambda:
         return result
 
 
-def invoke_function(settings: Settings, logical_id: str, event: Any, **context_attributes: Any) -> Any:
+def invoke_function(
+    settings: Settings, logical_id: str, event: Any, progress: Callable[[Any], None] | None = None
+) -> Any:
     """Invoke the template's function `logical_id` once, as `aws lambda invoke` would."""
     function = find_function(load_stacks(settings), logical_id)
-    return LocalLambda(function, settings, context_attributes=context_attributes).invoke(event)
+    return LocalLambda(function, settings).invoke(event, progress=progress)
