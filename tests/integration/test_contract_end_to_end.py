@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clickstream import aws, contract
 from clickstream.analytics import warehouse
+from clickstream.ingestion import raw
 from clickstream.ingestion.ingest import IngestSettings, handle_http_event
 from clickstream.local import stack
 from clickstream.analytics.transform import transform_body
@@ -141,10 +142,7 @@ def pipeline(local_stack, dw, empty_warehouse):
     with psycopg.connect(dw[1], autocommit=True) as conn:
         yield s3, bucket, conn
     assert sum(LOADED) >= 100 and len(LOADED) >= 50, LOADED
-    keys = [{"Key": obj["Key"]} for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="events/2032/")
-            for obj in page.get("Contents", [])]
-    for start in range(0, len(keys), 1000):
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[start: start + 1000], "Quiet": True})
+    raw.delete_prefix(s3, bucket, "events/2032/")
     empty_warehouse(dw[0])
 
 

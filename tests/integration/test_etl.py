@@ -147,9 +147,7 @@ def bucket(local_stack):
 def remove_test_partitions(s3, bucket):
     """The session stack is shared with other tests and the notebooks: leave its raw bucket as found."""
     yield
-    keys = [{"Key": obj["Key"]} for obj in raw.list_objects(s3, bucket, "events/2031/")]
-    for start in range(0, len(keys), 1000):
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True})
+    raw.delete_prefix(s3, bucket, "events/2031/")
 
 
 @pytest.fixture

@@ -44,10 +44,7 @@ def remove_fuzz_objects(local_stack):
     s3, bucket = aws.client("s3", local_stack), stack.status(local_stack)["raw_bucket"]
     before = {item["Key"] for item in raw.list_objects(s3, bucket)}
     yield
-    written = sorted({item["Key"] for item in raw.list_objects(s3, bucket)} - before)
-    for start in range(0, len(written), 1000):
-        chunk = written[start : start + 1000]
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True})
+    raw.delete_objects(s3, bucket, sorted({item["Key"] for item in raw.list_objects(s3, bucket)} - before))
 
 
 @INGEST_API.parametrize()

@@ -16,7 +16,9 @@ import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
 
+from clickstream import aws
 from clickstream.analytics import rollups, warehouse
+from clickstream.ingestion import raw
 from clickstream.local import postgres, stack
 from clickstream.analytics.transform import COLUMNS, Reject, transform_object
 from clickstream.analytics.warehouse import ObjectLoad, load_chunk
@@ -353,3 +355,75 @@ def test_dashboard_reader_cannot_write_any_table(dw):
                 with pytest.raises(errors.InsufficientPrivilege):
                     conn.execute(query)
                 conn.rollback()
+
+
+# Deleting days (tests and notebooks that reuse their days) ----------------------------------------------------------
+
+
+def received(key: str, at: str, *events: dict) -> ObjectLoad:
+    """`object_load` of an object received at `at` (each event's server block too)."""
+    events = tuple({**event, "server": {**event["server"], "received_at": at}} for event in events)
+    raw_object = {"schema_version": "1", "object_id": str(uuid.uuid4()), "received_at": at, "request_id": "r",
+                  "event_count": len(events), "events": list(events)}
+    transformed = transform_object(raw_object, key)
+    return ObjectLoad(key, "etag-1", transformed.rows, transformed.rejects)
+
+
+def load_days(conn, admin: str) -> dict[str, uuid.UUID]:
+    """Events of 2034-05-31 to 2034-06-03 in objects of 06-01 to 06-03, loaded, rollups refreshed; ids by name."""
+    ids = {name: uuid.uuid4() for name in ("before midnight", "first", "second", "late", "kept")}
+    load_chunk(conn, [
+        received("events/2034/06/01/00/a.json", "2034-06-01T00:01:00.000Z",
+                 stored(ids["before midnight"], client_ts="2034-05-31T23:59:00.000Z", sent_ts="2034-06-01T00:01:00.000Z"),
+                 stored(ids["first"]), stored(uuid.uuid4(), page_type="x\x00")),
+        received("events/2034/06/02/10/b.json", "2034-06-02T10:00:00.000Z", stored(ids["second"])),
+        received("events/2034/06/03/00/c.json", "2034-06-03T00:30:00.000Z",
+                 stored(ids["late"], client_ts="2034-06-02T23:00:00.000Z", sent_ts="2034-06-03T00:30:00.000Z"),
+                 stored(ids["kept"])),
+    ])
+    with psycopg.connect(admin, autocommit=True) as refresh:
+        rollups.refresh_pending(refresh)
+    return ids
+
+
+def test_delete_days_deletes_the_days_events_and_the_prefixes_rows_and_marks_the_days_to_recompute(empty, dw):
+    admin = dw[0]
+    ids = load_days(empty, admin)
+    prefixes = raw.day_prefixes(date(2034, 6, 1), date(2034, 6, 2))
+    assert prefixes == ["events/2034/06/01/", "events/2034/06/02/"]
+
+    with psycopg.connect(admin) as conn:
+        deleted = warehouse.delete_days(conn, date(2034, 6, 1), date(2034, 6, 2), prefixes)
+    assert deleted == {"clickstream_events": 4, "clickstream_rejected": 1, "etl_load_log": 2}
+    assert all_rows(admin, "SELECT event_id FROM clickstream_events") == [(ids["kept"],)]
+    assert all_rows(admin, "SELECT key FROM etl_load_log") == [("events/2034/06/03/00/c.json",)]
+    assert one(admin, "SELECT count(*) FROM clickstream_rejected") == (0,)
+    assert all_rows(admin, "SELECT day, recompute FROM rollup_pending ORDER BY day") == [
+        (date(2034, 5, 31), True), (date(2034, 6, 1), True), (date(2034, 6, 2), True)]
+    assert one(admin, "SELECT count(*) FROM rollup_hourly_events WHERE hour < '2034-06-03'")[0] > 0  # until a refresh
+
+
+def test_forget_days_empties_the_raw_zone_and_the_warehouse_of_the_days_and_refreshes_the_rollups(empty, dw,
+                                                                                                  local_stack):
+    admin = dw[0]
+    s3, bucket = aws.client("s3", local_stack), stack.status(local_stack)["raw_bucket"]
+    first_day = [f"events/2034/06/01/00/{n:04d}.json" for n in range(raw.DELETE_BATCH + 1)]  # two delete requests
+    for key in [*first_day, "events/2034/06/02/10/b.json", "events/2034/06/03/00/c.json", "events/2034/06/04/x.json"]:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"{}")
+    ids = load_days(empty, admin)
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            deleted = warehouse.forget_days(s3, bucket, conn, date(2034, 6, 1), date(2034, 6, 2))
+        assert deleted == {"raw objects": len(first_day) + 1, "clickstream_events": 4, "clickstream_rejected": 1,
+                           "etl_load_log": 2, "rollup days refreshed": 3}
+        assert [obj["Key"] for obj in raw.list_objects(s3, bucket, "events/2034/")] == [
+            "events/2034/06/03/00/c.json", "events/2034/06/04/x.json"]
+        assert all_rows(admin, "SELECT event_id FROM clickstream_events") == [(ids["kept"],)]
+        assert all_rows(admin, "SELECT hour, events FROM rollup_hourly_events") == [
+            (datetime(2034, 6, 3, tzinfo=timezone.utc), 1)]
+        assert one(admin, "SELECT count(*) FROM rollup_pending") == (0,)
+    finally:
+        raw.delete_prefix(s3, bucket, "events/2034/")
+    assert list(raw.list_objects(s3, bucket, "events/2034/")) == []
+    with pytest.raises(ValueError, match="empty the bucket"):
+        raw.delete_prefix(s3, bucket, "")

@@ -9,6 +9,8 @@
   object, the UTC days of its rows in `rollup_pending` and what the rows it inserted add to the rollups
   (`clickstream.analytics.rollups.mark_load` and `add_rows`: deltas the next refresh folds in).
   A failure before the commit leaves nothing loaded and nothing marked loaded.
+- `delete_days(conn, first, last, key_prefixes)` and `forget_days(s3, bucket, conn, first, last)`: for tests
+  and notebooks that reuse their days, delete days of data (and their raw objects) and recompute their rollups.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from psycopg.types.uuid import UUIDBinaryDumper
 
 from clickstream import contract
 from clickstream.analytics import rollups
+from clickstream.ingestion import raw
 from clickstream.settings import project_root
 from clickstream.analytics.transform import COLUMNS, Reject, Row, storable
 
@@ -347,3 +351,41 @@ def _jsonb(value: object) -> Jsonb | None:
 
 def _as_tuple(counts: LoadCounts) -> tuple[int, int, int]:
     return counts.rows_inserted, counts.duplicates, counts.rejected
+
+
+_DELETE_EVENTS = (
+    "WITH gone AS (DELETE FROM clickstream_events WHERE (event_timestamp >= %s AND event_timestamp < %s)"
+    " OR source_key ^@ ANY(%s::text[]) RETURNING event_timestamp)"
+    " SELECT (event_timestamp AT TIME ZONE 'UTC')::date, count(*) FROM gone GROUP BY 1"
+)
+
+
+def delete_days(conn: psycopg.Connection, first: date, last: date, key_prefixes: Sequence[str] = ()) -> dict[str, int]:
+    """Delete the events that happened on the UTC days `first` to `last`, and the events, rejects and load-log rows
+    of the raw objects under `key_prefixes`, in one transaction that marks the days of every deleted event (and
+    `first` to `last`) for the rollups to recompute (`rollups.mark_pending`). Returns the rows deleted per table.
+
+    Needs a role that may delete (the superuser locally); the rollups change at the next refresh."""
+    lo = datetime.combine(first, time.min, timezone.utc)
+    hi = datetime.combine(last, time.min, timezone.utc) + timedelta(days=1)
+    prefixes = list(key_prefixes)
+    with conn.transaction(), conn.cursor() as cur:
+        days = dict(cur.execute(_DELETE_EVENTS, (lo, hi, prefixes)).fetchall())
+        deleted = {"clickstream_events": sum(days.values())}
+        for table, column in (("clickstream_rejected", "source_key"), ("etl_load_log", "key")):
+            cur.execute(f"DELETE FROM {table} WHERE {column} ^@ ANY(%s::text[])", (prefixes,))
+            deleted[table] = cur.rowcount
+        rollups.mark_pending(cur, [*days, *(first + timedelta(days=n) for n in range((last - first).days + 1))])
+    return deleted
+
+
+def forget_days(s3: Any, bucket: str, conn: psycopg.Connection, first: date, last: date,
+                raw_prefix: str = raw.RAW_PREFIX) -> dict[str, int]:
+    """Delete the UTC days `first` to `last` everywhere: their raw objects (`raw.delete_prefix` of each day
+    prefix), then their warehouse rows (`delete_days`), then refresh the rollups. For tests and notebooks that
+    reuse days; the platform itself never deletes data. `conn` must be outside a transaction (the superuser
+    locally). Returns what was deleted: raw objects, rows per table, and the rollup days refreshed."""
+    prefixes = raw.day_prefixes(first, last, raw_prefix)
+    objects = sum(raw.delete_prefix(s3, bucket, prefix) for prefix in prefixes)
+    deleted = delete_days(conn, first, last, prefixes)
+    return {"raw objects": objects, **deleted, "rollup days refreshed": len(rollups.refresh_pending(conn))}

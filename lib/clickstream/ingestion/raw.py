@@ -1,12 +1,25 @@
-"""The raw zone: list and read the objects the ingest Lambda wrote (always paginated)."""
+"""The raw zone: list and read the objects the ingest Lambda wrote (always paginated), and delete them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date, timedelta
 from typing import Iterator
 
 from clickstream import contract
 
 RAW_PREFIX = "events/"
+DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+
+
+def day_prefix(day: date, prefix: str = RAW_PREFIX) -> str:
+    """`<prefix>YYYY/MM/DD/`: the partitions of one UTC receive day."""
+    return f"{prefix}{day:%Y/%m/%d}/"
+
+
+def day_prefixes(first: date, last: date, prefix: str = RAW_PREFIX) -> list[str]:
+    """The day prefixes of the UTC days `first` to `last`, both included."""
+    return [day_prefix(first + timedelta(days=n), prefix) for n in range((last - first).days + 1)]
 
 
 def list_objects(s3, bucket: str, prefix: str = RAW_PREFIX) -> Iterator[dict]:
@@ -18,3 +31,21 @@ def list_objects(s3, bucket: str, prefix: str = RAW_PREFIX) -> Iterator[dict]:
 def read_object(s3, bucket: str, key: str) -> dict:
     """One raw object, money kept exact (decimals, not floats)."""
     return contract.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def delete_objects(s3, bucket: str, keys: Sequence[str]) -> int:
+    """Delete `keys`, DELETE_BATCH per request; returns how many. A key S3 could not delete is an error."""
+    for start in range(0, len(keys), DELETE_BATCH):
+        batch = [{"Key": key} for key in keys[start : start + DELETE_BATCH]]
+        errors = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True}).get("Errors")
+        if errors:
+            raise RuntimeError(f"could not delete s3://{bucket}/{errors[0]['Key']}: {errors[0]['Code']} "
+                               f"{errors[0]['Message']}")
+    return len(keys)
+
+
+def delete_prefix(s3, bucket: str, prefix: str) -> int:
+    """Delete every object under `prefix` (a non-empty prefix: never the whole bucket); returns how many."""
+    if not prefix:
+        raise ValueError("delete_prefix needs a prefix; an empty one would empty the bucket")
+    return delete_objects(s3, bucket, [obj["Key"] for obj in list_objects(s3, bucket, prefix)])
