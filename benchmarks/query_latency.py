@@ -13,7 +13,7 @@ warehouse:
 
 - bulk (default): the exact ingest and ETL code with only the S3 hop skipped. `--workers` processes take
   ranges of visitors (`simulate.generate(config, indexes)`) and send each request through
-  `ingest.ingest_batch` with the same server context as history mode, into an in-memory stand-in for the
+  `ingest.ingest_batch` as history mode does (`traffic.IngestTarget.store`), into an in-memory stand-in for the
   raw bucket (the PUT is the only step skipped); the stored bytes, under the key the ingest chose and their
   MD5 as etag (what S3 returns for a single-part PUT), go through the ETL's own `transform.transform_body`.
   The resulting `warehouse.ObjectLoad`s are spooled to a temporary folder per UTC receive hour and loaded
@@ -23,7 +23,7 @@ warehouse:
   Compared once with `--via-s3` at 20k events: the same keys and etags (moto's are the MD5 too), the same
   rows, rejects and rollups; only which copy of a resent event is kept (its source_key and received_at, not
   its event_timestamp) may differ, as it depends on where chunk boundaries fall, in the ETL as well.
-- `--via-s3`: `simulate.simulate` writes one object per request to the local S3 (moto, a few hundred PUTs
+- `--via-s3`: `traffic.send` in history mode writes one object per request to the local S3 (moto, a few hundred PUTs
   per second on 2 cores: fine for tens of thousands of events), then `etl.run_etl` loads them.
 
 Then `rollups.refresh_days` builds the rollups of every loaded day (the steps are timed, not part of the
@@ -55,9 +55,9 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import psycopg
 from tqdm import tqdm
@@ -65,7 +65,7 @@ from tqdm import tqdm
 from clickstream import aws
 from clickstream.analytics import etl, questions, rollups, warehouse
 from clickstream.ingestion import raw
-from clickstream.shop import simulate
+from clickstream.shop import simulate, traffic
 from clickstream.local.postgres import DASHBOARD_READER, ETL_WRITER, WAREHOUSE_DB, dsn
 from clickstream.local.stack import private_stack, status
 from clickstream.analytics.transform import transform_body
@@ -92,8 +92,9 @@ def sized_config(events: int, days: int) -> simulate.SimulationConfig:
 
 def generate_via_s3(settings, config: simulate.SimulationConfig) -> dict:
     """The simulation in history mode into the stack's raw bucket (one S3 object per request)."""
+    target = traffic.IngestTarget.from_templates(settings, aws.client("s3", settings))
     with tqdm(total=config.visitors + config.bots, unit="visitor", desc="simulating") as bar:
-        summary = simulate.simulate(settings, config, progress=bar.update)
+        summary = traffic.send(config, target, progress=bar.update)
     return {"events_stored": summary.events_stored, "generate_seconds": round(summary.seconds, 1)}
 
 
@@ -133,19 +134,20 @@ def _hour_of(key: str, prefix: str) -> str:
 def ingest_and_transform(task: tuple) -> Counter:
     """One bulk task (in a worker process): the requests of a range of visitors through the ingest, their
     objects through the ETL's transform, spooled as ObjectLoads per receive hour; returns the counts."""
-    config, ingest_settings, api, indexes, spool = task
+    config, target, indexes, spool = task
     bucket = CapturedBucket()
+    target = replace(target, s3=bucket)
     counts: Counter = Counter()
     for requests in simulate.generate(config, indexes):
         for request in requests:
             counts["requests"] += 1
             counts["events_sent"] += len(request.events)
-            counts["events_stored"] += simulate._store(request, bucket, ingest_settings, api)  # history mode's step
+            counts["events_stored"] += target.store(request)  # history mode's step
     by_hour: dict[str, list[warehouse.ObjectLoad]] = {}
     event_ids = set()
     for key, body in bucket.objects:
         transformed = transform_body(body, key)
-        by_hour.setdefault(_hour_of(key, ingest_settings.prefix), []).append(
+        by_hour.setdefault(_hour_of(key, target.ingest_settings.prefix), []).append(
             warehouse.ObjectLoad(key, hashlib.md5(body).hexdigest(), transformed.rows, transformed.rejects))
         counts["rows"] += len(transformed.rows)
         counts["transform_rejects"] += len(transformed.rejects)
@@ -175,16 +177,12 @@ def _spooled(spool: str) -> Iterator[warehouse.ObjectLoad]:
 def generate_bulk(settings, etl_dsn: str, config: simulate.SimulationConfig, workers: int,
                   chunk_rows: int) -> dict:
     """The simulation through the ingest and the ETL's transform in `workers` processes, then load_chunk."""
-    ingest_settings, api = simulate.ingest_target(settings)
-    # Plain copies for the worker processes (the template's strings are YAML nodes, which do not pickle).
-    ingest_settings = type(ingest_settings)(str(ingest_settings.raw_bucket), str(ingest_settings.prefix),
-                                            int(ingest_settings.max_batch_events), int(ingest_settings.max_body_bytes))
-    api = SimpleNamespace(api_id=str(api.api_id), stage=str(api.stage))
+    target = traffic.IngestTarget.from_templates(settings, s3=None)  # each worker puts in its CapturedBucket
     total = config.visitors + config.bots
     counts: Counter = Counter()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="query_latency_spool_") as spool:
-        tasks = [(config, ingest_settings, api, range(lo, min(lo + VISITORS_PER_TASK, total)), spool)
+        tasks = [(config, target, range(lo, min(lo + VISITORS_PER_TASK, total)), spool)
                  for lo in range(0, total, VISITORS_PER_TASK)]
         with multiprocessing.get_context("fork").Pool(workers) as pool, \
                 tqdm(total=total, unit="visitor", desc="simulate + ingest + transform") as bar:

@@ -149,6 +149,18 @@ def _aws_errors(call):
                                    "see cloudformation/DEPLOY.md)") from error
 
 
+def _deployer(settings: Settings):
+    """The target's deployer (the one place that chooses): clickstream.local.moto_deploy for local,
+    clickstream.infra.deploy (change sets) for aws; both have deploy() and destroy()."""
+    if settings.target == "local":
+        from clickstream.local import moto_deploy
+
+        return moto_deploy
+    from clickstream.infra import deploy
+
+    return deploy
+
+
 @main.command("deploy")
 @TARGET_OPTION
 @STACK_OPTION
@@ -176,14 +188,13 @@ def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, param
     """
     from pathlib import Path
 
-    from clickstream.infra import deploy
-
     settings = ctx.obj.with_(target=deploy_target)
+    deployer = _deployer(settings)
     progress = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
-    results = _aws_errors(lambda: deploy.deploy(settings, stack_name, progress=progress, build=not no_build,
-                                                parameters_file=Path(parameters_file) if parameters_file else None))
+    results = _aws_errors(lambda: deployer.deploy(settings, stack_name, progress=progress, build=not no_build,
+                                                  parameters_file=Path(parameters_file) if parameters_file else None))
     if as_json:
-        echo_json({"target": settings.target, "note": deploy.LOCAL_HONESTY if settings.target == "local" else None,
+        echo_json({"target": settings.target, "note": deployer.LOCAL_HONESTY if settings.target == "local" else None,
                    "stacks": [result.as_dict() for result in results]})
         return
     for result in results:
@@ -204,7 +215,7 @@ def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, param
         for item in result.notes:
             click.echo(f"  note: {item['logical_id']}: {item['note']}")
     if settings.target == "local":
-        click.echo(f"({deploy.LOCAL_HONESTY})")
+        click.echo(f"({deployer.LOCAL_HONESTY})")
 
 
 @main.command("destroy")
@@ -221,14 +232,13 @@ def destroy_command(ctx, deploy_target: str | None, stack_name: str | None, para
     """
     from pathlib import Path
 
-    from clickstream.infra import deploy
-
     settings = ctx.obj.with_(target=deploy_target)
     what = f"stack {stack_name}" if stack_name else "every deployed clickstream stack"
     if not yes:
         click.confirm(f"Delete {what} on the {settings.target} target?", abort=True)
-    results = _aws_errors(lambda: deploy.destroy(settings, stack_name, progress=lambda line: click.echo(line, err=True),
-                                                 parameters_file=Path(parameters_file) if parameters_file else None))
+    results = _aws_errors(lambda: _deployer(settings).destroy(
+        settings, stack_name, progress=lambda line: click.echo(line, err=True),
+        parameters_file=Path(parameters_file) if parameters_file else None))
     for result in results:
         retained = f" (retained: {', '.join(result['retained'])})" if result.get("retained") else ""
         click.echo(f"{result['stack']}  {result['status']}{retained}")
@@ -293,21 +303,24 @@ def simulate_traffic(ctx, days: int, visitors: int, seed: int, start_day, live: 
     """
     from datetime import timedelta
 
-    from clickstream.shop import simulate
+    from clickstream.shop import simulate, traffic
 
     settings = ctx.obj
     start = start_day.date() if start_day else simulate.default_start(days)
     config = simulate.SimulationConfig(start=start, days=days, visitors=visitors, seed=seed)
     needed = ("aws", "api") if live else ("aws",)
-    down = [name for name in needed if not stack.status(settings)["services"][name]["healthy"]]
+    running = stack.status(settings)
+    down = [name for name in needed if not running["services"][name]["healthy"]]
     if down:
         raise click.ClickException(f"{' and '.join(down)} not running: start the local stack with `clickstream up`")
+    target = (traffic.HttpTarget(running["ingest_url"]) if live
+              else traffic.IngestTarget.from_templates(settings, aws.client("s3", settings)))
     if not as_json:
         end = start + timedelta(days=days - 1)
         click.echo(f"simulating {visitors} visitors and {config.bots} bots from {start} to {end} (UTC), seed {seed}, "
                    f"{'live through the HTTP API' if live else 'history mode'}", err=True)
     with tqdm(total=visitors + config.bots, unit="visitor", desc="simulating", disable=as_json) as bar:
-        summary = simulate.simulate(settings, config, live=live, truth_path=truth_path, progress=bar.update)
+        summary = traffic.send(config, target, truth_path=truth_path, progress=bar.update)
     if as_json:
         echo_json({**summary.as_dict(), "truth": truth_path})
         return
@@ -520,7 +533,7 @@ def demo(ctx, days: int, visitors: int, seed: int, start_day, out_dir: str | Non
     from pathlib import Path
 
     from clickstream.analytics import charts, questions
-    from clickstream.shop import simulate
+    from clickstream.shop import simulate, traffic
 
     settings = settings_with_ports(ctx, ports)
     out = Path(out_dir) if out_dir else settings.home / "demo"
@@ -536,7 +549,8 @@ def demo(ctx, days: int, visitors: int, seed: int, start_day, out_dir: str | Non
                 f"seed {seed})", bold=True)
     truth_path = out / "truth.json"
     with tqdm(total=visitors + config.bots, unit="visitor", desc="   simulating", leave=False) as bar:
-        simulated = simulate.simulate(settings, config, truth_path=truth_path, progress=bar.update)
+        target = traffic.IngestTarget.from_templates(settings, aws.client("s3", settings))
+        simulated = traffic.send(config, target, truth_path=truth_path, progress=bar.update)
     click.echo(f"   {simulated.events_stored} events in {simulated.objects} raw objects, written as the ingest Lambda "
                f"would have at the simulated times ({simulated.events_per_second:,.0f} events/s)")
     click.echo(f"   among them {simulated.duplicates} resent duplicates and {simulated.bot_events} bot events; "

@@ -16,9 +16,8 @@ import psycopg
 import pytest
 
 from clickstream import aws
-from clickstream.analytics import etl, questions, rollups, warehouse
-from clickstream.ingestion import raw
-from clickstream.shop import simulate
+from clickstream.analytics import etl, questions, warehouse
+from clickstream.shop import simulate, traffic
 from clickstream.local import stack
 from clickstream.shop.simulate import SimulationConfig
 
@@ -44,11 +43,12 @@ def dsns(local_stack) -> dict[str, str]:
 def loaded(local_stack, dsns):
     """{seed: (config, truth, etl summaries)} after simulating each config and loading its days."""
     s3 = aws.client("s3", local_stack)
+    target = traffic.IngestTarget.from_templates(local_stack, s3)
     result = {}
     try:
         for seed, config in CONFIGS.items():
             forget(s3, dsns, config)
-            summary = simulate.simulate(local_stack, config)
+            summary = traffic.send(config, target)
             truth = simulate.ground_truth(config).as_dict()
             assert summary.events_stored == truth["events"] + truth["bots"]["events"] + truth["duplicates_sent"]
             runs = [etl.run_etl(s3, dsns["bucket"], dsns["etl"], etl.EtlRequest(date=day)) for day in days(config)]
@@ -65,21 +65,8 @@ def days(config: SimulationConfig) -> list[date]:
 
 def forget(s3, dsns, config: SimulationConfig) -> None:
     """Remove the config's raw objects, rows and rollups (the session stack is shared)."""
-    prefixes = [f"{raw.RAW_PREFIX}{day:%Y/%m/%d}/" for day in days(config)]
-    for prefix in prefixes:
-        keys = [{"Key": obj["Key"]} for obj in raw.list_objects(s3, dsns["bucket"], prefix)]
-        for start in range(0, len(keys), 1000):
-            s3.delete_objects(Bucket=dsns["bucket"], Delete={"Objects": keys[start : start + 1000], "Quiet": True})
-    lo = datetime.combine(config.start, datetime.min.time(), timezone.utc)
-    hi = lo + timedelta(days=config.days)
-    with psycopg.connect(dsns["admin"]) as conn:
-        for prefix in prefixes:
-            conn.execute("DELETE FROM clickstream_rejected WHERE source_key LIKE %s", (prefix + "%",))
-            conn.execute("DELETE FROM etl_load_log WHERE key LIKE %s", (prefix + "%",))
-        conn.execute("DELETE FROM clickstream_events WHERE event_timestamp >= %s AND event_timestamp < %s", (lo, hi))
-        conn.execute("INSERT INTO rollup_pending SELECT unnest(%s::date[]) ON CONFLICT DO NOTHING", (days(config),))
-    with psycopg.connect(dsns["admin"]) as conn:
-        rollups.refresh_pending(conn)
+    with psycopg.connect(dsns["admin"], autocommit=True) as conn:
+        warehouse.forget_days(s3, dsns["bucket"], conn, config.start, days(config)[-1])
 
 
 def report(dsns, config, source: str, tz: str = "UTC", include_bots: bool = False) -> dict:

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import psycopg
-
 from clickstream.shop import catalogue
 from clickstream.settings import project_root
 
@@ -78,6 +76,8 @@ WHERE (c.email, c.full_name, c.country) IS DISTINCT FROM (EXCLUDED.email, EXCLUD
 
 def seed(dsn: str) -> SeedResult:
     """Apply the OLTP migrations and upsert the catalogue and the customers, connected as shop_app."""
+    import psycopg  # here, not at the top: the traffic simulator imports this module for customer ids only
+
     from clickstream.analytics import warehouse  # its migrate() applies any directory of NNNN_*.sql files
 
     applied = warehouse.migrate(dsn, migrations_dir())

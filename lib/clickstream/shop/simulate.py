@@ -1,7 +1,10 @@
 """Deterministic traffic of the shop: visitors, sessions, bots and tracker requests, and their ground truth.
 
     config = SimulationConfig(days=7, visitors=2000, seed=42, start=date(2026, 11, 16))
-    summary = simulate(settings, config, truth_path="truth.json")   # history mode: raw objects at past times
+    for requests in generate(config): ...      # each visitor's requests, exactly as its browser sends them
+    truth = ground_truth(config)               # what the warehouse must answer for them
+
+Pure: no I/O. `clickstream.shop.traffic` sends the requests to a target its caller chooses.
 
 Everything comes from `random.Random` seeded with the seed (one generator per visitor), so the same seed and
 parameters give byte-identical requests and truth. Times are integer epoch milliseconds; for one event
@@ -14,27 +17,19 @@ so the warehouse's event_timestamp, received_at - (sent_ts - client_ts), is the 
 Within a session consecutive events are 1 ms to 20 minutes apart; two sessions of a visitor are at least
 45 minutes apart, so the warehouse's 30-minute sessions are exactly the simulated ones. Every event happens
 and every request is received inside [start, start + days).
-
-Modes: history (default) calls `clickstream.ingestion.ingest.ingest_batch` as the ingest Lambda would, with the
-simulated send time as its clock, so raw partitions and received_at show the simulated days. `live` posts
-through the local HTTP API as a browser tracker would; its timestamps are shifted so the newest send is now
-and the server's clock is real, so it shows the real path, not the day-by-day figures of the truth file.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
-import time
 import uuid
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import cache
-from pathlib import Path
 from random import Random
 from typing import Any
 
@@ -167,6 +162,18 @@ class Request:
     @property
     def received_at(self) -> datetime:
         return _datetime(self.sent_ms)
+
+    def shifted(self, shift_ms: int) -> Request:
+        """This request `shift_ms` later: send time and every parseable timestamp (a broken one stays broken)."""
+        def move(text: str) -> str:
+            try:
+                moment = contract.parse_timestamp(text)
+            except ValueError:
+                return text
+            return _timestamp(_ms(moment) + shift_ms, int(moment.utcoffset() // timedelta(minutes=1)))
+
+        events = tuple({**e, "client_ts": move(e["client_ts"]), "sent_ts": move(e["sent_ts"])} for e in self.events)
+        return replace(self, sent_ms=self.sent_ms + shift_ms, events=events)
 
 
 def _ms(moment: datetime) -> int:
@@ -680,149 +687,8 @@ def _split_sessions(events: list[tuple[datetime, Any]]) -> list[list[tuple[datet
 
 
 def ground_truth(config: SimulationConfig) -> Truth:
-    """The truth of a configuration without sending anything (what `simulate` computes while it sends)."""
+    """The truth of a configuration without sending anything (what `traffic.send` computes while it sends)."""
     truth = Truth(config)
     for requests in generate(config):
         truth.add(requests)
     return truth
-
-
-# --- sending ------------------------------------------------------------------------------------------------
-
-
-def ingest_target(settings: Any) -> tuple[Any, Any]:
-    """(IngestSettings, HttpApi) of the function behind POST /clickstream, from the templates' environment."""
-    from clickstream.infra.templates import TemplateError, find_function, load_stacks
-    from clickstream.ingestion.ingest import IngestSettings
-
-    stacks = load_stacks(settings)
-    routes = [(api, route) for stack in stacks for api in stack.http_apis() for route in api.routes
-              if route.key == "POST /clickstream"]
-    if len(routes) != 1:
-        raise TemplateError(f"expected one POST /clickstream route in {settings.templates}, found {len(routes)}")
-    api, route = routes[0]
-    return IngestSettings.from_env(find_function(stacks, route.function).environment), api
-
-
-def _store(request: Request, s3: Any, ingest_settings: Any, api: Any) -> int:
-    from clickstream.ingestion.ingest import ServerContext, ingest_batch
-
-    context = ServerContext(request_id=request.request_id, api_request_id=request.request_id[:18],
-                            api_id=api.api_id, stage=api.stage, user_agent=request.user_agent,
-                            source_ip_prefix=request.source_ip)
-    return ingest_batch(request.events, context, s3, ingest_settings, request.received_at, request.object_id).accepted
-
-
-def _post(request: Request, url: str, client: Any) -> int:
-    from clickstream.shop import tracker
-
-    report = tracker.send_events(url, request.events, batch_size=len(request.events), client=client,
-                                 headers={"user-agent": request.user_agent})
-    return report.accepted
-
-
-def _shifted(request: Request, shift_ms: int) -> Request:
-    """The request `shift_ms` later: send time and every parseable timestamp (a broken one stays broken)."""
-    def move(text: str) -> str:
-        try:
-            moment = contract.parse_timestamp(text)
-        except ValueError:
-            return text
-        return _timestamp(_ms(moment) + shift_ms, int(moment.utcoffset() // timedelta(minutes=1)))
-
-    events = tuple({**e, "client_ts": move(e["client_ts"]), "sent_ts": move(e["sent_ts"])} for e in request.events)
-    return replace(request, sent_ms=request.sent_ms + shift_ms, events=events)
-
-
-@dataclass(frozen=True)
-class Summary:
-    mode: str
-    start: str
-    days: int
-    visitors: int
-    bots: int
-    seed: int
-    requests: int
-    objects: int
-    events_sent: int  # every event of every request: retries and broken events included
-    events_stored: int
-    duplicates: int
-    malformed: int
-    human_events: int
-    bot_events: int
-    seconds: float
-
-    @property
-    def events_per_second(self) -> float:
-        return self.events_stored / self.seconds if self.seconds else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "events_per_second": round(self.events_per_second)}
-
-
-def simulate(
-    settings: Any,
-    config: SimulationConfig,
-    live: bool = False,
-    truth_path: str | Path | None = None,
-    progress: Callable[[int], None] | None = None,
-    workers: int = 8,
-) -> Summary:
-    """Send the configuration's traffic (history mode, or `live` through the local HTTP API) and return what
-    was stored; write the ground truth to `truth_path` if given. `progress(n)` after every n visitors."""
-    from clickstream import aws
-
-    started = time.perf_counter()
-    truth = Truth(config)
-    sent = requests_count = stored = objects = 0
-    in_flight: deque[Future] = deque()
-
-    def collect(future: Future) -> None:
-        nonlocal stored, objects
-        accepted = future.result()
-        stored += accepted
-        objects += accepted > 0
-
-    if live:
-        import httpx
-
-        from clickstream.local import stack
-
-        url = stack.status(settings)["ingest_url"]
-        generated = list(generate(config))
-        shift = _ms(datetime.now(timezone.utc)) - max(r.sent_ms for requests in generated for r in requests)
-        visitors: Iterable[list[Request]] = ([_shifted(r, shift) for r in requests] for requests in generated)
-        client = httpx.Client(timeout=30.0)
-        send: Callable[[Request], int] = lambda request: _post(request, url, client)  # noqa: E731
-    else:
-        s3 = aws.client("s3", settings)
-        ingest_settings, api = ingest_target(settings)
-        visitors, client = generate(config), None
-        send = lambda request: _store(request, s3, ingest_settings, api)  # noqa: E731
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for requests in visitors:
-                truth.add(requests)
-                for request in requests:
-                    requests_count += 1
-                    sent += len(request.events)
-                    in_flight.append(pool.submit(send, request))
-                    while len(in_flight) >= 4 * workers:
-                        collect(in_flight.popleft())
-                if progress:
-                    progress(1)
-            while in_flight:
-                collect(in_flight.popleft())
-    finally:
-        if client is not None:
-            client.close()
-    if stored != truth.stored:
-        raise RuntimeError(f"the ingest stored {stored} events but {truth.stored} were valid: the truth would be wrong")
-    if truth_path:
-        Path(truth_path).write_text(truth.dumps(), encoding="utf-8")
-    return Summary(
-        mode="live" if live else "history", start=config.start.isoformat(), days=config.days,
-        visitors=config.visitors, bots=config.bots, seed=config.seed, requests=requests_count, objects=objects,
-        events_sent=sent, events_stored=stored, duplicates=truth.duplicates, malformed=truth.malformed,
-        human_events=truth.events, bot_events=truth.bots["events"], seconds=round(time.perf_counter() - started, 3),
-    )

@@ -1,0 +1,95 @@
+"""Sending the simulated traffic: history mode through the ingest's own code, live mode's shift to now, the summary;
+and the generator stays free of I/O."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import date, timedelta
+
+import pytest
+
+from clickstream import contract
+from clickstream.ingestion import ingest
+from clickstream.shop import simulate, traffic
+from clickstream.shop.simulate import SimulationConfig
+
+CONFIG = SimulationConfig(start=date(2026, 11, 16), days=2, visitors=40, seed=9)
+
+
+class MemoryS3:
+    """The one S3 call of ingest_batch, kept in memory."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, **_: object) -> dict:
+        self.objects[Key] = Body
+        return {}
+
+
+def history_target(s3) -> traffic.IngestTarget:
+    return traffic.IngestTarget(s3, ingest.IngestSettings(raw_bucket="raw"), api_id="api1", stage="$default")
+
+
+def test_the_generator_imports_nothing_that_does_io():
+    code = ("import sys, clickstream.shop.simulate; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'httpx', 'psycopg'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_history_mode_stores_each_request_through_the_ingest_at_its_send_time(tmp_path):
+    s3 = MemoryS3()
+    seen = []
+    summary = traffic.send(CONFIG, history_target(s3), truth_path=tmp_path / "truth.json", progress=seen.append,
+                           workers=3)
+
+    truth = simulate.ground_truth(CONFIG)
+    assert json.loads((tmp_path / "truth.json").read_text()) == truth.as_dict()
+    assert seen == [1] * (CONFIG.visitors + CONFIG.bots)
+    requests = [request for visitor in simulate.generate(CONFIG) for request in visitor]
+    assert (summary.mode, summary.requests, summary.objects) == ("history", len(requests), len(s3.objects))
+    assert summary.events_sent == sum(len(r.events) for r in requests) == summary.events_stored + summary.malformed
+    assert summary.events_stored == truth.stored and summary.duplicates == truth.duplicates > 0
+    expected_keys = {ingest.object_key(r.received_at, r.object_id) for r in requests}
+    assert set(s3.objects) <= expected_keys and len(s3.objects) > len(expected_keys) / 2
+    stored = [contract.loads(body) for body in s3.objects.values()]
+    assert {event["server"]["api_id"] for obj in stored for event in obj["events"]} == {"api1"}
+    assert sum(obj["event_count"] for obj in stored) == summary.events_stored
+
+
+def test_a_target_that_stores_less_than_the_valid_events_is_an_error():
+    class Lossy(traffic.IngestTarget):
+        @contextmanager
+        def sender(self):
+            yield lambda request: max(0, self.store(request) - 1)
+
+    with pytest.raises(RuntimeError, match="the truth would be wrong"):
+        traffic.send(CONFIG, Lossy(MemoryS3(), ingest.IngestSettings(raw_bucket="raw")))
+
+
+def test_live_traffic_is_the_same_requests_shifted_so_the_newest_send_is_now():
+    before = time.time_ns() // 1_000_000
+    shifted = [r for visitor in traffic.HttpTarget("http://127.0.0.1:9/clickstream").traffic(CONFIG) for r in visitor]
+    original = [r for visitor in simulate.generate(CONFIG) for r in visitor]
+    shift = shifted[0].sent_ms - original[0].sent_ms
+    assert before <= max(r.sent_ms for r in shifted) <= time.time_ns() // 1_000_000
+    assert [r.sent_ms - shift for r in shifted] == [r.sent_ms for r in original]
+    assert [replace(r, sent_ms=0, events=()) for r in shifted] == [replace(r, sent_ms=0, events=()) for r in original]
+
+
+def test_shifted_moves_every_timestamp_keeps_its_offset_and_leaves_a_broken_one():
+    request = next(r for visitor in simulate.generate(CONFIG) for r in visitor)
+    events = ({**request.events[0], "client_ts": "2026-11-16T10:00:00.250+07:00"},
+              {**request.events[0], "client_ts": "2026-11-16 10:00:00"})
+    moved = replace(request, events=events).shifted(90 * 60_000)
+    assert moved.sent_ms == request.sent_ms + 90 * 60_000
+    assert moved.events[0]["client_ts"] == "2026-11-16T11:30:00.250+07:00"
+    assert moved.events[1]["client_ts"] == "2026-11-16 10:00:00"
+    assert (contract.parse_timestamp(moved.events[0]["sent_ts"]) - contract.parse_timestamp(events[0]["sent_ts"])
+            == timedelta(minutes=90))
