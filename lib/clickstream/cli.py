@@ -149,6 +149,18 @@ def _aws_errors(call):
                                    "see cloudformation/DEPLOY.md)") from error
 
 
+def _deployer(settings: Settings):
+    """The target's deployer (the one place that chooses): clickstream.local.moto_deploy for local,
+    clickstream.infra.deploy (change sets) for aws; both have deploy() and destroy()."""
+    if settings.target == "local":
+        from clickstream.local import moto_deploy
+
+        return moto_deploy
+    from clickstream.infra import deploy
+
+    return deploy
+
+
 @main.command("deploy")
 @TARGET_OPTION
 @STACK_OPTION
@@ -176,14 +188,13 @@ def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, param
     """
     from pathlib import Path
 
-    from clickstream.infra import deploy
-
     settings = ctx.obj.with_(target=deploy_target)
+    deployer = _deployer(settings)
     progress = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
-    results = _aws_errors(lambda: deploy.deploy(settings, stack_name, progress=progress, build=not no_build,
-                                                parameters_file=Path(parameters_file) if parameters_file else None))
+    results = _aws_errors(lambda: deployer.deploy(settings, stack_name, progress=progress, build=not no_build,
+                                                  parameters_file=Path(parameters_file) if parameters_file else None))
     if as_json:
-        echo_json({"target": settings.target, "note": deploy.LOCAL_HONESTY if settings.target == "local" else None,
+        echo_json({"target": settings.target, "note": deployer.LOCAL_HONESTY if settings.target == "local" else None,
                    "stacks": [result.as_dict() for result in results]})
         return
     for result in results:
@@ -204,7 +215,7 @@ def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, param
         for item in result.notes:
             click.echo(f"  note: {item['logical_id']}: {item['note']}")
     if settings.target == "local":
-        click.echo(f"({deploy.LOCAL_HONESTY})")
+        click.echo(f"({deployer.LOCAL_HONESTY})")
 
 
 @main.command("destroy")
@@ -221,14 +232,13 @@ def destroy_command(ctx, deploy_target: str | None, stack_name: str | None, para
     """
     from pathlib import Path
 
-    from clickstream.infra import deploy
-
     settings = ctx.obj.with_(target=deploy_target)
     what = f"stack {stack_name}" if stack_name else "every deployed clickstream stack"
     if not yes:
         click.confirm(f"Delete {what} on the {settings.target} target?", abort=True)
-    results = _aws_errors(lambda: deploy.destroy(settings, stack_name, progress=lambda line: click.echo(line, err=True),
-                                                 parameters_file=Path(parameters_file) if parameters_file else None))
+    results = _aws_errors(lambda: _deployer(settings).destroy(
+        settings, stack_name, progress=lambda line: click.echo(line, err=True),
+        parameters_file=Path(parameters_file) if parameters_file else None))
     for result in results:
         retained = f" (retained: {', '.join(result['retained'])})" if result.get("retained") else ""
         click.echo(f"{result['stack']}  {result['status']}{retained}")

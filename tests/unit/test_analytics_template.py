@@ -83,7 +83,7 @@ def test_the_function_runs_in_the_private_subnets_with_sg_lambda_etl(analytics, 
         {"Fn::ImportValue": {"Fn::Sub": "${NetworkStackName}-PrivateSubnetAId"}},
         {"Fn::ImportValue": {"Fn::Sub": "${NetworkStackName}-PrivateSubnetBId"}},
     ]
-    assert analytics.parameters["NetworkStackName"] == network.name
+    assert analytics.parameters["NetworkStackName"] == network.stack_name
     subnets = analytics.resolve(vpc["SubnetIds"])
     assert subnets == ["PrivateSubnetA", "PrivateSubnetB"]
     for subnet in subnets:
@@ -163,7 +163,7 @@ def test_the_raw_bucket_is_the_ingestion_stacks_export(analytics, stacks, etl):
     env = etl["Properties"]["Environment"]["Variables"]
     assert env["RAW_BUCKET"] == {"Fn::ImportValue": {"Fn::Sub": "${IngestionStackName}-RawBucketName"}}
     ingestion = next(stack for stack in stacks if stack.path.stem == "ingestion")
-    assert analytics.parameters["IngestionStackName"] == ingestion.name
+    assert analytics.parameters["IngestionStackName"] == ingestion.stack_name
     assert analytics.resolve(env["RAW_BUCKET"]) == ingestion.outputs()["RawBucketName"]
 
 

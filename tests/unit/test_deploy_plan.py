@@ -1,5 +1,5 @@
-"""clickstream.infra.deploy without a server: the order and names from the real templates, the local template
-(what moto can hold), and the AWS change-set path.
+"""clickstream.infra.deploy and clickstream.local.moto_deploy without a server: the order and names from the real
+templates, the local template (what moto can hold), and the AWS change-set path.
 
 The AWS path is tested with botocore's Stubber on a real CloudFormation client (the calls, their parameters
 and AWS's documented answers), because AWS cannot be reached from here; cfn-lint and the template tests
@@ -16,7 +16,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from clickstream.infra import deploy
-from clickstream.infra.deploy import DeployConfig, DeployError, dependency_order, load_templates, local_template
+from clickstream.infra.deploy import DeployConfig, DeployError, dependency_order, load_templates
+from clickstream.local.moto_deploy import local_template
 from clickstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +115,7 @@ SUPPORTED = {"AWS::Logs::LogGroup", "AWS::IAM::Role", "AWS::Lambda::Function", "
 
 def test_ingestion_for_moto_keeps_the_function_and_role_and_lists_what_the_project_wires():
     ingestion = next(t for t in templates() if t.stem == "ingestion")
-    body, result = local_template(ingestion, ingestion.resolver(settings()), SUPPORTED, {})
+    body, result = local_template(ingestion, SUPPORTED, {})
     skipped = {item["logical_id"]: item["reason"] for item in result.skipped}
     assert {"HttpApi", "IngestIntegration", "IngestRoute", "DefaultStage"} <= set(skipped)
     assert "local HTTP API" in skipped["HttpApi"]
@@ -146,7 +147,7 @@ Outputs:
   EndpointDns: {Value: !Select [0, !GetAtt Endpoint.DnsEntries]}
 """)
     (net,) = templates(folder=tmp_path)
-    body, result = local_template(net, net.resolver(settings()), SUPPORTED, {})
+    body, result = local_template(net, SUPPORTED, {})
     assert set(body["Resources"]) == {"Vpc", "Endpoint"}
     reasons = {item["logical_id"]: item["reason"] for item in result.skipped}
     assert "Cognito" in reasons["Pool"] and "refers to Pool.ProviderName" in reasons["PoolUser"]

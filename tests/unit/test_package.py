@@ -299,9 +299,9 @@ def test_an_aws_deploy_builds_uploads_only_missing_code_and_passes_the_keys(s3, 
         return "CREATE_COMPLETE"
 
     monkeypatch.setattr(deploy, "deploy_with_change_set", change_set)
-    monkeypatch.setattr(deploy, "_require_deployed_dependencies", lambda *a: None)
-    monkeypatch.setattr(deploy, "_resources", lambda cf, name: [])
-    monkeypatch.setattr(deploy, "_outputs", lambda cf, name: {})
+    monkeypatch.setattr(deploy, "require_deployed_dependencies", lambda *a: None)
+    monkeypatch.setattr(deploy, "stack_resources", lambda cf, name: [])
+    monkeypatch.setattr(deploy, "stack_outputs", lambda cf, name: {})
     lines: list[str] = []
     # When analytics and ingestion are deployed (dependencies off: no download in a test)
     results = [deploy.deploy(Settings(target="aws", project=ROOT, home=home), stack, parameters_file=params,
@@ -326,7 +326,7 @@ def test_no_build_uses_the_given_keys_and_stops_when_the_code_is_missing(s3, tmp
     params = tmp_path / "aws.json"
     params.write_text('{"parameters": {"*": {"NameSuffix": "me", "CodeBucket": "my-code"}}}')
     s3.create_bucket(Bucket="my-code")
-    monkeypatch.setattr(deploy, "_require_deployed_dependencies", lambda *a: None)
+    monkeypatch.setattr(deploy, "require_deployed_dependencies", lambda *a: None)
     with pytest.raises(deploy.DeployError, match=r"Lambda code not found: s3://my-code/lambdas/ingest.zip"):
         deploy.deploy(Settings(target="aws", project=ROOT, home=tmp_path), "ingestion", parameters_file=params,
                       build=False, delay=0)

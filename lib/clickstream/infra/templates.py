@@ -1,7 +1,16 @@
-"""Read the CloudFormation templates and resolve them for the local target, as `sam local` does.
+"""The CloudFormation templates: one loader, one model, one evaluator of their intrinsic functions.
 
-The templates are the single source of truth for names, routes, environment, CORS and schedules;
-everything local (buckets, the HTTP API's routes, each Lambda's handler and environment) is derived here.
+- `load_template`: a template file as plain data, CloudFormation's short forms as long ones.
+- `Template`: one file; `TemplateSet`: every template of a folder, each deployed as the stack
+  `stack_name(stem, prefix)`, with one export table and the dependency order (exporters first).
+- `parameter_values`: a template's parameter values for a target (local or aws), with overrides.
+- `Evaluator`: Ref, Fn::Sub, Fn::GetAtt, Fn::Join, Fn::Select and Fn::ImportValue; subclasses say what a Ref,
+  a GetAtt and an import become. `Stack` gives values: the local wiring (buckets, the HTTP API's routes, each
+  Lambda's handler and environment, as `sam local` does) and the deployer's names; clickstream.infra.checks
+  gives symbols ({template.yaml#Resource}) its rules compare.
+
+The templates are the single source of truth for names, routes, environment, CORS and schedules: nothing
+local is configured twice.
 """
 
 from __future__ import annotations
@@ -10,15 +19,18 @@ import copy
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import yaml
 
 from clickstream.settings import LOCAL_ACCOUNT_ID, LOCAL_NAME_SUFFIX, Settings
 
+DEFAULT_PREFIX = "clickstream"
 SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
+PSEUDO_PARAMETERS = {"AWS::AccountId", "AWS::NotificationARNs", "AWS::NoValue", "AWS::Partition", "AWS::Region",
+                     "AWS::StackId", "AWS::StackName", "AWS::URLSuffix"}
 
 # Local values of parameters that only matter in AWS (network ids), by parameter type: a template declares
 # them without a default (the deployer must choose), and the local stack, which has no VPC, gets these.
@@ -32,11 +44,15 @@ LOCAL_PLACEHOLDERS: dict[str, Any] = {
 
 
 class TemplateError(ValueError):
-    """A template uses something the local resolver does not understand."""
+    """A template uses something the resolver does not understand, or refers to what it does not declare."""
 
 
 class MissingExportError(TemplateError):
     """Fn::ImportValue of an export no template (yet) declares."""
+
+
+class UnknownParameterError(TemplateError):
+    """Overrides name parameters the template does not declare."""
 
 
 @dataclass(frozen=True)
@@ -134,63 +150,186 @@ def load_template(path: Path) -> dict:
         return yaml.load(stream, Loader=_TemplateLoader)  # noqa: S506 - a SafeLoader with CloudFormation's tags
 
 
+def stack_name(stem: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The one rule for stack names: `<prefix>-<template stem>` (clickstream-ingestion)."""
+    return f"{prefix}-{stem}"
+
+
+def get_att_arguments(arg: Any) -> tuple[str, str]:
+    """(logical id, attribute) of Fn::GetAtt, in either decoded form ("A.B" or [A, B])."""
+    logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
+    return logical_id, attribute
+
+
+def import_arguments(node: Any) -> Iterable[Any]:
+    """The argument of every Fn::ImportValue below `node`."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Fn::ImportValue":
+                yield value
+            else:
+                yield from import_arguments(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from import_arguments(item)
+
+
+def references(node: Any) -> set[tuple[str, str | None]]:
+    """(logical id or parameter, attribute) pairs a node refers to by Ref, Fn::GetAtt and Fn::Sub (not DependsOn)."""
+    found: set[tuple[str, str | None]] = set()
+    if isinstance(node, list):
+        for item in node:
+            found |= references(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add((value, None))
+            elif key == "Fn::GetAtt":
+                lid, attr = get_att_arguments(value)
+                found.add((lid, attr if isinstance(attr, str) else None))
+            elif key == "Fn::Sub":
+                text, variables = (value, {}) if isinstance(value, str) else (value[0], value[1])
+                for name in SUB_VARIABLE.findall(text):
+                    if name not in variables:
+                        lid, _, attr = name.partition(".")
+                        found.add((lid, attr or None))
+                found |= references(variables)
+            elif key != "DependsOn":
+                found |= references(value)
+    return found
+
+
+def substitute(node: Any, values: dict[tuple[str, str | None], Any]) -> Any:
+    """`node` with each Ref, Fn::GetAtt and ${...} whose (logical id, attribute) is in `values` replaced by its value."""
+    if isinstance(node, list):
+        return [substitute(item, values) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if len(node) == 1:
+        (key, value), = node.items()
+        if key == "Ref" and (value, None) in values:
+            return values[(value, None)]
+        if key == "Fn::GetAtt" and get_att_arguments(value) in values:
+            return values[get_att_arguments(value)]
+        if key == "Fn::Sub":
+            text, variables = (value, None) if isinstance(value, str) else (value[0], value[1])
+
+            def replace(match: re.Match) -> str:
+                lid, _, attr = match.group(1).partition(".")
+                if variables and match.group(1) in variables:
+                    return match.group(0)
+                return values.get((lid, attr or None), match.group(0))
+
+            text = SUB_VARIABLE.sub(replace, text)
+            return {"Fn::Sub": text if variables is None else [text, substitute(variables, values)]}
+    return {key: substitute(value, values) for key, value in node.items()}
+
+
 @dataclass
-class Stack:
-    """One template with its parameter values, resolved for the local target."""
+class Template:
+    """One template file: its resources, parameters (their declarations) and outputs."""
 
     path: Path
     body: dict
-    parameters: dict[str, Any]
-    region: str = "us-east-1"
-    account_id: str = LOCAL_ACCOUNT_ID
-    exports: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path, settings: Settings, overrides: dict[str, Any] | None = None) -> "Stack":
-        """Parameter values: the template's Default; for parameters that only matter in AWS, the template's
-        Metadata.clickstream.LocalParameters, else a placeholder by type (LOCAL_PLACEHOLDERS); NameSuffix is
-        `local`; `overrides` win over all of these."""
-        body = load_template(path)
-        specs = body.get("Parameters", {})
-        local_values = body.get("Metadata", {}).get("clickstream", {}).get("LocalParameters") or {}  # may be empty
-        unknown = sorted(set(local_values) - set(specs))
-        if unknown:
-            raise TemplateError(f"{path.name}: Metadata.clickstream.LocalParameters names undeclared parameters {unknown}")
-        parameters = {name: spec.get("Default") for name, spec in specs.items()}
-        for name, spec in specs.items():
-            if name in local_values:
-                parameters[name] = local_values[name]
-            elif parameters[name] is None and spec.get("Type") in LOCAL_PLACEHOLDERS:
-                parameters[name] = copy.deepcopy(LOCAL_PLACEHOLDERS[spec["Type"]])
-        if "NameSuffix" in parameters:
-            parameters["NameSuffix"] = LOCAL_NAME_SUFFIX
-        parameters.update(overrides or {})
-        for name, spec in specs.items():
-            value = parameters[name]
-            if value is None:
-                raise TemplateError(f"{path.name}: parameter {name} has no default and no local value")
-            is_list = spec.get("Type") == "CommaDelimitedList" or str(spec.get("Type", "")).startswith("List<")
-            if is_list and isinstance(value, str):
-                parameters[name] = [item.strip() for item in value.split(",")]
-        return cls(path=path, body=body, parameters=parameters, region=settings.region)
+    def load(cls, path: Path) -> "Template":
+        return cls(Path(path), load_template(path))
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
 
     @property
     def name(self) -> str:
-        return f"clickstream-{self.path.stem}"
+        return self.path.name
 
     @property
     def resources(self) -> dict[str, dict]:
-        return self.body.get("Resources", {})
+        return self.body.get("Resources") or {}
+
+    @property
+    def parameters(self) -> dict[str, dict]:
+        return self.body.get("Parameters") or {}
+
+    @property
+    def outputs(self) -> dict[str, dict]:
+        return self.body.get("Outputs") or {}
 
     def of_type(self, resource_type: str) -> dict[str, dict]:
         return {lid: res for lid, res in self.resources.items() if res.get("Type") == resource_type}
 
     def props(self, logical_id: str) -> dict:
-        return self.resources[logical_id].get("Properties", {})
+        return self.resources[logical_id].get("Properties") or {}
 
-    # --- intrinsic functions -------------------------------------------------------------
+    def reference_problems(self) -> list[str]:
+        """Every Ref, Fn::GetAtt, ${...} and DependsOn that names nothing the template declares (empty: none)."""
+        resources = self.resources
+        declared = set(resources) | set(self.parameters) | PSEUDO_PARAMETERS
+        problems = []
+        for where, node in [*resources.items(), *(("output " + k, v) for k, v in self.outputs.items())]:
+            if isinstance(node, dict) and where in resources and not node.get("Type"):
+                problems.append(f"{where} has no Type")
+            for lid, attr in sorted(references(node), key=str):
+                if lid not in declared:
+                    problems.append(f"{where} refers to {lid}{'.' + attr if attr else ''}, which the template does "
+                                    "not declare (no resource or parameter of that name)")
+                elif attr and lid not in resources:
+                    problems.append(f"{where} asks for attribute {attr} of {lid}, which is not a resource")
+            depends = node.get("DependsOn", []) if isinstance(node, dict) else []
+            for name in [depends] if isinstance(depends, str) else depends:
+                if name not in resources:
+                    problems.append(f"{where} DependsOn {name}, which the template does not declare")
+        return problems
+
+
+def parameter_values(template: Template, target: str, stack_names: Mapping[str, str] | None = None,
+                     overrides: Mapping[str, Any] | None = None,
+                     placeholders: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The template's parameter values for `target` ("local" or "aws"); None: unset.
+
+    The template's Default; locally, Metadata.clickstream.LocalParameters and NameSuffix `local`; a
+    `<Stem>StackName` parameter names the sibling stack (`stack_names`: stem -> stack name); `overrides` win;
+    a parameter still unset gets the placeholder of its type, if `placeholders` has one; CommaDelimitedList and
+    List<...> values given as text become lists."""
+    specs = template.parameters
+    values: dict[str, Any] = {name: spec.get("Default") for name, spec in specs.items()}
+    if target == "local":
+        local_values = template.body.get("Metadata", {}).get("clickstream", {}).get("LocalParameters") or {}
+        unknown = sorted(set(local_values) - set(specs))
+        if unknown:
+            raise TemplateError(f"{template.name}: Metadata.clickstream.LocalParameters names undeclared parameters "
+                                f"{unknown}")
+        values.update(local_values)
+        if "NameSuffix" in values:
+            values["NameSuffix"] = LOCAL_NAME_SUFFIX
+    for name in specs:
+        sibling = name.removesuffix("StackName").lower()
+        if name.endswith("StackName") and sibling in (stack_names or {}):
+            values[name] = stack_names[sibling]
+    unknown = sorted(set(overrides or {}) - set(specs))
+    if unknown:
+        raise UnknownParameterError(f"{template.name} declares no parameters {unknown}")
+    values.update(overrides or {})
+    for name, spec in specs.items():
+        kind = str(spec.get("Type", ""))
+        if values[name] is None and kind in (placeholders or {}):
+            values[name] = copy.deepcopy(placeholders[kind])
+        if (kind == "CommaDelimitedList" or kind.startswith("List<")) and isinstance(values[name], str):
+            values[name] = [item.strip() for item in values[name].split(",")]
+    return values
+
+
+class Evaluator:
+    """CloudFormation's intrinsic functions over one template's values, with one ${...} pattern.
+
+    Subclasses say what a Ref, a GetAtt and an import become (`ref`, `get_att`, `import_value`), what a
+    function they do not evaluate and a plain mapping become (`unsupported`, `mapping`), and how a value
+    reads inside a string (`string`)."""
+
+    template: Template
+
     def resolve(self, value: Any) -> Any:
-        """Resolve Ref, Fn::Sub, Fn::GetAtt, Fn::Join, Fn::Select, Fn::ImportValue to local values."""
         if isinstance(value, list):
             return [self.resolve(item) for item in value]
         if not isinstance(value, dict):
@@ -200,32 +339,200 @@ class Stack:
             if fn == "Ref":
                 return self.ref(arg)
             if fn == "Fn::GetAtt":
-                logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
-                return self.get_att(logical_id, attribute)
+                return self.get_att(*get_att_arguments(arg))
             if fn == "Fn::Sub":
                 return self.sub(arg)
             if fn == "Fn::Join":
                 separator, items = arg
-                return separator.join(str(item) for item in self.resolve(items))
+                return separator.join(self.string(item) for item in self.resolve(items))
             if fn == "Fn::Select":
                 index, items = arg
-                return self.resolve(items)[int(self.resolve(index))]
+                items = self.resolve(items)
+                return items[int(self.resolve(index))] if isinstance(items, list) else self.unsupported(fn, value)
             if fn == "Fn::ImportValue":
-                export = self.resolve(arg)
-                if export not in self.exports:
-                    raise MissingExportError(f"{self.path.name}: no export named {export} (deploy its stack first)")
-                return self.exports[export]
+                return self.import_value(self.text(arg))
             if fn.startswith("Fn::") or fn == "Condition":
-                raise TemplateError(f"{self.path.name}: {fn} is not supported by the local resolver")
+                return self.unsupported(fn, value)
+        return self.mapping(value)
+
+    def text(self, value: Any) -> str:
+        """The value resolved, as it reads inside a string."""
+        return self.string(self.resolve(value))
+
+    def sub(self, arg: Any) -> str:
+        template, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+        def replace(match: re.Match) -> str:
+            name = match.group(1)
+            if name in variables:
+                return self.text(variables[name])
+            logical_id, _, attribute = name.partition(".")
+            if attribute and logical_id in self.template.resources:
+                return self.string(self.get_att(logical_id, attribute))
+            return self.string(self.ref(name))
+
+        return SUB_VARIABLE.sub(replace, template).replace("${!", "${")
+
+    def mapping(self, value: dict) -> Any:
         return {key: self.resolve(item) for key, item in value.items()}
 
+    def string(self, value: Any) -> str:
+        return str(value)
+
+    def ref(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def get_att(self, logical_id: str, attribute: str) -> Any:
+        raise NotImplementedError
+
+    def import_value(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def unsupported(self, fn: str, value: dict) -> Any:
+        raise TemplateError(f"{self.template.name}: {fn} is not supported by the resolver")
+
+    @property
+    def exports(self) -> dict[str, str]:
+        """Export name -> output key of the template's exported outputs."""
+        return {self.text(out["Export"]["Name"]): key for key, out in self.template.outputs.items() if "Export" in out}
+
+    @property
+    def imports(self) -> set[str]:
+        """The export names the template imports."""
+        return {self.text(arg) for arg in import_arguments(self.template.body)}
+
+
+class ExportTable(dict):
+    """Export name -> (the evaluator of the exporting template, the output key), shared by a folder's stacks."""
+
+    def __init__(self, evaluators: Iterable[Evaluator] = ()):
+        super().__init__()
+        self._resolving: set[str] = set()
+        for evaluator in evaluators:
+            self.update({name: (evaluator, key) for name, key in evaluator.exports.items()})
+
+    def value(self, name: str) -> Any:
+        """The exported output's value, resolved by its own template's evaluator."""
+        if name in self._resolving:
+            raise TemplateError(f"export {name} depends on itself through Fn::ImportValue")
+        evaluator, key = self[name]
+        self._resolving.add(name)
+        try:
+            return evaluator.resolve(evaluator.template.outputs[key]["Value"])
+        finally:
+            self._resolving.discard(name)
+
+
+class TemplateSet:
+    """Every `*.yaml` template of a folder, each deployed as the stack `stack_name(stem, prefix)`."""
+
+    def __init__(self, folder: Path, prefix: str = DEFAULT_PREFIX):
+        self.folder = Path(folder)
+        self.prefix = prefix
+        self.templates = [Template.load(path) for path in sorted(self.folder.glob("*.yaml"))]
+
+    def __iter__(self):
+        return iter(self.templates)
+
+    @property
+    def stack_names(self) -> dict[str, str]:
+        return {template.stem: stack_name(template.stem, self.prefix) for template in self.templates}
+
+    def stacks(self, target: str, region: str, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+               placeholders: Mapping[str, Any] | None = None) -> list["Stack"]:
+        """One Stack per template (parameter_values for `target`, `overrides` by stem), sharing one export table."""
+        names, overrides = self.stack_names, overrides or {}
+        stacks = [Stack(template, parameter_values(template, target, names, overrides.get(template.stem), placeholders),
+                        names[template.stem], region=region) for template in self.templates]
+        exports = ExportTable(stacks)
+        for stack in stacks:
+            stack.export_table = exports
+        return stacks
+
+
+def dependency_order(stacks: list[Evaluator]) -> list[Evaluator]:
+    """Exporters before importers (ties by file name); a missing export or a cycle is a TemplateError."""
+    exporter = {name: stack for stack in stacks for name in stack.exports}
+    by_stem = {stack.template.stem: stack for stack in stacks}
+    needs: dict[str, set[str]] = {}
+    for stack in stacks:
+        imports = stack.imports
+        missing = sorted(name for name in imports if name not in exporter)
+        if missing:
+            raise TemplateError(f"{stack.template.name} imports {', '.join(missing)}, which no template in "
+                                f"{stack.template.path.parent} exports")
+        needs[stack.template.stem] = {exporter[name].template.stem for name in imports} - {stack.template.stem}
+    order: list[Evaluator] = []
+    while len(order) < len(stacks):
+        ready = sorted(stem for stem in by_stem if by_stem[stem] not in order and needs[stem] <= {
+            done.template.stem for done in order})
+        if not ready:
+            cycle = sorted(stem for stem in by_stem if by_stem[stem] not in order)
+            raise TemplateError(f"the templates import each other's exports in a cycle: {', '.join(cycle)} "
+                                "(move the shared resources into one template)")
+        order.append(by_stem[ready[0]])
+    return order
+
+
+class Stack(Evaluator):
+    """One template deployed as a stack: its parameter values and stack name, its intrinsic functions resolved
+    to values (locally: the names the local stack uses; imports from the folder's export table)."""
+
+    def __init__(self, template: Template, parameters: dict[str, Any], stack_name: str, *, region: str = "us-east-1",
+                 account_id: str = LOCAL_ACCOUNT_ID, export_table: ExportTable | None = None):
+        self.template = template
+        self.parameters = parameters
+        self.stack_name = stack_name
+        self.region = region
+        self.account_id = account_id
+        self.export_table = export_table if export_table is not None else ExportTable()
+
+    @classmethod
+    def load(cls, path: Path, settings: Settings, overrides: dict[str, Any] | None = None) -> "Stack":
+        """One template alone, for the local target (parameter_values with LOCAL_PLACEHOLDERS); every parameter
+        must have a value."""
+        template = Template.load(path)
+        stack = cls(template, parameter_values(template, "local", {template.stem: stack_name(template.stem)},
+                                               overrides, LOCAL_PLACEHOLDERS),
+                    stack_name(template.stem), region=settings.region)
+        stack.require_values()
+        return stack
+
+    def require_values(self) -> None:
+        for name, value in self.parameters.items():
+            if value is None:
+                raise TemplateError(f"{self.template.name}: parameter {name} has no default and no local value")
+
+    @property
+    def path(self) -> Path:
+        return self.template.path
+
+    @property
+    def stem(self) -> str:
+        return self.template.stem
+
+    @property
+    def body(self) -> dict:
+        return self.template.body
+
+    @property
+    def resources(self) -> dict[str, dict]:
+        return self.template.resources
+
+    def of_type(self, resource_type: str) -> dict[str, dict]:
+        return self.template.of_type(resource_type)
+
+    def props(self, logical_id: str) -> dict:
+        return self.template.props(logical_id)
+
+    # --- what Ref, GetAtt and an import are --------------------------------------------------------
     def ref(self, name: str) -> Any:
         pseudo = {
             "AWS::Region": self.region,
             "AWS::AccountId": self.account_id,
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackName": self.name,
+            "AWS::StackName": self.stack_name,
             "AWS::NoValue": None,
         }
         if name in pseudo:
@@ -269,18 +576,13 @@ class Stack:
         }.get(resource_type)
         return arn or f"arn:aws:{resource_type.split('::')[1].lower()}:{self.region}:{self.account_id}:{name}"
 
-    def sub(self, arg: Any) -> str:
-        template, variables = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
+    def import_value(self, name: str) -> Any:
+        if name not in self.export_table:
+            raise MissingExportError(f"{self.path.name}: no export named {name} (deploy its stack first)")
+        return self.export_table.value(name)
 
-        def replace(match: re.Match) -> str:
-            name = match.group(1)
-            if name in variables:
-                return str(variables[name])
-            if "." in name and name.split(".", 1)[0] in self.resources:
-                return str(self.get_att(*name.split(".", 1)))
-            return str(self.ref(name))
-
-        return SUB_VARIABLE.sub(replace, template).replace("${!", "${")
+    def unsupported(self, fn: str, value: dict) -> Any:
+        raise TemplateError(f"{self.path.name}: {fn} is not supported by the local resolver")
 
     # --- what the local stack needs ------------------------------------------------------
     def functions(self) -> dict[str, LocalFunction]:
@@ -403,8 +705,7 @@ class Stack:
 def _function_of_arn(value: Any) -> str | None:
     """The logical id in `!GetAtt F.Arn`, else None."""
     if isinstance(value, dict) and list(value) == ["Fn::GetAtt"]:
-        arg = value["Fn::GetAtt"]
-        logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
+        logical_id, attribute = get_att_arguments(value["Fn::GetAtt"])
         return logical_id if attribute == "Arn" else None
     return None
 
@@ -415,31 +716,12 @@ def local_api_id(name: str) -> str:
 
 
 def load_stacks(settings: Settings, overrides: dict[str, dict] | None = None) -> list[Stack]:
-    """Every template under cloudformation/, in name order, resolved for the local target.
-
-    The stacks share one export table, filled in dependency order whatever the file names (analytics.yaml
-    imports what ingestion.yaml exports), as CloudFormation would if the stacks were deployed in that order.
-    """
-    overrides = overrides or {}
-    stacks: list[Stack] = []
-    exports: dict[str, str] = {}
-    for path in sorted(settings.templates.glob("*.yaml")):
-        stack = Stack.load(path, settings, overrides.get(path.stem))
-        stack.exports = exports
-        stacks.append(stack)
-    pending = [(stack, out) for stack in stacks for out in stack.body.get("Outputs", {}).values() if "Export" in out]
-    while pending:
-        waiting: list[tuple[Stack, dict]] = []
-        error: MissingExportError | None = None
-        for stack, out in pending:
-            try:
-                exports[stack.resolve(out["Export"]["Name"])] = stack.resolve(out["Value"])
-            except MissingExportError as missing:
-                waiting.append((stack, out))
-                error = error or missing
-        if len(waiting) == len(pending):
-            raise error  # an import nobody exports, or a cycle
-        pending = waiting
+    """Every template under cloudformation/, in name order, resolved for the local target (stacks
+    `clickstream-<stem>`, LOCAL_PLACEHOLDERS for what only AWS has, `overrides` by stem); imports resolve
+    through the folder's export table whatever the file names, as if the stacks were deployed in order."""
+    stacks = TemplateSet(settings.templates).stacks("local", settings.region, overrides, LOCAL_PLACEHOLDERS)
+    for stack in stacks:
+        stack.require_values()
     return stacks
 
 
