@@ -41,7 +41,7 @@ def handler(
 ) -> dict[str, Any]:
     """Lambda calls it with the event and the context; `clickstream etl` also passes a progress callback."""
     config = settings()
-    request = etl.parse_etl_event(event, config.lookback_days)
+    request = etl.parse_etl_event(event, default_lookback_days=config.lookback_days)
     # Read at every invocation: a rotated password is picked up without a cold start.
     dw_dsn = dsn_from_secret(secrets_client(), config.dw_secret_id)
     options = etl.EtlOptions(

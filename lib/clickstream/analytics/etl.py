@@ -1,7 +1,7 @@
 """The ETL: raw S3 objects -> clickstream_dw, exactly once, in chunks, within a time budget.
 
-    settings = EtlSettings.from_env(os.environ)            # what the analytics template sets on the function
-    request = parse_etl_event(event, settings.lookback_days)  # {}, {"date"}, {"prefix"}, or the workshop's knobs
+    settings = EtlSettings.from_env(os.environ)  # what the analytics template sets on the function
+    request = parse_etl_event(event, default_lookback_days=settings.lookback_days)  # {}, {"date"}, {"prefix"}
     options = EtlOptions(raw_prefix=settings.raw_prefix, remaining_ms=context.get_remaining_time_in_millis)
     summary = run_etl(s3, settings.raw_bucket, dw_dsn, request, options)
 
