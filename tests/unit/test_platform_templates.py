@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
-from clickstream.infra.templates import Stack, find_function, load_stacks
+from clickstream.infra.templates import Stack, find_function, import_arguments, load_stacks
 from clickstream.settings import Settings
 from template_helpers import as_list
 
@@ -52,24 +52,12 @@ def test_every_import_is_an_export_of_the_folder_in_deployment_order(stacks):
     exporters: dict[str, str] = {}
     for stem in order:
         stack = stacks[stem]
-        for name in _imports(stack.body):
+        for name in import_arguments(stack.body):
             export = stack.resolve(name)
             assert export in exporters, f"{stem} imports {export}, which no stack deployed before it exports"
         for output in stack.body.get("Outputs", {}).values():
             if "Export" in output:
                 exporters[stack.resolve(output["Export"]["Name"])] = stem
-
-
-def _imports(value):
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "Fn::ImportValue":
-                yield item
-            else:
-                yield from _imports(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _imports(item)
 
 
 # --- network.yaml ---------------------------------------------------------------------------------------

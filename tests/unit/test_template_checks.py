@@ -315,3 +315,26 @@ def test_the_cli_names_each_rule_and_exits_non_zero_on_findings(copy, capsys):
     out = capsys.readouterr().out
     assert "FAIL no_nat_gateway" in out and "network.yaml NatGateway: is a NAT gateway" in out
     assert "FAIL policy rules (cfn-lint custom rules)" in out
+
+
+# --- the rules for people -------------------------------------------------------------------------------
+def test_security_group_rows_name_groups_peers_and_ports_for_people(real):
+    rows = checks.security_group_rows(real)
+    assert len(rows) == len(real.security_group_rules())
+    assert {"group": "sg_analytics_ShinyDWH", "direction": "ingress", "protocol": "tcp", "port": "5432",
+            "peer": "sg_Lambda_ETL", "declared in": "network.yaml DwIngressFromEtl"} in rows
+    assert {"group": "sg_Lambda_ETL", "direction": "egress", "protocol": "tcp", "port": "443",
+            "peer": "S3 (prefix list)", "declared in": "network.yaml EtlSecurityGroup"} in rows
+    web_in = sorted((r["port"], r["peer"]) for r in rows if r["group"] == "sg_oltp_webDB" and r["direction"] == "ingress")
+    assert web_in == [("443", "0.0.0.0/0"), ("80", "0.0.0.0/0")]
+
+
+def test_security_group_rows_show_port_ranges_and_all_traffic(copy):
+    network = copy / "network.yaml"
+    edit(network, "(redirected to HTTPS)\n          IpProtocol: tcp\n          FromPort: 80\n          ToPort: 80\n",
+         "(redirected to HTTPS)\n          IpProtocol: tcp\n          FromPort: 8000\n          ToPort: 8080\n")
+    edit(network, "        - Description: HTTPS from the internet\n          IpProtocol: tcp\n",
+         "        - Description: HTTPS from the internet\n          IpProtocol: -1\n")
+    web_in = sorted((r["protocol"], r["port"]) for r in checks.security_group_rows(copy)
+                    if r["group"] == "sg_oltp_webDB" and r["direction"] == "ingress")
+    assert web_in == [("-1", "all"), ("tcp", "8000-8080")]

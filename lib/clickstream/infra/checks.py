@@ -6,9 +6,10 @@ read the templates. Two kinds:
 - the policy rules (`policy_rules`): general rules as cfn-lint custom rules in
   `cloudformation/policy-rules.cfnlint`, waived only in `cloudformation/policy-suppressions.toml`;
 - the architecture's own rules: one function per rule below, each returning readable findings (empty: the rule
-  holds). They follow Ref, GetAtt and Fn::ImportValue across the folder's templates, as CloudFormation would
-  with the stacks deployed under the names `clickstream-<file stem>` (the names `clickstream deploy` and the
-  local stack use).
+  holds). They read the templates through clickstream.infra.templates (its loader, model and evaluator, here
+  symbolic: `Symbols`), following Ref, GetAtt and Fn::ImportValue across the folder's templates as
+  CloudFormation would with the stacks deployed under the names `clickstream-<file stem>` (the names
+  `clickstream deploy` and the local stack use).
 
 `python -m clickstream.infra.checks DIR` runs them all (`make check-templates TEMPLATES_DIR=DIR`).
 """
@@ -21,13 +22,13 @@ import re
 import sys
 import tomllib
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Union
 
 from cfnlint.api import ManualArgs, lint_file
-from cfnlint.decode import cfn_yaml
 
+from clickstream.infra.templates import (Evaluator, ExportTable, Template, TemplateSet, get_att_arguments,
+                                         parameter_values)
 from clickstream.settings import project_root
 
 WEB_TIER_GROUP = "sg_oltp_webDB"
@@ -69,112 +70,69 @@ class Finding:
         return f"{self.template} {self.resource}: {self.message}"
 
 
-@dataclass
-class Template:
-    path: Path
-    body: dict
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def stack_name(self) -> str:
-        return f"clickstream-{self.path.stem}"
-
-    @property
-    def resources(self) -> dict[str, dict]:
-        return self.body.get("Resources") or {}
-
-    @property
-    def parameters(self) -> dict[str, dict]:
-        return self.body.get("Parameters") or {}
-
-    def of_type(self, resource_type: str) -> dict[str, dict]:
-        return {lid: res for lid, res in self.resources.items() if res.get("Type") == resource_type}
-
-
 Node = tuple[Template, str]  # a resource: its template and logical id
 
 
-class Templates:
-    """Every `*.yaml` template of a folder, decoded by cfn-lint's loader, with a small symbolic resolver."""
+class Symbols(Evaluator):
+    """One template's values as canonical text: literals as they are, parameters by their value for aws without
+    a parameters file (the template's Default; unset: {param:Name}), pseudo parameters and resources as symbols
+    ({network.yaml#Vpc}), imports followed to the exporting template ({import:Name} when none exports it)."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.templates = [Template(path, cfn_yaml.load(str(path))) for path in sorted(self.folder.glob("*.yaml"))]
+    def __init__(self, template: Template, parameters: dict[str, Any], stack_name: str, export_table: ExportTable):
+        self.template, self.parameters, self.stack_name, self.export_table = template, parameters, stack_name, export_table
 
-    def __iter__(self):
-        return iter(self.templates)
-
-    @cached_property
-    def exports(self) -> dict[str, tuple[Template, Any]]:
-        exports = {}
-        for template in self.templates:
-            for output in (template.body.get("Outputs") or {}).values():
-                if "Export" in output:
-                    exports[self.text(template, output["Export"]["Name"])] = (template, output["Value"])
-        return exports
-
-    # --- symbolic resolution -------------------------------------------------------------------------
-    def text(self, template: Template, value: Any) -> str:
-        """A canonical string for a value: literals as they are, parameters by their default, pseudo
-        parameters and resources as symbols ({network.yaml#Vpc}), imports followed to the exporting template."""
+    def string(self, value: Any) -> str:
         if isinstance(value, bool):
             return str(value).lower()
-        if isinstance(value, (str, int, float)):
-            return str(value)
         if isinstance(value, list):
-            return ",".join(self.text(template, item) for item in value)
-        if isinstance(value, dict) and len(value) == 1:
-            (fn, arg), = value.items()
-            if fn == "Ref":
-                return self._ref(template, arg)
-            if fn == "Fn::GetAtt":
-                logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
-                return self._get_att(template, logical_id, attribute)
-            if fn == "Fn::Sub":
-                return self._sub(template, arg)
-            if fn == "Fn::Join":
-                separator, items = arg
-                return separator.join(self.text(template, item) for item in items)
-            if fn == "Fn::ImportValue":
-                name = self.text(template, arg)
-                if name in self.exports:
-                    exporter, exported = self.exports[name]
-                    return self.text(exporter, exported)
-                return f"{{import:{name}}}"
+            return ",".join(self.string(item) for item in value)
+        return str(value)
+
+    def mapping(self, value: dict) -> str:
         return "{" + json.dumps(value, sort_keys=True, default=str) + "}"
 
-    def _ref(self, template: Template, name: str) -> str:
-        pseudo = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": template.stack_name}
+    def unsupported(self, fn: str, value: dict) -> str:
+        return self.mapping(value)
+
+    def ref(self, name: str) -> str:
+        pseudo = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": self.stack_name}
         if name in pseudo:
             return pseudo[name]
         if name.startswith("AWS::"):
             return "{" + name + "}"
-        if name in template.parameters:
-            spec = template.parameters[name]
-            return self.text(template, spec["Default"]) if "Default" in spec else f"{{param:{name}}}"
-        return f"{{{template.name}#{name}}}"
+        if name in self.parameters:
+            value = self.parameters[name]
+            return self.string(value) if value is not None else f"{{param:{name}}}"
+        return f"{{{self.template.name}#{name}}}"
 
-    def _get_att(self, template: Template, logical_id: str, attribute: str) -> str:
-        resource_type = template.resources.get(logical_id, {}).get("Type")
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        resource_type = self.template.resources.get(logical_id, {}).get("Type")
         if resource_type == "AWS::S3::Bucket" and attribute == "Arn":
-            return f"arn:aws:s3:::{{{template.name}#{logical_id}}}"
-        return f"{{{template.name}#{logical_id}.{attribute}}}"
+            return f"arn:aws:s3:::{{{self.template.name}#{logical_id}}}"
+        return f"{{{self.template.name}#{logical_id}.{attribute}}}"
 
-    def _sub(self, template: Template, arg: Any) -> str:
-        string, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+    def import_value(self, name: str) -> str:
+        return self.string(self.export_table.value(name)) if name in self.export_table else f"{{import:{name}}}"
 
-        def replace(match: re.Match) -> str:
-            name = match.group(1)
-            if name in variables:
-                return self.text(template, variables[name])
-            if "." in name and name.split(".", 1)[0] in template.resources:
-                return self._get_att(template, *name.split(".", 1))
-            return self._ref(template, name)
 
-        return re.sub(r"\$\{([^}!][^}]*)\}", replace, string).replace("${!", "${")
+class Templates(TemplateSet):
+    """Every `*.yaml` template of a folder, each with its Symbols (stacks named as `clickstream deploy` names
+    them), sharing one export table."""
+
+    def __init__(self, folder: Path):
+        super().__init__(folder)
+        self.exports = ExportTable()
+        names = self.stack_names
+        self.symbols = {template.name: Symbols(template, parameter_values(template, "aws", names), names[template.stem],
+                                               self.exports) for template in self.templates}
+        self.exports.update(ExportTable(self.symbols.values()))
+
+    def text(self, template: Template, value: Any) -> str:
+        """A canonical string for a value (see Symbols)."""
+        return self.symbols[template.name].text(value)
+
+    def get_att(self, template: Template, logical_id: str, attribute: str) -> str:
+        return self.symbols[template.name].get_att(logical_id, attribute)
 
     def node(self, template: Template, value: Any) -> Node | None:
         """The resource a Ref, GetAtt or ImportValue (of an export that is a Ref or GetAtt) points to."""
@@ -183,11 +141,11 @@ class Templates:
             if fn == "Ref" and isinstance(arg, str) and arg in template.resources:
                 return template, arg
             if fn == "Fn::GetAtt":
-                logical_id = arg.split(".", 1)[0] if isinstance(arg, str) else arg[0]
+                logical_id = get_att_arguments(arg)[0]
                 return (template, logical_id) if logical_id in template.resources else None
-            if fn == "Fn::ImportValue":
-                exported = self.exports.get(self.text(template, arg))
-                return self.node(*exported) if exported else None
+            if fn == "Fn::ImportValue" and (exported := self.exports.get(self.text(template, arg))):
+                exporter, key = exported
+                return self.node(exporter.template, exporter.template.outputs[key]["Value"])
         return None
 
     # --- network facts shared by several rules -------------------------------------------------------
@@ -282,6 +240,9 @@ class GroupRule:
         self.from_port, self.to_port = _port(text("FromPort")), _port(text("ToPort"))
         self.cidrs = {c for c in (text("CidrIp"), text("CidrIpv6")) if c}
         self.group_name = templates.group_name(group)
+        peer_group = next((rule[key] for key in ("SourceSecurityGroupId", "DestinationSecurityGroupId") if key in rule),
+                          None)
+        self.peer_group = templates.group_name(templates.node(template, peer_group)) if peer_group else None
 
     def covers(self, port: int) -> bool:
         if self.protocol in ("-1", "all"):
@@ -292,12 +253,38 @@ class GroupRule:
         high = self.to_port if self.to_port is not None else 65535
         return low <= port <= high or low == -1
 
+    @property
+    def peer(self) -> str:
+        """The other end, for people: a security group's name, "S3 (prefix list)" or the CIDRs."""
+        if self.peer_group:
+            return self.peer_group
+        if {"SourcePrefixListId", "DestinationPrefixListId"} & set(self.rule):
+            return "S3 (prefix list)"
+        return ", ".join(sorted(self.cidrs)) or "?"
+
+    @property
+    def ports(self) -> str:
+        """"all", one port ("443") or a range ("1024-65535")."""
+        if self.protocol in ("-1", "all") or self.from_port == -1:
+            return "all"
+        return f"{self.from_port}" if self.from_port == self.to_port else f"{self.from_port}-{self.to_port}"
+
+    def row(self) -> dict[str, str]:
+        return {"group": self.group_name or "?", "direction": self.direction, "protocol": self.protocol,
+                "port": self.ports, "peer": self.peer, "declared in": f"{self.template.name} {self.owner}"}
+
     def describe(self) -> str:
         ports = f"{self.from_port}-{self.to_port}" if self.from_port != self.to_port else f"{self.from_port}"
         peer = ", ".join(sorted(self.cidrs)) or next(
             (f"{k} {json.dumps(v)}" for k, v in self.rule.items() if "SecurityGroup" in k and k != "GroupId"
              or "PrefixList" in k), "?")
         return f"{self.direction} {self.protocol or '?'} {ports} {'from' if self.direction == 'ingress' else 'to'} {peer}"
+
+
+def security_group_rows(folder: "Folder") -> list[dict[str, str]]:
+    """Every ingress and egress rule of every security group, as rows for people: group, direction, protocol,
+    port ("all", "443", "1024-65535"), peer (a group's name, "S3 (prefix list)" or CIDRs), declared in."""
+    return [rule.row() for rule in _load(folder).security_group_rules()]
 
 
 def _port(value: str | None) -> int | None:
@@ -466,7 +453,7 @@ def _expected_grants(templates: Templates, template: Template, props: dict, kind
     bucket = templates.text(template, env.get("RAW_BUCKET", "{no RAW_BUCKET}"))
     bucket_arn = bucket if bucket.startswith("arn:") else f"arn:aws:s3:::{bucket}"
     log_group = templates.node(template, (props.get("LoggingConfig") or {}).get("LogGroup"))
-    logs = templates._get_att(*log_group, "Arn") if log_group else "{no LoggingConfig.LogGroup}"
+    logs = templates.get_att(*log_group, "Arn") if log_group else "{no LoggingConfig.LogGroup}"
     grants = {("logs:CreateLogStream", logs, "null"), ("logs:PutLogEvents", logs, "null")}
     if kind == "ingest":
         grants.add(("s3:PutObject", f"{bucket_arn}/{RAW_PREFIX}*", "null"))
@@ -574,7 +561,7 @@ def buckets_private_encrypted_tls_only(folder: Folder) -> list[Finding]:
                           for r in encryption}
             if not algorithms or not algorithms <= {"AES256", "aws:kms", "aws:kms:dsse"}:
                 findings.append(Finding(rule, template.name, lid, "has no default encryption (SSE-S3 or SSE-KMS)"))
-            arn = templates._get_att(template, lid, "Arn")
+            arn = templates.get_att(template, lid, "Arn")
             statements = [
                 (pid, s) for pid, policy in policies
                 if templates.node(template, policy.get("Bucket")) == (template, lid)
