@@ -84,3 +84,60 @@ def test_load_template_reads_every_template_as_cfn_lint_does():
     assert len(templates) >= 4
     for path in templates:
         assert plain(load_template(path)) == plain(cfn_yaml.load(str(path))), path.name
+
+
+# --- the one model: names, parameter values, one evaluator ------------------------------------------------
+def test_one_rule_names_the_stacks_and_the_sibling_stack_parameters():
+    from clickstream.infra.templates import Template, parameter_values, stack_name
+
+    assert stack_name("analytics") == "clickstream-analytics" and stack_name("analytics", "shop1") == "shop1-analytics"
+    analytics = Template.load(ROOT / "cloudformation" / "analytics.yaml")
+    values = parameter_values(analytics, "aws", {"ingestion": stack_name("ingestion", "shop1")})
+    assert values["IngestionStackName"] == "shop1-ingestion"
+    assert values["NetworkStackName"] == "clickstream-network"  # no sibling given: the template's default
+
+
+def test_parameter_values_differ_by_target_and_overrides_win():
+    from clickstream.infra.templates import (LOCAL_PLACEHOLDERS, Template, UnknownParameterError,
+                                             parameter_values)
+
+    analytics = Template.load(ROOT / "cloudformation" / "analytics.yaml")
+    local, on_aws = parameter_values(analytics, "local"), parameter_values(analytics, "aws")
+    assert (local["NameSuffix"], local["DwHost"]) == ("local", "127.0.0.1")  # Metadata.clickstream.LocalParameters
+    assert (on_aws["NameSuffix"], on_aws["DwHost"]) == ("dev", None)  # the default; the deployer must choose
+    assert parameter_values(analytics, "aws", overrides={"DwHost": "10.20.10.10"})["DwHost"] == "10.20.10.10"
+    with pytest.raises(UnknownParameterError, match=r"analytics.yaml declares no parameters \['Nope'\]"):
+        parameter_values(analytics, "aws", overrides={"Nope": 1})
+    network = Template.load(ROOT / "cloudformation" / "network.yaml")
+    typed = {name for name, spec in network.parameters.items() if spec["Type"] in LOCAL_PLACEHOLDERS}
+    for name in typed:
+        assert parameter_values(network, "aws")[name] is None
+        assert parameter_values(network, "aws", placeholders=LOCAL_PLACEHOLDERS)[name] is not None
+
+
+def test_the_same_value_resolves_to_local_values_and_to_the_checks_symbols(settings):
+    from clickstream.infra.checks import Templates
+
+    value = {"Fn::Sub": "${RawBucket.Arn}/${!Literal}-${AWS::Region}-${NameSuffix}"}
+    ingestion = next(s for s in load_stacks(settings) if s.path.stem == "ingestion")
+    assert ingestion.resolve(value) == "arn:aws:s3:::clickstream-s3-ingest-local/${Literal}-us-east-1-local"
+    checked = Templates(ROOT / "cloudformation")
+    template = next(t for t in checked if t.stem == "ingestion")
+    assert checked.text(template, value) == "arn:aws:s3:::{ingestion.yaml#RawBucket}/${Literal}-{AWS::Region}-dev"
+
+
+def test_an_export_that_imports_itself_is_a_template_error(tmp_path):
+    from clickstream.infra.templates import TemplateSet
+
+    (tmp_path / "loop.yaml").write_text("""
+Resources:
+  Topic: {Type: AWS::SNS::Topic}
+Outputs:
+  Out:
+    Value: {"Fn::ImportValue": clickstream-loop-Out}
+    Export: {Name: !Sub "${AWS::StackName}-Out"}
+""")
+    (stack,) = TemplateSet(tmp_path).stacks("local", "us-east-1")
+    assert stack.exports == {"clickstream-loop-Out": "Out"} and stack.imports == {"clickstream-loop-Out"}
+    with pytest.raises(TemplateError, match="export clickstream-loop-Out depends on itself"):
+        stack.outputs()

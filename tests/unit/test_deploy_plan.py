@@ -244,3 +244,14 @@ def test_a_rolled_back_stack_must_be_destroyed_before_deploying_again():
     stubber.add_response("describe_stack_events", {"StackEvents": []})
     with stubber, pytest.raises(DeployError, match="clickstream destroy --stack clickstream-ingestion"):
         deploy.deploy_with_change_set(client, "clickstream-ingestion", "body", [], delay=0)
+
+
+# --- the choice of target ------------------------------------------------------------------------------
+def test_the_cli_chooses_the_deployer_by_target_and_the_aws_deployer_refuses_local():
+    from clickstream import cli
+    from clickstream.local import moto_deploy
+
+    assert cli._deployer(settings("local")) is moto_deploy
+    assert cli._deployer(settings("aws")) is deploy
+    with pytest.raises(DeployError, match="clickstream.local.moto_deploy"):
+        deploy.deploy(settings("local"))
