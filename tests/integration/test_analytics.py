@@ -111,15 +111,9 @@ class Week:
                                 (self.t0 - timedelta(days=1), self.t0 + timedelta(days=15))).fetchall()
 
     def clean(self) -> None:
-        lo, hi = self.t0 - timedelta(days=2), self.t0 + timedelta(days=16)
-        with psycopg.connect(self.admin) as conn:
-            conn.execute("DELETE FROM clickstream_events WHERE event_timestamp >= %s AND event_timestamp < %s",
-                         (lo, hi))
-            for table in ("rollup_hourly_events", "rollup_hourly_pages", "rollup_hourly_products",
-                          "rollup_hourly_sessions"):
-                conn.execute(f"DELETE FROM {table} WHERE hour >= %s AND hour < %s", (lo, hi))
-            conn.execute("DELETE FROM rollup_sessions WHERE session_start >= %s AND session_start < %s", (lo, hi))
-            conn.execute("DELETE FROM rollup_pending WHERE day >= %s AND day < %s", (lo.date(), hi.date()))
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            warehouse.delete_days(conn, (self.t0 - timedelta(days=2)).date(), (self.t0 + timedelta(days=15)).date())
+            rollups.refresh_pending(conn)
 
 
 @pytest.fixture

@@ -259,7 +259,7 @@ def run_etl(
     if request.prefix is not None:
         prefixes = [request.prefix]
     elif request.date is not None:
-        prefixes = [f"{options.raw_prefix}{request.date:%Y/%m/%d}/"]
+        prefixes = [raw.day_prefix(request.date, options.raw_prefix)]
     else:
         prefixes = partition_prefixes(options.now or datetime.now(timezone.utc), request.lookback_days,
                                       options.raw_prefix)

@@ -112,7 +112,7 @@ class CodeTarget:
 
 
 def code_targets(templates: Iterable[Any]) -> list[CodeTarget]:
-    """The code targets of these templates (deploy.Template objects: .stem, .path, .body), by parameter."""
+    """The code targets of these templates (templates.Stack objects: .stem, .path, .body), by parameter."""
     found: dict[str, CodeTarget] = {}
     for template in templates:
         resources = template.body.get("Resources", {})

@@ -66,6 +66,17 @@ class LocalFunction:
     memory: int
     runtime: str
 
+    def summary(self, project: Path) -> dict[str, str | int]:
+        """What the template sets for the function, for people (the code folder relative to `project`)."""
+        return {
+            "function name": self.name,
+            "handler": self.handler,
+            "code folder": str(self.source_dir.relative_to(project)),
+            "runtime": self.runtime,
+            "memory (MB)": self.memory,
+            "timeout (s)": self.timeout,
+        }
+
 
 @dataclass(frozen=True)
 class HttpRoute:
