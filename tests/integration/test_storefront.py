@@ -88,6 +88,7 @@ def test_a_category_page_lists_that_category_at_oltp_prices(client, shop_dsn, sl
     assert product_ids(page.text) == [row[0] for row in rows]
     prices = dict(re.findall(r'data-product-id="([A-Z]{3}-\d{3})".*?data-price="([\d.]+)"', page.text, re.S))
     assert {pid: Decimal(price) for pid, price in prices.items()} == {pid: price for pid, _, price in rows}
+    assert f'trackOnLoad("product_list_view", "{category}")' in page.text
     assert client.get("/category/phones").status_code == 404
 
 
@@ -111,6 +112,8 @@ def test_search_finds_by_name_and_treats_wildcards_literally(client, shop_dsn):
     assert expected and product_ids(client.get("/search", params={"q": "ZenBook"}).text) == expected
     assert product_ids(client.get("/search", params={"q": "%"}).text) == []
     assert "Nothing matches" in client.get("/search", params={"q": "no such gadget"}).text
+    hostile = client.get("/search", params={"q": "</script><script>alert(1)</script>"}).text
+    assert "<script>alert(1)" not in hostile and 'trackOnLoad("search", "\\u003c/script\\u003e' in hostile
 
 
 def test_adding_to_the_cart_updates_the_count_and_the_cart(client, shop_dsn):
@@ -211,7 +214,8 @@ def test_the_module_runs_the_app_under_uvicorn(shop_dsn, tmp_path):
     assert help_text.returncode == 0 and "--port" in help_text.stdout and "CLICKSTREAM_OLTP_DSN" in help_text.stdout
     port, log_file = free_port(), tmp_path / "storefront.log"
     with open(log_file, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "clickstream.shop.storefront", "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "-m", "clickstream.shop.storefront", "--port", str(port),
+                                    "--ingest-url", "http://127.0.0.1:9/clickstream"],
                                    env={**os.environ, "CLICKSTREAM_OLTP_DSN": shop_dsn}, stdout=log,
                                    stderr=subprocess.STDOUT)
     try:
@@ -220,6 +224,7 @@ def test_the_module_runs_the_app_under_uvicorn(shop_dsn, tmp_path):
         home = httpx.get(url + "/")
         css = httpx.get(url + "/static/storefront.css")
         assert home.status_code == 200 and "Featured deals" in home.text
+        assert 'window.clickstreamConfig = {endpoint: "http://127.0.0.1:9/clickstream"}' in home.text
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     finally:
         stop_process(process.pid, timeout=10)

@@ -96,14 +96,15 @@ async def form_fields(request: Request) -> dict[str, str]:
 class Storefront:
     """The pages and the shop_oltp queries behind them (one connection per request)."""
 
-    def __init__(self, oltp_dsn: str, secret_key: str, templates: Path, currency: str = CURRENCY) -> None:
+    def __init__(self, oltp_dsn: str, secret_key: str, templates: Path, currency: str = CURRENCY,
+                 ingest_url: str | None = None) -> None:
         self.dsn = oltp_dsn
         self.currency = currency
         self.cookies = URLSafeSerializer(secret_key, salt="clickstream-storefront-visitor")
         self.templates = Jinja2Templates(directory=str(templates))
         self.templates.env.filters["money"] = money
         self.templates.env.globals.update(categories=[(slug, title) for slug, (_, title) in CATEGORY_PAGES.items()],
-                                          currency=currency)
+                                          currency=currency, ingest_url=ingest_url)
 
     def connect(self):
         return psycopg.AsyncConnection.connect(self.dsn, row_factory=dict_row, connect_timeout=10)
@@ -202,7 +203,8 @@ class Storefront:
         category, title = CATEGORY_PAGES[slug]
         async with await self.connect() as conn:
             products = await self.products(conn, "category = %s", (category,))
-        return await self.render(request, "category.html", title=title, products=products, page_type="category")
+        return await self.render(request, "category.html", title=title, category=category, products=products,
+                                 page_type="category")
 
     async def product(self, request: Request) -> Response:
         async with await self.connect() as conn:
@@ -331,12 +333,13 @@ class Storefront:
         return await self.render(request, "order.html", order=order, items=items, page_type="purchase")
 
 
-def create_app(oltp_dsn: str, secret_key: str | None = None, templates: Path | None = None,
-               static: Path | None = None, currency: str = CURRENCY) -> Starlette:
-    """The storefront on shop_oltp (a DSN of shop_app). Without `secret_key` a random one signs the cookies,
-    so carts are forgotten when the process restarts."""
+def create_app(oltp_dsn: str, secret_key: str | None = None, ingest_url: str | None = None,
+               templates: Path | None = None, static: Path | None = None, currency: str = CURRENCY) -> Starlette:
+    """The storefront on shop_oltp (a DSN of shop_app); its pages' tracker sends to `ingest_url` (none: the
+    tracker's own default). Without `secret_key` a random one signs the cookies, so carts are forgotten when
+    the process restarts."""
     shop = Storefront(oltp_dsn, secret_key or secrets.token_urlsafe(32), templates or frontend_dir() / "templates",
-                      currency)
+                      currency, ingest_url)
     routes = [
         Route("/", shop.home),
         Route("/category/{slug}", shop.category),
@@ -361,10 +364,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--oltp-dsn", default=os.environ.get("CLICKSTREAM_OLTP_DSN"),
                         help="DSN of shop_app on shop_oltp [env CLICKSTREAM_OLTP_DSN]")
+    parser.add_argument("--ingest-url", default=os.environ.get("CLICKSTREAM_INGEST_URL"),
+                        help="where the pages' tracker sends events, e.g. http://127.0.0.1:3100/clickstream "
+                             "[env CLICKSTREAM_INGEST_URL]")
     args = parser.parse_args()
     if not args.oltp_dsn:
         parser.error("the OLTP DSN is needed: --oltp-dsn or CLICKSTREAM_OLTP_DSN")
-    app = create_app(args.oltp_dsn, os.environ.get("CLICKSTREAM_STOREFRONT_SECRET"))
+    app = create_app(args.oltp_dsn, os.environ.get("CLICKSTREAM_STOREFRONT_SECRET"), args.ingest_url)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
