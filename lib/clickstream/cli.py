@@ -29,6 +29,8 @@ PORT_OPTIONS = [
     click.option("--api-port", type=int, help="Port of the local HTTP API. [env CLICKSTREAM_API_PORT; 3100]"),
     click.option("--dw-port", type=int, help="Port of the DW PostgreSQL. [env CLICKSTREAM_DW_PORT; 15432]"),
     click.option("--oltp-port", type=int, help="Port of the shop's OLTP PostgreSQL. [env CLICKSTREAM_OLTP_PORT; 15433]"),
+    click.option("--storefront-port", type=int,
+                 help="Port of the shop's storefront. [env CLICKSTREAM_STOREFRONT_PORT; 3200]"),
 ]
 
 
@@ -64,8 +66,8 @@ def main(ctx: click.Context, target: str | None, home: str | None) -> None:
     """Batch clickstream analytics for a laptop, monitor and accessory shop.
 
     The local stack runs on this machine with no cloud account: a moto AWS endpoint, the DW and the
-    shop's OLTP PostgreSQL clusters, and the HTTP API `clickstream-http-api` in front of the ingest
-    Lambda. Start with `clickstream up`, check with `clickstream status`, stop with `clickstream down`.
+    shop's OLTP PostgreSQL clusters, the HTTP API `clickstream-http-api` in front of the ingest
+    Lambda, and the shop's storefront. Start with `clickstream up`, check with `clickstream status`, stop with `clickstream down`.
     """
     env = dict(os.environ)
     if home:
@@ -123,6 +125,7 @@ def print_status(result: dict) -> None:
         click.echo(f"  {mark} {name:<{width}} {where}" + (f"  pid {svc['pid']}" if svc["pid"] else ""))
         for job in svc.get("jobs", []):
             click.echo(f"       {job['rule']}: {job['expression']} -> {job['function']}, next run {job['next_run']}")
+    click.echo(f"  storefront   {result['storefront_url']}")
     click.echo(f"  ingest API   {result['ingest_url']}")
     click.echo(f"  AWS endpoint {result['aws_endpoint_url']}  (raw bucket s3://{result['raw_bucket']})")
     click.echo(f"  DW (psql)    clickstream psql")

@@ -32,7 +32,7 @@ class Settings:
     """Where the platform runs and, for the local target, on which ports.
 
     Environment: CLICKSTREAM_TARGET (local|aws), CLICKSTREAM_HOME (state folder, default
-    <project>/.clickstream), CLICKSTREAM_{AWS,API,DW,OLTP}_PORT, AWS_REGION.
+    <project>/.clickstream), CLICKSTREAM_{AWS,API,DW,OLTP,STOREFRONT}_PORT, AWS_REGION.
     """
 
     target: str = "local"
@@ -44,12 +44,14 @@ class Settings:
     api_port: int = 3100
     dw_port: int = 15432
     oltp_port: int = 15433
+    storefront_port: int = 3200
 
     PORT_ENV = {
         "aws_port": "CLICKSTREAM_AWS_PORT",
         "api_port": "CLICKSTREAM_API_PORT",
         "dw_port": "CLICKSTREAM_DW_PORT",
         "oltp_port": "CLICKSTREAM_OLTP_PORT",
+        "storefront_port": "CLICKSTREAM_STOREFRONT_PORT",
     }
 
     @classmethod
@@ -84,6 +86,10 @@ class Settings:
     @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def storefront_url(self) -> str:
+        return f"http://{self.host}:{self.storefront_port}"
 
     @property
     def state_file(self) -> Path:

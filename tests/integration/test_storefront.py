@@ -1,13 +1,17 @@
-"""The storefront (clickstream.shop.storefront) on the test stack's seeded shop_oltp: pages, cart, checkout."""
+"""The storefront (clickstream.shop.storefront) on the test stack's seeded shop_oltp: pages, cart, checkout, and
+`clickstream up` running it as the only process with the OLTP credentials."""
 
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -16,8 +20,10 @@ from starlette.exceptions import HTTPException
 from starlette.testclient import TestClient
 
 from clickstream.local import stack
+from clickstream.local.postgres import PortInUseError
 from clickstream.local.stack import free_port, stop_process, wait_until
 from clickstream.shop import storefront
+from clickstream.settings import Settings
 from clickstream.shop.storefront import create_app, like_pattern, money, parse_quantity
 
 WRITTEN_TABLES = ("carts", "cart_items", "orders", "order_items")
@@ -238,3 +244,56 @@ def test_like_pattern_quantity_and_money_helpers():
         with pytest.raises(HTTPException, match="from 1 to 100"):
             parse_quantity(bad)
     assert money(Decimal("1199.5")) == "$1,199.50"
+
+
+# --- `clickstream up` runs it --------------------------------------------------------------------
+def process_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+def test_up_runs_the_storefront_and_status_shows_its_url(local_stack, shop_dsn):
+    result = subprocess.run([sys.executable, "-m", "clickstream.cli", "status", "--json"], capture_output=True,
+                            text=True, timeout=120)
+    status = json.loads(result.stdout)
+    assert result.returncode == 0 and status["services"]["storefront"]["healthy"] is True
+    assert status["storefront_url"] == f"http://127.0.0.1:{local_stack.storefront_port}"
+    with httpx.Client(base_url=status["storefront_url"], follow_redirects=True) as browser:
+        home = browser.get("/")
+        assert home.status_code == 200
+        assert f'window.clickstreamConfig = {{endpoint: "{status["ingest_url"]}"}}' in home.text
+        browser.post("/cart/items", data={"product_id": "MON-002", "quantity": "1"})
+        cart_id = re.search(r'name="cart_id" value="([^"]+)"', browser.get("/checkout").text).group(1)
+        order_id = browser.post("/checkout", data={"cart_id": cart_id}).url.path.removeprefix("/orders/")
+    assert query(shop_dsn, "SELECT count(*) FROM orders WHERE order_id = %s AND cart_id = %s",
+                 (order_id, cart_id)) == [(1,)]
+
+
+def test_only_the_storefront_process_has_the_oltp_credentials(local_stack):
+    password = json.loads((local_stack.home / "credentials" / "oltp.json").read_text())["shop_app"]
+    services = stack.read_state(local_stack)["services"]
+    storefront_env = process_environ(services["storefront"]["pid"])
+    assert password in storefront_env["CLICKSTREAM_OLTP_DSN"]
+    for name in ("aws", "api"):
+        assert password not in "\n".join(process_environ(services[name]["pid"]).values()), name
+    assert password not in " ".join(services["storefront"]["cmdline"])
+
+
+def test_a_taken_storefront_port_is_named_with_its_setting(tmp_path):
+    tmp_path.chmod(0o755)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        settings = Settings.from_env({"CLICKSTREAM_HOME": str(tmp_path)}, storefront_port=taken, aws_port=free_port(),
+                                     api_port=free_port(), dw_port=free_port(), oltp_port=free_port())
+        with pytest.raises(PortInUseError, match=rf"{taken}.*--storefront-port"):
+            stack.up(settings)
+
+
+def test_down_stops_the_storefront_by_pid():
+    with stack.private_stack() as settings:
+        svc = stack.read_state(settings)["services"]["storefront"]
+        assert stack.owns(settings, "storefront", svc) and stack.http_ok(settings.storefront_url + "/")
+        assert "storefront" in stack.down(settings)
+        assert not stack.owns(settings, "storefront", svc) and not stack.http_ok(settings.storefront_url + "/")

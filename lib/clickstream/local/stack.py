@@ -1,4 +1,5 @@
-"""The local stack: moto (AWS endpoint), the DW and OLTP PostgreSQL clusters, and the local HTTP API.
+"""The local stack: moto (AWS endpoint), the DW and OLTP PostgreSQL clusters, the local HTTP API and the
+shop's storefront.
 
 `up` is idempotent, `down` stops by pid what `up` started and keeps all data, `status` reports health.
 """
@@ -37,6 +38,7 @@ OLTP_ROLES = ["shop_app"]
 PROCESS_MODULES = {
     "aws": "clickstream.local.moto_runner",
     "api": "clickstream.local.api_server",
+    "storefront": "clickstream.shop.storefront",
     "scheduler": "clickstream.local.scheduler",  # only with `up --schedule`; no port
 }
 STOP_TIMEOUT = {"aws": 10.0}  # moto has nothing to save at stop: every S3 change is on disk when acknowledged
@@ -45,7 +47,9 @@ PORT_HINTS = {
     "api": "--api-port or CLICKSTREAM_API_PORT",
     "dw": "--dw-port or CLICKSTREAM_DW_PORT",
     "oltp": "--oltp-port or CLICKSTREAM_OLTP_PORT",
+    "storefront": "--storefront-port or CLICKSTREAM_STOREFRONT_PORT",
 }
+HTTP_SERVICES = ("aws", "api", "storefront")
 
 
 class StackError(RuntimeError):
@@ -224,6 +228,9 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, sch
 
         services["api"] = _ensure_process(settings, "api", env, services.get("api"), progress)
         write_state(settings, state)
+        services["storefront"] = _ensure_process(settings, "storefront", _storefront_env(settings, env),
+                                                 services.get("storefront"), progress)
+        write_state(settings, state)
         if schedule or "scheduler" in services:
             services["scheduler"] = _ensure_scheduler(settings, env, services.get("scheduler"), progress)
             write_state(settings, state)
@@ -233,7 +240,7 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, sch
 def _check_ports(settings: Settings, services: dict) -> None:
     """Fail before starting anything if a port we need is held by another program."""
     pg = clusters(settings)
-    for name in ("aws", "dw", "oltp", "api"):
+    for name in ("aws", "dw", "oltp", "api", "storefront"):
         port = getattr(settings, f"{name}_port")
         ours = pg[name].is_running() if name in pg else owns(settings, name, services.get(name))
         if not ours and not port_is_free(settings.host, port):
@@ -257,6 +264,13 @@ def _ensure_process(settings: Settings, name: str, env: dict, previous: dict | N
     wait_until(lambda: http_ok(url), f"{name} on port {port}", log_file, process)
     progress(f"started {name} on {url} (pid {pid})")
     return {"port": port, "pid": pid, "log": str(log_file), **_identity_of_child(process)}
+
+
+def _storefront_env(settings: Settings, env: dict) -> dict:
+    """The storefront's environment: the only one with shop_app's DSN, plus its cookie key and the ingest URL."""
+    key = credentials.load_or_create(credentials_file(settings, "storefront"), ["cookie_secret"])["cookie_secret"]
+    return {**env, "CLICKSTREAM_OLTP_DSN": shop_dsn(settings), "CLICKSTREAM_STOREFRONT_SECRET": key,
+            "CLICKSTREAM_INGEST_URL": f"{settings.api_url}/clickstream"}
 
 
 def _ensure_scheduler(settings: Settings, env: dict, previous: dict | None, progress: Callable) -> dict:
@@ -350,12 +364,13 @@ def _ensure_buckets(settings: Settings) -> None:
 
 def down(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> list[str]:
     """Stop, by pid, what `up` started (a recorded pid now running something else is left alone): the
-    scheduler and the API first, then moto (S3 is already on disk, so the stop is quick), then the clusters."""
+    scheduler, the storefront and the API first, then moto (S3 is already on disk, so the stop is quick),
+    then the clusters."""
     stopped = []
     with stack_lock(settings):
         state = read_state(settings)
         services = state.get("services", {})
-        for name in ("scheduler", "api", "aws"):
+        for name in ("scheduler", "storefront", "api", "aws"):
             svc = services.pop(name, None)
             if owns(settings, name, svc):
                 stop_process(svc["pid"], timeout=STOP_TIMEOUT.get(name, 60.0), started=svc.get("started"))
@@ -379,7 +394,7 @@ def status(settings: Settings) -> dict:
     state = read_state(settings)
     services = state.get("services", {})
     health = {}
-    for name in ("aws", "api"):
+    for name in HTTP_SERVICES:
         svc = services.get(name, {})
         port = svc.get("port", getattr(settings, f"{name}_port"))
         alive = owns(settings, name, svc) and http_ok(f"http://{settings.host}:{port}/")
@@ -404,6 +419,7 @@ def status(settings: Settings) -> dict:
         "healthy": all(h["healthy"] for h in health.values()),
         "api_url": settings.api_url,
         "ingest_url": f"{settings.api_url}/clickstream",
+        "storefront_url": settings.storefront_url,
         "aws_endpoint_url": settings.aws_endpoint_url,
         "region": settings.region,
         "raw_bucket": ingestion.outputs()["RawBucketName"],
