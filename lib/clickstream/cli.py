@@ -67,7 +67,8 @@ def main(ctx: click.Context, target: str | None, home: str | None) -> None:
 
     The local stack runs on this machine with no cloud account: a moto AWS endpoint, the DW and the
     shop's OLTP PostgreSQL clusters, the HTTP API `clickstream-http-api` in front of the ingest
-    Lambda, and the shop's storefront. Start with `clickstream up`, check with `clickstream status`, stop with `clickstream down`.
+    Lambda, and the shop's storefront. Start with `clickstream up`, check with `clickstream status`,
+    stop with `clickstream down`.
     """
     env = dict(os.environ)
     if home:

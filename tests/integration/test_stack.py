@@ -26,7 +26,8 @@ def test_status_json_reports_endpoints_dsns_and_health(local_stack):
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["healthy"] is True
-    assert {name for name, svc in status["services"].items() if svc["healthy"]} == {"aws", "api", "dw", "oltp", "storefront"}
+    healthy = {name for name, svc in status["services"].items() if svc["healthy"]}
+    assert healthy == {"aws", "api", "dw", "oltp", "storefront"}
     assert status["api_url"] == f"http://127.0.0.1:{local_stack.api_port}"
     assert status["aws_endpoint_url"] == f"http://127.0.0.1:{local_stack.aws_port}"
     assert status["raw_bucket"] == "clickstream-s3-ingest-local"
