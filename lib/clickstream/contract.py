@@ -71,6 +71,18 @@ LEGACY_EVENT_NAMES: Mapping[str, tuple[str, str | None]] = {
     "checkout_complete": ("purchase", None),
     "click": ("click", None),
 }
+# v1 event_name -> the original tracker's eventName of the same meaning (the inverse of LEGACY_EVENT_NAMES where a v1
+# name has another name there); the warehouse's `sbw` schema shows new-tracker events under it (migration 0006).
+ORIGINAL_EVENT_NAMES: Mapping[str, str] = {
+    "product_list_view": "category_view",
+    "add_to_cart": "add_to_cart_click",
+    "remove_from_cart": "remove_from_cart_click",
+    "add_to_wishlist": "wishlist_toggle",
+    "share": "share_click",
+    "login": "login_success",
+    "begin_checkout": "checkout_start",
+    "purchase": "checkout_complete",
+}
 LEGACY_PRODUCT_FIELDS = {
     "id": "id",
     "name": "name",

@@ -15,6 +15,7 @@ from clickstream import contract
 from clickstream.contract import (
     EVENT_NAMES,
     LEGACY_EVENT_NAMES,
+    ORIGINAL_EVENT_NAMES,
     SOURCE_CANONICAL,
     SOURCE_LEGACY,
     dumps,
@@ -278,6 +279,20 @@ def test_legacy_names_map_to_canonical_names(make_legacy_event, legacy_name, eve
     assert normalized.event["event_name"] == event_name
     assert normalized.event.get("page_type") == page_type
     assert normalized.legacy["event_name"] == legacy_name
+
+
+def test_original_names_are_the_inverse_of_the_legacy_mapping():
+    """Each v1 name that the original tracker calls otherwise has its original name, the one that maps to it."""
+    renamed = {event_name for legacy_name, (event_name, _) in LEGACY_EVENT_NAMES.items()
+               if event_name not in LEGACY_EVENT_NAMES}
+    assert set(ORIGINAL_EVENT_NAMES) == renamed
+    assert {event_name: LEGACY_EVENT_NAMES[original][0] for event_name, original in ORIGINAL_EVENT_NAMES.items()} == {
+        event_name: event_name for event_name in ORIGINAL_EVENT_NAMES}
+    issue_14 = {"product_list_view": "category_view", "add_to_cart": "add_to_cart_click",
+                "begin_checkout": "checkout_start", "purchase": "checkout_complete", "login": "login_success",
+                "add_to_wishlist": "wishlist_toggle", "share": "share_click"}
+    assert ORIGINAL_EVENT_NAMES.items() >= issue_14.items()
+    assert {"page_view", "product_view", "search", "click"}.isdisjoint(ORIGINAL_EVENT_NAMES)
 
 
 def test_full_legacy_event_maps_every_field_and_keeps_the_rest():
