@@ -24,11 +24,12 @@
   var memory = {}, acked = {};
   var idToken = null, inflight = null, failures = 0, retryTimer = null, lastUrl = null;
 
-  // localStorage, or this page's memory where storage is refused or full.
+  // localStorage, or this page's memory where storage is refused or full; an unreadable value reads as none.
   function load(key) {
-    var text = memory[key];
-    if (!(key in memory)) try { text = localStorage.getItem(cfg.storagePrefix + key); } catch (e) { text = null; }
-    return text == null ? null : JSON.parse(text);
+    try {
+      var text = key in memory ? memory[key] : localStorage.getItem(cfg.storagePrefix + key);
+      return text == null ? null : JSON.parse(text);
+    } catch (e) { return null; }
   }
   function save(key, value) {
     var text = value == null ? null : JSON.stringify(value);

@@ -277,3 +277,17 @@ def test_with_an_id_token_batches_go_to_the_authorized_route_with_the_token(open
     (event,) = json.loads(request.post_data)["events"]
     assert (event["event_name"], event["user_login_state"]) == ("login", "logged_in")
     assert page.evaluate("localStorage.getItem('clickstream.queue')") == "[]"
+
+
+def test_unreadable_storage_is_read_as_empty_and_never_breaks_the_page(open_shop, context, raw_zone):
+    context.add_init_script("for (const key of ['queue', 'session', 'client_id', 'consent'])"
+                            " localStorage.setItem('clickstream.' + key, '{not json');")
+    page = open_shop(batchSize=50, flushInterval=60000)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    page.evaluate(HELPER_CALLS)
+    page.evaluate("window.clickstream.flush()")
+
+    events = raw_zone.wait_for(page.evaluate("window.clickstream.clientId"), 11)
+
+    assert [event["event_name"] for event in events] == ["page_view", *HELPER_NAMES] and errors == []
