@@ -219,7 +219,7 @@ def test_without_consent_or_with_do_not_track_nothing_is_sent_or_stored(open_sho
     assert stored == [] and page.evaluate("window.clickstream.clientId") is None
 
 
-def test_with_consent_the_same_page_sends(open_shop, context, ingest_url, raw_zone):
+def test_with_consent_the_same_page_sends(open_shop, raw_zone):
     """The counterpart of the test above: the same calls with consent are sent."""
     page = open_shop(batchSize=1, flushInterval=100, autoPageView=False)
     page.evaluate("window.clickstream.setConsent(true)")
@@ -227,22 +227,23 @@ def test_with_consent_the_same_page_sends(open_shop, context, ingest_url, raw_zo
     assert len(raw_zone.wait_for(page.evaluate("window.clickstream.clientId"), 10)) == 10
 
 
+def last_event_minutes_ago(page: Page, minutes: int) -> None:
+    """Move the stored session's last event `minutes` into the past."""
+    page.evaluate("""minutes => {
+      const session = JSON.parse(localStorage.getItem('clickstream.session'));
+      session.last -= minutes * 60 * 1000;
+      localStorage.setItem('clickstream.session', JSON.stringify(session));
+    }""", minutes)
+
+
 def test_a_session_ends_after_30_minutes_without_events(open_shop):
     page = open_shop(autoPageView=False, flushInterval=60000)
     first = page.evaluate("window.clickstream.sessionId")
     page.evaluate("window.clickstream.track('click')")
-    page.evaluate("""() => {
-      const session = JSON.parse(localStorage.getItem('clickstream.session'));
-      session.last -= 29 * 60 * 1000;
-      localStorage.setItem('clickstream.session', JSON.stringify(session));
-    }""")
+    last_event_minutes_ago(page, 29)
     assert page.evaluate("window.clickstream.sessionId") == first
     page.evaluate("window.clickstream.track('click')")
-    page.evaluate("""() => {
-      const session = JSON.parse(localStorage.getItem('clickstream.session'));
-      session.last -= 31 * 60 * 1000;
-      localStorage.setItem('clickstream.session', JSON.stringify(session));
-    }""")
+    last_event_minutes_ago(page, 31)
     assert page.evaluate("window.clickstream.sessionId") not in (first, None)
 
 
