@@ -170,3 +170,24 @@ def test_down_stops_the_recorded_moto_quickly_and_only_by_its_identity(settings,
     assert not Path(f"/proc/{svc['pid']}").exists()
     assert {p: p.stat().st_mtime_ns for p in (settings.home / "s3").rglob("*") if p.is_file()} == files, \
         "nothing left to write at stop"
+
+
+def test_user_pool_app_client_shoppers_and_subs_survive_a_sigkill_of_moto(settings, moto):
+    from clickstream.local import cognito
+    from clickstream.shop import shoppers
+
+    svc = moto()
+    ids = cognito.ensure_user_pools(settings)
+    sub = shoppers.create_shopper(settings, "ada@example.com", "Correct-Horse-42")
+    token = shoppers.sign_in(settings, "ada@example.com", "Correct-Horse-42")["IdToken"]
+
+    kill9(svc["pid"])
+    moto()
+
+    assert cognito.ensure_user_pools(settings) == ids, "the same pool and client, nothing created again"
+    assert shoppers.shop_pool(settings) == shoppers.ShopPool(ids["UserPool"], ids["UserPoolClient"])
+    again = shoppers.sign_in(settings, "ada@example.com", "Correct-Horse-42")["IdToken"]
+    issuer = f"https://cognito-idp.{settings.region}.amazonaws.com/{ids['UserPool']}"
+    verifier = cognito.JwtVerifier(issuer, (ids["UserPoolClient"],), cognito.jwks_url(issuer, settings))
+    assert verifier.claims(token)["sub"] == verifier.claims(f"Bearer {again}")["sub"] == sub
+    assert stat.S_IMODE((settings.home / "s3" / "cognito-idp.pickle").stat().st_mode) == 0o600

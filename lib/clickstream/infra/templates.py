@@ -79,9 +79,20 @@ class LocalFunction:
 
 
 @dataclass(frozen=True)
+class JwtAuthorizer:
+    """An HTTP API's JWT authorizer: where the token is, which issuer signs it, which audiences it may name."""
+
+    logical_id: str
+    identity_source: tuple[str, ...]  # ("$request.header.Authorization",)
+    issuer: str
+    audience: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class HttpRoute:
     key: str  # "POST /clickstream", "ANY /{proxy+}" or "$default"
     function: str  # logical id of the integrated function
+    authorizer: JwtAuthorizer | None = None
 
     @property
     def method(self) -> str:
@@ -100,6 +111,23 @@ class HttpApi:
     stage: str
     routes: tuple[HttpRoute, ...]
     cors: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class LocalUserPoolClient:
+    logical_id: str
+    settings: dict[str, Any]  # CreateUserPoolClient's parameters, without UserPoolId
+
+
+@dataclass(frozen=True)
+class LocalUserPool:
+    """A Cognito user pool and its app clients; `settings` are CreateUserPool's parameters (the template's
+    properties of the same names; PoolName from UserPoolName)."""
+
+    logical_id: str
+    name: str
+    settings: dict[str, Any]
+    clients: tuple[LocalUserPoolClient, ...]
 
 
 @dataclass(frozen=True)
@@ -490,8 +518,10 @@ class Stack(Evaluator):
     to values (locally: the names the local stack uses; imports from the folder's export table)."""
 
     def __init__(self, template: Template, parameters: dict[str, Any], stack_name: str, *, region: str = "us-east-1",
-                 account_id: str = LOCAL_ACCOUNT_ID, export_table: ExportTable | None = None):
+                 account_id: str = LOCAL_ACCOUNT_ID, export_table: ExportTable | None = None,
+                 physical_ids: Mapping[str, str] | None = None):
         self.template = template
+        self.physical_ids = dict(physical_ids or {})  # logical id -> id the endpoint generated (Cognito)
         self.parameters = parameters
         self.stack_name = stack_name
         self.region = region
@@ -555,7 +585,9 @@ class Stack(Evaluator):
         return self.physical_id(name)
 
     def physical_id(self, logical_id: str) -> str:
-        """The name the resource gets locally (its Ref value)."""
+        """The name the resource gets locally (its Ref value): a generated id once recorded, else its name."""
+        if logical_id in self.physical_ids:
+            return self.physical_ids[logical_id]
         resource = self.resources[logical_id]
         name_property = {
             "AWS::S3::Bucket": "BucketName",
@@ -625,7 +657,8 @@ class Stack(Evaluator):
             if props.get("ProtocolType") != "HTTP":
                 continue
             routes = tuple(
-                HttpRoute(key=self.resolve(route["Properties"]["RouteKey"]), function=self._route_function(route))
+                HttpRoute(key=self.resolve(route["Properties"]["RouteKey"]), function=self._route_function(route),
+                          authorizer=self._route_authorizer(route))
                 for route in self.of_type("AWS::ApiGatewayV2::Route").values()
                 if route["Properties"].get("ApiId") == {"Ref": logical_id}
             )
@@ -646,6 +679,23 @@ class Stack(Evaluator):
                 )
             )
         return apis
+
+    def _route_authorizer(self, route: dict) -> JwtAuthorizer | None:
+        props = route["Properties"]
+        kind = props.get("AuthorizationType", "NONE")
+        if kind == "NONE":
+            return None
+        reference = props.get("AuthorizerId")
+        logical_id = reference.get("Ref") if isinstance(reference, dict) else None
+        if kind != "JWT" or logical_id not in self.of_type("AWS::ApiGatewayV2::Authorizer"):
+            raise TemplateError(f"{self.path.name}: route {props.get('RouteKey')}: the local API runs JWT "
+                                "authorizers only (AuthorizationType JWT, AuthorizerId !Ref <Authorizer>)")
+        authorizer = self.props(logical_id)
+        if authorizer.get("AuthorizerType") != "JWT":
+            raise TemplateError(f"{self.path.name}: {logical_id} must be of AuthorizerType JWT")
+        jwt_config = self.resolve(authorizer["JwtConfiguration"])
+        return JwtAuthorizer(logical_id, tuple(self.resolve(authorizer["IdentitySource"])), jwt_config["Issuer"],
+                             tuple(jwt_config.get("Audience") or ()))
 
     def _route_function(self, route: dict) -> str:
         target = self.resolve(route["Properties"].get("Target", ""))
@@ -671,6 +721,21 @@ class Stack(Evaluator):
             algorithm = rules[0].get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") if rules else None
             buckets.append(LocalBucket(logical_id, self.physical_id(logical_id), algorithm))
         return buckets
+
+    def user_pools(self) -> list[LocalUserPool]:
+        """Every Cognito user pool with its app clients, as CreateUserPool / CreateUserPoolClient parameters."""
+        pools = []
+        for logical_id, resource in self.of_type("AWS::Cognito::UserPool").items():
+            settings = self.resolve(resource.get("Properties") or {})
+            name = settings.pop("UserPoolName", logical_id)
+            clients = tuple(
+                LocalUserPoolClient(client_id, {key: value for key, value in self.resolve(client["Properties"]).items()
+                                                if key != "UserPoolId"})
+                for client_id, client in self.of_type("AWS::Cognito::UserPoolClient").items()
+                if client["Properties"].get("UserPoolId") == {"Ref": logical_id}
+            )
+            pools.append(LocalUserPool(logical_id, name, {"PoolName": name, **settings}, clients))
+        return pools
 
     def schedules(self) -> list[LocalSchedule]:
         """Every scheduled EventBridge rule and the function each of its targets invokes."""
@@ -731,9 +796,24 @@ def load_stacks(settings: Settings, overrides: dict[str, dict] | None = None) ->
     `clickstream-<stem>`, LOCAL_PLACEHOLDERS for what only AWS has, `overrides` by stem); imports resolve
     through the folder's export table whatever the file names, as if the stacks were deployed in order."""
     stacks = TemplateSet(settings.templates).stacks("local", settings.region, overrides, LOCAL_PLACEHOLDERS)
+    generated = recorded_physical_ids(settings)
     for stack in stacks:
+        stack.physical_ids.update(generated.get(stack.stem, {}))
         stack.require_values()
     return stacks
+
+
+def physical_ids_file(settings: Settings) -> Path:
+    """Where the local stack records the ids its endpoint generated (a user pool's, an app client's), by stem."""
+    return settings.home / "physical-ids.json"
+
+
+def recorded_physical_ids(settings: Settings) -> dict[str, dict[str, str]]:
+    """{template stem: {logical id: generated id}}; empty before the first `clickstream up`."""
+    try:
+        return json.loads(physical_ids_file(settings).read_text())
+    except FileNotFoundError:
+        return {}
 
 
 def find_function(stacks: list[Stack], logical_id: str) -> LocalFunction:

@@ -1,10 +1,12 @@
-"""The local AWS endpoint: a moto server whose S3 objects survive a crash of the server.
+"""The local AWS endpoint: a moto server whose S3 objects and Cognito user pools survive a crash of the server.
 
 moto keeps state in memory only. This process persists every S3 request that changes an object or a
 bucket before moto's answer is sent: one file per object (a JSON header line, then the bytes) written
 to a temporary file, fsynced, renamed over the old one, then its folder fsynced; files 0600, folders
 0700. At start it restores them (migrating, once, the index.json + objects/ layout older versions saved
-at stop). Nothing is left to save at stop, so a SIGKILL loses nothing acknowledged.
+at stop). Cognito (pools, app clients, users and their subs, whose ids moto makes up) is saved whole in
+one file after every Cognito request that may change it, before the answer. Nothing is left to save at
+stop, so a SIGKILL loses nothing acknowledged.
 
     python -m clickstream.local.moto_runner --port 4566 --state-dir .clickstream/s3
 """
@@ -13,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import os
+import pickle
+import re
 import shutil
 import signal
 import tempfile
@@ -26,10 +31,14 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from joserfc import jwk
 from moto import backends
+from moto.cognitoidp.models import cognitoidp_backends
+from moto.cognitoidp.responses import CognitoIdpResponse
 from moto.s3.models import FakeKey, s3_backends
 from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
+from moto.utilities.utils import load_resource
 
 from clickstream.settings import LOCAL_ACCOUNT_ID
 
@@ -40,6 +49,9 @@ SUFFIX = ".obj"
 OLD_INDEX = "index.json"  # the layout saved at stop by earlier versions: index.json + objects/<quoted key>
 CHANGING = {"PUT", "POST", "DELETE"}
 _FSYNC_POOL = ThreadPoolExecutor(4, thread_name_prefix="fsync-folder")
+COGNITO_FILE = "cognito-idp.pickle"
+COGNITO_READ_ONLY = re.compile(r"^AWSCognitoIdentityProviderService\.(Describe|List|Get)")
+SIGNING_KEY = "moto-cognito-signing-key"  # moto's one fixed key: not pickled, loaded again at restore
 
 
 def _backend():
@@ -227,6 +239,60 @@ class Store:
         log.info("migrated %d objects of %s to one file per object", len(saved["objects"]), folder.name)
 
 
+class _CognitoPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return SIGNING_KEY if isinstance(obj, jwk.RSAKey) else None
+
+
+class _CognitoUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid):
+        if pid != SIGNING_KEY:
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+        return jwk.RSAKey.import_key(load_resource("cognitoidp/resources/jwks-private.json"))
+
+
+def _cognito_backends() -> list:
+    return list(cognitoidp_backends[LOCAL_ACCOUNT_ID].values())
+
+
+class CognitoStore:
+    """moto's Cognito user pools (by region) in one file, rewritten whole and atomically (write_atomic)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.file = state_dir / COGNITO_FILE
+        self._lock = threading.Lock()
+
+    def save(self) -> None:
+        buffer = io.BytesIO()
+        _CognitoPickler(buffer).dump({backend.region_name: backend.user_pools for backend in _cognito_backends()})
+        write_atomic(self.file.parent, self.file.name, buffer.getvalue())
+
+    def restore(self) -> int:
+        """Put the saved pools back into moto's backends; returns how many."""
+        if not self.file.exists():
+            return 0
+        with open(self.file, "rb") as stream:
+            saved = _CognitoUnpickler(stream).load()  # written by this module, in a 0700 folder
+        for region, pools in saved.items():
+            cognitoidp_backends[LOCAL_ACCOUNT_ID][region].user_pools.update(pools)
+        return sum(len(pools) for pools in saved.values())
+
+    def persist_before_answering(self) -> None:
+        """Wrap moto's Cognito dispatcher: changing requests one at a time, the pools saved before the answer."""
+        call_action, store = CognitoIdpResponse.call_action, self
+
+        def persisted_call_action(response):
+            if COGNITO_READ_ONLY.match(response.headers.get("X-Amz-Target", "")):
+                return call_action(response)
+            with store._lock:
+                try:
+                    return call_action(response)
+                finally:
+                    store.save()
+
+        CognitoIdpResponse.call_action = persisted_call_action
+
+
 def _read_object(path: Path) -> tuple[dict | None, bytes]:
     header_line, _, body = path.read_bytes().partition(b"\n")
     try:
@@ -293,6 +359,9 @@ def main() -> None:
     store = Store(args.state_dir)
     log.info("restored %d objects from %s", store.restore(), args.state_dir)
     persist_before_answering(store)
+    cognito = CognitoStore(args.state_dir)
+    log.info("restored %d Cognito user pools", cognito.restore())
+    cognito.persist_before_answering()
     _list_moto_modules_once()
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()

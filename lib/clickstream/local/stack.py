@@ -25,15 +25,15 @@ import httpx
 from clickstream import aws
 from clickstream.analytics import secrets
 from clickstream.local import scheduler
-from clickstream.infra.templates import TemplateError, load_stacks
-from clickstream.local import credentials
+from clickstream.infra.templates import TemplateError, load_stacks, recorded_physical_ids
+from clickstream.local import cognito, credentials
 from clickstream.local.locks import folder_lock
 from clickstream.local.postgres import Cluster, PortInUseError, dsn, port_is_free, setup_oltp, setup_warehouse
 from clickstream.settings import Settings
 
 DW_DATABASE = "clickstream_dw"
 OLTP_DATABASE = "shop_oltp"
-DW_ROLES = ["etl_writer", "dashboard_reader"]
+DW_ROLES = ["etl_writer", "dashboard_reader", "sbw_reader"]
 OLTP_ROLES = ["shop_app"]
 PROCESS_MODULES = {
     "aws": "clickstream.local.moto_runner",
@@ -211,6 +211,7 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, sch
         services["aws"] = _ensure_process(settings, "aws", env, services.get("aws"), progress)
         write_state(settings, state)
         _ensure_buckets(settings)
+        cognito.ensure_user_pools(settings, progress)
 
         dw_passwords = credentials.load_or_create(credentials_file(settings, "dw"), DW_ROLES)
         oltp_passwords = credentials.load_or_create(credentials_file(settings, "oltp"), OLTP_ROLES)
@@ -412,6 +413,7 @@ def status(settings: Settings) -> dict:
 
     stacks = load_stacks(settings)
     ingestion = next(s for s in stacks if s.path.stem == "ingestion")
+    pool_ids = recorded_physical_ids(settings).get("frontend", {})
     readers = _passwords(settings, "dw")
     return {
         "target": settings.target,
@@ -426,6 +428,8 @@ def status(settings: Settings) -> dict:
         "dw_dsn": dsn(settings.host, settings.dw_port, DW_DATABASE, "dashboard_reader", readers.get("dashboard_reader", "")),
         "dw_admin_dsn": pg["dw"].admin_dsn(DW_DATABASE),
         "dw_secret_id": dw_secret_id(stacks),
+        "cognito_user_pool_id": pool_ids.get("UserPool"),
+        "cognito_client_id": pool_ids.get("UserPoolClient"),
         "services": health,
     }
 
