@@ -132,6 +132,25 @@ def print_status(result: dict) -> None:
     click.echo(f"  DW (psql)    clickstream psql")
 
 
+@main.group()
+def shopper() -> None:
+    """The shop's shoppers in its Cognito user pool (locally moto's; on aws the deployed frontend stack's)."""
+
+
+@shopper.command("create")
+@click.option("--email", required=True, help="The shopper's email, which is also the sign-in name.")
+@click.option("--password", required=True, help="A permanent password meeting the pool's policy.")
+@click.pass_context
+def shopper_create(ctx, email: str, password: str) -> None:
+    """Create a confirmed shopper with a verified email and print its sub (the user_id of its events)."""
+    from clickstream.shop import shoppers
+
+    try:
+        click.echo(shoppers.create_shopper(ctx.obj, email, password))
+    except shoppers.CognitoError as error:
+        raise click.ClickException(str(error)) from error
+
+
 TARGET_OPTION = click.option("--target", "deploy_target", type=click.Choice(["local", "aws"]),
                              help="Deploy into moto (local) or a real account (aws). [the global --target]")
 STACK_OPTION = click.option("--stack", "stack_name", metavar="NAME",
