@@ -33,6 +33,7 @@ from clickstream.local.postgres import (
     OLTP_DB,
     OLTP_ROLES,
     POINTER_FILE,
+    SBW_READER,
     SHOP_APP,
     TMP_ROOT,
     WAREHOUSE_DB,
@@ -148,7 +149,7 @@ def test_warehouse_database_and_roles_exist(stack):
         roles = dict(conn.execute(
             "SELECT rolname, rolcanlogin AND NOT rolsuper AND NOT rolcreatedb AND NOT rolcreaterole "
             "FROM pg_roles WHERE rolname = ANY(%s)", (list(WAREHOUSE_ROLES),)).fetchall())
-        assert roles == {ETL_WRITER: True, DASHBOARD_READER: True}
+        assert roles == {ETL_WRITER: True, DASHBOARD_READER: True, SBW_READER: True}
         assert conn.execute("SHOW jit").fetchone()[0] == "off"
         assert conn.execute("SHOW fsync").fetchone()[0] == "off"
         assert conn.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"

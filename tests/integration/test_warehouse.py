@@ -113,7 +113,8 @@ def test_misnamed_migration_file_is_refused(tmp_path):
 def test_events_table_has_the_issue_columns_in_order_with_exact_money(dw):
     admin = dw[0]
     columns = all_rows(admin, "SELECT column_name, data_type, numeric_precision, numeric_scale, is_nullable"
-                              " FROM information_schema.columns WHERE table_name = 'clickstream_events'"
+                              " FROM information_schema.columns WHERE table_schema = 'public'"
+                              " AND table_name = 'clickstream_events'"
                               " ORDER BY ordinal_position")
     assert [c[0] for c in columns] == ISSUE_COLUMNS
     types = {c[0]: c[1:] for c in columns}

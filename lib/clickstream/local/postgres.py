@@ -61,7 +61,9 @@ SUPERUSER = "postgres"  # database superuser (initdb -U)
 WAREHOUSE_DB = "clickstream_dw"
 ETL_WRITER = "etl_writer"
 DASHBOARD_READER = "dashboard_reader"
-WAREHOUSE_ROLES = (ETL_WRITER, DASHBOARD_READER)
+SBW_READER = "sbw_reader"  # the original workshop's dashboard: reads only the compatibility schema
+SBW_SCHEMA = "sbw"  # sql/migrations/0006_sbw.sql
+WAREHOUSE_ROLES = (ETL_WRITER, DASHBOARD_READER, SBW_READER)
 MIGRATION_LOG = "schema_migrations"  # clickstream.analytics.warehouse.migrate's table: only the superuser writes it
 
 OLTP_DB = "shop_oltp"
@@ -703,18 +705,22 @@ def setup_warehouse(cluster: Cluster, passwords: Mapping[str, str]) -> None:
     on its tables (LOCK ... EXCLUSIVE needs UPDATE or DELETE) and USAGE/SELECT/UPDATE on its sequences, now and
     (default privileges) on those postgres creates later; but only SELECT on schema_migrations (see
     protect_migration_log). dashboard_reader: CONNECT, USAGE on public, SELECT on tables now and later; nothing
-    else. Both EXECUTE the functions. Neither can create objects. Other schemas than public are not covered.
+    else. Both EXECUTE the functions. sbw_reader (the original workshop's dashboard): CONNECT, and search_path
+    `sbw, public`. dashboard_reader and sbw_reader: USAGE on schema sbw (created here, so that its default
+    privileges exist before migration 0006 fills it) and SELECT on its tables and views now and later. None can
+    create objects. Other schemas are not covered.
     """
     _require(passwords, WAREHOUSE_ROLES, "setup_warehouse")
     for role in WAREHOUSE_ROLES:
         cluster.ensure_login_role(role, passwords[role])
     cluster.ensure_database(WAREHOUSE_DB, owner=SUPERUSER)
     _lock_down_maintenance_dbs(cluster)
-    etl, reader, db, su = (sql.Identifier(x) for x in (ETL_WRITER, DASHBOARD_READER, WAREHOUSE_DB, SUPERUSER))
+    etl, reader, sbw_reader, db, su, sbw = (
+        sql.Identifier(x) for x in (ETL_WRITER, DASHBOARD_READER, SBW_READER, WAREHOUSE_DB, SUPERUSER, SBW_SCHEMA))
     statements = [
         sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db),
         sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, etl),
-        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, reader),
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(db, reader, sbw_reader),
         sql.SQL("REVOKE ALL ON SCHEMA public FROM PUBLIC"),
         sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}").format(etl, reader),
         sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(etl),
@@ -728,6 +734,12 @@ def setup_warehouse(cluster: Cluster, passwords: Mapping[str, str]) -> None:
         sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(su, reader),
         sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
                 "GRANT EXECUTE ON FUNCTIONS TO {}, {}").format(su, etl, reader),
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sbw),
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}").format(sbw, reader, sbw_reader),
+        sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}, {}").format(sbw, reader, sbw_reader),
+        sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}, {}").format(
+            su, sbw, reader, sbw_reader),
+        sql.SQL("ALTER ROLE {} SET search_path TO {}, public").format(sbw_reader, sbw),
     ]
     with cluster.connect_admin(WAREHOUSE_DB) as conn, conn.transaction():
         for statement in statements:
@@ -745,7 +757,7 @@ def protect_migration_log(cluster: Cluster) -> None:
 def _protect_migration_log(conn: psycopg.Connection) -> None:
     if conn.execute("SELECT to_regclass('public.' || %s)", (MIGRATION_LOG,)).fetchone()[0] is None:
         return
-    table, roles = sql.Identifier(MIGRATION_LOG), sql.SQL(", ").join(map(sql.Identifier, WAREHOUSE_ROLES))
+    table, roles = sql.Identifier(MIGRATION_LOG), sql.SQL(", ").join(map(sql.Identifier, (ETL_WRITER, DASHBOARD_READER)))
     conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC, {}").format(table, roles))
     conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(table, roles))
 
