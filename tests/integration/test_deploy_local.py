@@ -39,8 +39,9 @@ def stack_names(local_stack) -> set[str]:
 def test_destroy_removes_the_stacks_and_keeps_what_up_created(local_stack, tmp_path):
     # Given a deployed copy of the templates under another stack prefix (so the module's stacks stay)
     env = {"CLICKSTREAM_STACK_PREFIX": "cs-destroy"}
-    deployed = cli("deploy", "--stack", "ingestion", "--json", env=env)
-    assert deployed.returncode == 0, deployed.stderr
+    for stem in ("network", "frontend", "ingestion"):  # ingestion imports the frontend's user pool
+        deployed = cli("deploy", "--stack", stem, "--json", env=env)
+        assert deployed.returncode == 0, deployed.stderr
     assert "cs-destroy-ingestion" in stack_names(local_stack)
     # When it is destroyed without --yes and the question is answered no, nothing happens
     refused = subprocess.run([sys.executable, "-m", "clickstream.cli", "destroy"], input="n\n", capture_output=True,
@@ -49,7 +50,7 @@ def test_destroy_removes_the_stacks_and_keeps_what_up_created(local_stack, tmp_p
     # Then with --yes the stack is gone, and the raw bucket (up's, and Retain) is still there
     result = cli("destroy", "--yes", env=env)
     assert result.returncode == 0, result.stderr
-    assert "cs-destroy-ingestion" not in stack_names(local_stack)
+    assert not {name for name in stack_names(local_stack) if name.startswith("cs-destroy-")}
     aws.client("s3", local_stack).head_bucket(Bucket="clickstream-s3-ingest-local")
 
 

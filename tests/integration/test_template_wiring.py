@@ -56,7 +56,7 @@ def test_routes_handler_and_environment_come_from_the_template(tmp_path, local_s
     shutil.copytree(ROOT / "cloudformation", tmp_path / "cloudformation")
     shutil.copytree(ROOT / "lambdas", tmp_path / "lambdas")
     template = tmp_path / "cloudformation" / "ingestion.yaml"
-    edit_once(template, "RouteKey: POST /clickstream", "RouteKey: POST /v2/track")
+    edit_once(template, "RouteKey: POST /clickstream\n", "RouteKey: POST /v2/track\n")
     edit_once(template, "RAW_PREFIX: events/", "RAW_PREFIX: custom/")
 
     # When the local API server is started on that copy, next to the session stack's moto

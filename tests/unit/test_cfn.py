@@ -25,7 +25,8 @@ def ingestion(settings) -> Stack:
 def test_ingest_route_invokes_the_ingest_function_with_payload_2(ingestion):
     (api,) = ingestion.http_apis()
     assert api.name == "clickstream-http-api"
-    assert [(r.key, r.function) for r in api.routes] == [("POST /clickstream", "IngestFunction")]
+    assert [(r.key, r.function) for r in api.routes] == [("POST /clickstream", "IngestFunction"),
+                                                        ("POST /clickstream/user", "IngestFunction")]
     assert api.stage == "$default"
     assert api.api_id == local_api_id("clickstream-http-api") and len(api.api_id) == 10
     assert "POST" in api.cors["AllowMethods"] and api.cors["AllowOrigins"] == ["*"]
@@ -64,10 +65,10 @@ def test_unknown_reference_is_a_clear_error(ingestion):
 def test_a_changed_template_changes_the_wiring(tmp_path, settings):
     shutil.copytree(ROOT / "cloudformation", tmp_path / "cloudformation")
     path = tmp_path / "cloudformation" / "ingestion.yaml"
-    text = path.read_text().replace("RouteKey: POST /clickstream", "RouteKey: PUT /v2/events/{stream}")
+    text = path.read_text().replace("RouteKey: POST /clickstream\n", "RouteKey: PUT /v2/events/{stream}\n")
     path.write_text(text.replace("RAW_PREFIX: events/", "RAW_PREFIX: other/"))
     stack = next(s for s in load_stacks(settings.with_(project=tmp_path)) if s.path.stem == "ingestion")
-    assert [r.key for r in stack.http_apis()[0].routes] == ["PUT /v2/events/{stream}"]
+    assert [r.key for r in stack.http_apis()[0].routes] == ["PUT /v2/events/{stream}", "POST /clickstream/user"]
     assert stack.functions()["IngestFunction"].environment["RAW_PREFIX"] == "other/"
 
 

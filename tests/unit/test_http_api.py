@@ -5,8 +5,8 @@ import base64
 import pytest
 from starlette.testclient import TestClient
 
-from clickstream.infra.templates import HttpApi, HttpRoute
-from clickstream.local.http_api import create_app, synthetic_event
+from clickstream.infra.templates import HttpApi, HttpRoute, JwtAuthorizer, TemplateError
+from clickstream.local.http_api import create_app, synthetic_event, token_header
 from clickstream.local.lambda_runtime import LambdaTimeoutError
 
 
@@ -128,3 +128,63 @@ def test_synthetic_event_matches_a_served_request():
             event["requestContext"].pop(key)
         event["headers"] = {k: v for k, v in event["headers"].items() if k in ("content-type", "user-agent")}
     assert made == served
+
+
+class TokenVerifier:
+    """Stands in for a JwtVerifier: accepts the one token "good", records what it was given."""
+
+    def __init__(self):
+        self.seen = []
+
+    def claims(self, authorization):
+        from clickstream.local.cognito import Unauthorized
+
+        self.seen.append(authorization)
+        if authorization != "Bearer good":
+            raise Unauthorized("bad token")
+        return {"sub": "the-sub", "token_use": "id"}
+
+
+def authorized_api() -> HttpApi:
+    authorizer = JwtAuthorizer("Auth", ("$request.header.Authorization",), "https://issuer", ("client",))
+    routes = (HttpRoute("POST /clickstream", "Fn"), HttpRoute("POST /clickstream/user", "Fn", authorizer))
+    return HttpApi("Api", "test-api", "abcdef1234", "$default", routes, None)
+
+
+def test_an_authorized_route_passes_the_verified_claims_as_api_gateway_does():
+    function, verifier = RecordingFunction({"statusCode": 200, "body": ""}), TokenVerifier()
+    client = TestClient(create_app(authorized_api(), {"Fn": function}, {"Auth": verifier}))
+
+    assert client.post("/clickstream/user", content=b"{}", headers={"authorization": "Bearer good"}).status_code == 200
+    assert client.post("/clickstream", content=b"{}", headers={"authorization": "Bearer good"}).status_code == 200
+
+    signed_in, anonymous = function.events
+    assert signed_in["requestContext"]["authorizer"] == {"jwt": {"claims": {"sub": "the-sub", "token_use": "id"},
+                                                                 "scopes": None}}
+    assert "authorizer" not in anonymous["requestContext"], "a route without an authorizer verifies nothing"
+    assert verifier.seen == ["Bearer good"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer bad"}])
+def test_a_bad_or_missing_token_is_401_without_invoking(headers):
+    function = RecordingFunction({"statusCode": 200, "body": ""})
+    client = TestClient(create_app(authorized_api(), {"Fn": function}, {"Auth": TokenVerifier()}))
+    response = client.post("/clickstream/user", content=b"{}", headers=headers)
+    assert (response.status_code, response.json()) == (401, {"message": "Unauthorized"})
+    assert response.headers["apigw-requestid"] and function.events == []
+
+
+def test_an_authorizer_without_a_verifier_is_refused_at_start():
+    with pytest.raises(TemplateError, match="Auth"):
+        create_app(authorized_api(), {"Fn": RecordingFunction()})
+
+
+def test_the_token_header_comes_from_the_identity_source():
+    assert token_header(("$request.header.X-Token",)) == "x-token"
+    with pytest.raises(TemplateError):
+        token_header(("$request.querystring.token",))
+
+
+def test_synthetic_event_carries_the_authorizers_claims():
+    event = synthetic_event(authorized_api(), "POST /clickstream/user", b"{}", claims={"sub": "s"})
+    assert event["requestContext"]["authorizer"]["jwt"]["claims"] == {"sub": "s"}

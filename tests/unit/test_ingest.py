@@ -545,3 +545,26 @@ print(json.dumps(reasons))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "$.event_id: 1 is not of type 'string'" in json.loads(result.stdout)
+
+
+# Identity: only a JWT authorizer's verified claims sign an event in -------------------------------------------
+
+
+def test_the_verified_sub_is_every_events_user_id_whatever_the_body_says(s3, settings, stored_objects):
+    from clickstream.shop import samples
+
+    events = [samples.canonical_event("purchase", user_id="forged", user_login_state="anonymous"),
+              samples.canonical_event("page_view", user_id=None)]
+    event = {"version": "2.0", "headers": {"content-type": "application/json"}, "body": body_of(*events),
+             "isBase64Encoded": False,
+             "requestContext": {"requestId": "r", "authorizer": {"jwt": {"claims": {"sub": "the-sub"}, "scopes": None}}}}
+    status, body, _ = handle(event, s3, settings)
+    assert status == 200, body
+    (stored,) = stored_objects().values()
+    assert [(e["event"]["user_id"], e["event"]["user_login_state"]) for e in stored["events"]] == [
+        ("the-sub", "logged_in"), ("the-sub", "logged_in")]
+
+
+@pytest.mark.parametrize("context", [{}, {"authorizer": {}}, {"authorizer": {"jwt": {"claims": {}}}}])
+def test_no_verified_sub_without_an_authorizers_claims(context):
+    assert ingest.verified_user_id({"requestContext": context}) is None

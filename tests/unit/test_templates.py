@@ -10,7 +10,7 @@ import pytest
 from cfnlint.api import lint_file
 from cfnlint.decode import cfn_yaml
 
-from clickstream.infra.templates import Stack
+from clickstream.infra.templates import Stack, load_stacks, physical_ids_file
 from clickstream.settings import Settings
 from template_helpers import as_list, getatt_target
 
@@ -32,8 +32,9 @@ def lint_report(path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ingestion() -> Stack:
-    """ingestion.yaml, decoded by cfn-lint's loader, with the local resolver for Ref/Sub/GetAtt."""
-    stack = Stack.load(INGESTION, Settings())
+    """ingestion.yaml, decoded by cfn-lint's loader, with the local resolver for Ref/Sub/GetAtt (and the
+    frontend stack's exports it imports)."""
+    stack = next(s for s in load_stacks(Settings()) if s.stem == INGESTION.stem)
     assert stack.body == cfn_yaml.load(str(INGESTION))
     return stack
 
@@ -142,11 +143,12 @@ def test_http_api_route_is_a_lambda_proxy_with_payload_2_cors_and_throttling(ing
     assert api["Properties"]["ProtocolType"] == "HTTP"
     cors = ingestion.resolve(api["Properties"]["CorsConfiguration"])
     assert cors["AllowOrigins"] and "POST" in cors["AllowMethods"]
-    assert "content-type" in [header.lower() for header in cors["AllowHeaders"]]
+    assert {"content-type", "authorization"} <= {header.lower() for header in cors["AllowHeaders"]}
     assert int(cors["MaxAge"]) > 0
 
     routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in ingestion.of_type("AWS::ApiGatewayV2::Route").values()}
-    assert set(routes) == {"POST /clickstream"}
+    assert set(routes) == {"POST /clickstream", "POST /clickstream/user"}
+    assert routes["POST /clickstream/user"]["Target"] == routes["POST /clickstream"]["Target"], "the same Lambda"
     route = routes["POST /clickstream"]
     assert route["ApiId"] == {"Ref": api_id}
     target = ingestion.resolve(route["Target"])
@@ -165,4 +167,38 @@ def test_http_api_route_is_a_lambda_proxy_with_payload_2_cors_and_throttling(ing
     permissions = [p["Properties"] for p in ingestion.of_type("AWS::Lambda::Permission").values()]
     assert len(permissions) == 1 and permissions[0]["Principal"] == "apigateway.amazonaws.com"
     source_arn = ingestion.resolve(permissions[0]["SourceArn"])
-    assert source_arn.endswith(f":{ingestion.physical_id(api_id)}/*/*/clickstream"), "invocable from this route only"
+    assert source_arn.endswith(f":{ingestion.physical_id(api_id)}/*/*/clickstream*"), "invocable from its routes only"
+
+
+def test_signed_in_route_has_a_jwt_authorizer_on_the_shop_pool_and_its_app_client(ingestion):
+    frontend = next(s for s in load_stacks(Settings()) if s.stem == "frontend")
+    (api,) = ingestion.http_apis()
+    authorizers = {route.key: route.authorizer for route in api.routes}
+    assert authorizers["POST /clickstream"] is None
+    signed_in = authorizers["POST /clickstream/user"]
+    assert signed_in.identity_source == ("$request.header.Authorization",)
+    pool, client = frontend.resolve({"Ref": "UserPool"}), frontend.resolve({"Ref": "UserPoolClient"})
+    assert signed_in.issuer == f"https://cognito-idp.{ingestion.region}.amazonaws.com/{pool}"
+    assert signed_in.audience == (client,)
+
+
+def test_user_pools_come_from_the_template_as_create_parameters():
+    frontend = next(s for s in load_stacks(Settings()) if s.stem == "frontend")
+    (pool,) = frontend.user_pools()
+    assert (pool.logical_id, pool.name, pool.settings["PoolName"]) == ("UserPool", "clickstream-shop-local",
+                                                                          "clickstream-shop-local")
+    assert pool.settings["Policies"]["PasswordPolicy"]["MinimumLength"] == 12
+    (client,) = pool.clients
+    assert client.logical_id == "UserPoolClient" and "UserPoolId" not in client.settings
+    assert client.settings["GenerateSecret"] is False
+    assert "ALLOW_USER_PASSWORD_AUTH" in client.settings["ExplicitAuthFlows"]
+
+
+def test_recorded_physical_ids_are_what_ref_resolves_to(tmp_path):
+    settings = Settings.from_env({"CLICKSTREAM_HOME": str(tmp_path)})
+    physical_ids_file(settings).write_text('{"frontend": {"UserPool": "us-east-1_abc", "UserPoolClient": "c1"}}')
+    stacks = {s.stem: s for s in load_stacks(settings)}
+    assert stacks["frontend"].outputs()["UserPoolId"] == "us-east-1_abc"
+    (api,) = stacks["ingestion"].http_apis()
+    signed_in = next(route.authorizer for route in api.routes if route.authorizer)
+    assert signed_in.issuer.endswith("/us-east-1_abc") and signed_in.audience == ("c1",)

@@ -230,11 +230,13 @@ def ingest_batch(
     object_id: uuid.UUID | None = None,
     *,
     check_text: bool = True,
+    verified_user_id: str | None = None,
 ) -> IngestResult:
     """Validate each posted event on its own, store the valid ones in one object (SSE AES256), report the others.
 
-    `check_text=False` is for events parsed from a body without a \\u0000 or surrogate escape. Storage errors
-    propagate (nothing is stored)."""
+    `check_text=False` is for events parsed from a body without a \\u0000 or surrogate escape.
+    `verified_user_id` (the sub a JWT authorizer verified) becomes every event's user_id, signed in, whatever
+    the body says. Storage errors propagate (nothing is stored)."""
     if len(raw_events) > settings.max_batch_events:
         raise ValueError(f"{len(raw_events)} events exceed the batch limit of {settings.max_batch_events}")
     server = server_context.as_dict(received_at)
@@ -246,6 +248,8 @@ def ingest_batch(
         try:
             normalized, errors = contract.normalize_event(raw, received_at, check_text=check_text, limit=limit)
             if normalized is not None:
+                if verified_user_id is not None:
+                    normalized.event.update(user_id=verified_user_id, user_login_state="logged_in")
                 encoded.append(encode_event(normalized, server))
                 accepted.append(normalized.event["event_id"])
         except EVENT_ERRORS as error:
@@ -374,6 +378,12 @@ def error_response(status: int, code: str, message: str, request_id: str, **extr
     return _response(status, {"error": code, "message": message, "request_id": request_id, **extra}, request_id, headers)
 
 
+def verified_user_id(event: Mapping[str, Any]) -> str | None:
+    """The `sub` a JWT authorizer verified (requestContext.authorizer.jwt.claims), else None."""
+    claims = (((event.get("requestContext") or {}).get("authorizer") or {}).get("jwt") or {}).get("claims") or {}
+    return claims.get("sub") or None
+
+
 def handle_http_event(
     event: Mapping[str, Any],
     request_id: str,
@@ -395,7 +405,8 @@ def handle_http_event(
         return error_response(error.status, error.code, error.message, request_id)
     server_context = ServerContext.from_http_event(event, request_id)
     try:
-        result = ingest_batch(raw_events, server_context, s3, settings, received_at, check_text=check_text)
+        result = ingest_batch(raw_events, server_context, s3, settings, received_at, check_text=check_text,
+                              verified_user_id=verified_user_id(event))
     except STORAGE_ERRORS:
         logger.exception("request %s: storing %d events failed", request_id, len(raw_events))
         return error_response(

@@ -13,13 +13,15 @@ import uvicorn
 from starlette.applications import Starlette
 
 from clickstream.infra.templates import TemplateError, load_stacks
+from clickstream.local.cognito import JwtVerifier, jwks_url
 from clickstream.local.http_api import create_app
 from clickstream.local.lambda_runtime import LocalLambda
 from clickstream.settings import Settings
 
 
 def build_app(settings: Settings) -> Starlette:
-    """The local API of the one HTTP API in the templates, its functions run in this process."""
+    """The local API of the one HTTP API in the templates, its functions run in this process, its JWT
+    authorizers verified against their issuers' keys (a Cognito issuer's from the local endpoint)."""
     stacks = load_stacks(settings)
     apis = [api for stack in stacks for api in stack.http_apis()]
     if len(apis) != 1:
@@ -39,7 +41,10 @@ def build_app(settings: Settings) -> Starlette:
         os.environ.update(merged)
     for function in functions.values():
         function.init()  # import now, so the first request does not pay for it
-    return create_app(api, functions)
+    verifiers = {route.authorizer.logical_id: JwtVerifier(route.authorizer.issuer, route.authorizer.audience,
+                                                          jwks_url(route.authorizer.issuer, settings))
+                 for route in api.routes if route.authorizer}
+    return create_app(api, functions, verifiers)
 
 
 def main() -> None:

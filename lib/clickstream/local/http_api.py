@@ -1,4 +1,5 @@
-"""A local API Gateway HTTP API (payload format 2.0), its routes, integrations and CORS read from the template."""
+"""A local API Gateway HTTP API (payload format 2.0), its routes, integrations, JWT authorizers and CORS read
+from the template."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping, Protocol
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clickstream.infra.templates import HttpApi, HttpRoute
+from clickstream.infra.templates import HttpApi, HttpRoute, TemplateError
+from clickstream.local.cognito import Unauthorized
 from clickstream.local.lambda_runtime import LambdaTimeoutError, LocalLambda
 from clickstream.settings import LOCAL_ACCOUNT_ID
 
@@ -29,6 +31,18 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload quota
 TEXT_TYPES = re.compile(r"^(text/|application/(json|[\w.+-]+\+json|xml|javascript|x-www-form-urlencoded))", re.I)
 HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT"]
+
+
+class Verifier(Protocol):
+    def claims(self, authorization: str | None) -> dict[str, str]:
+        """The verified claims of the token; raises Unauthorized."""
+
+
+def token_header(identity_source: tuple[str, ...]) -> str:
+    """The header a JWT authorizer reads its token from ("$request.header.Authorization" -> "authorization")."""
+    if len(identity_source) != 1 or not identity_source[0].startswith("$request.header."):
+        raise TemplateError(f"a JWT authorizer's IdentitySource must be one header, not {list(identity_source)}")
+    return identity_source[0].removeprefix("$request.header.").lower()
 
 
 @dataclass(frozen=True)
@@ -59,8 +73,9 @@ class CompiledRoute:
         return (path is None, path is not None and "+}" in path, self.route.method == "ANY", -len(path or ""))
 
 
-def build_event(request: Request, body: bytes, route: HttpRoute, params: dict, api: HttpApi, request_id: str) -> dict:
-    """The payload format 2.0 event API Gateway would send for this request."""
+def build_event(request: Request, body: bytes, route: HttpRoute, params: dict, api: HttpApi, request_id: str,
+                claims: Mapping[str, str] | None = None) -> dict:
+    """The payload format 2.0 event API Gateway would send for this request (`claims`: a JWT authorizer's)."""
     headers: dict[str, str] = {}
     for key, value in request.headers.items():
         headers[key] = f"{headers[key]},{value}" if key in headers else value
@@ -100,6 +115,8 @@ def build_event(request: Request, body: bytes, route: HttpRoute, params: dict, a
         },
         "isBase64Encoded": text is None,
     }
+    if claims is not None:
+        event["requestContext"]["authorizer"] = {"jwt": {"claims": dict(claims), "scopes": None}}
     if cookies:
         event["cookies"] = cookies
     if query:
@@ -118,9 +135,11 @@ def synthetic_event(
     headers: dict[str, str] | None = None,
     query: str = "",
     source_ip: str = "203.0.113.7",
+    claims: Mapping[str, str] | None = None,
 ) -> dict:
     """The payload format 2.0 event a request to `route_key` (e.g. "POST /clickstream") would produce,
-    without a server: for notebooks that show the event, and for benchmarks that invoke handlers directly."""
+    without a server: for notebooks that show the event, and for benchmarks and the simulator that invoke
+    handlers directly (`claims`: what the route's JWT authorizer would pass)."""
     method, _, path = route_key.partition(" ")
     headers = {"host": "127.0.0.1", "content-length": str(len(body)), **(headers or {})}
     scope = {
@@ -129,7 +148,7 @@ def synthetic_event(
         "client": (source_ip, 50000), "server": ("127.0.0.1", 80), "scheme": "http", "root_path": "",
     }
     route = next(r for r in api.routes if r.key == route_key)
-    return build_event(Request(scope), body, route, {}, api, str(uuid.uuid4()))
+    return build_event(Request(scope), body, route, {}, api, str(uuid.uuid4()), claims)
 
 
 def to_response(result: Any, request_id: str) -> Response:
@@ -147,9 +166,21 @@ def to_response(result: Any, request_id: str) -> Response:
     return response
 
 
-def create_app(api: HttpApi, functions: dict[str, LocalLambda]) -> Starlette:
-    """An ASGI app serving `api`'s routes with the local Lambdas behind them."""
+def create_app(api: HttpApi, functions: dict[str, LocalLambda], verifiers: Mapping[str, Verifier] | None = None
+               ) -> Starlette:
+    """An ASGI app serving `api`'s routes with the local Lambdas behind them; a route with a JWT authorizer
+    admits only requests whose token `verifiers[authorizer logical id]` accepts."""
     routes = sorted((CompiledRoute.of(r) for r in api.routes), key=lambda c: c.specificity)
+    verifiers = verifiers or {}
+    missing = sorted({r.authorizer.logical_id for r in api.routes if r.authorizer} - set(verifiers))
+    if missing:
+        raise TemplateError(f"no verifier for the authorizers {missing}: the local API never skips one")
+
+    async def authorize(route: HttpRoute, request: Request) -> dict[str, str] | None:
+        if route.authorizer is None:
+            return None
+        token = request.headers.get(token_header(route.authorizer.identity_source))
+        return await run_in_threadpool(verifiers[route.authorizer.logical_id].claims, token)
 
     async def dispatch(request: Request) -> Response:
         request_id = str(uuid.uuid4())
@@ -159,10 +190,15 @@ def create_app(api: HttpApi, functions: dict[str, LocalLambda]) -> Starlette:
                 break
         else:
             return JSONResponse({"message": "Not Found"}, status_code=404, headers={"apigw-requestid": request_id})
+        try:
+            claims = await authorize(compiled.route, request)
+        except Unauthorized as error:
+            log.info("401 on %s: %s", compiled.route.key, error)
+            return JSONResponse({"message": "Unauthorized"}, status_code=401, headers={"apigw-requestid": request_id})
         body = await request.body()
         if len(body) > MAX_PAYLOAD_BYTES:
             return JSONResponse({"message": "Request Entity Too Large"}, status_code=413)
-        event = build_event(request, body, compiled.route, params, api, request_id)
+        event = build_event(request, body, compiled.route, params, api, request_id, claims)
         function = functions[compiled.route.function]
         started = time.perf_counter()
         try:
