@@ -61,8 +61,14 @@ def create_shopper(settings: Settings, email: str, password: str) -> str:
 
 
 def sign_in(settings: Settings, email: str, password: str) -> dict:
-    """InitiateAuth USER_PASSWORD_AUTH on the shop's app client: the AuthenticationResult (IdToken, ...)."""
+    """InitiateAuth USER_PASSWORD_AUTH on the shop's app client: the AuthenticationResult (IdToken, ...);
+    a wrong email or password is one CognitoError that does not say which."""
     pool = shop_pool(settings)
     client = aws.client("cognito-idp", settings)
-    return client.initiate_auth(ClientId=pool.client_id, AuthFlow="USER_PASSWORD_AUTH",
-                                AuthParameters={"USERNAME": email, "PASSWORD": password})["AuthenticationResult"]
+    try:
+        return client.initiate_auth(ClientId=pool.client_id, AuthFlow="USER_PASSWORD_AUTH",
+                                    AuthParameters={"USERNAME": email, "PASSWORD": password})["AuthenticationResult"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("NotAuthorizedException", "UserNotFoundException"):
+            raise CognitoError("Incorrect email or password.") from None
+        raise CognitoError(f"{error.response['Error']['Code']}: {error.response['Error']['Message']}") from None

@@ -3,8 +3,11 @@
     CLICKSTREAM_OLTP_DSN=postgresql://shop_app:...@127.0.0.1:15433/shop_oltp \\
         python -m clickstream.shop.storefront --port 3200
 
-Pages: home, category pages, product pages, search, cart, checkout and the order confirmation. A visitor is
-a random id in a signed cookie; their cart is their one open row in `carts`. Placing an order writes orders and
+Pages: home, category pages, product pages, search, cart, checkout, the order confirmation, sign in and sign
+out. A visitor is a random id in a signed cookie; their cart is their one open row in `carts`. Signing in
+runs Cognito's InitiateAuth on the server; the shopper's email and ID token live in a second signed cookie
+until the token expires, and each page hands the token to the tracker (setIdToken), whose batches then go
+to the API's authorized route. Placing an order writes orders and
 order_items and marks the cart ordered in one transaction, so a second submit finds the order instead of
 writing another. It is the only component with the OLTP credentials. Pages load the tracker
 (/static/clickstream.js) and call its helpers only when it loaded: shopping never depends on analytics.
@@ -16,11 +19,15 @@ import argparse
 import os
 import re
 import secrets
+import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
+
+import jwt
 
 import psycopg
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -33,12 +40,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from clickstream.settings import project_root
+from clickstream.settings import Settings, project_root
 
 CURRENCY = "USD"
 MAX_QUANTITY = 100  # cart_items and order_items allow 1..100 of a product
 VISITOR_COOKIE = "cs_visitor"
 VISITOR_MAX_AGE = 90 * 24 * 3600
+SHOPPER_COOKIE = "cs_shopper"
 FEATURED_COUNT = 8
 MAX_SEARCH_LENGTH = 100
 PRODUCT_ID = re.compile(r"^[A-Z]{3}-[0-9]{3}$")
@@ -48,6 +56,13 @@ CATEGORY_PAGES = {  # url slug: (products.category, page title)
     "accessories": ("accessory", "Accessories"),
 }
 _PRODUCT_COLUMNS = "product_id, name, category, brand, price, discount_price, url_path"
+
+
+class SignInError(Exception):
+    """Signing in failed; the message is for the shopper."""
+
+
+Authenticate = Callable[[str, str], str]  # (email, password) -> an ID token; raises SignInError
 
 
 def frontend_dir() -> Path:
@@ -97,10 +112,12 @@ class Storefront:
     """The pages and the shop_oltp queries behind them (one connection per request)."""
 
     def __init__(self, oltp_dsn: str, secret_key: str, templates: Path, currency: str = CURRENCY,
-                 ingest_url: str | None = None) -> None:
+                 ingest_url: str | None = None, authenticate: Authenticate | None = None) -> None:
         self.dsn = oltp_dsn
         self.currency = currency
+        self.authenticate = authenticate
         self.cookies = URLSafeSerializer(secret_key, salt="clickstream-storefront-visitor")
+        self.shopper_cookies = URLSafeSerializer(secret_key, salt="clickstream-storefront-shopper")
         self.templates = Jinja2Templates(directory=str(templates))
         self.templates.env.filters["money"] = money
         self.templates.env.globals.update(categories=[(slug, title) for slug, (_, title) in CATEGORY_PAGES.items()],
@@ -129,22 +146,69 @@ class Storefront:
                             samesite="lax")
         return response
 
+    # --- shoppers ------------------------------------------------------------------------------
+    def shopper(self, request: Request) -> dict | None:
+        """{"email", "id_token", "exp", "event"} of the signed-in shopper; None when signed out, when the
+        token expired (the tracker must never send one the API refuses) or when the cookie is not ours."""
+        try:
+            shopper = self.shopper_cookies.loads(request.cookies.get(SHOPPER_COOKIE, ""))
+        except BadSignature:
+            return None
+        return shopper if isinstance(shopper, dict) and shopper.get("exp", 0) > time.time() + 60 else None
+
+    def sign_in_form(self, request: Request, status_code: int = 200, **context) -> Response:
+        return self.templates.TemplateResponse(
+            request, "sign_in.html", {"cart_count": None, "shopper": None, "available": bool(self.authenticate),
+                                      "page_type": "account", **context}, status_code=status_code)
+
+    async def sign_in_page(self, request: Request) -> Response:
+        return self.sign_in_form(request)
+
+    async def sign_in(self, request: Request) -> Response:
+        """Cognito's InitiateAuth with the form's email and password; on success the shopper cookie, and the
+        next page tracks `login`."""
+        fields = await form_fields(request)
+        email = fields.get("email", "").strip()
+        if not self.authenticate:
+            raise HTTPException(400, "Signing in is not available in this shop.")
+        try:
+            token = self.authenticate(email, fields.get("password", ""))
+        except SignInError as error:
+            return self.sign_in_form(request, 401, error=str(error), email=email)
+        exp = jwt.decode(token, options={"verify_signature": False})["exp"]  # ours, straight from Cognito
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(SHOPPER_COOKIE, self.shopper_cookies.dumps(
+            {"email": email, "id_token": token, "exp": exp, "event": "login"}), max_age=max(0, exp - int(time.time())),
+            httponly=True, samesite="lax")
+        return response
+
+    async def sign_out(self, request: Request) -> Response:
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(SHOPPER_COOKIE)
+        return response
+
     # --- rendering -----------------------------------------------------------------------------
     async def render(self, request: Request, name: str, status_code: int = 200, **context) -> Response:
-        """A page with the header's cart count (0 for a visitor without an open cart)."""
+        """A page with the header's cart count (0 for a visitor without an open cart) and the signed-in shopper
+        (whose `login` event, right after signing in, is tracked once)."""
         visitor = self.visitor(request)
         count = 0
         if visitor:
             async with await self.connect() as conn:
                 count = await self.cart_count(conn, visitor)
-        return self.templates.TemplateResponse(request, name, {**context, "cart_count": count},
-                                               status_code=status_code)
+        shopper = self.shopper(request)
+        response = self.templates.TemplateResponse(request, name, {**context, "cart_count": count,
+                                                                   "shopper": shopper}, status_code=status_code)
+        if shopper and shopper.pop("event", None):
+            response.set_cookie(SHOPPER_COOKIE, self.shopper_cookies.dumps(shopper),
+                                max_age=max(0, shopper["exp"] - int(time.time())), httponly=True, samesite="lax")
+        return response
 
     async def error_page(self, request: Request, error: HTTPException) -> Response:
         titles = {400: "That did not work", 404: "Not found", 409: "Already done"}
         response = self.templates.TemplateResponse(
             request, "error.html", {"title": titles.get(error.status_code, "Something went wrong"),
-                                    "detail": error.detail, "cart_count": None},
+                                    "detail": error.detail, "cart_count": None, "shopper": None},
             status_code=error.status_code)
         for name, value in (error.headers or {}).items():
             response.headers.append(name, value)
@@ -334,12 +398,13 @@ class Storefront:
 
 
 def create_app(oltp_dsn: str, secret_key: str | None = None, ingest_url: str | None = None,
-               templates: Path | None = None, static: Path | None = None, currency: str = CURRENCY) -> Starlette:
+               templates: Path | None = None, static: Path | None = None, currency: str = CURRENCY,
+               authenticate: Authenticate | None = None) -> Starlette:
     """The storefront on shop_oltp (a DSN of shop_app); its pages' tracker sends to `ingest_url` (none: the
-    tracker's own default). Without `secret_key` a random one signs the cookies, so carts are forgotten when
-    the process restarts."""
+    tracker's own default); shoppers sign in with `authenticate` (none: signing in is not available).
+    Without `secret_key` a random one signs the cookies, so carts are forgotten when the process restarts."""
     shop = Storefront(oltp_dsn, secret_key or secrets.token_urlsafe(32), templates or frontend_dir() / "templates",
-                      currency, ingest_url)
+                      currency, ingest_url, authenticate)
     routes = [
         Route("/", shop.home),
         Route("/category/{slug}", shop.category),
@@ -351,9 +416,25 @@ def create_app(oltp_dsn: str, secret_key: str | None = None, ingest_url: str | N
         Route("/checkout", shop.checkout, methods=["GET"]),
         Route("/checkout", shop.place_order, methods=["POST"]),
         Route("/orders/{order_id}", shop.order),
+        Route("/account/sign-in", shop.sign_in_page, methods=["GET"]),
+        Route("/account/sign-in", shop.sign_in, methods=["POST"]),
+        Route("/account/sign-out", shop.sign_out, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(static or frontend_dir() / "static")), name="static"),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: shop.error_page})
+
+
+def cognito_sign_in(settings: Settings) -> Authenticate:
+    """Sign shoppers in with the target's user pool (clickstream.shop.shoppers.sign_in)."""
+    from clickstream.shop import shoppers
+
+    def authenticate(email: str, password: str) -> str:
+        try:
+            return shoppers.sign_in(settings, email, password)["IdToken"]
+        except shoppers.CognitoError as error:
+            raise SignInError(str(error)) from error
+
+    return authenticate
 
 
 def main() -> None:
@@ -370,7 +451,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.oltp_dsn:
         parser.error("the OLTP DSN is needed: --oltp-dsn or CLICKSTREAM_OLTP_DSN")
-    app = create_app(args.oltp_dsn, os.environ.get("CLICKSTREAM_STOREFRONT_SECRET"), args.ingest_url)
+    app = create_app(args.oltp_dsn, os.environ.get("CLICKSTREAM_STOREFRONT_SECRET"), args.ingest_url,
+                     authenticate=cognito_sign_in(Settings.from_env()))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

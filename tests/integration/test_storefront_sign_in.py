@@ -1,0 +1,90 @@
+"""Signing in and out of the storefront that `clickstream up` runs: Cognito's InitiateAuth on the server, the
+ID token handed to the page's tracker (setIdToken), a `login` event tracked once, `logout` on signing out."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import httpx
+import jwt
+import pytest
+
+from clickstream.local import stack
+from clickstream.shop import shoppers
+from clickstream.shop.storefront import SHOPPER_COOKIE
+
+PASSWORD = "Storefront-Shopper-7"
+TOKEN_RE = re.compile(r'trackOnLoad\("setIdToken", ("[^"]+")\)')
+
+
+@pytest.fixture(scope="module")
+def shopper(local_stack) -> dict:
+    email = f"store-{uuid.uuid4().hex[:8]}@example.com"
+    return {"email": email, "sub": shoppers.create_shopper(local_stack, email, PASSWORD)}
+
+
+@pytest.fixture
+def browser(local_stack):
+    with httpx.Client(base_url=stack.status(local_stack)["storefront_url"], timeout=30) as client:
+        yield client
+
+
+def test_the_sign_in_form_has_the_names_the_issue_gives(browser):
+    home = browser.get("/")
+    assert '<a href="/account/sign-in">Sign in</a>' in home.text and "Sign out" not in home.text
+    form = browser.get("/account/sign-in").text
+    assert '<label for="sign-in-email">Email</label>' in form
+    assert '<label for="sign-in-password">Password</label>' in form
+    assert re.search(r'<button type="submit" class="primary">Sign in</button>', form)
+
+
+def test_signing_in_hands_the_shoppers_id_token_to_the_tracker_and_tracks_login_once(browser, shopper, local_stack):
+    signed_in = browser.post("/account/sign-in", data={"email": shopper["email"], "password": PASSWORD})
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+
+    first = browser.get("/").text
+    token = json.loads(TOKEN_RE.search(first).group(1))
+    claims = jwt.decode(token, options={"verify_signature": False})
+    status = stack.status(local_stack)
+    assert (claims["sub"], claims["aud"], claims["token_use"]) == (shopper["sub"], status["cognito_client_id"], "id")
+    assert 'trackOnLoad("login");' in first
+    assert "Sign out" in first and shopper["email"] in first
+    assert 'trackOnLoad("login");' not in browser.get("/").text, "login is tracked on the first page only"
+    assert TOKEN_RE.search(browser.get("/cart").text), "every page hands the token to the tracker"
+
+    signed_out = browser.post("/account/sign-out")
+    assert signed_out.status_code == 303
+    after = browser.get("/").text
+    assert not TOKEN_RE.search(after) and "Sign in" in after
+
+
+def test_the_sign_out_button_tracks_logout_before_leaving(browser, shopper):
+    browser.post("/account/sign-in", data={"email": shopper["email"], "password": PASSWORD})
+    page = browser.get("/").text
+    assert re.search(r'<form action="/account/sign-out" method="post" onsubmit="track\(\'logout\'\);', page)
+
+
+@pytest.mark.parametrize("password", ["Wrong-password-123", None])
+def test_a_wrong_password_or_unknown_email_is_one_message_and_no_cookie(browser, shopper, password):
+    email = shopper["email"] if password else "nobody@example.com"
+    response = browser.post("/account/sign-in", data={"email": email, "password": password or PASSWORD})
+    assert response.status_code == 401
+    assert "Incorrect email or password." in response.text
+    assert SHOPPER_COOKIE not in response.cookies and not TOKEN_RE.search(response.text)
+
+
+def test_a_tampered_or_expired_shopper_cookie_is_signed_out(browser, local_stack):
+    from itsdangerous import URLSafeSerializer
+
+    from clickstream.local.credentials import load_or_create
+
+    secret = load_or_create(stack.credentials_file(local_stack, "storefront"), ["cookie_secret"])["cookie_secret"]
+    sign = URLSafeSerializer(secret, salt="clickstream-storefront-shopper").dumps
+    expired = sign({"email": "a@example.com", "id_token": "x.y.z", "exp": int(time.time()) - 1})
+    for cookie in (expired, "forged-value"):
+        browser.cookies.set(SHOPPER_COOKIE, cookie)
+        page = browser.get("/").text
+        assert not TOKEN_RE.search(page) and '<a href="/account/sign-in">Sign in</a>' in page
