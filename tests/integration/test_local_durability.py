@@ -188,6 +188,6 @@ def test_user_pool_app_client_shoppers_and_subs_survive_a_sigkill_of_moto(settin
     assert shoppers.shop_pool(settings) == shoppers.ShopPool(ids["UserPool"], ids["UserPoolClient"])
     again = shoppers.sign_in(settings, "ada@example.com", "Correct-Horse-42")["IdToken"]
     issuer = f"https://cognito-idp.{settings.region}.amazonaws.com/{ids['UserPool']}"
-    verifier = cognito.JwtVerifier(issuer, (ids["UserPoolClient"],), cognito.jwks_url(issuer, settings))
+    verifier = cognito.JwtVerifier(issuer, (ids["UserPoolClient"],), cognito.jwks_source(issuer, settings))
     assert verifier.claims(token)["sub"] == verifier.claims(f"Bearer {again}")["sub"] == sub
     assert stat.S_IMODE((settings.home / "s3" / "cognito-idp.pickle").stat().st_mode) == 0o600

@@ -7,7 +7,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from clickstream.local.cognito import JwtVerifier, Unauthorized, api_gateway_claims, jwks_url
+from clickstream.local.cognito import JWKS_HEADERS, JwtVerifier, Unauthorized, api_gateway_claims, jwks_source
 from clickstream.settings import Settings
 
 ISSUER = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_pool"
@@ -37,7 +37,7 @@ def keys():
 
 @pytest.fixture
 def verifier(keys):
-    made = JwtVerifier(ISSUER, ("client-1",), "http://unused.invalid/jwks.json")
+    made = JwtVerifier(ISSUER, ("client-1",), ("http://unused.invalid/jwks.json", {}))
     made.keys.fetch_data = keys.fetch
     return made
 
@@ -92,5 +92,7 @@ def test_claims_as_api_gateway_writes_them():
 
 def test_a_cognito_issuers_keys_come_from_the_local_endpoint():
     local = Settings.from_env({"CLICKSTREAM_TARGET": "local"}, aws_port=4599)
-    assert jwks_url(ISSUER, local) == f"{local.aws_endpoint_url}/eu-west-1_pool/.well-known/jwks.json"
-    assert jwks_url("https://login.example.com", local) == "https://login.example.com/.well-known/jwks.json"
+    assert jwks_source(ISSUER, local) == (f"{local.aws_endpoint_url}/eu-west-1_pool/.well-known/jwks.json",
+                                          JWKS_HEADERS)
+    assert jwks_source(ISSUER, local.with_(target="aws")) == (f"{ISSUER}/.well-known/jwks.json", {})
+    assert jwks_source("https://login.example.com", local) == ("https://login.example.com/.well-known/jwks.json", {})

@@ -13,7 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from clickstream.infra.templates import TemplateError, load_stacks
-from clickstream.local.cognito import JwtVerifier, jwks_url
+from clickstream.local.cognito import JwtVerifier, jwks_source
 from clickstream.local.http_api import create_app
 from clickstream.local.lambda_runtime import LocalLambda
 from clickstream.settings import Settings
@@ -42,7 +42,7 @@ def build_app(settings: Settings) -> Starlette:
     for function in functions.values():
         function.init()  # import now, so the first request does not pay for it
     verifiers = {route.authorizer.logical_id: JwtVerifier(route.authorizer.issuer, route.authorizer.audience,
-                                                          jwks_url(route.authorizer.issuer, settings))
+                                                          jwks_source(route.authorizer.issuer, settings))
                  for route in api.routes if route.authorizer}
     return create_app(api, functions, verifiers)
 

@@ -69,12 +69,13 @@ class Unauthorized(Exception):
     """The token is missing or fails a check; API Gateway answers 401 {"message": "Unauthorized"}."""
 
 
-def jwks_url(issuer: str, settings: Settings) -> str:
-    """The issuer's JWKS: a Cognito issuer's keys are served by the local endpoint, others by the issuer."""
+def jwks_source(issuer: str, settings: Settings) -> tuple[str, dict[str, str]]:
+    """(URL, headers) of the issuer's JWKS: a Cognito issuer's keys come from the local endpoint (with the
+    header moto routes by), others from the issuer."""
     found = ISSUER.match(issuer)
     if settings.target == "local" and found:
-        return f"{settings.aws_endpoint_url}/{found.group(2)}/.well-known/jwks.json"
-    return f"{issuer.rstrip('/')}/.well-known/jwks.json"
+        return f"{settings.aws_endpoint_url}/{found.group(2)}/.well-known/jwks.json", JWKS_HEADERS
+    return f"{issuer.rstrip('/')}/.well-known/jwks.json", {}
 
 
 def api_gateway_claims(claims: dict) -> dict[str, str]:
@@ -92,11 +93,13 @@ def api_gateway_claims(claims: dict) -> dict[str, str]:
 class JwtVerifier:
     """One JWT authorizer: RS256 signature by the issuer's JWKS, iss, aud (the app client), exp, token_use id."""
 
-    def __init__(self, issuer: str, audience: tuple[str, ...], jwks_uri: str, leeway: int = 0) -> None:
+    def __init__(self, issuer: str, audience: tuple[str, ...], jwks: tuple[str, dict[str, str]],
+                 leeway: int = 0) -> None:
         self.issuer = issuer
         self.audience = list(audience)
         self.leeway = leeway
-        self.keys = jwt.PyJWKClient(jwks_uri, cache_keys=True, lifespan=3600, headers=JWKS_HEADERS, timeout=5)
+        url, headers = jwks
+        self.keys = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, headers=headers, timeout=5)
 
     def claims(self, authorization: str | None) -> dict[str, str]:
         """The verified claims of the bearer token in `authorization`; raises Unauthorized."""
