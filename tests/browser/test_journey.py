@@ -37,6 +37,7 @@ JOURNEY = [("page_view", False),                                # home
            ("page_view", True), ("begin_checkout", True),       # Checkout
            ("page_view", True), ("purchase", True)]             # Place order: the confirmation
 PRODUCT_EVENTS = {"product_view", "add_to_cart"}
+PAGES = sum(name == "page_view" for name, _ in JOURNEY)
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,10 @@ def laptop(local_stack) -> dict:
     return {"product_id": product_id, "name": name}
 
 
-def shop_until_ordered(page: Page, storefront_url: str, product_name: str, sign_in: Callable[[], None],
+def shop_until_ordered(page: Page, storefront_url: str, product_name: str, email: str,
                        shot: Callable[[str], None] = lambda name: None) -> str:
-    """Home, Laptops, the product, Add to cart, sign_in(), Cart, Checkout, Place order; the order id shown."""
+    """Home, Laptops, the product, Add to cart, Sign in as `email`, Cart, Checkout, Place order; the order id shown.
+    shot(name) is called on each page."""
     page.goto(storefront_url)
     shot("01-home")
     page.get_by_role("navigation", name="Categories").get_by_role("link", name="Laptops").click()
@@ -69,7 +71,13 @@ def shop_until_ordered(page: Page, storefront_url: str, product_name: str, sign_
     page.get_by_role("button", name="Add to cart").click()
     page.get_by_role("button", name="Checkout").wait_for()
     shot("04-cart")
-    sign_in()
+    page.get_by_role("link", name="Sign in").click()
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    shot("05-sign-in")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign out").wait_for()
+    shot("06-signed-in")
     page.get_by_role("link", name="Cart").click()
     page.get_by_role("button", name="Checkout").click()
     page.get_by_role("button", name="Place order").wait_for()
@@ -119,16 +127,7 @@ def test_a_shoppers_journey_is_in_the_warehouse_in_order_in_one_session(context,
     def shot(name: str) -> None:
         page.screenshot(path=screenshots / f"{name}.png", full_page=True)
 
-    def sign_in() -> None:
-        page.get_by_role("link", name="Sign in").click()
-        page.get_by_label("Email").fill(email)
-        page.get_by_label("Password").fill(PASSWORD)
-        shot("05-sign-in")
-        page.get_by_role("button", name="Sign in").click()
-        page.get_by_role("button", name="Sign out").wait_for()
-        shot("06-signed-in")
-
-    order_id = shop_until_ordered(page, status["storefront_url"], laptop["name"], sign_in, shot)
+    order_id = shop_until_ordered(page, status["storefront_url"], laptop["name"], email, shot)
     page.wait_for_function("window.clickstream !== undefined")
     client_id = page.evaluate("window.clickstream.clientId")
     page.evaluate("window.clickstream.flush()")
@@ -153,3 +152,21 @@ def test_a_shoppers_journey_is_in_the_warehouse_in_order_in_one_session(context,
     assert sorted(path.name for path in screenshots.glob("*.png")) == [
         "01-home.png", "02-category.png", "03-product.png", "04-cart.png", "05-sign-in.png", "06-signed-in.png",
         "07-checkout.png", "08-order.png"]
+
+
+def test_with_the_tracker_blocked_the_same_shopping_writes_the_order(context, local_stack, laptop):
+    """As behind an ad blocker: clickstream.js never loads, nothing is sent, and shopping works all the same."""
+    status = stack.status(local_stack)
+    email = f"blocked-{uuid.uuid4().hex[:8]}@example.com"
+    shoppers.create_shopper(local_stack, email, PASSWORD)
+    page = context.new_page()
+    blocked, errors, sent = [], [], []
+    page.route("**/clickstream.js", lambda route: (blocked.append(route.request.url), route.abort()))
+    page.on("pageerror", lambda error: errors.append(error))
+    page.on("request", lambda request: request.url.startswith(status["ingest_url"]) and sent.append(request))
+
+    order_id = shop_until_ordered(page, status["storefront_url"], laptop["name"], email)
+
+    assert oltp_order(local_stack, order_id)[1] == [laptop["product_id"]]
+    assert page.evaluate("window.clickstream") is None
+    assert len(blocked) == PAGES and errors == [] and sent == []
