@@ -642,7 +642,7 @@ def map_legacy_event(raw: Mapping[str, Any], received_at: datetime) -> Normalize
         "client_ts_source": client_ts_source,
         "is_first_visit": raw.get("isFirstVisit"),
         "user_login_state": raw.get("userLoginState"),
-        "identity_source": "user_id" if user_id else "client_id",
+        "identity_source": "client_id",  # user_id only once the ingest signs the event in with a verified sub
         "element": copy.deepcopy(raw.get("element")),
     }
     return NormalizedEvent(event=event, source=SOURCE_LEGACY, legacy=legacy)

@@ -387,11 +387,11 @@ def test_legacy_client_ts_comes_from_the_epoch_ms_event_id_or_the_receive_time(m
     assert (normalized.event["client_ts"], normalized.legacy["client_ts_source"]) == (client_ts, source)
 
 
-def test_legacy_identity_and_unknown_login_state(make_legacy_event):
+def test_legacy_identity_is_the_client_until_the_ingest_verifies_it_and_unknown_login_state(make_legacy_event):
     logged_in = map_legacy_event(make_legacy_event(userId="u-1", userLoginState="logged_in"), RECEIVED_AT)
     unknown = map_legacy_event(make_legacy_event(userId="", userLoginState="logged_out"), RECEIVED_AT)
     assert (logged_in.event["user_id"], logged_in.event["user_login_state"]) == ("u-1", "logged_in")
-    assert logged_in.legacy["identity_source"] == "user_id"
+    assert logged_in.legacy["identity_source"] == "client_id"  # the body's userId is a claim: ingest.apply_identity
     assert (unknown.event["user_id"], unknown.event["user_login_state"]) == (None, None)
     assert (unknown.legacy["identity_source"], unknown.legacy["user_login_state"]) == ("client_id", "logged_out")
 

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from clickstream import contract
 from clickstream.ingestion import ingest
+from clickstream.shop import samples
 from clickstream.ingestion.ingest import (
     IngestSettings,
     ServerContext,
@@ -550,19 +551,57 @@ print(json.dumps(reasons))
 # Identity: only a JWT authorizer's verified claims sign an event in -------------------------------------------
 
 
-def test_the_verified_sub_is_every_events_user_id_whatever_the_body_says(s3, settings, stored_objects):
-    from clickstream.shop import samples
+def identity_request(*events, claims: dict | None = None) -> dict:
+    """A payload 2.0 POST of `events`; with `claims`, as a JWT authorizer passes them (POST /clickstream/user)."""
+    context = {"requestId": "r", **({"authorizer": {"jwt": {"claims": claims, "scopes": None}}} if claims else {})}
+    return {"version": "2.0", "headers": {"content-type": "application/json"}, "body": body_of(*events),
+            "isBase64Encoded": False, "requestContext": context}
 
+
+def identities(stored: dict) -> list[tuple]:
+    return [(e["event"]["user_id"], e["event"].get("user_login_state"), (e["event"].get("properties") or {}).get(
+        ingest.UNVERIFIED_USER_ID), (e["legacy"] or {}).get("identity_source")) for e in stored["events"]]
+
+
+def test_the_verified_sub_is_every_events_user_id_whatever_the_body_says(s3, settings, stored_objects):
     events = [samples.canonical_event("purchase", user_id="forged", user_login_state="anonymous"),
-              samples.canonical_event("page_view", user_id=None)]
-    event = {"version": "2.0", "headers": {"content-type": "application/json"}, "body": body_of(*events),
-             "isBase64Encoded": False,
-             "requestContext": {"requestId": "r", "authorizer": {"jwt": {"claims": {"sub": "the-sub"}, "scopes": None}}}}
-    status, body, _ = handle(event, s3, settings)
+              samples.canonical_event("page_view", user_id=None),
+              samples.legacy_event("login_success", event_id=str(uuid.uuid4()), userId="", userLoginState="guest")]
+    status, body, _ = handle(identity_request(*events, claims={"sub": "the-sub"}), s3, settings)
     assert status == 200, body
     (stored,) = stored_objects().values()
-    assert [(e["event"]["user_id"], e["event"]["user_login_state"]) for e in stored["events"]] == [
-        ("the-sub", "logged_in"), ("the-sub", "logged_in")]
+    assert identities(stored) == [("the-sub", "logged_in", None, None), ("the-sub", "logged_in", None, None),
+                                  ("the-sub", "logged_in", None, "user_id")]
+
+
+def test_without_a_token_a_body_user_id_is_only_an_unverified_claim_in_the_properties(s3, settings, stored_objects):
+    events = [samples.canonical_event("purchase", user_id="someone-else", user_login_state="logged_in",
+                                      properties={"button": "buy"}),
+              samples.canonical_event("page_view", user_id=None, user_login_state="anonymous"),
+              samples.legacy_event("login_success", event_id=str(uuid.uuid4()), userId="shop-7",
+                                   userLoginState="logged_in")]
+    status, body, _ = handle(identity_request(*events), s3, settings)
+    assert (status, body["accepted"]) == (200, 3), body
+    (stored,) = stored_objects().values()
+    assert contract.validate_raw_object(stored) == []
+    assert identities(stored) == [(None, None, "someone-else", None), (None, "anonymous", None, None),
+                                  (None, None, "shop-7", "client_id")]
+    assert stored["events"][0]["event"]["properties"] == {"button": "buy", "unverified_user_id": "someone-else"}
+    assert stored["events"][2]["legacy"]["user_login_state"] is None
+
+
+def test_an_unverified_claim_needs_room_in_the_properties(s3, settings, stored_objects):
+    full = {f"p{n}": n for n in range(ingest.MAX_PROPERTIES)}
+    events = [samples.canonical_event("page_view", user_id="claimed", properties=full),
+              samples.canonical_event("page_view", user_id=None, properties=full),
+              samples.canonical_event("page_view", user_id="claimed", properties={
+                  **{key: value for key, value in full.items() if key != "p0"}, "unverified_user_id": "sent"})]
+    status, body, _ = handle(identity_request(*events), s3, settings)
+    assert (status, body["accepted"]) == (200, 2), body
+    ((index, reason),) = [(r["index"], r["reason"]) for r in body["rejected"]]
+    assert index == 0 and reason.startswith("$.properties: has 32 keys; without a token the user_id is kept")
+    (stored,) = stored_objects().values()
+    assert [e["event"]["properties"].get("unverified_user_id") for e in stored["events"]] == [None, "claimed"]
 
 
 @pytest.mark.parametrize("context", [{}, {"authorizer": {}}, {"authorizer": {"jwt": {"claims": {}}}}])

@@ -1,7 +1,8 @@
 """Ingest: validate posted clickstream events, add server context, write one raw S3 object per request.
 
 Pure functions over an injected S3 client, settings and clock. `handle_http_event` serves
-POST /clickstream (API Gateway HTTP API, payload format 2.0); `ingest_batch` is the same path without
+POST /clickstream and POST /clickstream/user (API Gateway HTTP API, payload format 2.0; the second behind a JWT
+authorizer, whose verified sub alone signs events in: `apply_identity`); `ingest_batch` is the same path without
 HTTP, for the traffic simulator. lambdas/ingest/handler.py only wires the environment to them.
 
 Raw object: s3://<raw bucket>/<prefix>YYYY/MM/DD/HH/<object_id>.json (UTC receive hour), see
@@ -214,6 +215,38 @@ def encode_event(normalized: NormalizedEvent, server: Mapping[str, Any]) -> byte
     return contract.dumps_loaded(stored_event(normalized, server))
 
 
+UNVERIFIED_USER_ID = "unverified_user_id"
+MAX_PROPERTIES = contract.event_schema()["properties"]["properties"]["maxProperties"]
+
+
+def apply_identity(normalized: NormalizedEvent, verified_user_id: str | None) -> list[str]:
+    """Who a valid event is, as far as the request proves it; returns why it cannot be stored, if it cannot.
+
+    With a verified sub the event is signed in: user_id is the sub and user_login_state logged_in, whatever the
+    body says. Without one, a body's user_id is an unverified claim: it moves to properties.unverified_user_id
+    (its presence marks the event unverified), user_id is cleared and a logged_in state dropped. A legacy
+    event's identity_source is user_id only when signed in."""
+    event, legacy = normalized.event, normalized.legacy
+    if verified_user_id is not None:
+        event.update(user_id=verified_user_id, user_login_state="logged_in")
+        if legacy is not None:
+            legacy["identity_source"] = "user_id"
+        return []
+    if event.get("user_login_state") == "logged_in":
+        event["user_login_state"] = None
+    if legacy is not None and legacy["user_login_state"] == "logged_in":
+        legacy["user_login_state"] = None
+    claim = event.get("user_id")
+    if claim is None:
+        return []
+    properties = event.get("properties") or {}
+    if UNVERIFIED_USER_ID not in properties and len(properties) >= MAX_PROPERTIES:
+        return [f"$.properties: has {len(properties)} keys; without a token the user_id is kept as "
+                f"properties.{UNVERIFIED_USER_ID}, so at most {MAX_PROPERTIES - 1} are allowed"]
+    event.update(user_id=None, properties={**properties, UNVERIFIED_USER_ID: claim})
+    return []
+
+
 # What one event can raise while it is validated, mapped or encoded: it is rejected, its neighbours are kept.
 EVENT_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, msgspec.EncodeError)
 # Invalid events of one request explained with up to MAX_REASONS reasons each; the rest get their first
@@ -235,8 +268,8 @@ def ingest_batch(
     """Validate each posted event on its own, store the valid ones in one object (SSE AES256), report the others.
 
     `check_text=False` is for events parsed from a body without a \\u0000 or surrogate escape.
-    `verified_user_id` (the sub a JWT authorizer verified) becomes every event's user_id, signed in, whatever
-    the body says. Storage errors propagate (nothing is stored)."""
+    `verified_user_id` is the sub a JWT authorizer verified, None on the anonymous route (`apply_identity`).
+    Storage errors propagate (nothing is stored)."""
     if len(raw_events) > settings.max_batch_events:
         raise ValueError(f"{len(raw_events)} events exceed the batch limit of {settings.max_batch_events}")
     server = server_context.as_dict(received_at)
@@ -248,10 +281,10 @@ def ingest_batch(
         try:
             normalized, errors = contract.normalize_event(raw, received_at, check_text=check_text, limit=limit)
             if normalized is not None:
-                if verified_user_id is not None:
-                    normalized.event.update(user_id=verified_user_id, user_login_state="logged_in")
-                encoded.append(encode_event(normalized, server))
-                accepted.append(normalized.event["event_id"])
+                errors = apply_identity(normalized, verified_user_id)
+                if not errors:
+                    encoded.append(encode_event(normalized, server))
+                    accepted.append(normalized.event["event_id"])
         except EVENT_ERRORS as error:
             logger.warning("event %d of request %s cannot be stored: %r", index, server_context.request_id, error)
             errors = [f"$: cannot be stored ({type(error).__name__})"]
