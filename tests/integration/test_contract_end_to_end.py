@@ -20,7 +20,7 @@ from clickstream.analytics import warehouse
 from clickstream.ingestion import raw
 from clickstream.ingestion.ingest import IngestSettings, handle_http_event
 from clickstream.local import stack
-from clickstream.analytics.transform import transform_body
+from clickstream.analytics.transform import COLUMNS, transform_body
 
 pytestmark = pytest.mark.integration
 
@@ -174,6 +174,8 @@ def test_every_event_the_ingest_accepts_becomes_a_warehouse_row(pipeline, events
     transformed = transform_body(stored["Body"].read(), key)
     assert transformed.rejects == [], [reject.reason for reject in transformed.rejects]
     assert len(transformed.rows) == accepted
+    user_id = list(COLUMNS).index("user_id")
+    assert [row[user_id] for row in transformed.rows] == [None] * accepted  # no token: a user_id is only a claim
     counts = warehouse.load_chunk(conn, [warehouse.ObjectLoad(key, stored["ETag"].strip('"'), transformed.rows, [])])
     assert counts[key].rejected == 0
     ids = sorted({row[0] for row in transformed.rows})

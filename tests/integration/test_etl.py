@@ -160,11 +160,13 @@ def day(dw, empty_warehouse) -> datetime:
 
 @pytest.fixture
 def put(s3, bucket):
-    """put(received_at, *raw_events, user_agent=...) -> key: store one request's events as the ingest does."""
+    """put(received_at, *raw_events, user_agent=..., verified_user_id=...) -> key: store one request's events as
+    the ingest does (with a verified_user_id, as POST /clickstream/user after its JWT authorizer)."""
 
-    def put_events(received_at: datetime, *raw_events: dict, user_agent: str | None = DESKTOP_UA) -> str:
+    def put_events(received_at: datetime, *raw_events: dict, user_agent: str | None = DESKTOP_UA,
+                   verified_user_id: str | None = None) -> str:
         result = ingest_batch(list(raw_events), ServerContext(request_id=str(uuid.uuid4()), user_agent=user_agent),
-                              s3, IngestSettings(raw_bucket=bucket), received_at)
+                              s3, IngestSettings(raw_bucket=bucket), received_at, verified_user_id=verified_user_id)
         assert not result.rejected, result.rejected
         return result.object_key
 
@@ -504,14 +506,17 @@ def test_legacy_tracker_events_fill_the_legacy_columns(s3, bucket, dw, put, day)
         samples.legacy_event("login_success", event_id=str(uuid.uuid4()), userId="shop-7", isFirstVisit=False,
                              userLoginState="logged_in", product=None, element=None),
         samples.legacy_event("home_view", userLoginState="member", isFirstVisit=None, product=None))
+    put(day, samples.legacy_event("logout", event_id=str(uuid.uuid4()), userId="", isFirstVisit=False,
+                                  userLoginState="guest", product=None, element=None), verified_user_id="sub-7")
     etl_run(s3, bucket, dw, EtlRequest(date=day.date()))
     rows = query(dw, "SELECT properties->'legacy'->>'event_name', event_name, identity_source, is_first_visit,"
-                     " user_login_state, user_id, page_type, context_product_id, properties->'legacy'->'element'->>'id'"
-                     " FROM clickstream_events ORDER BY 1")
+                     " user_login_state, user_id, page_type, context_product_id, properties->'legacy'->'element'->>'id',"
+                     " properties->>'unverified_user_id' FROM clickstream_events ORDER BY 1")
     assert rows == [
-        ("add_to_cart_click", "add_to_cart", "client_id", True, "guest", None, None, "LAP-001", "add-to-cart"),
-        ("home_view", "page_view", "client_id", None, "member", None, "home", None, "add-to-cart"),
-        ("login_success", "login", "user_id", False, "logged_in", "shop-7", None, None, None),
+        ("add_to_cart_click", "add_to_cart", "client_id", True, "guest", None, None, "LAP-001", "add-to-cart", None),
+        ("home_view", "page_view", "client_id", None, "member", None, "home", None, "add-to-cart", None),
+        ("login_success", "login", "client_id", False, None, None, None, None, None, "shop-7"),  # without a token
+        ("logout", "logout", "user_id", False, "logged_in", "sub-7", None, None, None, None),
     ]
 
 

@@ -51,9 +51,12 @@ def test_history_mode_writes_the_simulated_days(local_stack, s3, bucket, tmp_pat
     truth = json.loads(truth_file.read_text())
     assert truth == simulate.ground_truth(config).as_dict()
     objects = stored_objects(s3, bucket, "events/2025/03/0")
-    assert len(objects) == summary.objects == summary.requests  # every request carries a valid event
+    requests = [request for visitor in simulate.generate(config) for request in visitor]
+    parts = [part for request in requests for _, part in traffic.signed_in_parts(request)]
+    assert summary.requests == len(requests)
+    assert len(objects) == summary.objects == len(parts)  # a signed-in part is a request of its own with a valid event
     assert {key[:18] for key in objects} == {"events/2025/03/03/", "events/2025/03/04/"}
-    stored = Counter()
+    stored, signed_in = Counter(), Counter()
     for key, obj in objects.items():
         received = contract.parse_timestamp(obj["received_at"])
         assert KEY_RE.match(key) and key.startswith(f"events/{received:%Y/%m/%d/%H}/")
@@ -61,7 +64,9 @@ def test_history_mode_writes_the_simulated_days(local_stack, s3, bucket, tmp_pat
         for event in obj["events"]:
             stored[event["event"]["event_id"]] += 1
             assert event["server"]["user_agent"] in {ua for ua, _ in simulate.BROWSERS} | set(simulate.CRAWLERS)
+            signed_in[event["event"]["user_login_state"] == "logged_in"] += bool(event["event"]["user_id"])
     assert sum(stored.values()) == summary.events_stored
+    assert signed_in[True] > 0 and signed_in[False] == 0  # signed-in visitors' user_ids arrive verified
     assert summary.events_stored == truth["events"] + truth["bots"]["events"] + truth["duplicates_sent"]
     assert sum(n - 1 for n in stored.values()) == truth["duplicates_sent"] > 0
     assert truth["malformed_sent"] == summary.malformed > 0 and summary.events_sent == summary.events_stored + summary.malformed
@@ -80,6 +85,13 @@ def test_live_mode_goes_through_the_http_api_with_the_browsers_user_agents(local
     assert len(new) == summary.objects and summary.mode == "live"
     assert sum(obj["event_count"] for obj in new.values()) == summary.events_stored == simulate.ground_truth(config).stored
     agents = {event["server"]["user_agent"] for obj in new.values() for event in obj["events"]}
+    events = [item["event"] for obj in new.values() for item in obj["events"]]
+    sent = [event for visitor in simulate.generate(config) for request in visitor for event in request.events
+            if contract.validate_event(event) == []]
+    assert not any(event["user_id"] for event in events)  # posted without a token: user_ids are only claims
+    claims = Counter(event["properties"]["unverified_user_id"] for event in events
+                     if "unverified_user_id" in (event["properties"] or {}))
+    assert claims == Counter(event["user_id"] for event in sent if event.get("user_id")) and claims
     assert agents <= {ua for ua, _ in simulate.BROWSERS} | set(simulate.CRAWLERS) and len(agents) > 1
     for obj in new.values():
         assert started - timedelta(seconds=5) <= contract.parse_timestamp(obj["received_at"]) <= datetime.now(timezone.utc)

@@ -53,21 +53,60 @@ def test_history_mode_stores_each_request_through_the_ingest_at_its_send_time(tm
     assert json.loads((tmp_path / "truth.json").read_text()) == truth.as_dict()
     assert seen == [1] * (CONFIG.visitors + CONFIG.bots)
     requests = [request for visitor in simulate.generate(CONFIG) for request in visitor]
+    parts = [part for request in requests for _, part in traffic.signed_in_parts(request)]
     assert (summary.mode, summary.requests, summary.objects) == ("history", len(requests), len(s3.objects))
+    assert summary.objects == len(parts) >= len(requests)  # each part carries a valid event
     assert summary.events_sent == sum(len(r.events) for r in requests) == summary.events_stored + summary.malformed
     assert summary.events_stored == truth.stored and summary.duplicates == truth.duplicates > 0
-    expected_keys = {ingest.object_key(r.received_at, r.object_id) for r in requests}
+    expected_keys = {ingest.object_key(r.received_at, r.object_id) for r in parts}
     assert set(s3.objects) <= expected_keys and len(s3.objects) > len(expected_keys) / 2
     stored = [contract.loads(body) for body in s3.objects.values()]
     assert {event["server"]["api_id"] for obj in stored for event in obj["events"]} == {"api1"}
     assert sum(obj["event_count"] for obj in stored) == summary.events_stored
+    events = [item["event"] for obj in stored for item in obj["events"]]
+    signed_in = [event for event in events if event["user_login_state"] == "logged_in"]
+    assert signed_in and all(event["user_id"] for event in signed_in)
+    assert not any(event["user_id"] for event in events if event not in signed_in)
+    assert not any("unverified_user_id" in (event["properties"] or {}) for event in events)
+
+
+def test_a_request_is_split_where_the_signed_in_user_changes():
+    request = next(r for visitor in simulate.generate(CONFIG) for r in visitor)
+    anonymous = {**request.events[0], "user_id": None, "user_login_state": "anonymous"}
+    signed_in = {**request.events[0], "user_id": "c-1", "user_login_state": "logged_in"}
+    claimed = {**request.events[0], "user_id": "c-1", "user_login_state": "anonymous"}
+    split = replace(request, events=(anonymous, claimed, signed_in, signed_in, anonymous))
+
+    parts = traffic.signed_in_parts(split)
+
+    assert [(user_id, part.events) for user_id, part in parts] == [
+        (None, (anonymous, claimed)), ("c-1", (signed_in, signed_in)), (None, (anonymous,))]
+    assert (parts[0][1].request_id, parts[0][1].object_id) == (request.request_id, request.object_id)
+    assert len({part.object_id for _, part in parts}) == len({part.request_id for _, part in parts}) == 3
+    assert [part.object_id for _, part in traffic.signed_in_parts(split)] == [part.object_id for _, part in parts]
+    assert traffic.signed_in_parts(replace(request, events=(signed_in,))) == [("c-1", replace(request, events=(signed_in,)))]
+
+
+def test_history_mode_stores_a_signed_in_part_with_its_verified_user_id():
+    s3 = MemoryS3()
+    request = next(r for visitor in simulate.generate(CONFIG) for r in visitor)
+    anonymous = {**request.events[0], "user_id": None, "user_login_state": "anonymous"}
+    signed_in = {**request.events[0], "event_id": "0b7c6f1e-3f0a-4c8e-9d1f-2a6b5c4d3e2f", "user_id": "c-1",
+                 "user_login_state": "logged_in"}
+
+    stored = history_target(s3).store(replace(request, events=(anonymous, signed_in)))
+
+    assert stored == traffic.Stored(events=2, objects=2)
+    objects = sorted((contract.loads(body) for body in s3.objects.values()), key=lambda o: o["request_id"] != request.request_id)
+    assert [[(e["event"]["user_id"], e["event"]["user_login_state"]) for e in obj["events"]] for obj in objects] == [
+        [(None, "anonymous")], [("c-1", "logged_in")]]
 
 
 def test_a_target_that_stores_less_than_the_valid_events_is_an_error():
     class Lossy(traffic.IngestTarget):
         @contextmanager
         def sender(self):
-            yield lambda request: max(0, self.store(request) - 1)
+            yield lambda request: self.store(request)._replace(events=0)
 
     with pytest.raises(RuntimeError, match="the truth would be wrong"):
         traffic.send(CONFIG, Lossy(MemoryS3(), ingest.IngestSettings(raw_bucket="raw")))

@@ -6,40 +6,68 @@
 
 History mode stores each request through the ingest's own code (`clickstream.ingestion.ingest.ingest_batch`),
 as the ingest Lambda would, with the simulated send time as its clock, so raw partitions and received_at show
-the simulated days. Live mode POSTs each request as a browser tracker would; its timestamps are shifted so
-the newest send is now and the server's clock is real, so it shows the real path, not the day-by-day figures
-of the truth file.
+the simulated days. A signed-in visitor's events go as a tracker sends them, to the authorized route: a request
+is split where the signed-in state changes (`signed_in_parts`), and each signed-in part is stored with the
+verified sub an authorizer would pass (the visitor's customer id), so it writes more raw objects than requests.
+Live mode POSTs each request anonymously, as a browser tracker without a token would: its user_ids arrive as
+unverified claims. Its timestamps are shifted so the newest send is now and the server's clock is real, so it
+shows the real path, not the day-by-day figures of the truth file.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import httpx
 
 from clickstream.infra.templates import TemplateError, find_function, load_stacks
-from clickstream.ingestion.ingest import IngestSettings, ServerContext, ingest_batch
+from clickstream.ingestion.ingest import IngestResult, IngestSettings, ServerContext, ingest_batch
 from clickstream.shop import tracker
 from clickstream.shop.simulate import Request, SimulationConfig, Truth, generate
 
 INGEST_ROUTE = "POST /clickstream"
 
 
+class Stored(NamedTuple):
+    """What delivering one simulated request stored: events and raw objects."""
+
+    events: int
+    objects: int
+
+
 class Target(Protocol):
-    """Where `send` delivers: the requests to send, and a sender that returns the events each one stored."""
+    """Where `send` delivers: the requests to send, and a sender that returns what each one stored."""
 
     mode: ClassVar[str]
 
     def traffic(self, config: SimulationConfig) -> Iterable[list[Request]]: ...
 
-    def sender(self) -> AbstractContextManager[Callable[[Request], int]]: ...
+    def sender(self) -> AbstractContextManager[Callable[[Request], Stored]]: ...
+
+
+def signed_in_user(event: dict[str, Any]) -> str | None:
+    """The user_id a signed-in visitor's tracker would have proven with a token, None for an anonymous event."""
+    return event.get("user_id") if event.get("user_login_state") == "logged_in" else None
+
+
+def signed_in_parts(request: Request) -> list[tuple[str | None, Request]]:
+    """The request split where the signed-in user changes, in order: (verified user_id or None, part). The first
+    part keeps the request's ids; the others get ids derived from them."""
+    parts = []
+    for n, (user_id, events) in enumerate(itertools.groupby(request.events, key=signed_in_user)):
+        ids = {} if n == 0 else {"request_id": str(uuid.uuid5(request.object_id, f"request-{n}")),
+                                 "object_id": uuid.uuid5(request.object_id, f"object-{n}")}
+        parts.append((user_id, replace(request, events=tuple(events), **ids)))
+    return parts
 
 
 @dataclass(frozen=True)
@@ -69,16 +97,21 @@ class IngestTarget:
         return generate(config)
 
     @contextmanager
-    def sender(self) -> Iterator[Callable[[Request], int]]:
+    def sender(self) -> Iterator[Callable[[Request], Stored]]:
         yield self.store
 
-    def store(self, request: Request) -> int:
-        """Store one request as the ingest Lambda would have when it was sent; returns the events stored."""
+    def store(self, request: Request) -> Stored:
+        """Store one request as the ingest Lambda would have when it was sent, each signed-in part with its
+        verified user_id (`signed_in_parts`)."""
+        results = [self._store_part(part, user_id) for user_id, part in signed_in_parts(request)]
+        return Stored(sum(r.accepted for r in results), sum(r.object_key is not None for r in results))
+
+    def _store_part(self, request: Request, verified_user_id: str | None) -> IngestResult:
         context = ServerContext(request_id=request.request_id, api_request_id=request.request_id[:18],
                                 api_id=self.api_id, stage=self.stage, user_agent=request.user_agent,
                                 source_ip_prefix=request.source_ip)
         return ingest_batch(request.events, context, self.s3, self.ingest_settings, request.received_at,
-                            request.object_id).accepted
+                            request.object_id, verified_user_id=verified_user_id)
 
 
 @dataclass(frozen=True)
@@ -95,14 +128,15 @@ class HttpTarget:
         return ([request.shifted(shift_ms) for request in requests] for requests in generated)
 
     @contextmanager
-    def sender(self) -> Iterator[Callable[[Request], int]]:
+    def sender(self) -> Iterator[Callable[[Request], Stored]]:
         with httpx.Client(timeout=self.timeout_s) as client:
             yield lambda request: self.post(request, client)
 
-    def post(self, request: Request, client: httpx.Client) -> int:
-        """POST one request's events in one batch; returns the events the API accepted."""
-        return tracker.send_events(self.url, request.events, batch_size=len(request.events), client=client,
-                                   headers={"user-agent": request.user_agent}).accepted
+    def post(self, request: Request, client: httpx.Client) -> Stored:
+        """POST one request's events in one batch, anonymously; returns what the API stored."""
+        accepted = tracker.send_events(self.url, request.events, batch_size=len(request.events), client=client,
+                                       headers={"user-agent": request.user_agent}).accepted
+        return Stored(accepted, int(accepted > 0))
 
 
 @dataclass(frozen=True)
@@ -113,8 +147,8 @@ class Summary:
     visitors: int
     bots: int
     seed: int
-    requests: int
-    objects: int
+    requests: int  # the browsers' requests; history mode splits a signed-in part off into a request of its own
+    objects: int  # raw objects written
     events_sent: int  # every event of every request: retries and broken events included
     events_stored: int
     duplicates: int
@@ -146,9 +180,9 @@ def send(
     in_flight: deque[Future] = deque()
 
     def collect(future: Future) -> None:
-        accepted = future.result()
-        counts["stored"] += accepted
-        counts["objects"] += accepted > 0
+        stored = future.result()
+        counts["stored"] += stored.events
+        counts["objects"] += stored.objects
 
     with target.sender() as deliver, ThreadPoolExecutor(max_workers=workers) as pool:
         for requests in target.traffic(config):
