@@ -142,7 +142,7 @@ def ingest_and_transform(task: tuple) -> Counter:
         for request in requests:
             counts["requests"] += 1
             counts["events_sent"] += len(request.events)
-            counts["events_stored"] += target.store(request)  # history mode's step
+            counts["events_stored"] += target.store(request).events  # history mode's step
     by_hour: dict[str, list[warehouse.ObjectLoad]] = {}
     event_ids = set()
     for key, body in bucket.objects:
