@@ -65,17 +65,19 @@ def test_credentials_files_are_private(local_stack):
         assert oct((local_stack.home / "credentials" / f"{name}.json").stat().st_mode & 0o777) == "0o600"
 
 
-def test_a_port_taken_by_another_program_is_named_with_its_setting(tmp_path):
+@pytest.mark.parametrize("service", ["api", "storefront"])
+def test_a_port_taken_by_another_program_is_named_with_its_setting(tmp_path, service):
     tmp_path.chmod(0o755)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        settings = Settings.from_env({"CLICKSTREAM_HOME": str(tmp_path)}, api_port=taken,
-                                     aws_port=free_port(), dw_port=free_port(), oltp_port=free_port())
-        with pytest.raises(PortInUseError, match=rf"{taken}.*(--api-port|CLICKSTREAM_API_PORT)"):
+        ports = {f"{name}_port": free_port() for name in ("aws", "api", "storefront", "dw", "oltp")}
+        ports[f"{service}_port"] = taken
+        settings = Settings.from_env({"CLICKSTREAM_HOME": str(tmp_path)}, **ports)
+        with pytest.raises(PortInUseError, match=rf"{taken}.*(--{service}-port|CLICKSTREAM_{service.upper()}_PORT)"):
             stack.up(settings)
         assert stack.read_state(settings).get("services", {}) == {}, "nothing may be started before the check"
-        result = cli("--home", str(tmp_path), "up", "--api-port", str(taken), "--aws-port", str(free_port()),
-                     "--dw-port", str(free_port()), "--oltp-port", str(free_port()))
+        result = cli("--home", str(tmp_path), "up", *(part for name, port in ports.items()
+                                                     for part in (f"--{name.replace('_', '-')}", str(port))))
         assert result.returncode != 0 and str(taken) in result.stderr and "Traceback" not in result.stderr

@@ -7,7 +7,6 @@ import html
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from decimal import Decimal
@@ -20,7 +19,6 @@ from starlette.exceptions import HTTPException
 from starlette.testclient import TestClient
 
 from clickstream.local import stack
-from clickstream.local.postgres import PortInUseError
 from clickstream.local.stack import free_port, stop_process, wait_until
 from clickstream.shop import storefront
 from clickstream.settings import Settings
@@ -277,18 +275,6 @@ def test_only_the_storefront_process_has_the_oltp_credentials(local_stack):
     for name in ("aws", "api"):
         assert password not in "\n".join(process_environ(services[name]["pid"]).values()), name
     assert password not in " ".join(services["storefront"]["cmdline"])
-
-
-def test_a_taken_storefront_port_is_named_with_its_setting(tmp_path):
-    tmp_path.chmod(0o755)
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
-        settings = Settings.from_env({"CLICKSTREAM_HOME": str(tmp_path)}, storefront_port=taken, aws_port=free_port(),
-                                     api_port=free_port(), dw_port=free_port(), oltp_port=free_port())
-        with pytest.raises(PortInUseError, match=rf"{taken}.*--storefront-port"):
-            stack.up(settings)
 
 
 def test_down_stops_the_storefront_by_pid():
