@@ -203,11 +203,12 @@ def test_legacy_event_fills_the_workshop_columns():
     assert row["event_timestamp"] == RECEIVED_AT
 
 
-def test_legacy_login_state_outside_v1_is_kept_as_sent_and_a_user_id_identifies():
+def test_legacy_login_state_outside_v1_is_kept_as_sent_and_the_identity_source_is_the_stored_one():
+    """The legacy mapping says client_id; only the ingest, with a verified sub, makes it user_id (test_ingest)."""
     row = one_row(samples.legacy_event("login_success", userId="shop-user-9", userLoginState="member",
                                        isFirstVisit=False))
     assert (row["event_name"], row["user_id"]) == ("login", "shop-user-9")
-    assert (row["identity_source"], row["is_first_visit"], row["user_login_state"]) == ("user_id", False, "member")
+    assert (row["identity_source"], row["is_first_visit"], row["user_login_state"]) == ("client_id", False, "member")
 
 
 # User agent -----------------------------------------------------------------------------------------------------
