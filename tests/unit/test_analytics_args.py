@@ -128,6 +128,7 @@ def test_format_report_prints_every_table():
                   "Categories", "Funnel", "Peak activity (busiest 2 hours, Asia/Ho_Chi_Minh)", "Sessions"):
         assert title in text, title
     assert "2999.97" in text and "7.5%" in text and "66.7%" in text and "33.3%" in text
+    assert questions.REVENUE_CLAIM in text.split("Top products by revenue")[1].split("Categories")[0]
     busiest = text.split("Peak activity")[1]
     assert busiest.index("Sun") < busiest.index("Mon") and "Thu" not in busiest
     assert "product view -> purchase 8.0%" in text and text.endswith("read from: rollup")

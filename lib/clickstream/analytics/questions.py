@@ -32,6 +32,8 @@ QUESTIONS = ("event_counts", "daily_event_counts", "page_views", "top_products",
 HOURLY_QUESTIONS = frozenset(QUESTIONS) - {"funnel", "sessions"}  # rollups in UTC hours
 SOURCES = ("auto", "raw", "rollup")
 FUNNEL_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
+REVENUE_CLAIM = ("revenue: the purchases' value as the browsers sent it, the shopper's claim like every client-side "
+                 "value; the orders themselves are in shop_oltp")
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # dow 0-6
 _HOUR = timedelta(hours=1)
 
@@ -281,6 +283,7 @@ def format_report(result: Mapping[str, Any], top: int = 10) -> str:
         products["view_to_purchase"] = products["view_to_purchase"].map(_percent)
         products = products.drop(columns="brand")
     table(f"Top products by revenue (top {top} of {len(result['top_products'])})", products)
+    sections[-1] += f"\n{REVENUE_CLAIM}"
     categories = pd.DataFrame(result["categories"])
     if not categories.empty:
         categories["view_to_purchase"] = categories["view_to_purchase"].map(_percent)
