@@ -17,12 +17,13 @@
     sessionTimeout: 1800000,   // 30 minutes of inactivity end a session
     consent: true,             // default before setConsent is called; Do-Not-Track always wins
     autoPageView: true,
+    idToken: null,             // a signed-in page's Cognito ID token (or setIdToken later)
     storagePrefix: 'clickstream.'
   }, w.clickstreamConfig);
   var HELPERS = 'product_list_view product_view search add_to_cart remove_from_cart begin_checkout purchase login logout sign_up';
   var UTM = ['source', 'medium', 'campaign', 'term', 'content'];
   var memory = {}, acked = {};
-  var idToken = null, inflight = null, failures = 0, retryTimer = null, lastUrl = null;
+  var idToken = cfg.idToken || null, inflight = null, failures = 0, retryTimer = null, lastUrl = null;
 
   // localStorage, or this page's memory where storage is refused or full; an unreadable value reads as none.
   function load(key) {
@@ -105,10 +106,20 @@
     return fields;
   }
 
-  function target() {
-    var url = idToken ? cfg.authEndpoint || cfg.endpoint + '/user' : cfg.endpoint;
+  // The next batch: the oldest events that share a signed-in state, which each event took when it was queued.
+  function nextBatch() {
+    var queue = queued(), batch = [];
+    while (batch.length < Math.min(cfg.batchSize, queue.length) && signedIn(queue[batch.length]) === signedIn(queue[0]))
+      batch.push(queue[batch.length]);
+    return batch;
+  }
+  function signedIn(e) { return e.user_login_state === 'logged_in'; }
+  // Events queued signed in go to the authorized route with the token; the others never carry it.
+  function target(batch) {
+    var token = batch.length && signedIn(batch[0]) ? idToken : null;
+    var url = token ? cfg.authEndpoint || cfg.endpoint + '/user' : cfg.endpoint;
     var headers = {'content-type': 'text/plain;charset=UTF-8'};  // a CORS-simple request: no preflight
-    if (idToken) headers.authorization = 'Bearer ' + idToken;
+    if (token) headers.authorization = 'Bearer ' + token;
     return {url: url, headers: headers};
   }
   function body(batch) {
@@ -125,9 +136,9 @@
   // answer drops it: resending cannot change it. The promise settles when the queue is empty or waits for a retry.
   function flush() {
     if (inflight) return inflight;
-    var batch = queued().slice(0, cfg.batchSize);
+    var batch = nextBatch();
     if (retryTimer || !batch.length || !cfg.endpoint || !allowed()) return Promise.resolve();
-    var t = target();
+    var t = target(batch);
     return inflight = fetch(t.url, {method: 'POST', headers: t.headers, body: body(batch), keepalive: true, credentials: 'omit'})
       .then(function (response) {
         var status = response.status;
@@ -147,10 +158,10 @@
   }
   // The page may not come back: hand what is queued to the browser (sendBeacon; fetch keepalive to add the token).
   function flushOnHide() {
-    var queue = queued();
-    if (!queue.length || !cfg.endpoint || !navigator.onLine || !allowed() || inflight) return;
-    var t = target(), batch = queue.slice(0, cfg.batchSize);
-    if (idToken) flush();
+    var batch = nextBatch();
+    if (!batch.length || !cfg.endpoint || !navigator.onLine || !allowed() || inflight) return;
+    var t = target(batch);
+    if (t.headers.authorization) flush();
     else if (navigator.sendBeacon && navigator.sendBeacon(t.url, body(batch))) forget(batch);
   }
   function retryNow() {

@@ -280,6 +280,29 @@ def test_with_an_id_token_batches_go_to_the_authorized_route_with_the_token(open
     assert page.evaluate("localStorage.getItem('clickstream.queue')") == "[]"
 
 
+def test_events_queued_before_sign_in_never_carry_the_token_sent_after_it(open_shop, ingest_url):
+    page = open_shop(batchSize=50, flushInterval=60000, autoPageView=False)
+    anonymous, signed_in = requests_to(page, ingest_url), []
+
+    def accept(route: Route) -> None:
+        signed_in.append(route.request)
+        route.fulfill(status=200, content_type="application/json", headers={"access-control-allow-origin": "*"},
+                      body='{"accepted": 1, "rejected": []}')
+    page.route(ingest_url + "/user", accept)
+    page.evaluate("window.clickstream.track('page_view')")
+    page.evaluate("window.clickstream.setIdToken('header.payload.signature')")
+    page.evaluate("window.clickstream.login()")
+    page.evaluate("window.clickstream.flush()")
+    page.wait_for_function("localStorage.getItem('clickstream.queue') === '[]'")
+
+    first = [request for request in anonymous if request.url == ingest_url]
+    assert [json.loads(r.post_data)["events"][0]["event_name"] for r in first] == ["page_view"]
+    assert "authorization" not in first[0].headers
+    (request,) = signed_in
+    assert request.headers["authorization"] == "Bearer header.payload.signature"
+    assert [event["event_name"] for event in json.loads(request.post_data)["events"]] == ["login"]
+
+
 def test_unreadable_storage_is_read_as_empty_and_never_breaks_the_page(open_shop, context, raw_zone):
     context.add_init_script("for (const key of ['queue', 'session', 'client_id', 'consent'])"
                             " localStorage.setItem('clickstream.' + key, '{not json');")

@@ -17,7 +17,7 @@ from clickstream.shop import shoppers
 from clickstream.shop.storefront import SHOPPER_COOKIE
 
 PASSWORD = "Storefront-Shopper-7"
-TOKEN_RE = re.compile(r'trackOnLoad\("setIdToken", ("[^"]+")\)')
+TOKEN_RE = re.compile(r'idToken: ("[^"]+")}')  # the tracker's config: it starts signed in
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_the_sign_in_form_has_the_names_the_issue_gives(browser):
     assert re.search(r'<button type="submit" class="primary">Sign in</button>', form)
 
 
-def test_signing_in_hands_the_shoppers_id_token_to_the_tracker_and_tracks_login_once(browser, shopper, local_stack):
+def test_signing_in_starts_the_tracker_with_the_shoppers_id_token_and_tracks_login_once(browser, shopper, local_stack):
     signed_in = browser.post("/account/sign-in", data={"email": shopper["email"], "password": PASSWORD})
     assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
 
