@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from clickstream import aws
+from clickstream.infra.deploy import DeployConfig
 from clickstream.infra.templates import load_stacks, stack_name
 from clickstream.settings import Settings
 
@@ -22,7 +23,8 @@ class ShopPool:
 
 
 def shop_pool(settings: Settings) -> ShopPool:
-    """The storefront's pool and app client: locally the recorded ids, on AWS the frontend stack's outputs."""
+    """The storefront's pool and app client: locally the recorded ids, on AWS the outputs of the frontend stack
+    deployed under the target's stack prefix (CLICKSTREAM_STACK_PREFIX or the parameters file)."""
     if settings.target == "local":
         frontend = next(stack for stack in load_stacks(settings) if stack.stem == "frontend")
         if any(pool.logical_id not in frontend.physical_ids for pool in frontend.user_pools()):
@@ -31,7 +33,8 @@ def shop_pool(settings: Settings) -> ShopPool:
         return ShopPool(outputs["UserPoolId"], outputs["UserPoolClientId"])
     cloudformation = aws.client("cloudformation", settings)
     try:
-        stack = cloudformation.describe_stacks(StackName=stack_name("frontend"))["Stacks"][0]
+        name = stack_name("frontend", DeployConfig.load(settings).prefix)  # as `clickstream deploy` named it
+        stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
     except ClientError as error:
         raise CognitoError(f"cannot read the frontend stack's outputs: {error}") from error
     outputs = {out["OutputKey"]: out["OutputValue"] for out in stack.get("Outputs", [])}
