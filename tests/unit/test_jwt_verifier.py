@@ -96,3 +96,12 @@ def test_a_cognito_issuers_keys_come_from_the_local_endpoint():
                                           JWKS_HEADERS)
     assert jwks_source(ISSUER, local.with_(target="aws")) == (f"{ISSUER}/.well-known/jwks.json", {})
     assert jwks_source("https://login.example.com", local) == ("https://login.example.com/.well-known/jwks.json", {})
+
+
+def test_made_up_kids_cannot_make_every_request_fetch_the_keys(keys, verifier):
+    first = keys.add("k1")
+    verifier.claims(token(first))
+    for kid in ("made-up-1", "made-up-2", "made-up-3"):
+        with pytest.raises(Unauthorized):
+            verifier.claims(token(first, kid=kid))
+    assert keys.fetches == 2, "one fetch for the first unknown kid, none for the others within the interval"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from time import monotonic
 from typing import Any, Callable
 
 import jwt
@@ -90,6 +91,9 @@ def api_gateway_claims(claims: dict) -> dict[str, str]:
     return {key: text(value) for key, value in claims.items()}
 
 
+REFRESH_INTERVAL = 10.0  # seconds between JWKS fetches for unknown kids
+
+
 class JwtVerifier:
     """One JWT authorizer: RS256 signature by the issuer's JWKS, iss, aud (the app client), exp, token_use id."""
 
@@ -100,6 +104,19 @@ class JwtVerifier:
         self.leeway = leeway
         url, headers = jwks
         self.keys = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, headers=headers, timeout=5)
+        self.refreshed = -REFRESH_INTERVAL  # when an unknown kid last made it fetch the JWKS again
+
+    def signing_key(self, token: str) -> jwt.PyJWK:
+        """The cached key of the token's kid; an unknown kid fetches the JWKS again at most once per
+        REFRESH_INTERVAL, so tokens with made-up kids cannot turn every request into a fetch."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        keys = {key.key_id: key for key in self.keys.get_signing_keys()}
+        if kid not in keys and monotonic() - self.refreshed >= REFRESH_INTERVAL:
+            self.refreshed = monotonic()
+            keys = {key.key_id: key for key in self.keys.get_signing_keys(refresh=True)}
+        if kid not in keys:
+            raise Unauthorized(f"no signing key {kid!r}")
+        return keys[kid]
 
     def claims(self, authorization: str | None) -> dict[str, str]:
         """The verified claims of the bearer token in `authorization`; raises Unauthorized."""
@@ -109,7 +126,7 @@ class JwtVerifier:
         if not token:
             raise Unauthorized("no token")
         try:
-            key = self.keys.get_signing_key_from_jwt(token)  # an unknown kid fetches the JWKS again
+            key = self.signing_key(token)
             claims = jwt.decode(token, key.key, algorithms=["RS256"], audience=self.audience, issuer=self.issuer,
                                 leeway=self.leeway, options={"require": ["exp", "iss", "aud", "sub", "token_use"]})
         except jwt.PyJWTError as error:
