@@ -283,3 +283,11 @@ def test_down_stops_the_storefront_by_pid():
         assert stack.owns(settings, "storefront", svc) and stack.http_ok(settings.storefront_url + "/")
         assert "storefront" in stack.down(settings)
         assert not stack.owns(settings, "storefront", svc) and not stack.http_ok(settings.storefront_url + "/")
+
+
+def test_a_huge_form_is_refused_and_writes_nothing(client, shop_dsn):
+    before = row_counts(shop_dsn)
+    response = client.post("/cart/items", content=b"product_id=" + b"x" * 1_000_000,
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 413 and "too large" in response.text
+    assert row_counts(shop_dsn) == before

@@ -99,9 +99,17 @@ def parse_quantity(raw: str | None) -> int:
     return int(raw)
 
 
+MAX_FORM_BYTES = 16_384  # the shop's forms hold a few short fields
+
+
 async def form_fields(request: Request) -> dict[str, str]:
-    """The fields of a URL-encoded form (the last value of a repeated field)."""
-    body = await request.body()
+    """The fields of a URL-encoded form (the last value of a repeated field); a body over MAX_FORM_BYTES is
+    refused as it arrives, never read whole."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(413, "The form is too large.")
     try:
         return dict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=20))
     except (UnicodeDecodeError, ValueError) as error:
