@@ -32,7 +32,7 @@ class Settings:
     """Where the platform runs and, for the local target, on which ports.
 
     Environment: CLICKSTREAM_TARGET (local|aws), CLICKSTREAM_HOME (state folder, default
-    <project>/.clickstream), CLICKSTREAM_{AWS,API,DW,OLTP,STOREFRONT}_PORT, AWS_REGION.
+    <project>/.clickstream), CLICKSTREAM_{AWS,API,DW,OLTP,STOREFRONT,DASHBOARD}_PORT, AWS_REGION.
     """
 
     target: str = "local"
@@ -45,6 +45,7 @@ class Settings:
     dw_port: int = 15432
     oltp_port: int = 15433
     storefront_port: int = 3200
+    dashboard_port: int = 3300
 
     PORT_ENV = {
         "aws_port": "CLICKSTREAM_AWS_PORT",
@@ -52,6 +53,7 @@ class Settings:
         "dw_port": "CLICKSTREAM_DW_PORT",
         "oltp_port": "CLICKSTREAM_OLTP_PORT",
         "storefront_port": "CLICKSTREAM_STOREFRONT_PORT",
+        "dashboard_port": "CLICKSTREAM_DASHBOARD_PORT",
     }
 
     @classmethod
@@ -90,6 +92,10 @@ class Settings:
     @property
     def storefront_url(self) -> str:
         return f"http://{self.host}:{self.storefront_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.dashboard_port}"
 
     @property
     def state_file(self) -> Path:
