@@ -31,6 +31,8 @@ PORT_OPTIONS = [
     click.option("--oltp-port", type=int, help="Port of the shop's OLTP PostgreSQL. [env CLICKSTREAM_OLTP_PORT; 15433]"),
     click.option("--storefront-port", type=int,
                  help="Port of the shop's storefront. [env CLICKSTREAM_STOREFRONT_PORT; 3200]"),
+    click.option("--dashboard-port", type=int,
+                 help="Port of the dashboard (shiny/app.py). [env CLICKSTREAM_DASHBOARD_PORT; 3300]"),
 ]
 
 
@@ -67,8 +69,8 @@ def main(ctx: click.Context, target: str | None, home: str | None) -> None:
 
     The local stack runs on this machine with no cloud account: a moto AWS endpoint, the DW and the
     shop's OLTP PostgreSQL clusters, the HTTP API `clickstream-http-api` in front of the ingest
-    Lambda, and the shop's storefront. Start with `clickstream up`, check with `clickstream status`,
-    stop with `clickstream down`.
+    Lambda, the shop's storefront and the dashboard. Start with `clickstream up`, check with
+    `clickstream status`, stop with `clickstream down`.
     """
     env = dict(os.environ)
     if home:
@@ -127,9 +129,55 @@ def print_status(result: dict) -> None:
         for job in svc.get("jobs", []):
             click.echo(f"       {job['rule']}: {job['expression']} -> {job['function']}, next run {job['next_run']}")
     click.echo(f"  storefront   {result['storefront_url']}")
+    click.echo(f"  dashboard    {result['dashboard_url']}")
     click.echo(f"  ingest API   {result['ingest_url']}")
     click.echo(f"  AWS endpoint {result['aws_endpoint_url']}  (raw bucket s3://{result['raw_bucket']})")
     click.echo(f"  DW (psql)    clickstream psql")
+
+
+@main.command("dashboard")
+@click.option("--r", "use_r", is_flag=True,
+              help="Run the R Shiny app shiny/app.R (Rscript, with Debian's r-cran-* packages) instead of shiny/app.py.")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port on 127.0.0.1. [the dashboard port (env CLICKSTREAM_DASHBOARD_PORT; 3300); with --r that port "
+                   "+ 1, as `clickstream up` serves the Python app on it]")
+@click.pass_context
+def dashboard_command(ctx, use_r: bool, port: int | None) -> None:
+    """Run the dashboard in the foreground and print its URL (Ctrl-C stops it).
+
+    The Python app (shiny/app.py: KPIs, funnel, products, trends, heatmap) is the one `clickstream up` already
+    serves on the dashboard port: when it runs there, this only says where. Both apps read the warehouse as
+    dashboard_reader, from the libpq URI in CLICKSTREAM_DASHBOARD_DSN, so the local stack must run
+    (`clickstream up`). Without data they say how to load some (`make demo`, or `clickstream simulate` then
+    `clickstream etl`).
+    """
+    from clickstream.local import dashboard
+    from clickstream.local.postgres import PortInUseError, port_is_free
+
+    settings = ctx.obj
+    if settings.target != "local":
+        raise click.ClickException("on aws the dashboard runs on the private warehouse instance; open it through SSM "
+                                   "port forwarding with the command in the stack outputs (cloudformation/DEPLOY.md)")
+    current = stack.status(settings)
+    served = current["services"]["dashboard"]
+    if not use_r and served["healthy"] and port in (None, served["port"]):
+        click.echo(f"the dashboard runs at {current['dashboard_url']} (started by `clickstream up`; "
+                   "`clickstream down` stops it)")
+        return
+    if not current["services"]["dw"]["healthy"]:
+        raise click.ClickException("dw not running: start the local stack with `clickstream up`")
+    port = port or settings.dashboard_port + (1 if use_r else 0)
+    try:
+        argv = (dashboard.r_argv(settings.project, settings.host, port) if use_r
+                else stack.service_argv(settings, "dashboard", port))
+    except dashboard.DashboardError as error:
+        raise click.ClickException(str(error)) from error
+    if not port_is_free(settings.host, port):
+        raise PortInUseError(port, "--port")
+    env = dashboard.app_env(os.environ, stack.warehouse_dsn(settings, "dashboard_reader"))
+    click.echo(f"{'R' if use_r else 'Python'} dashboard: http://{settings.host}:{port}  (Ctrl-C stops it)")
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)
 
 
 @main.group()
@@ -336,7 +384,7 @@ def simulate_traffic(ctx, days: int, visitors: int, seed: int, start_day, live: 
     down = [name for name in needed if not running["services"][name]["healthy"]]
     if down:
         raise click.ClickException(f"{' and '.join(down)} not running: start the local stack with `clickstream up`")
-    target = (traffic.HttpTarget(running["ingest_url"]) if live
+    target = (traffic.HttpTarget.signed_in(settings, running["ingest_url"]) if live
               else traffic.IngestTarget.from_templates(settings, aws.client("s3", settings)))
     if not as_json:
         end = start + timedelta(days=days - 1)
@@ -613,7 +661,7 @@ def demo(ctx, days: int, visitors: int, seed: int, start_day, out_dir: str | Non
     click.echo("   report.json, truth.json and the PNG charts; open the PNGs with any image viewer.")
     click.echo("Next: notebooks/04_query_the_warehouse.ipynb (jupyter lab) asks the same questions step by step; "
                "`clickstream report --help` for other ranges and time zones.")
-    click.echo("The dashboard comes in a later lesson (`clickstream dashboard`, on 127.0.0.1).")
+    click.echo(f"The dashboard shows the same week: {result['dashboard_url']} (`clickstream dashboard --help`).")
     click.echo("The stack keeps running; stop it with `clickstream down` (data is kept).")
 
 

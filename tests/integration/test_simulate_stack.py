@@ -14,7 +14,7 @@ import pytest
 
 from clickstream import aws, contract
 from clickstream.ingestion import raw
-from clickstream.shop import simulate, traffic
+from clickstream.shop import shoppers, simulate, traffic
 from clickstream.local import stack
 from clickstream.shop.simulate import SimulationConfig
 
@@ -38,6 +38,24 @@ def remove_simulated_days(s3, bucket):
     raw.delete_prefix(s3, bucket, "events/2025/03/")
 
 
+def claimed_shoppers(config: SimulationConfig) -> dict[str, str]:
+    """{event_id: the simulated shopper's email} of the signed-in events the simulator sent."""
+    return {event["event_id"]: event["user_id"] for visitor in simulate.generate(config) for request in visitor
+            for event in request.events if traffic.signed_in_user(event)}
+
+
+def assert_signed_in_as_the_shoppers_subs(local_stack, config: SimulationConfig, events: list[dict]) -> None:
+    """Each signed-in event's user_id is the real sub of the shopper it claimed, every other one has none."""
+    subs = {email: shoppers.shopper_sub(local_stack, email) for email in traffic.SHOPPERS}
+    claimed = claimed_shoppers(config)
+    signed_in = [event for event in events if event["event_id"] in claimed]
+    assert signed_in and all(subs.values())
+    assert all(event["user_id"] == subs[claimed[event["event_id"]]] for event in signed_in)
+    assert all(event["user_login_state"] == "logged_in" for event in signed_in)
+    assert not any(event["user_id"] for event in events if event["event_id"] not in claimed)
+    assert not any("unverified_user_id" in (event["properties"] or {}) for event in events)
+
+
 def stored_objects(s3, bucket, prefix):
     return {o["Key"]: raw.read_object(s3, bucket, o["Key"]) for o in raw.list_objects(s3, bucket, prefix)}
 
@@ -56,7 +74,7 @@ def test_history_mode_writes_the_simulated_days(local_stack, s3, bucket, tmp_pat
     assert summary.requests == len(requests)
     assert len(objects) == summary.objects == len(parts)  # a signed-in part is a request of its own with a valid event
     assert {key[:18] for key in objects} == {"events/2025/03/03/", "events/2025/03/04/"}
-    stored, signed_in = Counter(), Counter()
+    stored = Counter()
     for key, obj in objects.items():
         received = contract.parse_timestamp(obj["received_at"])
         assert KEY_RE.match(key) and key.startswith(f"events/{received:%Y/%m/%d/%H}/")
@@ -64,20 +82,30 @@ def test_history_mode_writes_the_simulated_days(local_stack, s3, bucket, tmp_pat
         for event in obj["events"]:
             stored[event["event"]["event_id"]] += 1
             assert event["server"]["user_agent"] in {ua for ua, _ in simulate.BROWSERS} | set(simulate.CRAWLERS)
-            signed_in[event["event"]["user_login_state"] == "logged_in"] += bool(event["event"]["user_id"])
     assert sum(stored.values()) == summary.events_stored
-    assert signed_in[True] > 0 and signed_in[False] == 0  # signed-in visitors' user_ids arrive verified
+    assert_signed_in_as_the_shoppers_subs(local_stack, config, [e["event"] for o in objects.values() for e in o["events"]])
     assert summary.events_stored == truth["events"] + truth["bots"]["events"] + truth["duplicates_sent"]
     assert sum(n - 1 for n in stored.values()) == truth["duplicates_sent"] > 0
     assert truth["malformed_sent"] == summary.malformed > 0 and summary.events_sent == summary.events_stored + summary.malformed
 
 
-def test_live_mode_goes_through_the_http_api_with_the_browsers_user_agents(local_stack, s3, bucket):
-    config = SimulationConfig(start=date(2025, 3, 10), days=1, visitors=5, seed=3)
+def test_the_simulated_shoppers_are_created_once(local_stack):
+    first = shoppers.ensure_shoppers(local_stack, traffic.SHOPPERS)
+    assert shoppers.ensure_shoppers(local_stack, traffic.SHOPPERS) == first
+    assert len(set(first.values())) == simulate.SIMULATED_SHOPPERS
+    cognito = aws.client("cognito-idp", local_stack)
+    pages = cognito.get_paginator("list_users").paginate(UserPoolId=stack.status(local_stack)["cognito_user_pool_id"])
+    emails = Counter(a["Value"] for page in pages for user in page["Users"] for a in user["Attributes"]
+                     if a["Name"] == "email")
+    assert {email: emails[email] for email in traffic.SHOPPERS} == dict.fromkeys(traffic.SHOPPERS, 1)
+
+
+def test_live_mode_signs_in_through_cognito_and_goes_through_the_http_api(local_stack, s3, bucket):
+    config = SimulationConfig(start=date(2025, 3, 10), days=1, visitors=12, seed=3)
     before = {o["Key"] for o in raw.list_objects(s3, bucket)}
     started = datetime.now(timezone.utc)
 
-    summary = traffic.send(config, traffic.HttpTarget(stack.status(local_stack)["ingest_url"]))
+    summary = traffic.send(config, traffic.HttpTarget.signed_in(local_stack, stack.status(local_stack)["ingest_url"]))
 
     new_keys = sorted({o["Key"] for o in raw.list_objects(s3, bucket)} - before)
     new = {key: raw.read_object(s3, bucket, key) for key in new_keys}
@@ -86,12 +114,7 @@ def test_live_mode_goes_through_the_http_api_with_the_browsers_user_agents(local
     assert sum(obj["event_count"] for obj in new.values()) == summary.events_stored == simulate.ground_truth(config).stored
     agents = {event["server"]["user_agent"] for obj in new.values() for event in obj["events"]}
     events = [item["event"] for obj in new.values() for item in obj["events"]]
-    sent = [event for visitor in simulate.generate(config) for request in visitor for event in request.events
-            if contract.validate_event(event) == []]
-    assert not any(event["user_id"] for event in events)  # posted without a token: user_ids are only claims
-    claims = Counter(event["properties"]["unverified_user_id"] for event in events
-                     if "unverified_user_id" in (event["properties"] or {}))
-    assert claims == Counter(event["user_id"] for event in sent if event.get("user_id")) and claims
+    assert_signed_in_as_the_shoppers_subs(local_stack, config, events)  # verified by the API's JWT authorizer
     assert agents <= {ua for ua, _ in simulate.BROWSERS} | set(simulate.CRAWLERS) and len(agents) > 1
     for obj in new.values():
         assert started - timedelta(seconds=5) <= contract.parse_timestamp(obj["received_at"]) <= datetime.now(timezone.utc)

@@ -151,7 +151,9 @@ def test_returning_visitors_signed_in_users_and_traffic_sources(accepted, config
     assert 0.15 <= len(signed_in) / len(sessions) <= 0.4
     for event in events:
         assert (event["user_login_state"] == "logged_in") == (event["user_id"] is not None)
-        assert event["user_id"] is None or re.fullmatch(r"cust-\d{5}", event["user_id"])
+    shoppers = {simulate.shopper_email(n) for n in range(simulate.SIMULATED_SHOPPERS)}
+    claimed = Counter(event["user_id"] for event in events if event["user_id"])
+    assert set(claimed) <= shoppers and len(claimed) > simulate.SIMULATED_SHOPPERS / 2
     sources = Counter((e["utm"] or {}).get("source") and (e["utm"]["source"], e["utm"]["medium"]) for e in events)
     assert set(sources) == {None, ("google", "cpc"), ("newsletter", "email"), ("facebook", "social")}
 

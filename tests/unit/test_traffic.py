@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, timedelta
 
+import httpx
 import pytest
 
 from clickstream import contract
@@ -32,8 +33,12 @@ class MemoryS3:
         return {}
 
 
+SUBS = {email: f"sub-{number:02d}" for number, email in enumerate(traffic.SHOPPERS)}
+
+
 def history_target(s3) -> traffic.IngestTarget:
-    return traffic.IngestTarget(s3, ingest.IngestSettings(raw_bucket="raw"), api_id="api1", stage="$default")
+    return traffic.IngestTarget(s3, ingest.IngestSettings(raw_bucket="raw"), api_id="api1", stage="$default",
+                                subs=SUBS)
 
 
 def test_the_generator_imports_nothing_that_does_io():
@@ -65,7 +70,9 @@ def test_history_mode_stores_each_request_through_the_ingest_at_its_send_time(tm
     assert sum(obj["event_count"] for obj in stored) == summary.events_stored
     events = [item["event"] for obj in stored for item in obj["events"]]
     signed_in = [event for event in events if event["user_login_state"] == "logged_in"]
-    assert signed_in and all(event["user_id"] for event in signed_in)
+    assert signed_in and {event["user_id"] for event in signed_in} <= set(SUBS.values())
+    claimed = {event["event_id"]: event["user_id"] for r in requests for event in r.events if event.get("user_id")}
+    assert all(event["user_id"] == SUBS[claimed[event["event_id"]]] for event in signed_in)
     assert not any(event["user_id"] for event in events if event not in signed_in)
     assert not any("unverified_user_id" in (event["properties"] or {}) for event in events)
 
@@ -87,19 +94,46 @@ def test_a_request_is_split_where_the_signed_in_user_changes():
     assert traffic.signed_in_parts(replace(request, events=(signed_in,))) == [("c-1", replace(request, events=(signed_in,)))]
 
 
-def test_history_mode_stores_a_signed_in_part_with_its_verified_user_id():
-    s3 = MemoryS3()
+def anonymous_then_signed_in(shopper: str) -> simulate.Request:
     request = next(r for visitor in simulate.generate(CONFIG) for r in visitor)
     anonymous = {**request.events[0], "user_id": None, "user_login_state": "anonymous"}
-    signed_in = {**request.events[0], "event_id": "0b7c6f1e-3f0a-4c8e-9d1f-2a6b5c4d3e2f", "user_id": "c-1",
+    signed_in = {**request.events[0], "event_id": "0b7c6f1e-3f0a-4c8e-9d1f-2a6b5c4d3e2f", "user_id": shopper,
                  "user_login_state": "logged_in"}
+    return replace(request, events=(anonymous, signed_in))
 
-    stored = history_target(s3).store(replace(request, events=(anonymous, signed_in)))
+
+def test_history_mode_stores_a_signed_in_part_with_its_shoppers_sub():
+    s3 = MemoryS3()
+    request = anonymous_then_signed_in(traffic.SHOPPERS[3])
+
+    stored = history_target(s3).store(request)
 
     assert stored == traffic.Stored(events=2, objects=2)
     objects = sorted((contract.loads(body) for body in s3.objects.values()), key=lambda o: o["request_id"] != request.request_id)
     assert [[(e["event"]["user_id"], e["event"]["user_login_state"]) for e in obj["events"]] for obj in objects] == [
-        [(None, "anonymous")], [("c-1", "logged_in")]]
+        [(None, "anonymous")], [("sub-03", "logged_in")]]
+
+
+def test_a_signed_in_user_who_is_no_simulated_shopper_is_an_error():
+    with pytest.raises(KeyError, match="not a simulated shopper"):
+        history_target(MemoryS3()).store(anonymous_then_signed_in("someone@example.com"))
+
+
+def test_live_mode_posts_signed_in_parts_with_the_shoppers_token_to_the_authorized_route():
+    posted = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        events = json.loads(request.content)["events"]
+        posted.append((str(request.url), request.headers.get("authorization"), [e["user_id"] for e in events]))
+        return httpx.Response(200, json={"accepted": len(events), "rejected": [], "object_key": "k", "request_id": "r"})
+
+    target = traffic.HttpTarget("http://api.test/clickstream", tokens={traffic.SHOPPERS[3]: "token-3"})
+    with httpx.Client(transport=httpx.MockTransport(api)) as client:
+        stored = target.post(anonymous_then_signed_in(traffic.SHOPPERS[3]), client)
+
+    assert stored == traffic.Stored(events=2, objects=2)
+    assert posted == [("http://api.test/clickstream", None, [None]),
+                      ("http://api.test/clickstream/user", "Bearer token-3", [traffic.SHOPPERS[3]])]
 
 
 def test_a_target_that_stores_less_than_the_valid_events_is_an_error():
@@ -109,7 +143,7 @@ def test_a_target_that_stores_less_than_the_valid_events_is_an_error():
             yield lambda request: self.store(request)._replace(events=0)
 
     with pytest.raises(RuntimeError, match="the truth would be wrong"):
-        traffic.send(CONFIG, Lossy(MemoryS3(), ingest.IngestSettings(raw_bucket="raw")))
+        traffic.send(CONFIG, Lossy(MemoryS3(), ingest.IngestSettings(raw_bucket="raw"), subs=SUBS))
 
 
 def test_live_traffic_is_the_same_requests_shifted_so_the_newest_send_is_now():

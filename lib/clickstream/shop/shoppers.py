@@ -1,7 +1,10 @@
-"""The shop's shoppers in its Cognito user pool, on either target: create one, sign one in."""
+"""The shop's shoppers in its Cognito user pool, on either target: create one, sign one in, and the
+simulator's shoppers (created once, with the same code as `clickstream shopper create`)."""
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
@@ -60,7 +63,49 @@ def create_shopper(settings: Settings, email: str, password: str) -> str:
         if code == "UsernameExistsException":
             raise CognitoError(f"a shopper with the email {email} exists already") from None
         raise CognitoError(f"{code}: {error.response['Error']['Message']}") from None
-    return next(attr["Value"] for attr in user["Attributes"] if attr["Name"] == "sub")
+    return _sub(user)
+
+
+def _sub(user: dict) -> str:
+    return next(attr["Value"] for attr in user.get("Attributes", user.get("UserAttributes", []))
+                if attr["Name"] == "sub")
+
+
+def shopper_sub(settings: Settings, email: str) -> str | None:
+    """The sub of the shopper with this email, None when there is none."""
+    pool = shop_pool(settings)
+    try:
+        return _sub(aws.client("cognito-idp", settings).admin_get_user(UserPoolId=pool.user_pool_id, Username=email))
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "UserNotFoundException":
+            return None
+        raise CognitoError(f"{error.response['Error']['Code']}: {error.response['Error']['Message']}") from None
+
+
+def random_password() -> str:
+    """A password the pool's policy accepts (12+ characters, lower and upper case, a digit), used once."""
+    return secrets.token_urlsafe(18) + "aA1"
+
+
+def ensure_shoppers(settings: Settings, emails: Iterable[str]) -> dict[str, str]:
+    """{email: sub} of these shoppers, each created (with a random password nobody keeps) when it does not
+    exist yet: a second call changes nothing."""
+    return {email: shopper_sub(settings, email) or create_shopper(settings, email, random_password())
+            for email in emails}
+
+
+def signed_in_shoppers(settings: Settings, emails: Iterable[str]) -> dict[str, str]:
+    """{email: Cognito ID token} of these shoppers (created when missing), each signed in through the app
+    client with a fresh random password set for this sign-in."""
+    pool = shop_pool(settings)
+    client = aws.client("cognito-idp", settings)
+    tokens = {}
+    for email in ensure_shoppers(settings, emails):
+        password = random_password()
+        client.admin_set_user_password(UserPoolId=pool.user_pool_id, Username=email, Password=password,
+                                       Permanent=True)
+        tokens[email] = sign_in(settings, email, password)["IdToken"]
+    return tokens
 
 
 def sign_in(settings: Settings, email: str, password: str) -> dict:

@@ -34,7 +34,7 @@ from random import Random
 from typing import Any
 
 from clickstream import contract
-from clickstream.shop import catalogue, oltp
+from clickstream.shop import catalogue
 from clickstream.analytics.transform import classify_user_agent, event_timestamp
 
 SHOP_URL = "https://shop.example.com"
@@ -51,6 +51,7 @@ FUNNEL_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
 
 BOT_SHARE = 0.02  # bot visitors per human visitor
 SIGNED_IN_SHARE = 0.3  # visitors with a shop account
+SIMULATED_SHOPPERS = 20  # the accounts: shoppers of the shop's user pool, the same for every run (shopper_email)
 RETRY_RATE = 0.02  # requests resent because the response was lost
 LATE_RATE = 0.01  # requests queued offline and sent 1 to 30 hours later
 MALFORMED_RATE = 0.01  # requests carrying one broken event from a buggy page script
@@ -301,7 +302,7 @@ def _new_visitor(rng: Random, index: int, is_bot: bool) -> _Visitor:
         skew = rng.choice((-1, 1)) * rng.randint(HOUR, 6 * HOUR)
     customer = None
     if not is_bot and rng.random() < SIGNED_IN_SHARE:
-        customer = oltp.customer_id(rng.randint(1, oltp.CUSTOMER_COUNT))
+        customer = shopper_email(rng.randrange(SIMULATED_SHOPPERS))
     return _Visitor(
         index=index,
         client_id=f"{'b' if is_bot else 'c'}-{rng.getrandbits(64):016x}",
@@ -312,6 +313,13 @@ def _new_visitor(rng: Random, index: int, is_bot: bool) -> _Visitor:
         customer=customer,
         is_bot=is_bot,
     )
+
+
+def shopper_email(number: int) -> str:
+    """The email of simulated shopper `number` (0 to SIMULATED_SHOPPERS - 1), a user of the shop's user pool.
+    A signed-in visitor's events carry it as their user_id claim; the traffic's sender proves it with the
+    shopper's Cognito identity, so the stored user_id is the shopper's sub."""
+    return f"simulated-shopper-{number:02d}@shop.example.com"
 
 
 def _product_fields(product: dict[str, Any]) -> dict[str, Any]:

@@ -1,17 +1,21 @@
 """Send the simulated shop's traffic (`clickstream.shop.simulate`) to a target the caller chooses.
 
-    target = IngestTarget.from_templates(settings, aws.client("s3", settings))   # history mode
-    target = HttpTarget(stack.status(settings)["ingest_url"])                    # live mode
+    target = IngestTarget.from_templates(settings, aws.client("s3", settings))          # history mode
+    target = HttpTarget.signed_in(settings, stack.status(settings)["ingest_url"])       # live mode
     summary = send(config, target, truth_path="truth.json")
 
-History mode stores each request through the ingest's own code (`clickstream.ingestion.ingest.ingest_batch`),
-as the ingest Lambda would, with the simulated send time as its clock, so raw partitions and received_at show
-the simulated days. A signed-in visitor's events go as a tracker sends them, to the authorized route: a request
-is split where the signed-in state changes (`signed_in_parts`), and each signed-in part is stored with the
-verified sub an authorizer would pass (the visitor's customer id), so it writes more raw objects than requests.
-Live mode POSTs each request anonymously, as a browser tracker without a token would: its user_ids arrive as
-unverified claims. Its timestamps are shifted so the newest send is now and the server's clock is real, so it
-shows the real path, not the day-by-day figures of the truth file.
+The simulator's signed-in visitors are SIMULATED_SHOPPERS real users of the shop's Cognito user pool (created
+once, as `clickstream shopper create` does: `shoppers.ensure_shoppers`). Their events go as a tracker sends
+them, to the authorized route: a request is split where the signed-in shopper changes (`signed_in_parts`), so
+it may write more raw objects than one.
+
+History mode stores each part through the ingest's own code (`clickstream.ingestion.ingest.ingest_batch`), as
+the ingest Lambda would, with the simulated send time as its clock, so raw partitions and received_at show the
+simulated days; a signed-in part is stored with the claims a JWT authorizer would have passed: the shopper's
+sub. Live mode signs the shoppers in through Cognito and POSTs signed-in parts with their ID tokens to
+`POST /clickstream/user`, the others to `POST /clickstream`. Its timestamps are shifted so the newest send is
+now and the server's clock is real, so it shows the real path, not the day-by-day figures of the truth file;
+ID tokens last an hour, so a live run should too.
 """
 
 from __future__ import annotations
@@ -23,18 +27,20 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, Mapping, NamedTuple, Protocol
 
 import httpx
 
 from clickstream.infra.templates import TemplateError, find_function, load_stacks
 from clickstream.ingestion.ingest import IngestResult, IngestSettings, ServerContext, ingest_batch
-from clickstream.shop import tracker
-from clickstream.shop.simulate import Request, SimulationConfig, Truth, generate
+from clickstream.shop import shoppers, tracker
+from clickstream.shop.simulate import SIMULATED_SHOPPERS, Request, SimulationConfig, Truth, generate, shopper_email
 
 INGEST_ROUTE = "POST /clickstream"
+SIGNED_IN_PATH = "/user"  # POST /clickstream/user: the route behind the JWT authorizer
+SHOPPERS = tuple(shopper_email(number) for number in range(SIMULATED_SHOPPERS))
 
 
 class Stored(NamedTuple):
@@ -55,12 +61,12 @@ class Target(Protocol):
 
 
 def signed_in_user(event: dict[str, Any]) -> str | None:
-    """The user_id a signed-in visitor's tracker would have proven with a token, None for an anonymous event."""
+    """The shopper a signed-in visitor's tracker would have proven with a token, None for an anonymous event."""
     return event.get("user_id") if event.get("user_login_state") == "logged_in" else None
 
 
 def signed_in_parts(request: Request) -> list[tuple[str | None, Request]]:
-    """The request split where the signed-in user changes, in order: (verified user_id or None, part). The first
+    """The request split where the signed-in shopper changes, in order: (shopper's email or None, part). The first
     part keeps the request's ids; the others get ids derived from them."""
     parts = []
     for n, (user_id, events) in enumerate(itertools.groupby(request.events, key=signed_in_user)):
@@ -72,18 +78,20 @@ def signed_in_parts(request: Request) -> list[tuple[str | None, Request]]:
 
 @dataclass(frozen=True)
 class IngestTarget:
-    """History mode: each request through `ingest_batch` into `s3`, received at its simulated send time."""
+    """History mode: each request through `ingest_batch` into `s3`, received at its simulated send time; `subs`
+    are the simulated shoppers' subs by email."""
 
     s3: Any
     ingest_settings: IngestSettings
     api_id: str | None = None
     stage: str | None = None
+    subs: Mapping[str, str] = field(default_factory=dict)
     mode: ClassVar[str] = "history"
 
     @classmethod
     def from_templates(cls, settings: Any, s3: Any) -> IngestTarget:
         """The ingest behind POST /clickstream as the templates configure it: its environment, API id and stage
-        (plain strings, so the target pickles)."""
+        (plain strings, so the target pickles), and the simulated shoppers of the target's user pool."""
         stacks = load_stacks(settings)
         routes = [(api, route) for stack in stacks for api in stack.http_apis() for route in api.routes
                   if route.key == INGEST_ROUTE]
@@ -91,7 +99,8 @@ class IngestTarget:
             raise TemplateError(f"expected one {INGEST_ROUTE} route in {settings.templates}, found {len(routes)}")
         api, route = routes[0]
         environment = {name: str(value) for name, value in find_function(stacks, route.function).environment.items()}
-        return cls(s3, IngestSettings.from_env(environment), str(api.api_id), str(api.stage))
+        return cls(s3, IngestSettings.from_env(environment), str(api.api_id), str(api.stage),
+                   shoppers.ensure_shoppers(settings, SHOPPERS))
 
     def traffic(self, config: SimulationConfig) -> Iterable[list[Request]]:
         return generate(config)
@@ -102,8 +111,9 @@ class IngestTarget:
 
     def store(self, request: Request) -> Stored:
         """Store one request as the ingest Lambda would have when it was sent, each signed-in part with its
-        verified user_id (`signed_in_parts`)."""
-        results = [self._store_part(part, user_id) for user_id, part in signed_in_parts(request)]
+        shopper's sub as the verified user_id (`signed_in_parts`)."""
+        results = [self._store_part(part, shopper and _known(self.subs, shopper))
+                   for shopper, part in signed_in_parts(request)]
         return Stored(sum(r.accepted for r in results), sum(r.object_key is not None for r in results))
 
     def _store_part(self, request: Request, verified_user_id: str | None) -> IngestResult:
@@ -114,13 +124,27 @@ class IngestTarget:
                             request.object_id, verified_user_id=verified_user_id)
 
 
+def _known(identities: Mapping[str, str], shopper: str) -> str:
+    if shopper not in identities:
+        raise KeyError(f"{shopper} is not a simulated shopper of this target (build it with from_templates or "
+                       "signed_in)")
+    return identities[shopper]
+
+
 @dataclass(frozen=True)
 class HttpTarget:
-    """Live mode: each request POSTed to `url` with its browser's user agent, shifted so the newest send is now."""
+    """Live mode: each request POSTed to `url` with its browser's user agent, shifted so the newest send is now;
+    a signed-in part to `url` + /user with its shopper's ID token from `tokens` (by email)."""
 
     url: str
+    tokens: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 30.0
     mode: ClassVar[str] = "live"
+
+    @classmethod
+    def signed_in(cls, settings: Any, url: str) -> HttpTarget:
+        """The API at `url`, with the simulated shoppers signed in through the target's user pool."""
+        return cls(url, shoppers.signed_in_shoppers(settings, SHOPPERS))
 
     def traffic(self, config: SimulationConfig) -> Iterable[list[Request]]:
         generated = list(generate(config))
@@ -133,10 +157,17 @@ class HttpTarget:
             yield lambda request: self.post(request, client)
 
     def post(self, request: Request, client: httpx.Client) -> Stored:
-        """POST one request's events in one batch, anonymously; returns what the API stored."""
-        accepted = tracker.send_events(self.url, request.events, batch_size=len(request.events), client=client,
-                                       headers={"user-agent": request.user_agent}).accepted
-        return Stored(accepted, int(accepted > 0))
+        """POST each part of one request (`signed_in_parts`) in one batch: anonymous parts to `url`, signed-in
+        ones with their shopper's token to the authorized route; returns what the API stored."""
+        stored = []
+        for shopper, part in signed_in_parts(request):
+            headers = {"user-agent": part.user_agent}
+            if shopper:
+                headers["authorization"] = f"Bearer {_known(self.tokens, shopper)}"
+            url = self.url.rstrip("/") + SIGNED_IN_PATH if shopper else self.url
+            stored.append(tracker.send_events(url, part.events, batch_size=len(part.events), client=client,
+                                              headers=headers).accepted)
+        return Stored(sum(stored), sum(accepted > 0 for accepted in stored))
 
 
 @dataclass(frozen=True)
@@ -147,7 +178,7 @@ class Summary:
     visitors: int
     bots: int
     seed: int
-    requests: int  # the browsers' requests; history mode splits a signed-in part off into a request of its own
+    requests: int  # the browsers' requests; a signed-in part is sent as a request of its own
     objects: int  # raw objects written
     events_sent: int  # every event of every request: retries and broken events included
     events_stored: int
