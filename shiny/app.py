@@ -1,0 +1,415 @@
+"""The clickstream dashboard (Shiny for Python): KPIs against the previous period, the purchase funnel, products
+and categories, trends and the hour x weekday heatmap of the warehouse, read as dashboard_reader from the libpq URI
+in CLICKSTREAM_DASHBOARD_DSN.
+
+`clickstream up` serves it on 127.0.0.1 (`clickstream status` shows its URL); `clickstream dashboard` runs it in
+the foreground. The queries live in clickstream.analytics.dashboard: this file is the page and its reactivity.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import psycopg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from shiny import App, reactive, render, req, ui
+from shiny.types import SafeException, SilentException
+
+from clickstream.analytics import dashboard, questions
+from clickstream.analytics.questions import AnalyticsError
+from clickstream.analytics.warehouse import WarehouseError
+
+DSN_ENV = "CLICKSTREAM_DASHBOARD_DSN"
+POLL_SECONDS = 3
+DEFAULT_DAYS = 7
+TIME_ZONES = ("UTC", "Europe/London", "Europe/Paris", "America/New_York", "America/Los_Angeles", "Asia/Ho_Chi_Minh",
+              "Asia/Tokyo", "Australia/Sydney", "Asia/Kolkata")
+LOGIN_LABELS = {"all": "All shoppers", "signed_in": "Signed in", "anonymous": "Anonymous"}
+DEVICE_LABELS = {"all": "All devices", "desktop": "Desktop", "mobile": "Mobile", "tablet": "Tablet"}
+BREAKDOWN_LABELS = {"none": "None", "device": "Device", "login_state": "Login state",
+                    "traffic_source": "Traffic source (UTM)"}
+GRAIN_LABELS = {"day": "Per day", "hour": "Per hour"}
+STEP_LABELS = {"product_view": "Product view", "add_to_cart": "Add to cart", "begin_checkout": "Begin checkout",
+               "purchase": "Purchase"}
+COLORS = ("#2563eb", "#f97316", "#10b981", "#a855f7", "#ef4444", "#14b8a6", "#eab308", "#64748b")
+LOST_ERRORS = (WarehouseError, psycopg.Error)
+EMPTY_HELP = ("The warehouse has no events yet. Load some with `make demo` (a simulated week, loaded end to end), "
+              "or `clickstream simulate` then `clickstream etl`. This page shows them as soon as they are loaded.")
+
+
+class Reader:
+    """A read-only connection to the warehouse, opened on first use and again on the call after it was lost."""
+
+    def __init__(self, dsn: str | None) -> None:
+        self.dsn = dsn
+        self.conn: psycopg.Connection | None = None
+
+    def __call__(self, question, *args):
+        if not self.dsn:
+            raise WarehouseError(f"{DSN_ENV} is not set: start the dashboard with `clickstream dashboard`")
+        if self.conn is None or self.conn.closed:
+            self.conn = questions.read_only(self.dsn)
+            self.conn.autocommit = True
+        try:
+            return question(self.conn, *args)
+        except psycopg.Error:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def warehouse_state(read: Reader) -> tuple[str, object]:
+    """("ready", (first day, last day)), ("empty", None) or ("lost", why)."""
+    try:
+        found = read(dashboard.data_range, "UTC")
+    except LOST_ERRORS as error:
+        return "lost", " ".join(str(error).split()) or type(error).__name__
+    return ("ready", found) if found else ("empty", None)
+
+
+def default_range(state: tuple[str, object]) -> tuple[date, date]:
+    """The warehouse's last 7 days with data (up to today when there is none)."""
+    first, last = state[1] if state[0] == "ready" else (None, date.today())
+    start = last - timedelta(days=DEFAULT_DAYS - 1)
+    return (max(first, start) if first else start), last
+
+
+# --- formatting ---------------------------------------------------------------------------------------------------
+def format_value(key: str, value) -> str:
+    if key == "conversion":
+        return "n/a" if value is None else f"{value:.2%}"
+    if key == "revenue":
+        return f"{value:,.2f}"
+    return f"{value:,}"
+
+
+def format_change(key: str, value, before) -> tuple[str, str]:
+    """(text, direction class) of the change against the previous period."""
+    if key == "conversion":
+        if value is None or before is None:
+            return "no conversion to compare", "flat"
+        delta = (value - before) * 100
+        return f"{delta:+.2f} pp vs previous period", direction(delta)
+    if before == 0:
+        return ("new: none in the previous period" if value else "none in either period"), direction(value)
+    change = (value - before) / before
+    return f"{change:+.1%} vs previous period", direction(change)
+
+
+def direction(delta) -> str:
+    return "up" if delta > 0 else "down" if delta < 0 else "flat"
+
+
+def count(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{int(value):,}"
+
+
+def percent(series: pd.Series) -> pd.Series:
+    return series.map(lambda value: "" if value is None or pd.isna(value) else f"{value:.1%}")
+
+
+# --- charts -------------------------------------------------------------------------------------------------------
+def figure(rows: int = 1, height: float = 3.4) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(8, height), layout="constrained")
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    for ax in axes:
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.grid(axis="y", color="#e5e7eb")
+        ax.set_axisbelow(True)
+        ax.tick_params(colors="#374151", labelsize=9)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig, axes
+
+
+def funnel_figure(frame: pd.DataFrame) -> Figure:
+    fig, (ax,) = figure(height=3.6)
+    segments = list(dict.fromkeys(frame["segment"]))
+    width = 0.8 / max(len(segments), 1)
+    for n, segment in enumerate(segments):
+        rows = frame[frame["segment"] == segment].sort_values("step_index")
+        x = rows["step_index"].to_numpy() - 1 + (n - (len(segments) - 1) / 2) * width
+        bars = ax.bar(x, rows["sessions"], width, label=str(segment), color=COLORS[n % len(COLORS)])
+        if len(segments) == 1:
+            ax.bar_label(bars, labels=[f"{v:,}" for v in rows["sessions"]], fontsize=9, padding=2)
+    ax.set_xticks(range(len(STEP_LABELS)), [label.replace(" ", "\n") for label in STEP_LABELS.values()])
+    ax.set_ylabel("sessions")
+    if len(segments) > 1:
+        ax.legend(frameon=False, fontsize=8, ncols=min(len(segments), 4))
+    return fig
+
+
+def trend_figure(frame: pd.DataFrame, grain: str) -> Figure:
+    fig, axes = figure(rows=2, height=4.2)
+    for ax, column, color in zip(axes, ("events", "sessions"), COLORS):
+        ax.plot(frame["bucket"], frame[column], color=color, linewidth=1.6, marker="o" if grain == "day" else None,
+                markersize=4)
+        ax.fill_between(frame["bucket"], frame[column], color=color, alpha=0.12)
+        ax.set_ylabel(f"{column} per {grain}")
+        ax.set_ylim(bottom=0)
+    fig.autofmt_xdate()
+    return fig
+
+
+def product_trend_figure(frame: pd.DataFrame, name: str) -> Figure:
+    fig, (ax,) = figure(height=3.4)
+    for column, color in zip(("views", "add_to_cart", "purchases"), COLORS):
+        ax.plot(frame["day"], frame[column], color=color, marker="o", markersize=4, linewidth=1.6,
+                label=column.replace("_", " "))
+    ax.set_title(name, fontsize=10, loc="left")
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, fontsize=8)
+    fig.autofmt_xdate()
+    return fig
+
+
+def heatmap_figure(frame: pd.DataFrame, tz: str) -> Figure:
+    grid = frame.pivot_table(index="dow", columns="hour", values="events", aggfunc="sum")
+    grid = grid.reindex(index=range(7), columns=range(24), fill_value=0).fillna(0)
+    fig = Figure(figsize=(11, 3.2))  # no layout engine: render.plot lays it out, colorbar included
+    ax = fig.subplots()
+    image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="Blues")
+    ax.set_yticks(range(7), questions.DAY_NAMES)
+    ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)])
+    ax.set_xlabel(f"hour of day ({tz})")
+    ax.tick_params(length=0, labelsize=9)
+    fig.colorbar(image, ax=ax, label="events", shrink=0.9)
+    return fig
+
+
+# --- page ---------------------------------------------------------------------------------------------------------
+def kpi_box(key: str, title: str, *extra) -> ui.Tag:
+    return ui.value_box(title, ui.output_ui(f"kpi_{key}"), *extra, theme="light")
+
+
+def panel(title: str, *body, footer=None) -> ui.Tag:
+    return ui.card(ui.card_header(title), *body, *([ui.card_footer(footer)] if footer else []), full_screen=True)
+
+
+STYLE = """
+.kpi-value { display: block; font-size: 1.6rem; font-weight: 600; }
+.kpi-change { display: block; font-size: 0.85rem; }
+.kpi-change.up { color: #047857; } .kpi-change.down { color: #b91c1c; } .kpi-change.flat { color: #6b7280; }
+"""
+
+
+def app_ui(request) -> ui.Tag:
+    read = Reader(os.environ.get(DSN_ENV))
+    try:
+        start, end = default_range(warehouse_state(read))
+    finally:
+        read.close()
+    return ui.page_sidebar(
+        ui.sidebar(
+            ui.input_date_range("date_range", "Dates", start=start, end=end),
+            ui.input_select("tz", "Business time zone", list(TIME_ZONES)),
+            ui.input_select("login_state", "Shoppers", LOGIN_LABELS),
+            ui.input_select("device", "Device", DEVICE_LABELS),
+            ui.input_switch("include_bots", "Include bots", False),
+            ui.input_switch("compare", "Compare with the previous period", True),
+            ui.p("A session's device and login state are those of its first event.", class_="small text-muted"),
+            width=290,
+        ),
+        ui.head_content(ui.tags.link(rel="icon", href="data:,"), ui.tags.style(STYLE)),
+        ui.output_ui("warehouse_status"),
+        ui.layout_columns(
+            kpi_box("events", "Events"), kpi_box("sessions", "Sessions"), kpi_box("visitors", "Visitors"),
+            kpi_box("conversion", "Conversion (view → purchase)"),
+            kpi_box("revenue", "Revenue", ui.p("shoppers' claim", class_="small text-muted mb-0")),
+            col_widths=(2, 2, 2, 3, 3), fill=False,
+        ),
+        ui.layout_columns(
+            panel("Funnel", ui.input_radio_buttons("funnel_breakdown", "Breakdown", BREAKDOWN_LABELS, inline=True),
+                  ui.output_plot("funnel_plot", height="320px"), ui.output_data_frame("funnel_table")),
+            panel("Trends", ui.input_radio_buttons("trend_grain", "Grain", GRAIN_LABELS, inline=True),
+                  ui.output_plot("trend_plot", height="380px")),
+            col_widths=(6, 6), fill=False,
+        ),
+        panel("Products", ui.p("Sort by a column, search with the boxes under the headers, choose a product (a row) "
+                               "to see its daily trend.", class_="small text-muted"),
+              ui.output_data_frame("products_table"), footer=questions.REVENUE_CLAIM),
+        ui.layout_columns(
+            panel("Product trend", ui.output_plot("product_trend_plot", height="320px")),
+            panel("Categories", ui.output_data_frame("categories_table"), footer=questions.REVENUE_CLAIM),
+            col_widths=(6, 6), fill=False,
+        ),
+        panel("Activity by hour and weekday", ui.output_plot("heatmap_plot", height="300px")),
+        title="Clickstream dashboard",
+        fillable=False,
+    )
+
+
+def server(input, output, session) -> None:
+    read = Reader(os.environ.get(DSN_ENV))
+    session.on_ended(read.close)
+    warehouse = reactive.value(warehouse_state(read))
+
+    @reactive.effect
+    def _poll() -> None:
+        """Read the warehouse's state every few seconds: a lost connection comes back, new data shows up."""
+        reactive.invalidate_later(POLL_SECONDS)
+        state = warehouse_state(read)
+        with reactive.isolate():
+            before = warehouse()
+        if state != before:
+            warehouse.set(state)
+            if state[0] == "ready" and before[0] == "empty":
+                start, end = default_range(state)
+                ui.update_date_range("date_range", start=start, end=end)
+
+    def ask(question, *args):
+        """question(conn, *args), or nothing while the warehouse is empty or lost (the page says why)."""
+        if warehouse()[0] != "ready":
+            raise SilentException()
+        try:
+            return read(question, *args)
+        except LOST_ERRORS as error:
+            warehouse.set(("lost", " ".join(str(error).split()) or type(error).__name__))
+            raise SilentException() from None
+
+    @reactive.calc
+    def filters() -> dashboard.Filters:
+        start, end = input.date_range()
+        req(start, end)
+        chosen = dashboard.Filters(start, end, tz=input.tz(), login_state=input.login_state(),
+                                   device=input.device(), include_bots=input.include_bots())
+        try:
+            chosen.params()
+        except AnalyticsError as error:
+            raise SafeException(str(error)) from None
+        return chosen
+
+    @render.ui
+    def warehouse_status():
+        kind, detail = warehouse()
+        if kind == "lost":
+            return ui.div(ui.strong("The warehouse cannot be reached. "), f"{detail}. ",
+                          f"The page tries again every {POLL_SECONDS} seconds and shows the data when it answers.",
+                          class_="alert alert-warning", role="alert")
+        if kind == "empty":
+            return ui.div(ui.strong("No data yet. "), EMPTY_HELP, class_="alert alert-info", role="status")
+        first, last = detail
+        return ui.p(f"The warehouse holds events from {first} to {last} (UTC days).", class_="small text-muted")
+
+    # KPIs: one query for the period and one for the previous one, shared by the five boxes.
+    @reactive.calc
+    def kpi_values():
+        chosen = filters()
+        return ask(dashboard.kpis, chosen), (ask(dashboard.kpis, chosen.previous()) if input.compare() else None)
+
+    def kpi(key: str) -> ui.TagList:
+        now, before = kpi_values()
+        parts = [ui.span(format_value(key, now[key]), class_="kpi-value")]
+        if before is not None:
+            text, trend = format_change(key, now[key], before[key])
+            parts.append(ui.span(text, class_=f"kpi-change {trend}"))
+        return ui.TagList(*parts)
+
+    @render.ui
+    def kpi_events():
+        return kpi("events")
+
+    @render.ui
+    def kpi_sessions():
+        return kpi("sessions")
+
+    @render.ui
+    def kpi_visitors():
+        return kpi("visitors")
+
+    @render.ui
+    def kpi_conversion():
+        return kpi("conversion")
+
+    @render.ui
+    def kpi_revenue():
+        return kpi("revenue")
+
+    # Funnel
+    @reactive.calc
+    def funnel_data() -> pd.DataFrame:
+        return ask(dashboard.funnel, filters(), input.funnel_breakdown())
+
+    @render.plot(alt="Sessions reaching each funnel step")
+    def funnel_plot():
+        return funnel_figure(funnel_data())
+
+    @render.data_frame
+    def funnel_table():
+        frame = funnel_data()
+        shown = pd.DataFrame({"Segment": frame["segment"], "Step": frame["step"].map(STEP_LABELS),
+                              "Sessions": frame["sessions"], "Conversion": percent(frame["conversion"]),
+                              "Drop-off": frame["drop_off"].map(count)})
+        return render.DataGrid(shown, width="100%")
+
+    # Products, categories and the chosen product's trend
+    @reactive.calc
+    def products_data() -> pd.DataFrame:
+        return ask(dashboard.products, filters())
+
+    @render.data_frame
+    def products_table():
+        frame = products_data()
+        shown = pd.DataFrame({"Product": frame["product_name"], "Category": frame["category"],
+                              "Views": frame["views"], "Add to cart": frame["add_to_cart"],
+                              "Purchases": frame["purchases"],
+                              "View → purchase %": (frame["conversion"].astype(float) * 100).round(1),
+                              "Revenue": frame["revenue"].astype(float).round(2), "ID": frame["product_id"]})
+        return render.DataGrid(shown, filters=True, selection_mode="row", width="100%", height="420px")
+
+    @reactive.calc
+    def chosen_product() -> tuple[str, str]:
+        picked = products_table.data_view(selected=True)
+        if len(picked):
+            return picked.iloc[0]["ID"], picked.iloc[0]["Product"]
+        frame = products_data()
+        req(not frame.empty)
+        return frame.iloc[0]["product_id"], frame.iloc[0]["product_name"]
+
+    @reactive.calc
+    def product_trend_data() -> pd.DataFrame:
+        return ask(dashboard.product_trend, filters(), chosen_product()[0])
+
+    @render.plot(alt="Daily views, add-to-carts and purchases of the chosen product")
+    def product_trend_plot():
+        return product_trend_figure(product_trend_data(), chosen_product()[1])
+
+    @reactive.calc
+    def categories_data() -> pd.DataFrame:
+        return ask(dashboard.categories, filters())
+
+    @render.data_frame
+    def categories_table():
+        frame = categories_data()
+        shown = pd.DataFrame({"Category": frame["category"], "Views": frame["views"],
+                              "Add to cart": frame["add_to_cart"], "Purchases": frame["purchases"],
+                              "View → purchase %": (frame["conversion"].astype(float) * 100).round(1),
+                              "Revenue": frame["revenue"].astype(float).round(2)})
+        return render.DataGrid(shown, width="100%")
+
+    # Trends and the heatmap
+    @reactive.calc
+    def trend_data() -> pd.DataFrame:
+        return ask(dashboard.trend, filters(), input.trend_grain())
+
+    @render.plot(alt="Events and sessions over time")
+    def trend_plot():
+        return trend_figure(trend_data(), input.trend_grain())
+
+    @reactive.calc
+    def heatmap_data() -> pd.DataFrame:
+        return ask(dashboard.heatmap, filters())
+
+    @render.plot(alt="Events by hour of day and day of week")
+    def heatmap_plot():
+        return heatmap_figure(heatmap_data(), filters().tz)
+
+
+app = App(app_ui, server)
