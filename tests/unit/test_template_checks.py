@@ -1,19 +1,23 @@
-"""clickstream.infra.checks: every rule holds on the real templates, and each deliberately broken copy of
-them makes the right rule fail (and only that one), so the checks would catch the regression they name."""
+"""clickstream.infra.checks: every rule holds on the real templates, and each broken copy of them (changed in the
+model, written back as YAML) makes the right rule fail, and only that one, so the checks catch the regression
+they name. Every rule has at least one copy that breaks it alone."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from clickstream.infra import checks
 from clickstream.infra.checks import ARCHITECTURE_RULES, Templates, policy_rules
+from clickstream.infra.templates import Template
+from template_helpers import broken_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "cloudformation"
+Breaks = Callable[[dict[str, Template]], None]
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +26,9 @@ def real() -> Templates:
 
 
 @pytest.fixture
-def copy(tmp_path) -> Path:
-    """A copy of the templates (and nothing else) to break."""
-    folder = tmp_path / "templates"
-    folder.mkdir()
-    for path in TEMPLATES.glob("*.yaml"):
-        shutil.copy(path, folder / path.name)
-    return folder
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} must appear exactly once in {path.name}"
-    path.write_text(text.replace(old, new))
+def broken(tmp_path) -> Callable[[Breaks], Path]:
+    """A folder with the templates as `breaks` changed them."""
+    return lambda breaks: broken_copy(TEMPLATES, tmp_path / "templates", breaks)
 
 
 def failing_rules(folder: Path) -> dict[str, list[str]]:
@@ -56,6 +50,12 @@ def test_each_architecture_rule_holds_on_the_real_templates(real, name):
     assert [str(f) for f in ARCHITECTURE_RULES[name](real)] == []
 
 
+def test_an_unchanged_copy_written_from_the_model_passes_every_rule(broken):
+    folder = broken(lambda templates: None)
+    assert failing_rules(folder) == {}
+    assert policy_rules(folder) == []
+
+
 def test_policy_rules_hold_with_only_the_justified_suppressions(real):
     assert [str(f) for f in policy_rules(real)] == []
     (waiver,) = checks.load_suppressions(TEMPLATES / "policy-suppressions.toml")
@@ -64,7 +64,7 @@ def test_policy_rules_hold_with_only_the_justified_suppressions(real):
     assert len(waiver["reason"].split()) > 20
 
 
-def test_without_the_suppression_the_policy_rule_fires_and_a_stale_one_is_reported(real, tmp_path, copy):
+def test_without_the_suppression_the_policy_rule_fires_and_a_stale_one_is_reported(real, tmp_path):
     empty = tmp_path / "none.toml"
     empty.write_text("")
     unwaived = policy_rules(real, suppressions=empty)
@@ -80,241 +80,346 @@ def test_without_the_suppression_the_policy_rule_fires_and_a_stale_one_is_report
         policy_rules(real, suppressions=unjustified)
 
 
-# --- mutations: (file, old, new, the architecture rules that must fail, policy tags that must fire) ----------
-SSH_RULE = (
-    "network.yaml",
-    """      SecurityGroupIngress:
-        - Description: HTTP from the internet (redirected to HTTPS)""",
-    """      SecurityGroupIngress:
-        - Description: SSH for the admin
-          IpProtocol: tcp
-          FromPort: 22
-          ToPort: 22
-          CidrIp: 0.0.0.0/0
-        - Description: HTTP from the internet (redirected to HTTPS)""",
-    {"no_port_22", "no_world_ingress_except_web_http"},
-    {"CS-SG-NO-SSH"},
-)
-SSH_FROM_VPC = (
-    "network.yaml",
-    """  DwIngressFromEtl:""",
-    """  DwSshFromVpc:
-    Type: AWS::EC2::SecurityGroupIngress
-    Properties:
-      GroupId: !Ref DwSecurityGroup
-      Description: SSH from inside the VPC
-      IpProtocol: tcp
-      FromPort: 20
-      ToPort: 25
-      CidrIp: !Ref VpcCidr
+# --- broken copies, made in the model ------------------------------------------------------------------------
+def imported(export: str) -> dict:
+    return {"Fn::ImportValue": {"Fn::Sub": f"${{NetworkStackName}}-{export}"}}
 
-  DwIngressFromEtl:""",
-    {"no_port_22"},
-    set(),  # a port range around 22: the property rules only see FromPort/ToPort values, the architecture rule the range
-)
-NAT_GATEWAY = (
-    "network.yaml",
-    """  PublicRouteTable:
-    Type: AWS::EC2::RouteTable""",
-    """  NatAddress:
-    Type: AWS::EC2::EIP
-    Properties:
-      Domain: vpc
 
-  NatGateway:
-    Type: AWS::EC2::NatGateway
-    Properties:
-      SubnetId: !Ref PublicSubnetA
-      AllocationId: !GetAtt NatAddress.AllocationId
+def tcp(port: int | dict, to_port: int | dict | None = None, **peer) -> dict:
+    return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port if to_port is None else to_port, **peer}
 
-  PrivateDefaultRouteA:
-    Type: AWS::EC2::Route
-    Properties:
-      RouteTableId: !Ref PrivateRouteTableA
-      DestinationCidrBlock: 0.0.0.0/0
-      NatGatewayId: !Ref NatGateway
 
-  PublicRouteTable:
-    Type: AWS::EC2::RouteTable""",
-    {"no_nat_gateway", "private_route_tables_stay_in_vpc", "analytics_only_in_private_subnets"},
-    {"CS-NO-NAT"},
-)
-S3_STAR = (
-    "ingestion.yaml",
-    "                Action: s3:PutObject\n",
-    '                Action: "s3:*"\n',
-    {"lambda_roles_are_exact_allow_lists"},
-    {"CS-IAM-NO-WILDCARD-ACTION"},
-)
-ETL_READS_EVERY_SECRET = (
-    "analytics.yaml",
-    """                Action: secretsmanager:GetSecretValue
-                Resource: !Ref DwSecret
-              - Sid: OwnLogs""",
-    """                Action: secretsmanager:GetSecretValue
-                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:*"
-              - Sid: OwnLogs""",
-    {"lambda_roles_are_exact_allow_lists"},
-    set(),  # a wildcard inside an ARN is beyond what a property rule can judge: the exact allow-list catches it
-)
-DW_IN_PUBLIC_SUBNET = (
-    "analytics.yaml",
-    '      SubnetId: { "Fn::ImportValue": !Sub "${NetworkStackName}-PrivateSubnetAId" }',
-    '      SubnetId: { "Fn::ImportValue": !Sub "${NetworkStackName}-PublicSubnetAId" }',
-    {"analytics_only_in_private_subnets"},
-    set(),
-)
-ETL_IN_PUBLIC_SUBNET = (
-    "analytics.yaml",
-    '          - { "Fn::ImportValue": !Sub "${NetworkStackName}-PrivateSubnetBId" }',
-    '          - { "Fn::ImportValue": !Sub "${NetworkStackName}-PublicSubnetBId" }',
-    {"analytics_only_in_private_subnets"},
-    set(),
-)
-PRIVATE_DEFAULT_ROUTE = (
-    "network.yaml",
-    """  PrivateSubnetARouteTable:""",
-    """  PrivateDefaultRouteB:
-    Type: AWS::EC2::Route
-    DependsOn: InternetGatewayAttachment
-    Properties:
-      RouteTableId: !Ref PrivateRouteTableB
-      DestinationCidrBlock: 0.0.0.0/0
-      GatewayId: !Ref InternetGateway
+def add(templates: dict[str, Template], name: str, logical_id: str, resource_type: str, **properties) -> None:
+    templates[name].resources[logical_id] = {"Type": resource_type, "Properties": properties}
 
-  PrivateSubnetARouteTable:""",
-    {"private_route_tables_stay_in_vpc", "analytics_only_in_private_subnets"},  # the ETL runs in private subnet B
-    set(),
-)
-PUBLIC_BUCKET = (
-    "ingestion.yaml",
-    """        BlockPublicPolicy: true
-        IgnorePublicAcls: true
-        RestrictPublicBuckets: true
-      OwnershipControls:""",
-    """        BlockPublicPolicy: false
-        IgnorePublicAcls: true
-        RestrictPublicBuckets: false
-      OwnershipControls:""",
-    {"buckets_private_encrypted_tls_only"},
-    {"CS-S3-PUBLIC-ACCESS-BLOCK"},
-)
-BUCKET_READABLE_BY_EVERYONE = (
-    "frontend.yaml",
-    """          - Sid: CloudFrontReadsThroughOriginAccessControl""",
-    """          - Sid: EveryoneReads
-            Effect: Allow
-            Principal: "*"
-            Action: s3:GetObject
-            Resource: !Sub "${StorefrontBucket.Arn}/*"
-          - Sid: CloudFrontReadsThroughOriginAccessControl""",
-    {"buckets_private_encrypted_tls_only"},
-    set(),
-)
-BUCKET_WITHOUT_TLS_DENY = (
-    "ingestion.yaml",
-    '                aws:SecureTransport: "false"',
-    '                aws:SecureTransport: "true"',
-    {"buckets_private_encrypted_tls_only"},
-    set(),
-)
-PLAINTEXT_PASSWORD_DEFAULT = (
-    "analytics.yaml",
-    """  DwPort:
-    Type: Number""",
-    """  DwAdminPassword:
-    Type: String
-    Default: Sup3r-Secret-2026
-    Description: Password of the warehouse's admin.
-  DwPort:
-    Type: Number""",
-    {"no_plaintext_secrets"},
-    set(),
-)
-PLAINTEXT_PASSWORD_IN_USER_DATA = (
-    "analytics.yaml",
-    "            unset ETL_PW\n",
-    "            psql -c \"ALTER ROLE postgres PASSWORD 'hunter22'\"\n            unset ETL_PW\n",
-    {"no_plaintext_secrets"},
-    set(),
-)
-DASHBOARD_OPEN_TO_THE_INTERNET = (
-    "network.yaml",
-    """      VpcId: !Ref Vpc
-      SecurityGroupEgress:
-        - Description: S3 through the gateway endpoint (packages, the dashboard bundle)""",
-    """      VpcId: !Ref Vpc
-      SecurityGroupIngress:
-        - Description: the dashboard
-          IpProtocol: tcp
-          FromPort: 8787
-          ToPort: 8787
-          CidrIp: 0.0.0.0/0
-      SecurityGroupEgress:
-        - Description: S3 through the gateway endpoint (packages, the dashboard bundle)""",
-    {"no_world_ingress_except_web_http"},
-    set(),
-)
-DW_WITHOUT_IMDSV2 = (
-    "analytics.yaml",
-    "      PrivateIpAddress: !Ref DwHost\n      SecurityGroupIds:",
-    "      PrivateIpAddress: !Ref DwHost\n      KeyName: admin\n      SecurityGroupIds:",
-    {"no_port_22"},
-    {"CS-EC2-NO-KEYPAIR"},
-)
 
-MUTATIONS = {
-    "ssh rule": SSH_RULE,
-    "ssh in a port range from inside the VPC": SSH_FROM_VPC,
-    "NAT gateway": NAT_GATEWAY,
-    "s3:* in the ingest role": S3_STAR,
-    "ETL reads every secret": ETL_READS_EVERY_SECRET,
-    "DW in a public subnet": DW_IN_PUBLIC_SUBNET,
-    "ETL in a public subnet": ETL_IN_PUBLIC_SUBNET,
-    "0.0.0.0/0 route from a private subnet": PRIVATE_DEFAULT_ROUTE,
-    "public access block off": PUBLIC_BUCKET,
-    "bucket readable by everyone": BUCKET_READABLE_BY_EVERYONE,
-    "no TLS-only policy": BUCKET_WITHOUT_TLS_DENY,
-    "plaintext password default": PLAINTEXT_PASSWORD_DEFAULT,
-    "plaintext password in user data": PLAINTEXT_PASSWORD_IN_USER_DATA,
-    "dashboard open to the internet": DASHBOARD_OPEN_TO_THE_INTERNET,
-    "SSH key pair on the DW": DW_WITHOUT_IMDSV2,
+def props(templates: dict[str, Template], name: str, logical_id: str) -> dict:
+    return templates[name].props(logical_id)
+
+
+def ingress(templates: dict[str, Template], name: str, group: str) -> list:
+    return props(templates, name, group).setdefault("SecurityGroupIngress", [])
+
+
+def statements(templates: dict[str, Template], name: str, role: str) -> list:
+    return props(templates, name, role)["Policies"][0]["PolicyDocument"]["Statement"]
+
+
+def statement(templates: dict[str, Template], name: str, role: str, sid: str) -> dict:
+    return next(s for s in statements(templates, name, role) if s.get("Sid") == sid)
+
+
+def prepend_to_user_data(templates: dict[str, Template], name: str, instance: str, line: str) -> None:
+    user_data = props(templates, name, instance)["UserData"]["Fn::Base64"]
+    body = user_data["Fn::Sub"] if isinstance(user_data, dict) else user_data
+    text = body[0] if isinstance(body, list) else body
+    shebang, rest = text.split("\n", 1)
+    changed = f"{shebang}\n{line}\n{rest}"
+    if isinstance(user_data, str):
+        props(templates, name, instance)["UserData"]["Fn::Base64"] = changed
+    elif isinstance(body, list):
+        body[0] = changed
+    else:
+        user_data["Fn::Sub"] = changed
+
+
+def ssh_from_anywhere(t):
+    ingress(t, "network.yaml", "WebSecurityGroup").insert(0, tcp(22, CidrIp="0.0.0.0/0"))
+
+
+def ssh_in_a_port_range_from_the_vpc(t):
+    add(t, "network.yaml", "WebSshFromVpc", "AWS::EC2::SecurityGroupIngress", GroupId={"Ref": "WebSecurityGroup"},
+        Description="SSH from inside the VPC", **tcp(20, 25, CidrIp={"Ref": "VpcCidr"}))
+
+
+def ssh_key_pair_on_the_warehouse(t):
+    props(t, "analytics.yaml", "DwInstance")["KeyName"] = "admin"
+
+
+def web_tier_open_on_8080(t):
+    ingress(t, "network.yaml", "WebSecurityGroup").append(tcp(8080, CidrIp="0.0.0.0/0"))
+
+
+def dashboard_open_to_the_internet(t):
+    ingress(t, "network.yaml", "DwSecurityGroup").append(tcp(8787, CidrIp="0.0.0.0/0"))
+
+
+def dashboard_open_to_the_etl(t):
+    ingress(t, "network.yaml", "DwSecurityGroup").append(tcp(8787, SourceSecurityGroupId={"Ref": "EtlSecurityGroup"}))
+
+
+def warehouse_admits_the_web_tier_instead(t):
+    props(t, "network.yaml", "DwIngressFromEtl")["SourceSecurityGroupId"] = {"Ref": "WebSecurityGroup"}
+
+
+def warehouse_admits_a_private_subnet(t):
+    ingress(t, "network.yaml", "DwSecurityGroup").append(tcp({"Ref": "DwPort"}, CidrIp={"Ref": "PrivateSubnetBCidr"}))
+
+
+def warehouse_admits_one_address(t):
+    add(t, "network.yaml", "DwFromOneHost", "AWS::EC2::SecurityGroupIngress", GroupId={"Fn::GetAtt": ["DwSecurityGroup", "GroupId"]},
+        **tcp(5432, CidrIp="10.20.0.25/32"))
+
+
+def warehouse_admits_a_prefix_list(t):
+    ingress(t, "network.yaml", "DwSecurityGroup").append(tcp(5432, SourcePrefixListId={"Ref": "S3PrefixListId"}))
+
+
+def warehouse_admits_a_group_of_the_analytics_stack(t):
+    add(t, "analytics.yaml", "ReportingGroup", "AWS::EC2::SecurityGroup", GroupName="sg_reporting",
+        GroupDescription="reporting", VpcId={"Fn::ImportValue": {"Fn::Sub": "${NetworkStackName}-VpcId"}})
+    add(t, "analytics.yaml", "DwFromReporting", "AWS::EC2::SecurityGroupIngress",
+        GroupId=imported("DwSecurityGroupId"), **tcp({"Ref": "DwPort"}, SourceSecurityGroupId={"Fn::GetAtt": ["ReportingGroup", "GroupId"]}))
+
+
+def warehouse_gets_a_second_group_open_on_postgres(t):
+    add(t, "analytics.yaml", "DwExtraGroup", "AWS::EC2::SecurityGroup", GroupName="sg_dw_extra", GroupDescription="extra",
+        VpcId={"Fn::ImportValue": {"Fn::Sub": "${NetworkStackName}-VpcId"}},
+        SecurityGroupIngress=[tcp(5432, CidrIp="10.0.0.0/8")])
+    props(t, "analytics.yaml", "DwInstance")["SecurityGroupIds"].append({"Ref": "DwExtraGroup"})
+
+
+def nat_gateway_routed_from_a_private_subnet(t):
+    nat_gateway_alone(t)
+    add(t, "network.yaml", "PrivateDefaultRouteA", "AWS::EC2::Route", RouteTableId={"Ref": "PrivateRouteTableA"},
+        DestinationCidrBlock="0.0.0.0/0", NatGatewayId={"Ref": "NatGateway"})
+
+
+def nat_gateway_alone(t):
+    add(t, "network.yaml", "NatAddress", "AWS::EC2::EIP", Domain="vpc")
+    add(t, "network.yaml", "NatGateway", "AWS::EC2::NatGateway", SubnetId={"Ref": "PublicSubnetA"},
+        AllocationId={"Fn::GetAtt": ["NatAddress", "AllocationId"]})
+
+
+def internet_route_from_private_subnet_b(t):
+    add(t, "network.yaml", "PrivateDefaultRouteB", "AWS::EC2::Route", RouteTableId={"Ref": "PrivateRouteTableB"},
+        DestinationCidrBlock="0.0.0.0/0", GatewayId={"Ref": "InternetGateway"})
+    t["network.yaml"].resources["PrivateDefaultRouteB"]["DependsOn"] = "InternetGatewayAttachment"
+
+
+def s3_gateway_endpoint_off_private_table_b(t):
+    props(t, "network.yaml", "S3GatewayEndpoint")["RouteTableIds"] = [{"Ref": "PrivateRouteTableA"}]
+
+
+def no_secrets_manager_endpoint(t):
+    del t["network.yaml"].resources["SecretsManagerEndpoint"]
+
+
+def no_ssmmessages_endpoint(t):
+    del t["network.yaml"].resources["SsmMessagesEndpoint"]
+
+
+def secrets_manager_endpoint_in_subnet_a_only(t):
+    props(t, "network.yaml", "SecretsManagerEndpoint")["SubnetIds"] = [{"Ref": "PrivateSubnetA"}]
+
+
+def endpoint_without_private_dns(t):
+    props(t, "network.yaml", "SsmEndpoint")["PrivateDnsEnabled"] = False
+
+
+def endpoints_admit_https_from_outside_the_vpc(t):
+    ingress(t, "network.yaml", "EndpointSecurityGroup").append(tcp(443, CidrIp="172.16.0.0/12"))
+
+
+def warehouse_role_may_call_kms(t):
+    statements(t, "analytics.yaml", "DwInstanceRole").append({
+        "Sid": "DecryptWithTheDataKey", "Effect": "Allow", "Action": "kms:Decrypt",
+        "Resource": {"Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/0000-data"}})
+
+
+def etl_with_the_warehouse_group(t):
+    props(t, "analytics.yaml", "EtlFunction")["VpcConfig"]["SecurityGroupIds"] = [imported("DwSecurityGroupId")]
+
+
+def dw_in_a_public_subnet(t):
+    props(t, "analytics.yaml", "DwInstance")["SubnetId"] = imported("PublicSubnetAId")
+
+
+def etl_in_a_public_subnet(t):
+    props(t, "analytics.yaml", "EtlFunction")["VpcConfig"]["SubnetIds"][1] = imported("PublicSubnetBId")
+
+
+def warehouse_without_imdsv2(t):
+    props(t, "analytics.yaml", "DwInstance")["MetadataOptions"]["HttpTokens"] = "optional"
+
+
+def unencrypted_oltp_volume(t):
+    props(t, "frontend.yaml", "OltpInstance")["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] = False
+
+
+def unencrypted_data_volume_on_the_warehouse(t):
+    add(t, "analytics.yaml", "DwDataVolume", "AWS::EC2::Volume", Size=10, Encrypted=False,
+        AvailabilityZone={"Fn::GetAtt": ["DwInstance", "AvailabilityZone"]})
+    add(t, "analytics.yaml", "DwDataAttachment", "AWS::EC2::VolumeAttachment", Device="/dev/sdf",
+        InstanceId={"Ref": "DwInstance"}, VolumeId={"Ref": "DwDataVolume"})
+
+
+def s3_star_in_the_ingest_role(t):
+    statement(t, "ingestion.yaml", "IngestFunctionRole", "WriteRawEvents")["Action"] = "s3:*"
+
+
+def etl_reads_every_secret(t):
+    statement(t, "analytics.yaml", "EtlFunctionRole", "ReadDwSecret")["Resource"] = {
+        "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:*"}
+
+
+def etl_reads_another_named_secret(t):
+    statement(t, "analytics.yaml", "EtlFunctionRole", "ReadDwSecret")["Resource"] = [
+        {"Ref": "DwSecret"},
+        {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:clickstream/oltp-AbCdEf"}]
+
+
+def warehouse_role_gets_every_object(t):
+    statement(t, "analytics.yaml", "DwInstanceRole", "ReadWarehouseBundle")["Action"] = "s3:Get*"
+
+
+def warehouse_role_reads_every_secret(t):
+    statement(t, "analytics.yaml", "DwInstanceRole", "ReadDwSecret")["Resource"] = "*"
+
+
+def oltp_role_is_administrator(t):
+    props(t, "frontend.yaml", "OltpInstanceRole")["ManagedPolicyArns"].append(
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AdministratorAccess"})
+
+
+def public_access_block_off(t):
+    block = props(t, "ingestion.yaml", "RawBucket")["PublicAccessBlockConfiguration"]
+    block.update(BlockPublicPolicy=False, RestrictPublicBuckets=False)
+
+
+def bucket_readable_by_everyone(t):
+    statements = props(t, "frontend.yaml", "StorefrontBucketPolicy")["PolicyDocument"]["Statement"]
+    statements.append({"Sid": "EveryoneReads", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                       "Resource": {"Fn::Sub": "${StorefrontBucket.Arn}/*"}})
+
+
+def no_tls_only_policy(t):
+    statements = props(t, "ingestion.yaml", "RawBucketPolicy")["PolicyDocument"]["Statement"]
+    next(s for s in statements if s["Sid"] == "DenyInsecureTransport")["Condition"]["Bool"]["aws:SecureTransport"] = "true"
+
+
+def bucket_origin_without_oac(t):
+    origins = props(t, "frontend.yaml", "StorefrontDistribution")["DistributionConfig"]["Origins"]
+    del next(o for o in origins if "S3OriginConfig" in o)["OriginAccessControlId"]
+
+
+def plaintext_password_default(t):
+    t["analytics.yaml"].parameters["DwAdminPassword"] = {
+        "Type": "String", "Default": "Sup3r-Secret-2026", "Description": "Password of the warehouse's admin."}
+
+
+def plaintext_password_in_user_data(t):
+    prepend_to_user_data(t, "analytics.yaml", "DwInstance", "psql -c \"ALTER ROLE postgres PASSWORD 'hunter22'\"")
+
+
+# name: (how the copy is broken, the architecture rules that must fail, policy tags that must fire too)
+MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
+    "SSH from anywhere": (ssh_from_anywhere, {"no_port_22", "no_world_ingress_except_web_http"}, {"CS-SG-NO-SSH"}),
+    # a port range around 22: the property rules only compare FromPort/ToPort values, the architecture rule the range
+    "SSH in a port range from the VPC": (ssh_in_a_port_range_from_the_vpc, {"no_port_22"}, set()),
+    "SSH key pair on the warehouse": (ssh_key_pair_on_the_warehouse, {"no_port_22"}, {"CS-EC2-NO-KEYPAIR"}),
+    "web tier open on 8080": (web_tier_open_on_8080, {"no_world_ingress_except_web_http"}, set()),
+    "dashboard open to the internet": (dashboard_open_to_the_internet,
+                                       {"no_world_ingress_except_web_http", "dashboard_port_admits_nothing"}, set()),
+    "dashboard open to the ETL": (dashboard_open_to_the_etl, {"dashboard_port_admits_nothing"}, set()),
+    "warehouse admits the web tier instead of the ETL": (warehouse_admits_the_web_tier_instead,
+                                                         {"warehouse_postgres_admits_only_etl"}, set()),
+    "warehouse admits a private subnet's CIDR": (warehouse_admits_a_private_subnet, {"warehouse_postgres_admits_only_etl"}, set()),
+    "warehouse admits one /32 address": (warehouse_admits_one_address, {"warehouse_postgres_admits_only_etl"}, set()),
+    "warehouse admits a prefix list": (warehouse_admits_a_prefix_list, {"warehouse_postgres_admits_only_etl"}, set()),
+    "warehouse admits a group of another stack (ImportValue, GetAtt)": (
+        warehouse_admits_a_group_of_the_analytics_stack, {"warehouse_postgres_admits_only_etl"}, set()),
+    "warehouse gets a second group open on PostgreSQL": (warehouse_gets_a_second_group_open_on_postgres,
+                                                         {"warehouse_postgres_admits_only_etl"}, set()),
+    "NAT gateway routed from a private subnet": (
+        nat_gateway_routed_from_a_private_subnet,
+        {"no_nat_gateway", "private_route_tables_stay_in_vpc", "analytics_only_in_private_subnets"}, {"CS-NO-NAT"}),
+    "NAT gateway": (nat_gateway_alone, {"no_nat_gateway"}, {"CS-NO-NAT"}),
+    "internet route from private subnet B": (internet_route_from_private_subnet_b,  # the ETL runs in private subnet B
+                                             {"private_route_tables_stay_in_vpc", "analytics_only_in_private_subnets"}, set()),
+    "S3 gateway endpoint off private route table B": (s3_gateway_endpoint_off_private_table_b,
+                                                      {"private_route_tables_stay_in_vpc"}, set()),
+    "no Secrets Manager endpoint": (no_secrets_manager_endpoint, {"private_subnets_have_their_endpoints"}, set()),
+    "no ssmmessages endpoint": (no_ssmmessages_endpoint, {"private_subnets_have_their_endpoints"}, set()),
+    "Secrets Manager endpoint in subnet A only": (secrets_manager_endpoint_in_subnet_a_only,
+                                                  {"private_subnets_have_their_endpoints"}, set()),
+    "endpoint without private DNS": (endpoint_without_private_dns, {"private_subnets_have_their_endpoints"}, set()),
+    "endpoints admit HTTPS from outside the VPC": (endpoints_admit_https_from_outside_the_vpc,
+                                                   {"private_subnets_have_their_endpoints"}, set()),
+    "warehouse role may call KMS, which has no endpoint": (warehouse_role_may_call_kms,
+                                                           {"private_subnets_have_their_endpoints"}, set()),
+    "ETL with the warehouse's group": (etl_with_the_warehouse_group, {"etl_runs_with_sg_lambda_etl"}, set()),
+    "warehouse in a public subnet": (dw_in_a_public_subnet, {"analytics_only_in_private_subnets"}, set()),
+    "ETL in a public subnet": (etl_in_a_public_subnet, {"analytics_only_in_private_subnets"}, set()),
+    "warehouse without IMDSv2": (warehouse_without_imdsv2, {"instances_imdsv2_and_encrypted_volumes"}, {"CS-EC2-IMDSV2"}),
+    "unencrypted OLTP volume": (unencrypted_oltp_volume, {"instances_imdsv2_and_encrypted_volumes"}, {"CS-EC2-EBS-ENCRYPTED"}),
+    "unencrypted data volume on the warehouse": (unencrypted_data_volume_on_the_warehouse,
+                                                 {"instances_imdsv2_and_encrypted_volumes"}, {"CS-EBS-ENCRYPTED"}),
+    "s3:* in the ingest role": (s3_star_in_the_ingest_role,
+                                {"lambda_roles_are_exact_allow_lists", "iam_grants_name_their_resources"},
+                                {"CS-IAM-NO-WILDCARD-ACTION"}),
+    # a wildcard inside an ARN is beyond what a property rule can judge
+    "ETL reads every secret": (etl_reads_every_secret,
+                               {"lambda_roles_are_exact_allow_lists", "iam_grants_name_their_resources"}, set()),
+    "ETL reads another named secret": (etl_reads_another_named_secret, {"lambda_roles_are_exact_allow_lists"}, set()),
+    "s3:Get* in the warehouse's role": (warehouse_role_gets_every_object, {"iam_grants_name_their_resources"}, set()),
+    "warehouse's role reads every secret": (warehouse_role_reads_every_secret, {"iam_grants_name_their_resources"},
+                                            {"CS-IAM-NO-STAR-RESOURCE"}),
+    "OLTP role is an administrator": (oltp_role_is_administrator, {"iam_grants_name_their_resources"}, set()),
+    "public access block off": (public_access_block_off, {"buckets_private_encrypted_tls_only"}, {"CS-S3-PUBLIC-ACCESS-BLOCK"}),
+    "bucket readable by everyone": (bucket_readable_by_everyone, {"buckets_private_encrypted_tls_only"}, set()),
+    "no TLS-only policy": (no_tls_only_policy, {"buckets_private_encrypted_tls_only"}, set()),
+    "bucket origin without origin access control": (bucket_origin_without_oac,
+                                                    {"cloudfront_reads_buckets_through_oac"}, set()),
+    "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
+    "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
 }
 
 
+def test_every_rule_has_a_broken_copy_that_fails_it_alone():
+    alone = {next(iter(rules)) for _, rules, _ in MUTATIONS.values() if len(rules) == 1}
+    assert alone == set(ARCHITECTURE_RULES)
+
+
 @pytest.mark.parametrize("mutation", MUTATIONS)
-def test_a_broken_copy_fails_exactly_the_right_rules(copy, mutation):
-    template, old, new, rules, tags = MUTATIONS[mutation]
-    # Given a copy of the templates that passes every rule
-    assert failing_rules(copy) == {}
-    # When one template is broken in one place
-    edit(copy / template, old, new)
-    # Then exactly the rules about that fail, naming the broken template
-    failing = failing_rules(copy)
+def test_a_broken_copy_fails_exactly_the_right_rules(broken, mutation):
+    breaks, rules, tags = MUTATIONS[mutation]
+    folder = broken(breaks)
+    failing = failing_rules(folder)
     assert set(failing) == rules, failing
-    assert any(line.startswith(template) for findings in failing.values() for line in findings), failing
     if tags:
-        assert tags <= policy_tags(copy)
+        assert tags <= policy_tags(folder)
 
 
-def test_make_check_templates_fails_on_a_broken_copy_and_passes_on_the_real_templates(copy):
-    edit(copy / SSH_RULE[0], SSH_RULE[1], SSH_RULE[2])
-    broken = subprocess.run(["make", "-s", "check-templates", f"TEMPLATES_DIR={copy}"], cwd=ROOT,
+def test_make_check_templates_fails_on_a_broken_copy_and_passes_on_the_real_templates(broken):
+    folder = broken(ssh_from_anywhere)
+    failed = subprocess.run(["make", "-s", "check-templates", f"TEMPLATES_DIR={folder}"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
-    assert broken.returncode != 0, broken.stdout + broken.stderr
-    assert "FAIL no_port_22" in broken.stdout and "WebSecurityGroup" in broken.stdout
+    assert failed.returncode != 0, failed.stdout + failed.stderr
+    assert "FAIL no_port_22" in failed.stdout and "WebSecurityGroup" in failed.stdout
     real = subprocess.run(["make", "-s", "check-templates"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert real.returncode == 0, real.stdout + real.stderr
     assert "all checks passed" in real.stdout
 
 
-def test_the_cli_names_each_rule_and_exits_non_zero_on_findings(copy, capsys):
-    assert checks.main([str(copy)]) == 0
-    edit(copy / NAT_GATEWAY[0], NAT_GATEWAY[1], NAT_GATEWAY[2])
-    assert checks.main([str(copy)]) == 1
+def test_the_cli_names_each_rule_and_exits_non_zero_on_findings(broken, capsys):
+    assert checks.main([str(TEMPLATES)]) == 0
+    assert checks.main([str(broken(nat_gateway_alone))]) == 1
     out = capsys.readouterr().out
     assert "FAIL no_nat_gateway" in out and "network.yaml NatGateway: is a NAT gateway" in out
     assert "FAIL policy rules (cfn-lint custom rules)" in out
+
+
+def test_findings_name_the_broken_resource(broken):
+    failing = failing_rules(broken(warehouse_admits_a_group_of_the_analytics_stack))
+    assert failing["warehouse_postgres_admits_only_etl"] == [
+        "analytics.yaml DwFromReporting: ingress tcp 5432 from SourceSecurityGroupId "
+        '{"Fn::GetAtt": ["ReportingGroup", "GroupId"]} on sg_analytics_ShinyDWH: the warehouse admits only TCP 5432 '
+        "from sg_Lambda_ETL"]
+    failing = failing_rules(broken(secrets_manager_endpoint_in_subnet_a_only))
+    assert failing["private_subnets_have_their_endpoints"] == [
+        "analytics.yaml EtlFunction: its role calls secretsmanager, but private subnet PrivateSubnetB has no "
+        "secretsmanager interface endpoint"]
 
 
 # --- the rules for people -------------------------------------------------------------------------------
@@ -329,12 +434,12 @@ def test_security_group_rows_name_groups_peers_and_ports_for_people(real):
     assert web_in == [("443", "0.0.0.0/0"), ("80", "0.0.0.0/0")]
 
 
-def test_security_group_rows_show_port_ranges_and_all_traffic(copy):
-    network = copy / "network.yaml"
-    edit(network, "(redirected to HTTPS)\n          IpProtocol: tcp\n          FromPort: 80\n          ToPort: 80\n",
-         "(redirected to HTTPS)\n          IpProtocol: tcp\n          FromPort: 8000\n          ToPort: 8080\n")
-    edit(network, "        - Description: HTTPS from the internet\n          IpProtocol: tcp\n",
-         "        - Description: HTTPS from the internet\n          IpProtocol: -1\n")
-    web_in = sorted((r["protocol"], r["port"]) for r in checks.security_group_rows(copy)
+def test_security_group_rows_show_port_ranges_and_all_traffic(broken):
+    def ranges(t):
+        http, https = ingress(t, "network.yaml", "WebSecurityGroup")
+        http.update(FromPort=8000, ToPort=8080)
+        https["IpProtocol"] = -1
+
+    web_in = sorted((r["protocol"], r["port"]) for r in checks.security_group_rows(broken(ranges))
                     if r["group"] == "sg_oltp_webDB" and r["direction"] == "ingress")
     assert web_in == [("-1", "all"), ("tcp", "8000-8080")]

@@ -17,6 +17,7 @@ read the templates. Two kinds:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import re
 import sys
@@ -410,8 +411,8 @@ def analytics_only_in_private_subnets(folder: Folder) -> list[Finding]:
 
 
 def private_route_tables_stay_in_vpc(folder: Folder) -> list[Finding]:
-    """A route table that serves any subnet without public IPs (or no subnet) has no route at all besides the
-    VPC's local one and the S3 gateway endpoint's: no default route, no internet or NAT gateway."""
+    """A route table that serves any subnet without public IPs (or no subnet) has the S3 gateway endpoint and no
+    route at all besides the VPC's local one and that endpoint's: no default route, no internet or NAT gateway."""
     templates = _load(folder)
     rule = "private_route_tables_stay_in_vpc"
     findings = []
@@ -422,13 +423,21 @@ def private_route_tables_stay_in_vpc(folder: Folder) -> list[Finding]:
         for template, route in table.routes:
             findings.append(Finding(rule, template.name, route, f"private route table {table.logical_id} routes "
                                                                 f"{templates.route_target(template, route)}"))
+        services = []
         for template, endpoint in table.endpoints:
-            props = template.resources[endpoint].get("Properties") or {}
-            service = templates.text(template, props.get("ServiceName", ""))
-            if not service.endswith(".s3"):
+            services.append(service := _endpoint_service(templates, template, endpoint))
+            if service != "s3":
                 findings.append(Finding(rule, template.name, endpoint, f"private route table {table.logical_id} routes "
                                                                        f"to gateway endpoint {service}; only S3's is allowed"))
+        if "s3" not in services:
+            findings.append(Finding(rule, table.template.name, table.logical_id, "private route table without the S3 "
+                                                                                 "gateway endpoint (S3 is out of reach)"))
     return findings
+
+
+def _endpoint_service(templates: Templates, template: Template, endpoint: str) -> str:
+    """The service of a VPC endpoint, "s3" for com.amazonaws.<region>.s3."""
+    return templates.text(template, template.props(endpoint).get("ServiceName", "")).rsplit(".", 1)[-1]
 
 
 def no_nat_gateway(folder: Folder) -> list[Finding]:
@@ -446,6 +455,270 @@ def no_nat_gateway(folder: Folder) -> list[Finding]:
             if templates.text(template, (res.get("Properties") or {}).get("SourceDestCheck", True)) == "false":
                 findings.append(Finding("no_nat_gateway", template.name, lid, "SourceDestCheck false: a NAT instance"))
     return findings
+
+
+def _key(node: Node | None) -> tuple[str, str] | None:
+    return (node[0].name, node[1]) if node else None
+
+
+def _instance_groups(templates: Templates, template: Template, lid: str) -> set[tuple[str, str] | None]:
+    props = template.props(lid)
+    values = list(props.get("SecurityGroupIds") or [])
+    for interface in props.get("NetworkInterfaces") or []:
+        values += interface.get("GroupSet") or []
+    return {_key(templates.node(template, value)) for value in values}
+
+
+def _parameter_port(templates: Templates, template: Template, name: str) -> int | None:
+    return _port(templates.text(template, {"Ref": name})) if name in template.parameters else None
+
+
+def _warehouse_ingress(templates: Templates, port_parameter: str) -> Iterable[tuple[Node, int | None, list]]:
+    """(the warehouse instance, the port its template's `port_parameter` gives, the ingress rules of its groups)."""
+    ingress = [r for r in templates.security_group_rules() if r.direction == "ingress"]
+    for template, lid in _dw_instances(templates):
+        groups = _instance_groups(templates, template, lid)
+        yield (template, lid), _parameter_port(templates, template, port_parameter), \
+            [r for r in ingress if _key(r.group) in groups]
+
+
+def warehouse_postgres_admits_only_etl(folder: Folder) -> list[Finding]:
+    """The warehouse's security groups admit its PostgreSQL port (DwPort) from sg_Lambda_ETL and nothing else:
+    no other group, no CIDR of any size, no prefix list, no other port (the dashboard port is the next rule's)."""
+    templates = _load(folder)
+    rule = "warehouse_postgres_admits_only_etl"
+    findings = []
+    for (template, lid), port, rules in _warehouse_ingress(templates, "DwPort"):
+        dashboard = _parameter_port(templates, template, "DashboardPort")
+        if port is None:
+            findings.append(Finding(rule, template.name, lid, "no DwPort parameter names the warehouse's port"))
+            continue
+        admitted = False
+        for group_rule in rules:
+            if dashboard is not None and group_rule.covers(dashboard) and not group_rule.covers(port):
+                continue
+            exact = (group_rule.protocol in ("tcp", "6") and group_rule.from_port == group_rule.to_port == port
+                     and group_rule.peer_group == ETL_GROUP and not group_rule.cidrs
+                     and "SourcePrefixListId" not in group_rule.rule)
+            admitted |= exact
+            if not exact:
+                findings.append(Finding(rule, group_rule.template.name, group_rule.owner,
+                                        f"{group_rule.describe()} on {group_rule.group_name}: the warehouse admits only "
+                                        f"TCP {port} from {ETL_GROUP}"))
+        if not admitted:
+            findings.append(Finding(rule, template.name, lid, f"no rule admits {ETL_GROUP} on the warehouse's port {port}"))
+    return findings
+
+
+def dashboard_port_admits_nothing(folder: Folder) -> list[Finding]:
+    """No security group of the warehouse admits the dashboard's port (DashboardPort) from anywhere: the dashboard
+    listens on the loopback and is reached by SSM port forwarding."""
+    templates = _load(folder)
+    rule = "dashboard_port_admits_nothing"
+    findings = []
+    for (template, lid), port, rules in _warehouse_ingress(templates, "DashboardPort"):
+        if port is None:
+            findings.append(Finding(rule, template.name, lid, "no DashboardPort parameter names the dashboard's port"))
+            continue
+        findings += [Finding(rule, r.template.name, r.owner, f"{r.describe()} on {r.group_name} admits the dashboard "
+                                                             f"port {port}: use SSM port forwarding")
+                     for r in rules if r.covers(port)]
+    return findings
+
+
+def etl_runs_with_sg_lambda_etl(folder: Folder) -> list[Finding]:
+    """The ETL function's security groups are sg_Lambda_ETL, and only it."""
+    templates = _load(folder)
+    findings = []
+    for template, lid in _etl_functions(templates):
+        values = (template.props(lid).get("VpcConfig") or {}).get("SecurityGroupIds") or []
+        names = sorted(str(templates.group_name(templates.node(template, v))) for v in _as_list(values))
+        if names != [ETL_GROUP]:
+            findings.append(Finding("etl_runs_with_sg_lambda_etl", template.name, lid,
+                                    f"the ETL's security groups are {names}, not [{ETL_GROUP}]"))
+    return findings
+
+
+def instances_imdsv2_and_encrypted_volumes(folder: Folder) -> list[Finding]:
+    """Every instance (the warehouse SBW_EC2_ShinyDWH among them) requires IMDSv2 and declares its volumes
+    encrypted; so is every EBS volume, attached or not."""
+    templates = _load(folder)
+    rule = "instances_imdsv2_and_encrypted_volumes"
+    findings = []
+    if not _dw_instances(templates):
+        findings.append(Finding(rule, str(templates.folder), "-", f"no warehouse instance ({DW_INSTANCE_NAME}) found"))
+    for template in templates:
+        for lid, res in template.of_type("AWS::EC2::Instance").items():
+            props = res.get("Properties") or {}
+            metadata = props.get("MetadataOptions") or {}
+            if templates.text(template, metadata.get("HttpTokens", "optional")) != "required":
+                findings.append(Finding(rule, template.name, lid, "does not require IMDSv2 (MetadataOptions.HttpTokens)"))
+            devices = [d for d in props.get("BlockDeviceMappings") or [] if "Ebs" in d]
+            if not devices:
+                findings.append(Finding(rule, template.name, lid, "declares no root volume, so its encryption is not shown"))
+            for device in devices:
+                if templates.text(template, device["Ebs"].get("Encrypted", False)) != "true":
+                    findings.append(Finding(rule, template.name, lid, f"volume {device.get('DeviceName')} is not encrypted"))
+        for lid, res in template.of_type("AWS::EC2::Volume").items():
+            if templates.text(template, (res.get("Properties") or {}).get("Encrypted", False)) != "true":
+                findings.append(Finding(rule, template.name, lid, "is an unencrypted EBS volume"))
+    return findings
+
+
+# The services a role's actions call, by IAM prefix; Lambda calls CloudWatch Logs and manages a VPC function's
+# network interfaces itself, outside the function's subnets.
+SSM_MANAGED_POLICY = "AmazonSSMManagedInstanceCore"
+SSM_SERVICES = ("ssm", "ssmmessages", "ec2messages")
+
+
+def _role_of(templates: Templates, template: Template, lid: str) -> Node | None:
+    """The role of a function (Role) or an instance (IamInstanceProfile's role)."""
+    props = template.props(lid)
+    if "Role" in props:
+        return templates.node(template, props["Role"])
+    profile = templates.node(template, props.get("IamInstanceProfile"))
+    if profile is None:
+        return None
+    roles = profile[0].props(profile[1]).get("Roles") or []
+    return templates.node(profile[0], roles[0]) if roles else None
+
+
+def _role_statements(role: Node) -> Iterable[tuple[Template, str, dict]]:
+    """(template, declaring resource, statement) of a role's inline policies and of the policies attached to it."""
+    template, role_id = role
+    for policy in template.props(role_id).get("Policies") or []:
+        for statement in _as_list((policy.get("PolicyDocument") or {}).get("Statement", [])):
+            yield template, role_id, statement
+    for policy_id, policy in template.resources.items():
+        props = policy.get("Properties") or {}
+        if policy.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") \
+                and {"Ref": role_id} in _as_list(props.get("Roles", [])):
+            for statement in _as_list((props.get("PolicyDocument") or {}).get("Statement", [])):
+                yield template, policy_id, statement
+
+
+def _services_needed(templates: Templates, role: Node, is_function: bool) -> set[str]:
+    services = set()
+    for template, _, statement in _role_statements(role):
+        if statement.get("Effect") != "Allow":
+            continue
+        for action in _as_list(statement.get("Action", [])):
+            text = templates.text(template, action)
+            if is_function and (text.startswith("logs:") or text in ENI_ACTIONS):
+                continue
+            services.add(text.split(":", 1)[0].lower())
+    managed = [templates.text(role[0], arn) for arn in role[0].props(role[1]).get("ManagedPolicyArns") or []]
+    if any(arn.endswith("/" + SSM_MANAGED_POLICY) for arn in managed):
+        services.update(SSM_SERVICES)
+    return services
+
+
+def _private_consumers(templates: Templates) -> Iterable[tuple[Template, str, list[Node], Node | None, bool]]:
+    """(template, logical id, private subnets, role, is a function) of each instance and VPC function in a
+    private subnet."""
+    tables = templates.route_tables()
+    for template in templates:
+        for lid, res in [*template.of_type("AWS::EC2::Instance").items(), *template.of_type("AWS::Lambda::Function").items()]:
+            props = res.get("Properties") or {}
+            is_function = res["Type"] == "AWS::Lambda::Function"
+            values = _as_list((props.get("VpcConfig") or {}).get("SubnetIds") or []) if is_function else \
+                [props.get("SubnetId"), *(i.get("SubnetId") for i in props.get("NetworkInterfaces") or [])]
+            subnets = [templates.node(template, v) for v in values if v is not None]
+            private = [s for s in subnets if not templates.subnet_problems(s, tables)]
+            if private:
+                yield template, lid, private, _role_of(templates, template, lid), is_function
+
+
+def _inside(cidr: str, vpc: str) -> bool:
+    try:
+        return ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network(vpc))
+    except (ValueError, TypeError):
+        return cidr == vpc
+
+
+def private_subnets_have_their_endpoints(folder: Folder) -> list[Finding]:
+    """Whatever runs in a private subnet reaches the services its role may call through interface endpoints in
+    that subnet: the services of its IAM actions (Lambda's own logs and network interfaces aside; S3 through the
+    gateway endpoint, checked with the route tables) and ssm, ssmmessages, ec2messages for an SSM-managed
+    instance. Every interface endpoint has private DNS and admits only TCP 443 from inside its VPC."""
+    templates = _load(folder)
+    rule = "private_subnets_have_their_endpoints"
+    findings = []
+    interfaces: dict[str, list[tuple[Template, str]]] = {}
+    ingress = [r for r in templates.security_group_rules() if r.direction == "ingress"]
+    for template in templates:
+        for lid, res in template.of_type("AWS::EC2::VPCEndpoint").items():
+            props = res.get("Properties") or {}
+            if templates.text(template, props.get("VpcEndpointType", "Gateway")) != "Interface":
+                continue
+            interfaces.setdefault(_endpoint_service(templates, template, lid), []).append((template, lid))
+            if templates.text(template, props.get("PrivateDnsEnabled", False)) != "true":
+                findings.append(Finding(rule, template.name, lid, "has no private DNS (PrivateDnsEnabled)"))
+            vpc = templates.node(template, props.get("VpcId"))
+            vpc_cidr = templates.text(vpc[0], vpc[0].props(vpc[1]).get("CidrBlock")) if vpc else "?"
+            groups = {_key(templates.node(template, g)) for g in props.get("SecurityGroupIds") or []}
+            if not groups:
+                findings.append(Finding(rule, template.name, lid, "has no security group of its own (the VPC's default)"))
+            for r in ingress:
+                if _key(r.group) not in groups:
+                    continue
+                from_vpc = (r.cidrs and all(_inside(c, vpc_cidr) for c in r.cidrs)) or r.peer_group is not None
+                if not (r.protocol in ("tcp", "6") and r.from_port == r.to_port == 443 and from_vpc):
+                    findings.append(Finding(rule, r.template.name, r.owner, f"{r.describe()} on endpoint {lid}: endpoints "
+                                                                            f"admit TCP 443 from the VPC ({vpc_cidr}) only"))
+    for template, lid, subnets, role, is_function in _private_consumers(templates):
+        if role is None:
+            continue
+        for service in sorted(_services_needed(templates, role, is_function) - {"s3"}):
+            covered = {_key(templates.node(t, s)) for t, e in interfaces.get(service, [])
+                       for s in _as_list(t.props(e).get("SubnetIds") or [])}
+            for subnet in subnets:
+                if _key(subnet) not in covered:
+                    findings.append(Finding(rule, template.name, lid, f"its role calls {service}, but private subnet "
+                                                                      f"{subnet[1]} has no {service} interface endpoint"))
+    return findings
+
+
+# A trailing wildcard after a named bucket (a key prefix) or a named stack (its generated id).
+ARN_WILDCARD_ALLOWED = re.compile(r"^arn:aws:(s3:::[^*?/]+|cloudformation:[^*?/]+:stack/[^*?/]+)/[^*?]*\*$")
+
+
+def iam_grants_name_their_resources(folder: Folder) -> list[Finding]:
+    """Every IAM statement (roles of functions and instances, attached policies) allows named actions (no "*" or
+    "?" in an action: `s3:Get*` and `*` alike) on named resources: "*" only for the network-interface actions that
+    cannot be scoped, a wildcard only at the end after a bucket's name (a key prefix) or a stack's; no NotAction/NotResource; managed
+    policies only AmazonSSMManagedInstanceCore on an instance's role; each role trusts one service."""
+    templates = _load(folder)
+    rule = "iam_grants_name_their_resources"
+    findings = []
+    for template in templates:
+        for role_id, role in template.of_type("AWS::IAM::Role").items():
+            props = role.get("Properties") or {}
+            trust = [s.get("Principal") for s in _as_list((props.get("AssumeRolePolicyDocument") or {}).get("Statement", []))]
+            services = [p.get("Service") if isinstance(p, dict) and set(p) == {"Service"} else None for p in trust]
+            if len(services) != 1 or not isinstance(services[0], str):
+                findings.append(Finding(rule, template.name, role_id, f"is assumable by {trust}, not by one service"))
+            for arn in props.get("ManagedPolicyArns") or []:
+                text = templates.text(template, arn)
+                if not (text.endswith("/" + SSM_MANAGED_POLICY) and services == ["ec2.amazonaws.com"]):
+                    findings.append(Finding(rule, template.name, role_id, f"has managed policy {text}; only an "
+                                                                          f"instance's role has {SSM_MANAGED_POLICY}"))
+            for statement_template, where, statement in _role_statements((template, role_id)):
+                findings += _statement_problems(templates, statement_template, where, statement, rule)
+    return findings
+
+
+def _statement_problems(templates: Templates, template: Template, where: str, statement: dict, rule: str) -> list[Finding]:
+    problems = [f"uses {key}" for key in ("NotAction", "NotResource", "NotPrincipal") if key in statement]
+    if statement.get("Effect") == "Allow":
+        actions = {templates.text(template, a) for a in _as_list(statement.get("Action", []))}
+        problems += [f"allows the wildcard action {a}" for a in sorted(actions) if "*" in a or "?" in a]
+        for resource in sorted({templates.text(template, r) for r in _as_list(statement.get("Resource", []))}):
+            if resource == "*" and not actions <= ENI_ACTIONS:
+                problems.append(f"allows {sorted(actions - ENI_ACTIONS)} on every resource (\"*\")")
+            elif resource != "*" and ("*" in resource or "?" in resource) and not ARN_WILDCARD_ALLOWED.match(resource):
+                problems.append(f"allows a wildcard resource {resource} where a name is known")
+    return [Finding(rule, template.name, where, f"statement {statement.get('Sid', '?')} {p}") for p in problems]
 
 
 def _expected_grants(templates: Templates, template: Template, props: dict, kind: str) -> set[tuple[str, str, str]]:
@@ -582,6 +855,28 @@ def buckets_private_encrypted_tls_only(folder: Folder) -> list[Finding]:
     return findings
 
 
+def cloudfront_reads_buckets_through_oac(folder: Folder) -> list[Finding]:
+    """Every CloudFront origin that is an S3 bucket is read through origin access control (no legacy origin
+    access identity), so the bucket stays private; other origins (the web instance) need none."""
+    templates = _load(folder)
+    rule = "cloudfront_reads_buckets_through_oac"
+    findings = []
+    for template in templates:
+        for lid, res in template.of_type("AWS::CloudFront::Distribution").items():
+            config = (res.get("Properties") or {}).get("DistributionConfig") or {}
+            for origin in config.get("Origins") or []:
+                bucket = templates.node(template, origin.get("DomainName"))
+                is_bucket = "S3OriginConfig" in origin or (bucket is not None and
+                                                           bucket[0].resources[bucket[1]].get("Type") == "AWS::S3::Bucket")
+                if not is_bucket:
+                    continue
+                identity = templates.text(template, (origin.get("S3OriginConfig") or {}).get("OriginAccessIdentity", ""))
+                if not origin.get("OriginAccessControlId") or identity:
+                    findings.append(Finding(rule, template.name, lid, f"origin {origin.get('Id')} is a bucket read "
+                                                                      "without origin access control"))
+    return findings
+
+
 def _everyone(templates: Templates, template: Template, principal: Any) -> bool:
     if principal == "*":
         return True
@@ -657,8 +952,15 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         analytics_only_in_private_subnets,
         private_route_tables_stay_in_vpc,
         no_nat_gateway,
+        warehouse_postgres_admits_only_etl,
+        dashboard_port_admits_nothing,
+        private_subnets_have_their_endpoints,
+        etl_runs_with_sg_lambda_etl,
+        instances_imdsv2_and_encrypted_volumes,
         lambda_roles_are_exact_allow_lists,
+        iam_grants_name_their_resources,
         buckets_private_encrypted_tls_only,
+        cloudfront_reads_buckets_through_oac,
         no_plaintext_secrets,
     )
 }
