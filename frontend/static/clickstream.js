@@ -1,7 +1,11 @@
 /*! clickstream.js: a dependency-free browser tracker for the clickstream ingest API (event contract v1).
  * <script>window.clickstreamConfig = {endpoint: "https://API/clickstream"}</script>
  * <script src="/static/clickstream.js" defer></script>   (or data-endpoint="..." on this tag)
- * Events are posted as {"events": [...]} in batches; a batch stays in localStorage until the API answers 2xx. */
+ * Events are posted as {"events": [...]} in batches; a batch stays in localStorage until the API answers 2xx.
+ * Signed in (idToken / setIdToken), batches go to the authorized route with the ID token. An event is never lost
+ * to a 401 there: the batch stays queued with its event ids, onTokenExpired() (the page's; it returns a fresh
+ * token, or a promise of one) is asked once and the batch retried with the new token; with none (signed out)
+ * its events are sent on the anonymous route, their signed-in state unknown (null). */
 (function (w, d) {
   'use strict';
   if (w.clickstream) return;
@@ -18,12 +22,13 @@
     consent: true,             // default before setConsent is called; Do-Not-Track always wins
     autoPageView: true,
     idToken: null,             // a signed-in page's Cognito ID token (or setIdToken later)
+    onTokenExpired: null,      // function () -> a fresh ID token, a promise of one, or null when signed out
     storagePrefix: 'clickstream.'
   }, w.clickstreamConfig);
   var HELPERS = 'product_list_view product_view search add_to_cart remove_from_cart begin_checkout purchase login logout sign_up';
   var UTM = ['source', 'medium', 'campaign', 'term', 'content'];
   var memory = {}, acked = {};
-  var idToken = cfg.idToken || null, inflight = null, failures = 0, retryTimer = null, lastUrl = null;
+  var idToken = cfg.idToken || null, inflight = null, failures = 0, retryTimer = null, lastUrl = null, renewed = null;
 
   // localStorage, or this page's memory where storage is refused or full; an unreadable value reads as none.
   function load(key) {
@@ -131,9 +136,24 @@
     save('queue', queued());
   }
 
+  // A 401 on the authorized route: the batch stays queued. A fresh token from the page (asked once per batch)
+  // retries it; without one the events lose their signed-in state and go to the anonymous route.
+  function renew(batch) {
+    var first = batch[0].event_id, ask = renewed !== first && cfg.onTokenExpired;
+    renewed = first;
+    return Promise.resolve(ask && ask()).catch(function () { return null; }).then(function (token) {
+      idToken = token || null;
+      if (idToken) return;
+      var ids = {};
+      batch.forEach(function (e) { ids[e.event_id] = 1; });
+      save('queue', queued().map(function (e) { return ids[e.event_id] ? Object.assign(e, {user_login_state: null}) : e; }));
+    });
+  }
+
   // Sends the queue batch by batch; a batch answered 2xx is forgotten (never sent again); after a network error,
-  // 408, 429 or 5xx it stays queued, with the same event ids, and is retried after a growing delay; any other
-  // answer drops it: resending cannot change it. The promise settles when the queue is empty or waits for a retry.
+  // 408, 429 or 5xx it stays queued, with the same event ids, and is retried after a growing delay; a 401 on the
+  // authorized route renews the token (renew); any other answer drops it: resending cannot change it. The
+  // promise settles when the queue is empty or waits for a retry.
   function flush() {
     if (inflight) return inflight;
     var batch = nextBatch();
@@ -142,6 +162,7 @@
     return inflight = fetch(t.url, {method: 'POST', headers: t.headers, body: body(batch), keepalive: true, credentials: 'omit'})
       .then(function (response) {
         var status = response.status;
+        if (status === 401 && t.headers.authorization) return renew(batch);
         if (status < 500 && status !== 408 && status !== 429) {
           failures = 0;
           forget(batch);

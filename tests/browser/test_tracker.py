@@ -315,3 +315,35 @@ def test_unreadable_storage_is_read_as_empty_and_never_breaks_the_page(open_shop
     events = raw_zone.wait_for(page.evaluate("window.clickstream.clientId"), 11)
 
     assert [event["event_name"] for event in events] == ["page_view", *HELPER_NAMES] and errors == []
+
+
+# The page's onTokenExpired, added to the config open_shop writes: counts its calls and answers "signed out".
+SIGNED_OUT_CALLBACK = """window.refreshes = 0;
+Object.defineProperty(window, 'clickstreamConfig', {configurable: true, get: function () { return this.config; },
+  set: function (config) {
+    this.config = Object.assign(config, {onTokenExpired: function () { refreshes++; return Promise.resolve(null); }});
+  }});"""
+
+
+@pytest.mark.parametrize("page_answer", ["no onTokenExpired", "onTokenExpired: signed out"])
+def test_a_401_without_a_fresh_token_still_delivers_the_events_anonymously(open_shop, context, ingest_url, raw_zone,
+                                                                          page_answer):
+    if page_answer != "no onTokenExpired":
+        context.add_init_script(SIGNED_OUT_CALLBACK)
+    page = open_shop(batchSize=50, flushInterval=60000, autoPageView=False, idToken="refused.by.the-api")
+    answers = []
+    page.on("response", lambda response: response.url.startswith(ingest_url) and answers.append(
+        (response.url.removeprefix(ingest_url), response.status)))
+    page.evaluate(HELPER_CALLS)
+    page.evaluate("window.clickstream.flush()")
+
+    events = raw_zone.wait_for(page.evaluate("window.clickstream.clientId"), 10, page)
+    page.wait_for_timeout(600)  # flushes that would send the acknowledged batch again
+
+    assert [event["event_name"] for event in raw_zone.events(page.evaluate("window.clickstream.clientId"))] == HELPER_NAMES
+    assert {(event.get("user_id"), event["user_login_state"]) for event in events} == {(None, None)}
+    assert answers == [("/user", 401), ("", 200)]
+    assert page.evaluate("window.refreshes") == (None if page_answer == "no onTokenExpired" else 1)
+    assert page.evaluate("localStorage.getItem('clickstream.queue')") == "[]"
+    page.evaluate("window.clickstream.track('click')")  # signed out now: new events are anonymous
+    assert json.loads(page.evaluate("localStorage.getItem('clickstream.queue')"))[0]["user_login_state"] == "anonymous"

@@ -228,7 +228,7 @@ def test_the_module_runs_the_app_under_uvicorn(shop_dsn, tmp_path):
         home = httpx.get(url + "/")
         css = httpx.get(url + "/static/storefront.css")
         assert home.status_code == 200 and "Featured deals" in home.text
-        assert 'window.clickstreamConfig = {endpoint: "http://127.0.0.1:9/clickstream"}' in home.text
+        assert 'window.clickstreamConfig = {endpoint: "http://127.0.0.1:9/clickstream", onTokenExpired: refreshIdToken}' in home.text
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     finally:
         stop_process(process.pid, timeout=10)
@@ -259,7 +259,7 @@ def test_up_runs_the_storefront_and_status_shows_its_url(local_stack, shop_dsn):
     with httpx.Client(base_url=status["storefront_url"], follow_redirects=True) as browser:
         home = browser.get("/")
         assert home.status_code == 200
-        assert f'window.clickstreamConfig = {{endpoint: "{status["ingest_url"]}"}}' in home.text
+        assert f'window.clickstreamConfig = {{endpoint: "{status["ingest_url"]}", onTokenExpired: refreshIdToken}}' in home.text
         browser.post("/cart/items", data={"product_id": "MON-002", "quantity": "1"})
         cart_id = re.search(r'name="cart_id" value="([^"]+)"', browser.get("/checkout").text).group(1)
         order_id = browser.post("/checkout", data={"cart_id": cart_id}).url.path.removeprefix("/orders/")

@@ -76,15 +76,55 @@ def test_a_wrong_password_or_unknown_email_is_one_message_and_no_cookie(browser,
     assert SHOPPER_COOKIE not in response.cookies and not TOKEN_RE.search(response.text)
 
 
-def test_a_tampered_or_expired_shopper_cookie_is_signed_out(browser, local_stack):
+def shopper_cookies(local_stack):
+    """The storefront's serializer of the shopper cookie (its key is in the stack's credentials)."""
     from itsdangerous import URLSafeSerializer
 
     from clickstream.local.credentials import load_or_create
 
     secret = load_or_create(stack.credentials_file(local_stack, "storefront"), ["cookie_secret"])["cookie_secret"]
-    sign = URLSafeSerializer(secret, salt="clickstream-storefront-shopper").dumps
+    return URLSafeSerializer(secret, salt="clickstream-storefront-shopper")
+
+
+def test_a_tampered_or_expired_shopper_cookie_is_signed_out(browser, local_stack):
+    sign = shopper_cookies(local_stack).dumps
     expired = sign({"email": "a@example.com", "id_token": "x.y.z", "exp": int(time.time()) - 1})
     for cookie in (expired, "forged-value"):
         browser.cookies.set(SHOPPER_COOKIE, cookie)
         page = browser.get("/").text
         assert not TOKEN_RE.search(page) and '<a href="/account/sign-in">Sign in</a>' in page
+
+
+def claims(token: str) -> dict:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def test_the_tracker_gets_a_fresh_id_token_from_the_session_until_signing_out(browser, shopper, local_stack):
+    browser.post("/account/sign-in", data={"email": shopper["email"], "password": PASSWORD})
+    browser.get("/")
+    time.sleep(1.1)  # a new token has a later iat
+
+    fresh = browser.post("/account/token")
+
+    assert fresh.status_code == 200 and fresh.headers["cache-control"] == "no-store"
+    token = fresh.json()["id_token"]
+    assert claims(token)["sub"] == shopper["sub"] and claims(token)["token_use"] == "id"
+    assert json.loads(TOKEN_RE.search(browser.get("/").text).group(1)) == token, "pages hand out the fresh token"
+    browser.post("/account/sign-out")
+    assert browser.post("/account/token").status_code == 401
+    browser.cookies.set(SHOPPER_COOKIE, fresh.cookies[SHOPPER_COOKIE])  # the cookie of a session signed out
+    assert browser.post("/account/token").status_code == 401
+
+
+def test_a_page_whose_id_token_expired_gets_a_fresh_one_from_the_session(browser, shopper, local_stack):
+    browser.post("/account/sign-in", data={"email": shopper["email"], "password": PASSWORD})
+    serializer = shopper_cookies(local_stack)
+    cookie = serializer.loads(browser.cookies[SHOPPER_COOKIE])
+    browser.cookies.delete(SHOPPER_COOKIE)
+    browser.cookies.set(SHOPPER_COOKIE, serializer.dumps({**cookie, "exp": int(time.time()) - 1}))
+
+    page = browser.get("/").text
+
+    token = json.loads(TOKEN_RE.search(page).group(1))
+    assert claims(token)["sub"] == shopper["sub"] and claims(token)["exp"] > time.time() + 600
+    assert serializer.loads(browser.cookies.get(SHOPPER_COOKIE, domain="127.0.0.1"))["exp"] == claims(token)["exp"]

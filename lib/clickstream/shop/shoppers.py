@@ -108,15 +108,27 @@ def signed_in_shoppers(settings: Settings, emails: Iterable[str]) -> dict[str, s
     return tokens
 
 
-def sign_in(settings: Settings, email: str, password: str) -> dict:
-    """InitiateAuth USER_PASSWORD_AUTH on the shop's app client: the AuthenticationResult (IdToken, ...);
-    a wrong email or password is one CognitoError that does not say which."""
+def _initiate_auth(settings: Settings, flow: str, parameters: dict, refused: str) -> dict:
+    """InitiateAuth on the shop's app client: the AuthenticationResult; a refusal is CognitoError(refused)."""
     pool = shop_pool(settings)
     client = aws.client("cognito-idp", settings)
     try:
-        return client.initiate_auth(ClientId=pool.client_id, AuthFlow="USER_PASSWORD_AUTH",
-                                    AuthParameters={"USERNAME": email, "PASSWORD": password})["AuthenticationResult"]
+        return client.initiate_auth(ClientId=pool.client_id, AuthFlow=flow,
+                                    AuthParameters=parameters)["AuthenticationResult"]
     except ClientError as error:
         if error.response["Error"]["Code"] in ("NotAuthorizedException", "UserNotFoundException"):
-            raise CognitoError("Incorrect email or password.") from None
+            raise CognitoError(refused) from None
         raise CognitoError(f"{error.response['Error']['Code']}: {error.response['Error']['Message']}") from None
+
+
+def sign_in(settings: Settings, email: str, password: str) -> dict:
+    """USER_PASSWORD_AUTH: the AuthenticationResult (IdToken, RefreshToken, ...); a wrong email or password is
+    one CognitoError that does not say which."""
+    return _initiate_auth(settings, "USER_PASSWORD_AUTH", {"USERNAME": email, "PASSWORD": password},
+                          "Incorrect email or password.")
+
+
+def refresh_id_token(settings: Settings, refresh_token: str) -> str:
+    """REFRESH_TOKEN_AUTH: a fresh ID token for the shopper whose refresh token this is."""
+    return _initiate_auth(settings, "REFRESH_TOKEN_AUTH", {"REFRESH_TOKEN": refresh_token},
+                          "The session expired: sign in again.")["IdToken"]

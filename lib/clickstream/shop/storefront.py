@@ -5,9 +5,11 @@
 
 Pages: home, category pages, product pages, search, cart, checkout, the order confirmation, sign in and sign
 out. A visitor is a random id in a signed cookie; their cart is their one open row in `carts`. Signing in
-runs Cognito's InitiateAuth on the server; the shopper's email and ID token live in a second signed cookie
-until the token expires, and each page hands the token to the tracker (setIdToken), whose batches then go
-to the API's authorized route. Placing an order writes orders and
+runs Cognito's InitiateAuth on the server; the shopper's email and ID token live in a second signed cookie,
+the refresh token in the server-side session it names (this process's memory). Each page hands the ID token
+to the tracker, whose batches then go to the API's authorized route; when the API refuses it (401), the
+tracker asks POST /account/token for a fresh one (REFRESH_TOKEN_AUTH with the session's refresh token), and
+a page whose token expired is refreshed the same way. Placing an order writes orders and
 order_items and marks the cart ordered in one transaction, so a second submit finds the order instead of
 writing another. It is the only component with the OLTP credentials. Pages load the tracker
 (/static/clickstream.js) and call its helpers only when it loaded: shopping never depends on analytics.
@@ -17,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections import OrderedDict
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qsl
 
 import jwt
@@ -35,7 +37,8 @@ from psycopg.rows import dict_row
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -47,6 +50,7 @@ MAX_QUANTITY = 100  # cart_items and order_items allow 1..100 of a product
 VISITOR_COOKIE = "cs_visitor"
 VISITOR_MAX_AGE = 90 * 24 * 3600
 SHOPPER_COOKIE = "cs_shopper"
+MAX_SESSIONS = 10_000  # signed-in sessions kept (their refresh tokens); the oldest go first
 FEATURED_COUNT = 8
 MAX_SEARCH_LENGTH = 100
 PRODUCT_ID = re.compile(r"^[A-Z]{3}-[0-9]{3}$")
@@ -62,7 +66,17 @@ class SignInError(Exception):
     """Signing in failed; the message is for the shopper."""
 
 
-Authenticate = Callable[[str, str], str]  # (email, password) -> an ID token; raises SignInError
+class Tokens(NamedTuple):
+    id_token: str
+    refresh_token: str | None
+
+
+class Authenticate(Protocol):
+    """How shoppers sign in; both raise SignInError."""
+
+    def sign_in(self, email: str, password: str) -> Tokens: ...
+
+    def refresh(self, refresh_token: str) -> str: ...  # a fresh ID token
 
 
 def frontend_dir() -> Path:
@@ -124,6 +138,7 @@ class Storefront:
         self.dsn = oltp_dsn
         self.currency = currency
         self.authenticate = authenticate
+        self.sessions: OrderedDict[str, str] = OrderedDict()  # session id -> refresh token
         self.cookies = URLSafeSerializer(secret_key, salt="clickstream-storefront-visitor")
         self.shopper_cookies = URLSafeSerializer(secret_key, salt="clickstream-storefront-shopper")
         self.templates = Jinja2Templates(directory=str(templates))
@@ -155,14 +170,49 @@ class Storefront:
         return response
 
     # --- shoppers ------------------------------------------------------------------------------
-    def shopper(self, request: Request) -> dict | None:
-        """{"email", "id_token", "exp", "event"} of the signed-in shopper; None when signed out, when the
-        token expired (the tracker must never send one the API refuses) or when the cookie is not ours."""
+    def shopper_cookie(self, request: Request) -> dict | None:
+        """{"email", "id_token", "exp", "session", "event"} from the shopper cookie; None without a valid one."""
         try:
             shopper = self.shopper_cookies.loads(request.cookies.get(SHOPPER_COOKIE, ""))
         except BadSignature:
             return None
-        return shopper if isinstance(shopper, dict) and shopper.get("exp", 0) > time.time() + 60 else None
+        return shopper if isinstance(shopper, dict) else None
+
+    async def shopper(self, request: Request) -> tuple[dict | None, bool]:
+        """(the signed-in shopper, whether the ID token was refreshed): a token about to expire is refreshed
+        with the session's refresh token; None when signed out or when that fails (the tracker must never
+        send a token the API refuses)."""
+        shopper = self.shopper_cookie(request)
+        if shopper is None or shopper.get("exp", 0) > time.time() + 60:
+            return shopper, False
+        return await self.refreshed(shopper), True
+
+    async def refreshed(self, shopper: dict) -> dict | None:
+        """The shopper with a fresh ID token from Cognito (REFRESH_TOKEN_AUTH); None without a session or when
+        Cognito refuses (the session is then forgotten)."""
+        refresh_token = self.sessions.get(shopper.get("session", ""))
+        if not refresh_token or not self.authenticate:
+            return None
+        try:
+            token = await run_in_threadpool(self.authenticate.refresh, refresh_token)
+        except SignInError:
+            self.sessions.pop(shopper["session"], None)
+            return None
+        return {**shopper, "id_token": token, "exp": token_expiry(token)}
+
+    def keep(self, response: Response, shopper: dict) -> Response:
+        response.set_cookie(SHOPPER_COOKIE, self.shopper_cookies.dumps(shopper),
+                            max_age=max(0, shopper["exp"] - int(time.time())), httponly=True, samesite="lax")
+        return response
+
+    def remember_session(self, refresh_token: str | None) -> str | None:
+        if not refresh_token:
+            return None
+        session = secrets.token_urlsafe(24)
+        self.sessions[session] = refresh_token
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+        return session
 
     def sign_in_form(self, request: Request, status_code: int = 200, **context) -> Response:
         return self.templates.TemplateResponse(
@@ -180,17 +230,27 @@ class Storefront:
         if not self.authenticate:
             raise HTTPException(400, "Signing in is not available in this shop.")
         try:
-            token = self.authenticate(email, fields.get("password", ""))
+            tokens = await run_in_threadpool(self.authenticate.sign_in, email, fields.get("password", ""))
         except SignInError as error:
             return self.sign_in_form(request, 401, error=str(error), email=email)
-        exp = jwt.decode(token, options={"verify_signature": False})["exp"]  # ours, straight from Cognito
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(SHOPPER_COOKIE, self.shopper_cookies.dumps(
-            {"email": email, "id_token": token, "exp": exp, "event": "login"}), max_age=max(0, exp - int(time.time())),
-            httponly=True, samesite="lax")
-        return response
+        return self.keep(RedirectResponse("/", status_code=303), {
+            "email": email, "id_token": tokens.id_token, "exp": token_expiry(tokens.id_token),
+            "session": self.remember_session(tokens.refresh_token), "event": "login"})
+
+    async def fresh_token(self, request: Request) -> Response:
+        """POST /account/token, the tracker's onTokenExpired: {"id_token": ...} refreshed with the session's
+        refresh token, or 401 when signed out."""
+        shopper = self.shopper_cookie(request)
+        shopper = shopper and await self.refreshed(shopper)
+        if shopper is None:
+            return JSONResponse({"message": "Signed out"}, status_code=401, headers={"cache-control": "no-store"})
+        return self.keep(JSONResponse({"id_token": shopper["id_token"]}, headers={"cache-control": "no-store"}),
+                         shopper)
 
     async def sign_out(self, request: Request) -> Response:
+        shopper = self.shopper_cookie(request)
+        if shopper:
+            self.sessions.pop(shopper.get("session") or "", None)
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(SHOPPER_COOKIE)
         return response
@@ -204,12 +264,11 @@ class Storefront:
         if visitor:
             async with await self.connect() as conn:
                 count = await self.cart_count(conn, visitor)
-        shopper = self.shopper(request)
+        shopper, refreshed = await self.shopper(request)
         response = self.templates.TemplateResponse(request, name, {**context, "cart_count": count,
                                                                    "shopper": shopper}, status_code=status_code)
-        if shopper and shopper.pop("event", None):
-            response.set_cookie(SHOPPER_COOKIE, self.shopper_cookies.dumps(shopper),
-                                max_age=max(0, shopper["exp"] - int(time.time())), httponly=True, samesite="lax")
+        if shopper and (shopper.pop("event", None) or refreshed):
+            self.keep(response, shopper)
         return response
 
     async def error_page(self, request: Request, error: HTTPException) -> Response:
@@ -405,6 +464,11 @@ class Storefront:
         return await self.render(request, "order.html", order=order, items=items, page_type="purchase")
 
 
+def token_expiry(token: str) -> int:
+    """The exp of an ID token straight from Cognito (the storefront's own, so its signature is not checked)."""
+    return jwt.decode(token, options={"verify_signature": False})["exp"]
+
+
 def create_app(oltp_dsn: str, secret_key: str | None = None, ingest_url: str | None = None,
                templates: Path | None = None, static: Path | None = None, currency: str = CURRENCY,
                authenticate: Authenticate | None = None) -> Starlette:
@@ -427,22 +491,34 @@ def create_app(oltp_dsn: str, secret_key: str | None = None, ingest_url: str | N
         Route("/account/sign-in", shop.sign_in_page, methods=["GET"]),
         Route("/account/sign-in", shop.sign_in, methods=["POST"]),
         Route("/account/sign-out", shop.sign_out, methods=["POST"]),
+        Route("/account/token", shop.fresh_token, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(static or frontend_dir() / "static")), name="static"),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: shop.error_page})
 
 
-def cognito_sign_in(settings: Settings) -> Authenticate:
-    """Sign shoppers in with the target's user pool (clickstream.shop.shoppers.sign_in)."""
-    from clickstream.shop import shoppers
+class CognitoSignIn:
+    """Shoppers sign in with the target's user pool (clickstream.shop.shoppers)."""
 
-    def authenticate(email: str, password: str) -> str:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def sign_in(self, email: str, password: str) -> Tokens:
+        from clickstream.shop import shoppers
+
         try:
-            return shoppers.sign_in(settings, email, password)["IdToken"]
+            result = shoppers.sign_in(self.settings, email, password)
         except shoppers.CognitoError as error:
             raise SignInError(str(error)) from error
+        return Tokens(result["IdToken"], result.get("RefreshToken"))
 
-    return authenticate
+    def refresh(self, refresh_token: str) -> str:
+        from clickstream.shop import shoppers
+
+        try:
+            return shoppers.refresh_id_token(self.settings, refresh_token)
+        except shoppers.CognitoError as error:
+            raise SignInError(str(error)) from error
 
 
 def main() -> None:
@@ -460,7 +536,7 @@ def main() -> None:
     if not args.oltp_dsn:
         parser.error("the OLTP DSN is needed: --oltp-dsn or CLICKSTREAM_OLTP_DSN")
     app = create_app(args.oltp_dsn, os.environ.get("CLICKSTREAM_STOREFRONT_SECRET"), args.ingest_url,
-                     authenticate=cognito_sign_in(Settings.from_env()))
+                     authenticate=CognitoSignIn(Settings.from_env()))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
