@@ -140,6 +140,10 @@ def web_tier_open_on_8080(t):
     ingress(t, "network.yaml", "WebSecurityGroup").append(tcp(8080, CidrIp="0.0.0.0/0"))
 
 
+def web_tier_open_to_half_the_internet_on_5432(t):
+    ingress(t, "network.yaml", "WebSecurityGroup").append(tcp(5432, CidrIp="0.0.0.0/1"))
+
+
 def dashboard_open_to_the_internet(t):
     ingress(t, "network.yaml", "DwSecurityGroup").append(tcp(8787, CidrIp="0.0.0.0/0"))
 
@@ -312,6 +316,25 @@ def plaintext_password_in_user_data(t):
     prepend_to_user_data(t, "analytics.yaml", "DwInstance", "psql -c \"ALTER ROLE postgres PASSWORD 'hunter22'\"")
 
 
+def learner_switch(default: str | None, inline: bool = False) -> Breaks:
+    """A parameter that opens the dashboard port to the VPC for learners, with `default` (None: no default), as a
+    conditional resource or (`inline`) an Fn::If in the group's own rules."""
+    def breaks(t):
+        network = t["network.yaml"]
+        network.parameters["LearnerDashboardAccess"] = {"Type": "String", "AllowedValues": ["true", "false"],
+                                                        **({"Default": default} if default is not None else {})}
+        network.body["Conditions"] = {"LearnerAccess": {"Fn::Equals": [{"Ref": "LearnerDashboardAccess"}, "true"]}}
+        rule = tcp(8787, CidrIp={"Ref": "VpcCidr"})
+        if inline:
+            ingress(t, "network.yaml", "DwSecurityGroup").append(
+                {"Fn::If": ["LearnerAccess", rule, {"Ref": "AWS::NoValue"}]})
+        else:
+            add(t, "network.yaml", "LearnerDashboard", "AWS::EC2::SecurityGroupIngress", GroupId={"Ref": "DwSecurityGroup"},
+                **rule)
+            network.resources["LearnerDashboard"]["Condition"] = "LearnerAccess"
+    return breaks
+
+
 # name: (how the copy is broken, the architecture rules that must fail, policy tags that must fire too)
 MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "SSH from anywhere": (ssh_from_anywhere, {"no_port_22", "no_world_ingress_except_web_http"}, {"CS-SG-NO-SSH"}),
@@ -319,6 +342,8 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "SSH in a port range from the VPC": (ssh_in_a_port_range_from_the_vpc, {"no_port_22"}, set()),
     "SSH key pair on the warehouse": (ssh_key_pair_on_the_warehouse, {"no_port_22"}, {"CS-EC2-NO-KEYPAIR"}),
     "web tier open on 8080": (web_tier_open_on_8080, {"no_world_ingress_except_web_http"}, set()),
+    "web tier open to 0.0.0.0/1 on 5432": (web_tier_open_to_half_the_internet_on_5432,
+                                           {"no_world_ingress_except_web_http"}, set()),
     "dashboard open to the internet": (dashboard_open_to_the_internet,
                                        {"no_world_ingress_except_web_http", "dashboard_port_admits_nothing"}, set()),
     "dashboard open to the ETL": (dashboard_open_to_the_etl, {"dashboard_port_admits_nothing"}, set()),
@@ -371,6 +396,10 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "no TLS-only policy": (no_tls_only_policy, {"buckets_private_encrypted_tls_only"}, set()),
     "bucket origin without origin access control": (bucket_origin_without_oac,
                                                     {"cloudfront_reads_buckets_through_oac"}, set()),
+    "a learner switch that defaults to open": (learner_switch("true"), {"dashboard_port_admits_nothing"}, set()),
+    "a learner switch (Fn::If) that defaults to open": (learner_switch("true", inline=True),
+                                                       {"dashboard_port_admits_nothing"}, set()),
+    "a learner switch without a default": (learner_switch(None), {"switches_have_safe_defaults"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
 }
@@ -389,6 +418,13 @@ def test_a_broken_copy_fails_exactly_the_right_rules(broken, mutation):
     assert set(failing) == rules, failing
     if tags:
         assert tags <= policy_tags(folder)
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["conditional resource", "Fn::If"])
+def test_a_learner_switch_that_defaults_to_closed_passes_every_rule(broken, inline):
+    folder = broken(learner_switch("false", inline))
+    assert failing_rules(folder) == {}
+    assert [str(f) for f in policy_rules(folder)] == []
 
 
 def test_make_check_templates_fails_on_a_broken_copy_and_passes_on_the_real_templates(broken):

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Union
 from cfnlint.api import ManualArgs, lint_file
 
 from clickstream.infra.templates import (Evaluator, ExportTable, Template, TemplateSet, get_att_arguments,
-                                         parameter_values)
+                                         parameter_values, references, PSEUDO_PARAMETERS)
 from clickstream.settings import project_root
 
 WEB_TIER_GROUP = "sg_oltp_webDB"
@@ -56,6 +56,8 @@ NOT_A_SECRET = re.compile(
 DYNAMIC_REFERENCE = re.compile(r"^\{\{resolve:(secretsmanager|ssm-secure):")
 CREDENTIAL_TEXT = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----")
 PASSWORD_LITERAL = re.compile(r"password\s*(=|\s)\s*['\"]?(?![$:{'\"])[^\s'\"]{6,}", re.IGNORECASE)
+CONDITION_FUNCTIONS = ("Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or", "Condition")
+NO_VALUE = object()
 DEFAULT_RULES = "policy-rules.cfnlint"
 DEFAULT_SUPPRESSIONS = "policy-suppressions.toml"
 
@@ -93,7 +95,42 @@ class Symbols(Evaluator):
         return "{" + json.dumps(value, sort_keys=True, default=str) + "}"
 
     def unsupported(self, fn: str, value: dict) -> str:
+        if fn == "Fn::If":
+            name, when_true, when_false = value[fn]
+            return self.resolve(when_true if self.holds({"Condition": name}) else when_false)
+        if fn in CONDITION_FUNCTIONS:
+            return self.string(self.holds(value))
         return self.mapping(value)
+
+    def holds(self, value: Any) -> bool:
+        """A condition (Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition) at the parameters' values; an unknown
+        condition holds (cfn-lint reports it)."""
+        if not isinstance(value, dict) or len(value) != 1:
+            return self.string(self.resolve(value)) == "true"
+        (fn, arg), = value.items()
+        if fn == "Condition":
+            condition = (self.template.body.get("Conditions") or {}).get(arg)
+            return condition is None or self.holds(condition)
+        if fn == "Fn::Equals":
+            return self.text(arg[0]) == self.text(arg[1])
+        if fn == "Fn::Not":
+            return not self.holds(arg[0])
+        if fn in ("Fn::And", "Fn::Or"):
+            return (all if fn == "Fn::And" else any)(self.holds(item) for item in arg)
+        return self.string(self.resolve(value)) == "true"
+
+    def deployed(self, node: Any) -> Any:
+        """`node` as deployed: each Fn::If replaced by its branch, AWS::NoValue left out (NO_VALUE for the node)."""
+        if isinstance(node, list):
+            return [item for item in map(self.deployed, node) if item is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if node == {"Ref": "AWS::NoValue"}:
+            return NO_VALUE
+        if len(node) == 1 and "Fn::If" in node:
+            name, when_true, when_false = node["Fn::If"]
+            return self.deployed(when_true if self.holds({"Condition": name}) else when_false)
+        return {key: item for key, item in ((k, self.deployed(v)) for k, v in node.items()) if item is not NO_VALUE}
 
     def ref(self, name: str) -> str:
         pseudo = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": self.stack_name}
@@ -126,7 +163,19 @@ class Templates(TemplateSet):
         names = self.stack_names
         self.symbols = {template.name: Symbols(template, parameter_values(template, "aws", names), names[template.stem],
                                                self.exports) for template in self.templates}
+        for template in self.templates:
+            self._deploy_defaults(template)
         self.exports.update(ExportTable(self.symbols.values()))
+
+    def _deploy_defaults(self, template: Template) -> None:
+        """The rules judge the stacks deployed with the defaults: resources whose Condition does not hold are left
+        out, every Fn::If is its branch (a parameter that switches a rule off must default to on)."""
+        symbols = self.symbols[template.name]
+        for section in ("Resources", "Outputs"):
+            if template.body.get(section):
+                template.body[section] = {
+                    key: symbols.deployed(item) for key, item in template.body[section].items()
+                    if "Condition" not in item or symbols.holds({"Condition": item["Condition"]})}
 
     def text(self, template: Template, value: Any) -> str:
         """A canonical string for a value (see Symbols)."""
@@ -310,11 +359,12 @@ def _as_list(value: Any) -> list:
 # The architecture's rules: one function each, findings empty when the rule holds.
 # =====================================================================================================
 def no_world_ingress_except_web_http(folder: Folder) -> list[Finding]:
-    """Nothing admits 0.0.0.0/0 or ::/0 except TCP 80 and 443 to the web tier (sg_oltp_webDB)."""
+    """Nothing admits the internet (0.0.0.0/0, ::/0 or any other public range, such as 0.0.0.0/1) except TCP 80
+    and 443 to the web tier (sg_oltp_webDB)."""
     templates = _load(folder)
     findings = []
     for rule in templates.security_group_rules():
-        if rule.direction != "ingress" or not rule.cidrs & WORLD:
+        if rule.direction != "ingress" or not any(map(_public, rule.cidrs)):
             continue
         single_port = rule.from_port == rule.to_port and rule.from_port in PUBLIC_PORTS
         if rule.group_name == WEB_TIER_GROUP and rule.protocol in ("tcp", "6") and single_port:
@@ -323,6 +373,17 @@ def no_world_ingress_except_web_http(folder: Folder) -> list[Finding]:
                                 f"{rule.describe()} (group {rule.group_name}): only TCP 80/443 to {WEB_TIER_GROUP} "
                                 "may be open to the internet"))
     return findings
+
+
+def _public(cidr: str) -> bool:
+    """A CIDR with addresses on the internet (a symbol that cannot be read is not judged here)."""
+    if cidr in WORLD:
+        return True
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+    return not (network.is_private or network.is_loopback)
 
 
 def no_port_22(folder: Folder) -> list[Finding]:
@@ -877,6 +938,27 @@ def cloudfront_reads_buckets_through_oac(folder: Folder) -> list[Finding]:
     return findings
 
 
+def switches_have_safe_defaults(folder: Folder) -> list[Finding]:
+    """Every parameter a condition reads (a switch, e.g. for learners) is declared and has a default, so the
+    stacks deployed with the defaults, which every other rule judges, are the ones a plain deploy makes."""
+    templates = _load(folder)
+    rule = "switches_have_safe_defaults"
+    findings = []
+    for template in templates:
+        for name, condition in (template.body.get("Conditions") or {}).items():
+            for parameter, _ in sorted(references(condition), key=str):
+                spec = template.parameters.get(parameter)
+                if parameter in PSEUDO_PARAMETERS:
+                    continue
+                if spec is None:
+                    findings.append(Finding(rule, template.name, f"Conditions.{name}", f"reads {parameter}, which is "
+                                                                                       "not a parameter"))
+                elif "Default" not in spec:
+                    findings.append(Finding(rule, template.name, f"Parameters.{parameter}", f"switches condition {name} "
+                                                                                            "but has no default"))
+    return findings
+
+
 def _everyone(templates: Templates, template: Template, principal: Any) -> bool:
     if principal == "*":
         return True
@@ -962,6 +1044,7 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         buckets_private_encrypted_tls_only,
         cloudfront_reads_buckets_through_oac,
         no_plaintext_secrets,
+        switches_have_safe_defaults,
     )
 }
 
