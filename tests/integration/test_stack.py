@@ -27,7 +27,7 @@ def test_status_json_reports_endpoints_dsns_and_health(local_stack):
     status = json.loads(result.stdout)
     assert status["healthy"] is True
     healthy = {name for name, svc in status["services"].items() if svc["healthy"]}
-    assert healthy == {"aws", "api", "dw", "oltp", "storefront"}
+    assert healthy == {"aws", "api", "dw", "oltp", "storefront", "dashboard"}
     assert status["api_url"] == f"http://127.0.0.1:{local_stack.api_port}"
     assert status["aws_endpoint_url"] == f"http://127.0.0.1:{local_stack.aws_port}"
     assert status["raw_bucket"] == "clickstream-s3-ingest-local"

@@ -1,5 +1,5 @@
-"""The local stack: moto (AWS endpoint), the DW and OLTP PostgreSQL clusters, the local HTTP API and the
-shop's storefront.
+"""The local stack: moto (AWS endpoint), the DW and OLTP PostgreSQL clusters, the local HTTP API, the
+shop's storefront and the dashboard (shiny/app.py).
 
 `up` is idempotent, `down` stops by pid what `up` started and keeps all data, `status` reports health.
 """
@@ -26,7 +26,7 @@ from clickstream import aws
 from clickstream.analytics import secrets
 from clickstream.local import scheduler
 from clickstream.infra.templates import TemplateError, load_stacks, recorded_physical_ids
-from clickstream.local import cognito, credentials
+from clickstream.local import cognito, credentials, dashboard
 from clickstream.local.locks import folder_lock
 from clickstream.local.postgres import Cluster, PortInUseError, dsn, port_is_free, setup_oltp, setup_warehouse
 from clickstream.settings import Settings
@@ -39,6 +39,7 @@ PROCESS_MODULES = {
     "aws": "clickstream.local.moto_runner",
     "api": "clickstream.local.api_server",
     "storefront": "clickstream.shop.storefront",
+    "dashboard": "clickstream.local.dashboard",
     "scheduler": "clickstream.local.scheduler",  # only with `up --schedule`; no port
 }
 STOP_TIMEOUT = {"aws": 10.0}  # moto has nothing to save at stop: every S3 change is on disk when acknowledged
@@ -48,8 +49,9 @@ PORT_HINTS = {
     "dw": "--dw-port or CLICKSTREAM_DW_PORT",
     "oltp": "--oltp-port or CLICKSTREAM_OLTP_PORT",
     "storefront": "--storefront-port or CLICKSTREAM_STOREFRONT_PORT",
+    "dashboard": "--dashboard-port or CLICKSTREAM_DASHBOARD_PORT",
 }
-HTTP_SERVICES = ("aws", "api", "storefront")
+HTTP_SERVICES = ("aws", "api", "storefront", "dashboard")
 
 
 class StackError(RuntimeError):
@@ -232,6 +234,10 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, sch
         services["storefront"] = _ensure_process(settings, "storefront", _storefront_env(settings, env),
                                                  services.get("storefront"), progress)
         write_state(settings, state)
+        services["dashboard"] = _ensure_process(
+            settings, "dashboard", dashboard.app_env(env, warehouse_dsn(settings, "dashboard_reader")),
+            services.get("dashboard"), progress)
+        write_state(settings, state)
         if schedule or "scheduler" in services:
             services["scheduler"] = _ensure_scheduler(settings, env, services.get("scheduler"), progress)
             write_state(settings, state)
@@ -241,7 +247,7 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, sch
 def _check_ports(settings: Settings, services: dict) -> None:
     """Fail before starting anything if a port we need is held by another program."""
     pg = clusters(settings)
-    for name in ("aws", "dw", "oltp", "api", "storefront"):
+    for name in ("aws", "dw", "oltp", "api", "storefront", "dashboard"):
         port = getattr(settings, f"{name}_port")
         ours = pg[name].is_running() if name in pg else owns(settings, name, services.get(name))
         if not ours and not port_is_free(settings.host, port):
@@ -365,13 +371,13 @@ def _ensure_buckets(settings: Settings) -> None:
 
 def down(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> list[str]:
     """Stop, by pid, what `up` started (a recorded pid now running something else is left alone): the
-    scheduler, the storefront and the API first, then moto (S3 is already on disk, so the stop is quick),
-    then the clusters."""
+    scheduler, the dashboard, the storefront and the API first, then moto (S3 is already on disk, so the stop is
+    quick), then the clusters."""
     stopped = []
     with stack_lock(settings):
         state = read_state(settings)
         services = state.get("services", {})
-        for name in ("scheduler", "storefront", "api", "aws"):
+        for name in ("scheduler", "dashboard", "storefront", "api", "aws"):
             svc = services.pop(name, None)
             if owns(settings, name, svc):
                 stop_process(svc["pid"], timeout=STOP_TIMEOUT.get(name, 60.0), started=svc.get("started"))
@@ -422,6 +428,7 @@ def status(settings: Settings) -> dict:
         "api_url": settings.api_url,
         "ingest_url": f"{settings.api_url}/clickstream",
         "storefront_url": settings.storefront_url,
+        "dashboard_url": settings.dashboard_url,
         "aws_endpoint_url": settings.aws_endpoint_url,
         "region": settings.region,
         "raw_bucket": ingestion.outputs()["RawBucketName"],
