@@ -479,3 +479,12 @@ def test_security_group_rows_show_port_ranges_and_all_traffic(broken):
     web_in = sorted((r["protocol"], r["port"]) for r in checks.security_group_rows(broken(ranges))
                     if r["group"] == "sg_oltp_webDB" and r["direction"] == "ingress")
     assert web_in == [("-1", "all"), ("tcp", "8000-8080")]
+
+
+def test_the_readme_lists_every_rule_with_its_check():
+    text = (TEMPLATES / "README.md").read_text()
+    rules = text.split("### The architecture's rules\n", 1)[1].split("\n## ", 1)[0]
+    items = rules.split("\n- ")[1:]
+    named = [name for item in items for name in ARCHITECTURE_RULES if f"`{name}`" in item]
+    assert sorted(named) == sorted(ARCHITECTURE_RULES)
+    assert all(any(f"`{name}`" in item or "[CS-" in item for name in ARCHITECTURE_RULES) for item in items)
