@@ -181,15 +181,18 @@ def test_cors_preflight_is_answered_as_the_template_configures(http, ingest_url,
     response = http.options(
         ingest_url,
         headers={
-            "origin": "https://shop.example.com",
+            "origin": "http://localhost:5173",  # a development server: locally the loopback's origins are admitted
             "access-control-request-method": "POST",
             "access-control-request-headers": "content-type",
         },
     )
 
     assert response.status_code == 200, response.text
-    assert api.cors["AllowOrigins"] == ["*"]
-    assert response.headers["access-control-allow-origin"] == "*"
+    assert "*" not in api.cors["AllowOrigins"]  # the storefront's origin (test_aws_web.py)
+    assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
+    foreign = http.options(ingest_url, headers={"origin": "https://shop.example.com",
+                                                "access-control-request-method": "POST"})
+    assert foreign.status_code == 400 and "access-control-allow-origin" not in foreign.headers
     assert response.headers["access-control-max-age"] == str(api.cors["MaxAge"]) == "600"
     assert "POST" in response.headers["access-control-allow-methods"]
     assert "content-type" in response.headers["access-control-allow-headers"].lower()

@@ -232,7 +232,7 @@ def test_local_function_schedule_and_secret(stacks, analytics):
         "arn:aws:events:us-east-1:123456789012:rule/clickstream-etl-local"
     assert [(s.name, s.local_value) for s in analytics.secrets()] == [("clickstream/dw/etl_writer-local", "dw_etl_writer")]
     assert [(s.name, s.local_value) for stack in stacks for s in stack.secrets()] == \
-        [("clickstream/dw/etl_writer-local", "dw_etl_writer")]
+        [("clickstream/dw/etl_writer-local", "dw_etl_writer"), ("clickstream/storefront/cookie-secret-local", None)]
 
 
 def test_parameters_only_aws_knows_get_local_values_from_the_templates_metadata(analytics, network):

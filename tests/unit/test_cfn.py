@@ -29,7 +29,8 @@ def test_ingest_route_invokes_the_ingest_function_with_payload_2(ingestion):
                                                         ("POST /clickstream/user", "IngestFunction")]
     assert api.stage == "$default"
     assert api.api_id == local_api_id("clickstream-http-api") and len(api.api_id) == 10
-    assert "POST" in api.cors["AllowMethods"] and api.cors["AllowOrigins"] == ["*"]
+    assert "POST" in api.cors["AllowMethods"] and api.cors["AllowOrigins"] == [
+        "https://StorefrontDistribution.DomainName"]  # the frontend's StorefrontOrigin (a CloudFront name on AWS)
 
 
 def test_function_environment_resolves_refs_to_local_resources(ingestion):
@@ -58,7 +59,9 @@ def test_sub_getatt_and_escapes(ingestion):
 def test_unknown_reference_is_a_clear_error(ingestion):
     with pytest.raises(TemplateError, match="Ref to unknown Nope"):
         ingestion.resolve({"Ref": "Nope"})
-    with pytest.raises(TemplateError, match="Fn::If is not supported"):
+    with pytest.raises(TemplateError, match="Fn::GetAZs is not supported"):
+        ingestion.resolve({"Fn::GetAZs": ""})
+    with pytest.raises(TemplateError, match="unknown condition c"):
         ingestion.resolve({"Fn::If": ["c", 1, 2]})
 
 

@@ -133,7 +133,7 @@ def test_cognito_and_the_storefront_behind_cloudfront_with_origin_access_control
     client = frontend.props("UserPoolClient")
     assert client["UserPoolId"] == {"Ref": "UserPool"} and client["GenerateSecret"] is False
     distribution = frontend.props("StorefrontDistribution")["DistributionConfig"]
-    (origin,) = distribution["Origins"]
+    (origin,) = [o for o in distribution["Origins"] if "S3OriginConfig" in o]  # /static/*; pages: test_aws_web.py
     assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["StorefrontOriginAccessControl", "Id"]}
     assert distribution["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "redirect-to-https"
     statements = frontend.props("StorefrontBucketPolicy")["PolicyDocument"]["Statement"]
@@ -178,7 +178,8 @@ def test_outputs_the_notebooks_read(stacks):
 def test_the_local_stack_still_resolves_every_template(stacks):
     assert [b.name for stack in stacks.values() for b in stack.buckets()] == [
         "clickstream-storefront-local", "clickstream-s3-ingest-local"]
-    assert [s.name for stack in stacks.values() for s in stack.secrets()] == ["clickstream/dw/etl_writer-local"]
+    assert [s.name for stack in stacks.values() for s in stack.secrets()] == [
+        "clickstream/dw/etl_writer-local", "clickstream/storefront/cookie-secret-local"]
     assert [api.name for stack in stacks.values() for api in stack.http_apis()] == ["clickstream-http-api"]
     assert find_function(list(stacks.values()), "EtlFunction").environment["RAW_BUCKET"] == "clickstream-s3-ingest-local"
     assert not [f for s in stacks.values() for f in s.functions() if s.path.stem in ("network", "frontend")]

@@ -67,6 +67,7 @@ DEFAULT_PACKAGE_DATA = ["schemas/*.json", "schemas/*.yaml", "data/*.csv", "data/
 GLIBC_MINOR = 34
 ARCHITECTURES = {"arm64": "aarch64", "x86_64": "x86_64"}
 LAMBDA_KEY_PREFIX = "lambdas/"
+DEFAULT_BUNDLE_FOLDERS = ("sql", "shiny")
 
 
 class PackageError(RuntimeError):
@@ -98,6 +99,7 @@ class CodeTarget:
     machine: str = "aarch64"  # aarch64 or x86_64
     packages: tuple[str, ...] = ()  # bundle: what the user data installs from wheels/ (clickstream, shiny)
     modules: tuple[str, ...] = ()  # bundle: the clickstream modules the user data runs (clickstream.analytics.warehouse)
+    folders: tuple[str, ...] = DEFAULT_BUNDLE_FOLDERS  # bundle: project folders it carries (Metadata.clickstream.Bundle)
     key_prefix: str = LAMBDA_KEY_PREFIX
 
     @property
@@ -141,13 +143,16 @@ def code_targets(templates: Iterable[Any]) -> list[CodeTarget]:
         for lid, res in resources.items():
             if res.get("Type") != "AWS::EC2::Instance":
                 continue
-            user_data = _text(res.get("Properties", {}).get("UserData"))
+            props = res.get("Properties", {})
+            user_data = _text(props.get("UserData"))
+            folders = tuple((res.get("Metadata") or {}).get("clickstream", {}).get("Bundle") or DEFAULT_BUNDLE_FOLDERS)
+            image_parameter = (props.get("ImageId") or {}).get("Ref", "") if isinstance(props.get("ImageId"), dict) else ""
             for parameter in template.body.get("Parameters", {}):
                 if not parameter.endswith("CodeKey") or "${" + parameter + "}" not in user_data:
                     continue
                 python = re.search(r"python(3\.\d+) -m venv", user_data)
                 installs = re.search(r"pip install --no-index --find-links wheels ([^\n]+)", user_data)
-                image = str(template.body["Parameters"].get("DwImageId", {}).get("Default", ""))
+                image = str(template.body["Parameters"].get(image_parameter, {}).get("Default", ""))
                 default = str(template.body["Parameters"][parameter].get("Default") or "")
                 stem = default.rsplit("/", 1)[-1].split(".", 1)[0] or "bundle"
                 found[parameter] = CodeTarget(
@@ -157,7 +162,7 @@ def code_targets(templates: Iterable[Any]) -> list[CodeTarget]:
                     modules=tuple(sorted({f"{package}.{m.strip()}" for package, group in re.findall(
                         r"from (clickstream(?:\.\w+)*) import ([\w, ]+)", user_data) for m in group.split(",")
                         if m.strip()} | set(re.findall(r"\b(clickstream(?:\.\w+)+)\b(?! import)", user_data)))),
-                    key_prefix=default.rsplit("/", 1)[0] + "/" if "/" in default else "")
+                    key_prefix=default.rsplit("/", 1)[0] + "/" if "/" in default else "", folders=folders)
     return [found[name] for name in sorted(found)]
 
 
@@ -327,17 +332,20 @@ def project_metadata(pyproject: Path | None = None) -> dict:
 
 def bundle_requirements(target: CodeTarget, project: Path, requirements: Path | None = None
                         ) -> tuple[list[str], list[str], list[str]]:
-    """What the warehouse instance runs needs: (the pinned wheels, the packages its user data installs that
+    """What an instance's bundle runs needs: (the pinned wheels, the packages its user data installs that
     requirements.txt does not pin, the clickstream wheel's Requires-Dist).
 
     Derived like a Lambda's list, not from pyproject.toml's dependencies (those include the local stack's moto
     and pgserver, which have no use there and, for pgserver, no arm64 Linux wheel): the third-party modules that
-    the clickstream modules the user data runs (`warehouse.migrate`) and the dashboard's shiny/*.py import at
-    module level, and the other packages the user data installs (shiny), pinned to requirements.txt."""
+    the clickstream modules the user data runs (`warehouse.migrate`, `clickstream.shop.storefront`) and the
+    Python files of the bundle's folders (the dashboard's shiny/*.py) import at module level, and the other
+    packages the user data installs (shiny, uvicorn), pinned to requirements.txt."""
     pinned = pins(requirements or package_project() / "requirements.txt")
-    modules, _ = third_party_modules(project / "shiny" if (project / "shiny").is_dir() else None,
-                                     modules=target.modules)
-    requires = module_requirements(modules - {"shiny"}, target.name)
+    modules, _ = third_party_modules(None, modules=target.modules)
+    for folder in target.folders:
+        if (project / folder).is_dir():
+            modules |= third_party_modules(project / folder)[0]
+    requires = module_requirements(modules - set(target.packages), target.name)
     roots, missing = list(requires), []
     for name in target.packages:
         if canonicalize_name(name) == "clickstream":
@@ -577,8 +585,9 @@ def build_lambda(target: CodeTarget, out_dir: Path, *, home: Path, with_dependen
 def build_bundle(target: CodeTarget, out_dir: Path, *, home: Path, project: Path, with_dependencies: bool = True,
                  requirements: Sequence[str] | None = None, wheelhouse: Path | None = None,
                  progress: Callable[[str], None] = lambda _: None, run: Runner = _run) -> Artifact:
-    """The warehouse bundle the instance's user data unpacks: wheels/ (clickstream's own wheel and, with
-    dependencies, the pinned wheels of its dependencies and of the dashboard packages), sql/ and shiny/."""
+    """The bundle an instance's user data unpacks: wheels/ (clickstream's own wheel and, with dependencies, the
+    pinned wheels of its dependencies and of the packages the user data installs) and the project folders of
+    target.folders (the warehouse: sql/ and shiny/; the storefront: frontend/ and sql/oltp/)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     listing: list[str] = []
@@ -604,11 +613,11 @@ def build_bundle(target: CodeTarget, out_dir: Path, *, home: Path, project: Path
         else:
             notes.append("built without dependency wheels (local target: the instance runs nothing in moto)")
         files: dict[str, Path | bytes] = dict(wheels)
-        for folder in ("sql", "shiny"):
+        for folder in target.folders:
             if (project / folder).is_dir():
                 files.update(tree_files(project / folder, f"{folder}/"))
         built = Path(tmp) / "build.tar.gz"
-        write_tar_gz(built, files, folders=["wheels", "sql", "shiny"])
+        write_tar_gz(built, files, folders=["wheels", *target.folders])
         unpacked = sum(c.stat().st_size if isinstance(c, Path) else len(c) for c in files.values())
         return _finish(target, built, out_dir, ".tar.gz", unpacked, requirements=listing,
                        with_dependencies=with_dependencies, notes=notes)

@@ -390,9 +390,26 @@ class Evaluator:
                 return items[int(self.resolve(index))] if isinstance(items, list) else self.unsupported(fn, value)
             if fn == "Fn::ImportValue":
                 return self.import_value(self.text(arg))
-            if fn.startswith("Fn::") or fn == "Condition":
+            if fn == "Fn::If":
+                condition, when_true, when_false = arg
+                return self.resolve(when_true if self.condition(condition) else when_false)
+            if fn == "Fn::Equals":
+                left, right = self.resolve(arg)
+                return left == right
+            if fn == "Fn::Not":
+                return not self.resolve(arg[0])
+            if fn == "Condition":
+                return self.condition(arg)
+            if fn.startswith("Fn::"):
                 return self.unsupported(fn, value)
         return self.mapping(value)
+
+    def condition(self, name: str) -> bool:
+        """The template's condition `name` (its Conditions section), evaluated."""
+        conditions = self.template.body.get("Conditions", {})
+        if name not in conditions:
+            raise TemplateError(f"{self.template.name}: unknown condition {name}")
+        return bool(self.resolve(conditions[name]))
 
     def text(self, value: Any) -> str:
         """The value resolved, as it reads inside a string."""

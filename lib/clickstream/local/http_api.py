@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload quota
 TEXT_TYPES = re.compile(r"^(text/|application/(json|[\w.+-]+\+json|xml|javascript|x-www-form-urlencoded))", re.I)
 HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT"]
+# Locally the API also admits the origins development servers run on (any port of the loopback).
+LOOPBACK_ORIGINS = r"http://(127\.0\.0\.1|localhost)(:[0-9]{1,5})?"
 
 
 class Verifier(Protocol):
@@ -169,7 +171,8 @@ def to_response(result: Any, request_id: str) -> Response:
 def create_app(api: HttpApi, functions: dict[str, LocalLambda], verifiers: Mapping[str, Verifier] | None = None
                ) -> Starlette:
     """An ASGI app serving `api`'s routes with the local Lambdas behind them; a route with a JWT authorizer
-    admits only requests whose token `verifiers[authorizer logical id]` accepts."""
+    admits only requests whose token `verifiers[authorizer logical id]` accepts. CORS admits the template's
+    origins and the loopback's (LOOPBACK_ORIGINS)."""
     routes = sorted((CompiledRoute.of(r) for r in api.routes), key=lambda c: c.specificity)
     verifiers = verifiers or {}
     missing = sorted({r.authorizer.logical_id for r in api.routes if r.authorizer} - set(verifiers))
@@ -221,6 +224,7 @@ def create_app(api: HttpApi, functions: dict[str, LocalLambda], verifiers: Mappi
             Middleware(
                 CORSMiddleware,
                 allow_origins=cors.get("AllowOrigins", []),
+                allow_origin_regex=LOOPBACK_ORIGINS,
                 allow_methods=cors.get("AllowMethods", []),
                 allow_headers=cors.get("AllowHeaders", []),
                 expose_headers=cors.get("ExposeHeaders", []),

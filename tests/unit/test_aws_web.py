@@ -1,0 +1,165 @@
+"""The web side on AWS (issues 13 and 14), read from the templates: the ingest API's CORS origins (the storefront's,
+never "*"; locally also the loopback's), the storefront on the OLTP/web instance behind CloudFront, installed from
+its bundle, and the warehouse instance's dashboard and roles."""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from clickstream.infra import package
+from clickstream.infra.templates import Stack, TemplateSet, load_stacks
+from clickstream.local.http_api import create_app
+from clickstream.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = ROOT / "cloudformation"
+
+
+def aws_stacks(overrides: dict | None = None) -> dict[str, Stack]:
+    """The templates as `clickstream deploy --target aws` resolves them (defaults, then `overrides` per stem)."""
+    return {s.stem: s for s in TemplateSet(TEMPLATES).stacks("aws", "eu-west-1", overrides or {})}
+
+
+@pytest.fixture(scope="module")
+def local() -> dict[str, Stack]:
+    settings = Settings.from_env({}, project=ROOT, home=ROOT / ".clickstream-unused")
+    return {stack.stem: stack for stack in load_stacks(settings)}
+
+
+def user_data(stack: Stack, instance: str) -> str:
+    return stack.resolve(stack.props(instance)["UserData"]["Fn::Base64"])
+
+
+# --- CORS ---------------------------------------------------------------------------------------------
+def test_the_api_admits_the_storefronts_origin_by_default_never_star():
+    stacks = aws_stacks()
+    ingestion, frontend = stacks["ingestion"], stacks["frontend"]
+    assert ingestion.template.parameters["CorsAllowOrigins"]["Default"] != "*"
+    (api,) = ingestion.http_apis()
+    assert api.cors["AllowOrigins"] == [frontend.outputs()["StorefrontOrigin"]]
+    assert frontend.outputs()["StorefrontOrigin"] == frontend.outputs()["StorefrontUrl"]
+    assert frontend.outputs()["StorefrontOrigin"].startswith("https://")
+    assert {"authorization", "content-type"} <= {h.lower() for h in api.cors["AllowHeaders"]}
+
+
+def test_configured_origins_replace_the_default():
+    (api,) = aws_stacks({"ingestion": {"CorsAllowOrigins": "https://shop.example.com,https://www.example.com"}}
+                        )["ingestion"].http_apis()
+    assert api.cors["AllowOrigins"] == ["https://shop.example.com", "https://www.example.com"]
+
+
+class Echo:
+    function = type("Definition", (), {"name": "echo"})
+
+    def invoke(self, event, request_id=None):
+        return {"statusCode": 200, "body": "{}"}
+
+
+def preflight(client: TestClient, origin: str):
+    return client.options("/clickstream/user", headers={
+        "origin": origin, "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type, authorization"})
+
+
+def test_the_local_api_admits_loopback_origins_and_the_templates_and_refuses_others(local):
+    (api,) = local["ingestion"].http_apis()
+    verifiers = {route.authorizer.logical_id: None for route in api.routes if route.authorizer}
+    client = TestClient(create_app(api, {"IngestFunction": Echo()}, verifiers))
+    for origin in ("http://127.0.0.1:5173", "http://localhost:3000", "http://localhost", *api.cors["AllowOrigins"]):
+        response = preflight(client, origin)
+        assert response.status_code == 200 and response.headers["access-control-allow-origin"] == origin, origin
+        assert "authorization" in response.headers["access-control-allow-headers"].lower()
+    for origin in ("https://evil.example", "http://127.0.0.1.evil.example", "https://localhost:3000",
+                   "http://localhost:3000.evil.example", "null"):
+        response = preflight(client, origin)
+        assert response.status_code == 400 and "access-control-allow-origin" not in response.headers, origin
+    simple = client.post("/clickstream", json={}, headers={"origin": "http://localhost:8080"})
+    assert simple.headers["access-control-allow-origin"] == "http://localhost:8080"
+    assert "access-control-allow-origin" not in client.post(
+        "/clickstream", json={}, headers={"origin": "https://evil.example"}).headers
+
+
+# --- the storefront on the OLTP/web instance behind CloudFront ----------------------------------------
+def test_cloudfront_sends_pages_to_the_instance_on_port_80_and_static_files_to_the_bucket():
+    frontend = aws_stacks()["frontend"]
+    config = frontend.props("StorefrontDistribution")["DistributionConfig"]
+    origins = {origin["Id"]: origin for origin in config["Origins"]}
+    default = config["DefaultCacheBehavior"]
+    pages = origins[default["TargetOriginId"]]
+    assert pages["DomainName"] == {"Fn::GetAtt": ["OltpInstance", "PublicDnsName"]}
+    assert pages["CustomOriginConfig"]["HTTPPort"] == 80
+    assert pages["CustomOriginConfig"]["OriginProtocolPolicy"] == "http-only"
+    assert default["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert {"GET", "POST"} <= set(default["AllowedMethods"])  # forms: cart, checkout, sign in
+    assert default["CachePolicyId"] == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # CachingDisabled: pages per visitor
+    (static,) = config["CacheBehaviors"]
+    assert static["PathPattern"] == "/static/*"
+    assert "OriginAccessControlId" in origins[static["TargetOriginId"]]
+    assert frontend.outputs()["StorefrontUrl"] == "https://StorefrontDistribution.DomainName"
+
+
+def test_the_cookie_secret_is_generated_and_only_the_instance_reads_it():
+    frontend = aws_stacks()["frontend"]
+    secret = frontend.props("StorefrontCookieSecret")
+    assert "GenerateSecretString" in secret and "SecretString" not in secret
+    statements = {s["Sid"]: s for s in
+                  frontend.props("OltpInstanceRole")["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert statements["ReadCookieSecret"] == {"Sid": "ReadCookieSecret", "Effect": "Allow",
+                                              "Action": "secretsmanager:GetSecretValue",
+                                              "Resource": {"Ref": "StorefrontCookieSecret"}}
+    assert frontend.resolve(statements["ReadStorefrontBundle"]["Resource"]) == \
+        "arn:aws:s3:::clickstream-artifacts/storefront/clickstream-storefront-bundle.tar.gz"
+    assert frontend.resolve(statements["ReadIngestUrl"]["Resource"]).endswith(
+        ":parameter/clickstream-ingestion/ApiUrl")
+    assert statements["ReadOwnOutputs"]["Resource"] == {"Ref": "AWS::StackId"}
+
+
+def test_the_instance_installs_the_storefront_from_its_bundle_with_nothing_secret_in_user_data():
+    stacks = aws_stacks()
+    frontend, ingestion = stacks["frontend"], stacks["ingestion"]
+    script = user_data(frontend, "OltpInstance")
+    assert "aws s3 cp 's3://clickstream-artifacts/storefront/clickstream-storefront-bundle.tar.gz'" in script
+    assert "pip install --no-index --find-links wheels clickstream uvicorn" in script
+    assert "oltp.seed(" in script  # shop_oltp's tables and catalogue
+    assert "APP_PW=$(openssl rand -hex 24)" in script  # shop_app's password is made on the instance
+    assert "--secret-id 'clickstream/storefront/cookie-secret-dev'" in script  # Ref: the secret's ARN on AWS
+    assert "aws ssm get-parameter --name '/clickstream-ingestion/ApiUrl'" in script
+    assert ingestion.resolve(ingestion.props("ApiUrlParameter")["Name"]) == "/clickstream-ingestion/ApiUrl"
+    assert ingestion.resolve(ingestion.props("ApiUrlParameter")["Value"]) == ingestion.outputs()["ApiUrl"]
+    assert "python -m clickstream.shop.storefront --host 0.0.0.0 --port 80" in script
+    assert "CLICKSTREAM_STACK_PREFIX=$(basename 'clickstream-frontend' -frontend)" in script
+    assert "CLICKSTREAM_TARGET=aws" in script and "CLICKSTREAM_PROJECT_ROOT=/opt/clickstream" in script
+    # no literal credential: every password= is a shell variable generated or read on the instance
+    assert re.findall(r"password=([^\s\"]+)", script, re.I) == ["$APP_PW"]
+    assert "PASSWORD :'pw'" in script
+
+
+def test_the_storefront_bundle_is_a_code_target_with_what_the_storefront_runs():
+    targets = {t.parameter: t for t in package.code_targets(aws_stacks().values())}
+    target = targets["StorefrontCodeKey"]
+    assert (target.kind, target.templates, target.folders) == ("bundle", ("frontend",), ("frontend", "sql/oltp"))
+    assert target.key_prefix == "storefront/" and target.machine == "aarch64" and target.python == "3.11"
+    assert set(target.modules) == {"clickstream.shop.storefront", "clickstream.shop.oltp"}
+    listing, missing, requires = package.bundle_requirements(target, ROOT)
+    names = {line.split("==")[0] for line in listing}
+    assert {"starlette", "uvicorn", "jinja2", "itsdangerous", "pyjwt", "psycopg-binary", "boto3"} <= names
+    assert not {"shiny", "pandas", "moto", "pgserver"} & names and missing == []
+    assert targets["DashboardCodeKey"].folders == ("sql", "shiny")
+
+
+def test_the_storefront_bundle_holds_frontend_and_the_oltp_migrations(tmp_path):
+    targets = {t.parameter: t for t in package.code_targets(aws_stacks().values())}
+    artifact = package.build_bundle(targets["StorefrontCodeKey"], tmp_path, home=tmp_path, project=ROOT,
+                                    with_dependencies=False)
+    with tarfile.open(artifact.path) as tar:
+        names = set(tar.getnames())
+    assert "frontend/static/clickstream.js" in names and "frontend/templates" in names
+    assert any(re.fullmatch(r"sql/oltp/\d{4}_.+\.sql", name) for name in names)
+    assert not any(name.startswith(("shiny/", "sql/analytics")) for name in names)
+    assert any(re.fullmatch(r"wheels/clickstream-.+-py3-none-any\.whl", name) for name in names)
+    assert artifact.key.startswith("storefront/clickstream-storefront-bundle-")
