@@ -19,7 +19,10 @@ The same definitions as `clickstream report` (shiny/app.py and shiny/app.R show 
 - Bots are excluded unless include_bots.
 
 Each file takes only the parameters start, end (timestamptz), tz, login_state, device, include_bots, breakdown,
-grain and product_id (`%(name)s` placeholders, which shiny/app.R binds itself), and aggregates in SQL.
+grain and product_id (`%(name)s` placeholders, which shiny/app.R binds itself), and aggregates in SQL: on the
+UTC-hour rollups (migration 0007 gave them these dimensions) when they answer exactly, else on the events
+table (a time zone whose offset is not a whole number of hours, such as Asia/Kolkata, or days whose rollups
+are not refreshed yet); `source(conn, f)` says which.
 """
 
 from __future__ import annotations
@@ -140,6 +143,14 @@ def trend(conn: psycopg.Connection, f: Filters, grain: str = "day") -> pd.DataFr
 def heatmap(conn: psycopg.Connection, f: Filters) -> pd.DataFrame:
     """dow (0 = Monday), hour (0-23) in tz, events: all 168 cells."""
     return _run(conn, "heatmap", f)
+
+
+def source(conn: psycopg.Connection, f: Filters) -> str:
+    """"rollup" or "raw": what the queries read for `f` (the SQL function dashboard_reads_rollups, the rule of
+    questions.choose_source: whole UTC hours, a time zone a whole number of hours from UTC, no pending day)."""
+    params = f.params()
+    reads = conn.execute("SELECT dashboard_reads_rollups(%(start)s, %(end)s, %(tz)s)", params).fetchone()[0]
+    return "rollup" if reads else "raw"
 
 
 def data_range(conn: psycopg.Connection, tz: str = "UTC") -> tuple[date, date] | None:

@@ -1,4 +1,4 @@
-"""Rollup tables of the warehouse (migrations 0003-0005), kept up to date incrementally, exact and crash-safe.
+"""Rollup tables of the warehouse (migrations 0003-0005, 0007), kept up to date incrementally, exact and crash-safe.
 
     rollups.mark_load(cur, rows)         # before load_chunk's transaction and first in it: the rows' UTC days
     rollups.add_rows(cur, rows)          # then the rows it inserted, as deltas
@@ -6,12 +6,15 @@
     rollups.mark_pending(cur, days)      # events changed some other way: recompute those UTC days
     rollups.rebuild(conn)                # everything again from clickstream_events
 
-Rollups: events per UTC hour x event name x is_bot (`rollup_hourly_events`), page views per UTC hour x
-is_bot x page path (`rollup_hourly_pages`), product views / add-to-carts / purchases / revenue per UTC hour
-x is_bot x product (`rollup_hourly_products`), one row per DW session (`rollup_sessions`: start, end,
-events, signed in, furthest in-order funnel step; the rules of the SQL function `clickstream_sessions`),
-and those sessions per UTC hour of their start x is_bot x hour of the client's previous session
-(`rollup_hourly_sessions`).
+Rollups: events and the sum of their values per UTC hour x event name x is_bot x device_category x signed
+in (`rollup_hourly_events`), page views per UTC hour x is_bot x page path (`rollup_hourly_pages`), product
+views / add-to-carts / purchases / revenue per UTC hour x is_bot x product x device_category x signed in
+(`rollup_hourly_products`), one row per DW session (`rollup_sessions`: start, end, events, signed in,
+furthest in-order funnel step, the first event's device, signed-in state and utm_source; the rules of the
+SQL function `clickstream_sessions`), and those sessions per UTC hour of their start x is_bot x hour of the
+client's previous session (`rollup_hourly_sessions`), x the first event's dimensions
+(`rollup_hourly_session_dims`), and x the hour of the client's previous session among those a dashboard
+filter keeps (`rollup_hourly_visitors`, one scope per filter: see migration 0007).
 
 A refresh costs what the new rows cost, not what their hours hold (issue 11):
 - Counts and sums are additive. `add_rows` appends what the load's inserted rows add (ids already in the
@@ -23,10 +26,11 @@ A refresh costs what the new rows cost, not what their hours hold (issue 11):
   the span are deleted and computed again from its events in the span only (`clickstream_span_sessions`,
   read through the index on (client_id, is_bot, event_timestamp)). A new event that merges two sessions,
   extends one, crosses midnight or arrives days late is inside such a span.
-- rollup_hourly_sessions: a session's row depends on its own start and on its previous session (same
-  is_bot, and any is_bot). The sessions whose row can change are those of the client starting in a span
-  (either is_bot) and the first ones after it (same is_bot; any is_bot): their old rows are subtracted and
-  their new rows added; rows that reach zero are deleted.
+- rollup_hourly_sessions, _session_dims and _visitors: a session's rows depend on its own start and
+  dimensions and on its previous session in each scope (same is_bot or any, and maybe the same device and
+  signed-in state). The sessions whose rows can change are those of the client starting in a span (either
+  is_bot) and the first ones after it in each scope: their old rows are subtracted and their new rows added
+  (one signed row per session in `rollup_session_changes`); rows that reach zero sessions are deleted.
 
 `rollup_pending` keeps the UTC days with changes not folded in yet (`analytics.pending_near` reads raw events
 near them). Days marked by `mark_pending` (recompute) have their hours computed again from their events and
@@ -53,7 +57,7 @@ from clickstream.analytics.transform import COLUMNS
 
 DELTA_TABLES = ("rollup_delta_events", "rollup_delta_pages", "rollup_delta_products", "rollup_delta_clients")
 ROLLUP_TABLES = ("rollup_hourly_events", "rollup_hourly_pages", "rollup_hourly_products", "rollup_sessions",
-                 "rollup_hourly_sessions", *DELTA_TABLES)
+                 "rollup_hourly_sessions", "rollup_hourly_session_dims", "rollup_hourly_visitors", *DELTA_TABLES)
 
 _DAY_BOUNDS = (
     "%(first)s::date::timestamp AT TIME ZONE 'UTC'",
@@ -65,42 +69,45 @@ _HOUR_IN_BLOCK = f"hour >= {_DAY_BOUNDS[0]} AND hour < {_DAY_BOUNDS[1]}"
 # Recompute the hours of the days first..last from their events.
 _HOURLY = [
     f"DELETE FROM rollup_hourly_events WHERE {_HOUR_IN_BLOCK}",
-    "INSERT INTO rollup_hourly_events (hour, event_name, is_bot, events)"
-    " SELECT date_trunc('hour', event_timestamp, 'UTC'), event_name, is_bot, count(*)"
-    f" FROM clickstream_events WHERE {_IN_BLOCK} GROUP BY 1, 2, 3",
+    "INSERT INTO rollup_hourly_events (hour, event_name, is_bot, device_category, signed_in, events, value)"
+    " SELECT date_trunc('hour', event_timestamp, 'UTC'), event_name, is_bot, device_category, user_id IS NOT NULL,"
+    " count(*), coalesce(sum(value), 0)"
+    f" FROM clickstream_events WHERE {_IN_BLOCK} GROUP BY 1, 2, 3, 4, 5",
     f"DELETE FROM rollup_hourly_pages WHERE {_HOUR_IN_BLOCK}",
     "INSERT INTO rollup_hourly_pages (hour, is_bot, page_path, page_views)"
     " SELECT date_trunc('hour', event_timestamp, 'UTC'), is_bot, page_path, count(*)"
     f" FROM clickstream_events WHERE event_name = 'page_view' AND {_IN_BLOCK} GROUP BY 1, 2, 3",
     f"DELETE FROM rollup_hourly_products WHERE {_HOUR_IN_BLOCK}",
-    "INSERT INTO rollup_hourly_products"
-    " (hour, is_bot, product_id, product_name, category, brand, views, add_to_cart, purchases, revenue)"
-    " SELECT date_trunc('hour', event_timestamp, 'UTC'), is_bot, context_product_id,"
+    "INSERT INTO rollup_hourly_products (hour, is_bot, product_id, device_category, signed_in, product_name,"
+    " category, brand, views, add_to_cart, purchases, revenue)"
+    " SELECT date_trunc('hour', event_timestamp, 'UTC'), is_bot, context_product_id, device_category,"
+    " user_id IS NOT NULL,"
     " min(context_product_name), min(context_product_category), min(context_product_brand),"
     " count(*) FILTER (WHERE event_name = 'product_view'), count(*) FILTER (WHERE event_name = 'add_to_cart'),"
     " count(*) FILTER (WHERE event_name = 'purchase'),"
     " coalesce(sum(value) FILTER (WHERE event_name = 'purchase'), 0)"
     " FROM clickstream_events"
     " WHERE event_name IN ('product_view', 'add_to_cart', 'purchase') AND context_product_id IS NOT NULL"
-    f" AND {_IN_BLOCK} GROUP BY 1, 2, 3",
+    f" AND {_IN_BLOCK} GROUP BY 1, 2, 3, 4, 5",
 ]
 
 # Add the delta tables to the hourly rollups and empty them.
 _FOLD = [
     "WITH d AS (DELETE FROM rollup_delta_events RETURNING *)"
-    " INSERT INTO rollup_hourly_events AS r (hour, event_name, is_bot, events)"
-    " SELECT hour, event_name, is_bot, sum(events) FROM d GROUP BY 1, 2, 3"
-    " ON CONFLICT (hour, event_name, is_bot) DO UPDATE SET events = r.events + excluded.events",
+    " INSERT INTO rollup_hourly_events AS r (hour, event_name, is_bot, device_category, signed_in, events, value)"
+    " SELECT hour, event_name, is_bot, device_category, signed_in, sum(events), sum(value) FROM d GROUP BY 1, 2, 3, 4, 5"
+    " ON CONFLICT ON CONSTRAINT rollup_hourly_events_key DO UPDATE SET events = r.events + excluded.events,"
+    " value = r.value + excluded.value",
     "WITH d AS (DELETE FROM rollup_delta_pages RETURNING *)"
     " INSERT INTO rollup_hourly_pages AS r (hour, is_bot, page_path, page_views)"
     " SELECT hour, is_bot, page_path, sum(page_views) FROM d GROUP BY 1, 2, 3"
     " ON CONFLICT ON CONSTRAINT rollup_hourly_pages_key DO UPDATE SET page_views = r.page_views + excluded.page_views",
     "WITH d AS (DELETE FROM rollup_delta_products RETURNING *)"
-    " INSERT INTO rollup_hourly_products AS r"
-    " (hour, is_bot, product_id, product_name, category, brand, views, add_to_cart, purchases, revenue)"
-    " SELECT hour, is_bot, product_id, min(product_name), min(category), min(brand), sum(views), sum(add_to_cart),"
-    " sum(purchases), sum(revenue) FROM d GROUP BY 1, 2, 3"
-    " ON CONFLICT (hour, is_bot, product_id) DO UPDATE SET product_name = least(r.product_name, excluded.product_name),"
+    " INSERT INTO rollup_hourly_products AS r (hour, is_bot, product_id, device_category, signed_in, product_name,"
+    " category, brand, views, add_to_cart, purchases, revenue)"
+    " SELECT hour, is_bot, product_id, device_category, signed_in, min(product_name), min(category), min(brand),"
+    " sum(views), sum(add_to_cart), sum(purchases), sum(revenue) FROM d GROUP BY 1, 2, 3, 4, 5"
+    " ON CONFLICT ON CONSTRAINT rollup_hourly_products_key DO UPDATE SET product_name = least(r.product_name, excluded.product_name),"
     " category = least(r.category, excluded.category), brand = least(r.brand, excluded.brand),"
     " views = r.views + excluded.views, add_to_cart = r.add_to_cart + excluded.add_to_cart,"
     " purchases = r.purchases + excluded.purchases, revenue = r.revenue + excluded.revenue",
@@ -110,38 +117,83 @@ _RECOMPUTE_DAYS = (
     "unnest(%(recompute)s::date[]) AS d,"
     " LATERAL (SELECT d::timestamp AT TIME ZONE 'UTC' AS lo, (d + 1)::timestamp AT TIME ZONE 'UTC' AS hi) AS day"
 )
-_COUNTS = ("sessions", "bounces", "signed_in", "events", "product_view", "add_to_cart", "begin_checkout", "purchase")
 
 
-def _session_rows(sign: str) -> str:
-    """The rows of rollup_hourly_sessions, times `sign`, of the sessions whose row a change in the spans can
-    change (see the module docstring), as rollup_sessions holds them now."""
+_SCOPES = range(8)  # rollup_hourly_visitors.scope: 1 both bot flags, 2 same device, 4 same signed-in state
+
+
+def _previous(scope: int) -> str:
+    """The start of the session before each one among those of its client that `scope` keeps together."""
+    partition = ["r.client_id", *(() if scope & 1 else ("r.is_bot",)), *(("r.device_category",) if scope & 2 else ()),
+                 *(("r.first_signed_in",) if scope & 4 else ())]
+    order = "r.session_start, r.is_bot" if scope & 1 else "r.session_start"
+    return f"lag(r.session_start) OVER (PARTITION BY {', '.join(partition)} ORDER BY {order}) AS prev{scope}"
+
+
+def _changes(sign: int, spans: bool = True) -> str:
+    """Insert into rollup_session_changes, with `sign`, the sessions whose rows in the hourly session rollups a
+    change in the spans can change (see the module docstring; spans=False: every session), as rollup_sessions
+    holds them now, with the hours of their previous sessions in each scope ('-infinity': none within 840 hours,
+    as in migration 0004)."""
+    sessions = ("(SELECT client_id, min(lo) AS lo FROM rollup_spans GROUP BY 1) AS c JOIN rollup_sessions r"
+                # a previous session more than 840 hours before counts as none: reading from then on is enough
+                " ON r.client_id = c.client_id AND r.session_start >= c.lo - interval '841 hours'"
+                if spans else "rollup_sessions r")
+    after = " OR ".join(f"{'' if scope & 1 else 'o.is_bot = s.is_bot AND '}(o.prev{scope} IS NULL OR o.prev{scope} <= s.hi)"
+                        for scope in _SCOPES)
+    changed = (" WHERE EXISTS (SELECT FROM rollup_spans s WHERE s.client_id = o.client_id AND ("
+               f"o.session_start BETWEEN s.lo AND s.hi OR o.session_start > s.hi AND ({after})))" if spans else "")
+    previous = ", ".join(f"CASE WHEN o.prev{scope} IS NULL OR o.prev{scope} < o.hour - interval '840 hours'"
+                         f" THEN '-infinity' ELSE date_trunc('hour', o.prev{scope}, 'UTC') END" for scope in _SCOPES)
     return (
         "INSERT INTO rollup_session_changes"
-        " WITH clients AS (SELECT client_id, min(lo) AS lo FROM rollup_spans GROUP BY 1), ordered AS ("
-        "  SELECT r.client_id, r.is_bot, r.session_start, r.events, r.signed_in, r.funnel_step,"
-        "   date_trunc('hour', r.session_start, 'UTC') AS hour,"
-        "   lag(r.session_start) OVER (PARTITION BY r.client_id, r.is_bot ORDER BY r.session_start) AS prev,"
-        "   lag(r.session_start) OVER (PARTITION BY r.client_id ORDER BY r.session_start, r.is_bot) AS prev_any"
-        # a previous session more than 840 hours before counts as none: reading from then on is enough
-        "  FROM clients c JOIN rollup_sessions r"
-        "  ON r.client_id = c.client_id AND r.session_start >= c.lo - interval '841 hours'"
-        " ), changed AS ("
-        "  SELECT o.* FROM ordered o WHERE EXISTS (SELECT FROM rollup_spans s WHERE s.client_id = o.client_id AND ("
-        "   o.session_start BETWEEN s.lo AND s.hi OR o.session_start > s.hi AND ("
-        "    o.prev_any IS NULL OR o.prev_any <= s.hi OR o.is_bot = s.is_bot AND (o.prev IS NULL OR o.prev <= s.hi))))"
-        " )"
-        " SELECT hour, is_bot,"
-        "  CASE WHEN prev IS NULL OR prev < hour - interval '840 hours' THEN '-infinity'"
-        "   ELSE date_trunc('hour', prev, 'UTC') END,"
-        "  CASE WHEN prev_any IS NULL OR prev_any < hour - interval '840 hours' THEN '-infinity'"
-        "   ELSE date_trunc('hour', prev_any, 'UTC') END,"
-        f" {sign}count(*), {sign}count(*) FILTER (WHERE events = 1), {sign}count(*) FILTER (WHERE signed_in),"
-        f" {sign}sum(events), {sign}count(*) FILTER (WHERE funnel_step >= 1),"
-        f" {sign}count(*) FILTER (WHERE funnel_step >= 2), {sign}count(*) FILTER (WHERE funnel_step >= 3),"
-        f" {sign}count(*) FILTER (WHERE funnel_step >= 4)"
-        " FROM changed GROUP BY 1, 2, 3, 4"
+        " WITH ordered AS (SELECT r.*, date_trunc('hour', r.session_start, 'UTC') AS hour, "
+        + ", ".join(_previous(scope) for scope in _SCOPES) + f" FROM {sessions})"
+        f" SELECT {sign}, o.is_bot, o.hour, o.events, o.signed_in, o.funnel_step, o.device_category,"
+        f" o.first_signed_in, o.traffic_source, {previous} FROM ordered o{changed}"
     )
+
+
+def _add_changes(table: str, constraint: str, keys: dict[str, str], values: dict[str, str],
+                 source: str = "rollup_session_changes") -> list[str]:
+    """Add the signed session changes to `table` (keys and values: column -> expression over `source`), then
+    delete its rows of the changed hours that count no session any more."""
+    sums = {column: f"sum(sign * {expression})" for column, expression in values.items()}
+    return [
+        f"INSERT INTO {table} AS r ({', '.join([*keys, *values])})"
+        f" SELECT {', '.join([*keys.values(), *sums.values()])} FROM {source}"
+        f" GROUP BY {', '.join(str(n) for n in range(1, len(keys) + 1))}"
+        f" HAVING {' OR '.join(f'{total} <> 0' for total in sums.values())}"
+        f" ON CONFLICT ON CONSTRAINT {constraint} DO UPDATE SET "
+        + ", ".join(f"{column} = r.{column} + excluded.{column}" for column in values),
+        f"DELETE FROM {table} WHERE sessions = 0 AND hour IN (SELECT DISTINCT hour FROM rollup_session_changes)",
+    ]
+
+
+_STEPS = {"product_view": "(funnel_step >= 1)::int", "add_to_cart": "(funnel_step >= 2)::int",
+          "begin_checkout": "(funnel_step >= 3)::int", "purchase": "(funnel_step >= 4)::int"}
+_CHANGES_TABLE = (
+    "CREATE TEMP TABLE rollup_session_changes (sign integer, is_bot boolean, hour timestamptz, events integer,"
+    " signed_in boolean, funnel_step smallint, device_category text, first_signed_in boolean, traffic_source text, "
+    + ", ".join(f"prev{scope} timestamptz" for scope in _SCOPES) + ") ON COMMIT DROP"
+)
+_ADD_SESSIONS = [
+    *_add_changes("rollup_hourly_sessions", "rollup_hourly_sessions_pkey",
+                  {"hour": "hour", "is_bot": "is_bot", "prev_hour": "prev0", "prev_any_hour": "prev1"},
+                  {"sessions": "1", "bounces": "(events = 1)::int", "signed_in": "signed_in::int", "events": "events",
+                   **_STEPS}),
+    *_add_changes("rollup_hourly_session_dims", "rollup_hourly_session_dims_key",
+                  {"hour": "hour", "is_bot": "is_bot", "device_category": "device_category",
+                   "first_signed_in": "first_signed_in", "traffic_source": "traffic_source"},
+                  {"sessions": "1", **_STEPS}),
+    *_add_changes("rollup_hourly_visitors", "rollup_hourly_visitors_key",
+                  {"hour": "hour", "scope": "v.scope", "device_category": "CASE WHEN v.scope & 2 = 2 THEN device_category END",
+                   "first_signed_in": "CASE WHEN v.scope & 4 = 4 THEN first_signed_in END", "prev_hour": "v.prev_hour"},
+                  {"sessions": "1"},
+                  "rollup_session_changes CROSS JOIN LATERAL (VALUES "
+                  + ", ".join(f"({scope}::smallint, prev{scope})" for scope in _SCOPES)
+                  + ") AS v (scope, prev_hour) WHERE v.scope & 1 = 1 OR NOT is_bot"),
+]
 
 
 _SESSIONS = [
@@ -175,37 +227,30 @@ _SESSIONS = [
     "   AND session_start BETWEEN t.lo - interval '30 minutes' AND t.hi + interval '30 minutes'"
     "  ) AS r WHERE r.session_end >= t.lo - interval '30 minutes') AS o",
     "ANALYZE rollup_spans",
-    "CREATE TEMP TABLE rollup_session_changes (LIKE rollup_hourly_sessions) ON COMMIT DROP",
-    _session_rows("-"),
+    _CHANGES_TABLE,
+    _changes(-1),
     "DELETE FROM rollup_sessions r USING rollup_spans s"
     " WHERE r.client_id = s.client_id AND r.is_bot = s.is_bot AND r.session_start BETWEEN s.lo AND s.hi",
-    "INSERT INTO rollup_sessions (client_id, is_bot, session_start, session_end, events, signed_in, funnel_step)"
-    " SELECT * FROM clickstream_span_sessions(ARRAY(SELECT ROW(client_id, is_bot, lo, hi)::rollup_span"
-    " FROM rollup_spans))",
-    _session_rows("+"),
-    "INSERT INTO rollup_hourly_sessions AS r"
-    " SELECT hour, is_bot, prev_hour, prev_any_hour, " + ", ".join(f"sum({c})" for c in _COUNTS)
-    + " FROM rollup_session_changes GROUP BY 1, 2, 3, 4"
-    " ON CONFLICT (hour, is_bot, prev_hour, prev_any_hour) DO UPDATE SET "
-    + ", ".join(f"{c} = r.{c} + excluded.{c}" for c in _COUNTS),
-    "DELETE FROM rollup_hourly_sessions r USING rollup_session_changes c"
-    " WHERE r.hour = c.hour AND r.is_bot = c.is_bot AND r.prev_hour = c.prev_hour"
-    " AND r.prev_any_hour = c.prev_any_hour AND r.sessions = 0",
+    "INSERT INTO rollup_sessions SELECT * FROM clickstream_span_sessions(ARRAY(SELECT ROW(client_id, is_bot, lo, hi)"
+    "::rollup_span FROM rollup_spans))",
+    _changes(+1),
+    *_ADD_SESSIONS,
 ]
 
 _WORK_MEM = "SET LOCAL work_mem = '128MB'"  # the sessions' sorts in memory (4MB, the default, spills at ~50k events)
 _COLUMN = {name: index for index, name in enumerate(COLUMNS)}
-_TS, _NAME, _BOT, _CLIENT, _PAGE, _VALUE = (_COLUMN[name] for name in (
-    "event_timestamp", "event_name", "is_bot", "client_id", "page_path", "value"))
+_TS, _NAME, _BOT, _CLIENT, _PAGE, _VALUE, _DEVICE, _USER = (_COLUMN[name] for name in (
+    "event_timestamp", "event_name", "is_bot", "client_id", "page_path", "value", "device_category", "user_id"))
 _PRODUCT = tuple(_COLUMN[name] for name in (
     "context_product_id", "context_product_name", "context_product_category", "context_product_brand"))
 _PRODUCT_STEP = {"product_view": 0, "add_to_cart": 1, "purchase": 2}
 _CENTS = Decimal("0.01")
 _DELTA_COPY = {
-    "rollup_delta_events": "COPY rollup_delta_events (hour, event_name, is_bot, events) FROM STDIN",
+    "rollup_delta_events": "COPY rollup_delta_events (hour, event_name, is_bot, device_category, signed_in, events,"
+                           " value) FROM STDIN",
     "rollup_delta_pages": "COPY rollup_delta_pages (hour, is_bot, page_path, page_views) FROM STDIN",
-    "rollup_delta_products": "COPY rollup_delta_products (hour, is_bot, product_id, product_name, category, brand,"
-                             " views, add_to_cart, purchases, revenue) FROM STDIN",
+    "rollup_delta_products": "COPY rollup_delta_products (hour, is_bot, product_id, device_category, signed_in,"
+                             " product_name, category, brand, views, add_to_cart, purchases, revenue) FROM STDIN",
     "rollup_delta_clients": "COPY rollup_delta_clients (client_id, is_bot, lo, hi) FROM STDIN",
 }
 
@@ -226,20 +271,28 @@ def add_rows(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
     utc = timezone.utc
     stamps = [row[_TS] if row[_TS].tzinfo is utc else row[_TS].astimezone(utc) for row in rows]
     hours = [ts.replace(minute=0, second=0, microsecond=0) for ts in stamps]
-    events = Counter(zip(hours, (row[_NAME] for row in rows), (row[_BOT] for row in rows)))
+    events: dict[tuple, list] = {}
+    for hour, row in zip(hours, rows):
+        key = (hour, row[_NAME], row[_BOT], row[_DEVICE], row[_USER] is not None)
+        counts = events.get(key)
+        if counts is None:
+            counts = events[key] = [0, None]
+        counts[0] += 1
+        counts[1] = _plus(counts[1], row[_VALUE])
     pages = Counter((hour, row[_BOT], row[_PAGE]) for hour, row in zip(hours, rows) if row[_NAME] == "page_view")
     products: dict[tuple, list] = {}
     for hour, row in zip(hours, rows):
         step = _PRODUCT_STEP.get(row[_NAME])
         if step is None or row[_PRODUCT[0]] is None:
             continue
-        key = (hour, row[_BOT], *(row[i] for i in _PRODUCT))
+        key = (hour, row[_BOT], row[_PRODUCT[0]], row[_DEVICE], row[_USER] is not None,
+               *(row[i] for i in _PRODUCT[1:]))
         counts = products.get(key)
         if counts is None:
             counts = products[key] = [0, 0, 0, None]
         counts[step] += 1
-        if step == 2 and row[_VALUE] is not None:
-            counts[3] = row[_VALUE] if counts[3] is None else counts[3] + row[_VALUE]
+        if step == 2:
+            counts[3] = _plus(counts[3], row[_VALUE])
     clients: dict[tuple, list] = {}
     for ts, row in zip(stamps, rows):
         span = clients.get((row[_CLIENT], row[_BOT]))
@@ -250,11 +303,10 @@ def add_rows(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
         elif ts > span[1]:
             span[1] = ts
     deltas = {
-        "rollup_delta_events": [(*key, n) for key, n in events.items()],
+        "rollup_delta_events": [(*key, n, _cents(value)) for key, (n, value) in events.items()],
         "rollup_delta_pages": [(*key, n) for key, n in pages.items()],
-        "rollup_delta_products": [(*key, views, carts, purchases, Decimal(0) if revenue is None else
-                                   revenue.quantize(_CENTS)) for key, (views, carts, purchases, revenue)
-                                  in products.items()],
+        "rollup_delta_products": [(*key, views, carts, purchases, _cents(revenue))
+                                  for key, (views, carts, purchases, revenue) in products.items()],
         "rollup_delta_clients": [(*key, lo, hi) for key, (lo, hi) in clients.items()],
     }
     with cur.connection.cursor() as delta_cur:
@@ -263,6 +315,15 @@ def add_rows(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
                 with delta_cur.copy(_DELTA_COPY[table]) as copy:
                     for delta_row in delta_rows:
                         copy.write_row(delta_row)
+
+
+def _plus(total: Decimal | None, value: Decimal | None) -> Decimal | None:
+    return total if value is None else value if total is None else total + value
+
+
+def _cents(total: Decimal | None) -> Decimal:
+    """A sum of values as the database's sum gives it: 0 without any, else with their two decimals."""
+    return Decimal(0) if total is None else total.quantize(_CENTS)
 
 
 def mark_pending(cur: psycopg.Cursor | psycopg.Connection, days: Iterable[date]) -> None:
@@ -346,8 +407,8 @@ def rebuild(conn: psycopg.Connection, first: date | None = None, last: date | No
         for statement in _HOURLY:
             cur.execute(statement, {"first": low, "last": high})
         cur.execute("INSERT INTO rollup_sessions SELECT * FROM clickstream_sessions('-infinity', 'infinity')")
-        cur.execute("INSERT INTO rollup_hourly_sessions SELECT * FROM clickstream_hourly_sessions("
-                    "ARRAY(SELECT DISTINCT date_trunc('hour', session_start, 'UTC') FROM rollup_sessions))")
+        for statement in (_CHANGES_TABLE, _changes(+1, spans=False), *_ADD_SESSIONS):
+            cur.execute(statement)
     return [low + timedelta(days=n) for n in range((high - low).days + 1)]
 
 

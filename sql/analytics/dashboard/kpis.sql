@@ -3,38 +3,76 @@
 -- product_view_sessions and purchase_sessions (sessions reaching those funnel steps in order) and conversion
 -- (purchase_sessions / product_view_sessions, null without product views) are session-scoped (DW sessions
 -- starting in the range, filtered by their first event).
--- Parameters: start, end (timestamptz), login_state (all | signed_in | anonymous), device (all | desktop |
--- mobile | tablet), include_bots (boolean).
-WITH events AS (
-    SELECT count(*) AS events, coalesce(sum(value) FILTER (WHERE event_name = 'purchase'), 0) AS revenue
+-- Source: the UTC-hour rollups when dashboard_reads_rollups (migration 0007) says they answer exactly, else the
+-- events table (the other branch's scan is skipped: a one-time filter on the parameters).
+-- Visitors on the rollups: rollup_hourly_visitors for ranges of at most 840 hours, else rollup_sessions.
+-- Parameters: start, end (timestamptz), tz (IANA zone name), login_state (all | signed_in | anonymous), device
+-- (all | desktop | mobile | tablet), include_bots (boolean).
+WITH source AS (
+    SELECT dashboard_reads_rollups(%(start)s::timestamptz, %(end)s::timestamptz, %(tz)s::text) AS rollup
+), events AS (
+    SELECT sum(events) AS events, sum(value) FILTER (WHERE event_name = 'purchase') AS revenue
+    FROM rollup_hourly_events
+    WHERE (SELECT rollup FROM source)
+      AND hour >= %(start)s::timestamptz AND hour < %(end)s::timestamptz
+      AND (%(include_bots)s::boolean OR NOT is_bot)
+      AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
+      AND (%(login_state)s::text = 'all' OR signed_in = (%(login_state)s::text = 'signed_in'))
+    UNION ALL
+    SELECT count(*), sum(value) FILTER (WHERE event_name = 'purchase')
     FROM clickstream_events
-    WHERE event_timestamp >= %(start)s::timestamptz AND event_timestamp < %(end)s::timestamptz
+    WHERE NOT (SELECT rollup FROM source)
+      AND event_timestamp >= %(start)s::timestamptz AND event_timestamp < %(end)s::timestamptz
       AND (%(include_bots)s::boolean OR NOT is_bot)
       AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
       AND (%(login_state)s::text = 'all' OR (user_id IS NOT NULL) = (%(login_state)s::text = 'signed_in'))
-), ordered AS (
-    SELECT client_id, is_bot, event_timestamp, device_category, user_id,
-           event_timestamp - lag(event_timestamp) OVER (PARTITION BY client_id, is_bot
-                                                        ORDER BY event_timestamp, event_id)
-               <= interval '30 minutes' AS continues
-    FROM clickstream_events
-    WHERE event_timestamp >= %(start)s::timestamptz - interval '30 minutes'
-      AND event_timestamp < %(end)s::timestamptz
+), raw_sessions AS (
+    SELECT client_id, funnel_step
+    FROM clickstream_sessions(%(start)s::timestamptz - interval '30 minutes', 'infinity')
+    WHERE NOT (SELECT rollup FROM source)
+      AND session_start >= %(start)s::timestamptz AND session_start < %(end)s::timestamptz
       AND (%(include_bots)s::boolean OR NOT is_bot)
+      AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
+      AND (%(login_state)s::text = 'all' OR first_signed_in = (%(login_state)s::text = 'signed_in'))
 ), sessions AS (
-    SELECT o.client_id, s.funnel_step
-    FROM ordered AS o
-    JOIN clickstream_sessions(%(start)s::timestamptz - interval '30 minutes', 'infinity') AS s
-      ON s.client_id = o.client_id AND s.is_bot = o.is_bot AND s.session_start = o.event_timestamp
-    WHERE o.continues IS NOT TRUE AND o.event_timestamp >= %(start)s::timestamptz
-      AND (%(device)s::text = 'all' OR o.device_category = %(device)s::text)
-      AND (%(login_state)s::text = 'all' OR (o.user_id IS NOT NULL) = (%(login_state)s::text = 'signed_in'))
+    SELECT sum(sessions) AS sessions, sum(product_view) AS product_view_sessions, sum(purchase) AS purchase_sessions
+    FROM rollup_hourly_session_dims
+    WHERE (SELECT rollup FROM source)
+      AND hour >= %(start)s::timestamptz AND hour < %(end)s::timestamptz
+      AND (%(include_bots)s::boolean OR NOT is_bot)
+      AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
+      AND (%(login_state)s::text = 'all' OR first_signed_in = (%(login_state)s::text = 'signed_in'))
+    UNION ALL
+    SELECT count(*), count(*) FILTER (WHERE funnel_step >= 1), count(*) FILTER (WHERE funnel_step >= 4)
+    FROM raw_sessions
+), visitors AS (
+    SELECT sum(sessions) AS visitors
+    FROM rollup_hourly_visitors
+    WHERE (SELECT rollup FROM source) AND %(end)s::timestamptz - %(start)s::timestamptz <= interval '840 hours'
+      AND hour >= %(start)s::timestamptz AND hour < %(end)s::timestamptz AND prev_hour < %(start)s::timestamptz
+      AND scope = CASE WHEN %(include_bots)s::boolean THEN 1 ELSE 0 END
+                  + CASE WHEN %(device)s::text = 'all' THEN 0 ELSE 2 END
+                  + CASE WHEN %(login_state)s::text = 'all' THEN 0 ELSE 4 END
+      AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
+      AND (%(login_state)s::text = 'all' OR first_signed_in = (%(login_state)s::text = 'signed_in'))
+    UNION ALL
+    SELECT count(DISTINCT client_id)
+    FROM rollup_sessions
+    WHERE (SELECT rollup FROM source) AND %(end)s::timestamptz - %(start)s::timestamptz > interval '840 hours'
+      AND session_start >= %(start)s::timestamptz AND session_start < %(end)s::timestamptz
+      AND (%(include_bots)s::boolean OR NOT is_bot)
+      AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
+      AND (%(login_state)s::text = 'all' OR first_signed_in = (%(login_state)s::text = 'signed_in'))
+    UNION ALL
+    SELECT count(DISTINCT client_id) FROM raw_sessions
 ), totals AS (
-    SELECT count(*) AS sessions, count(DISTINCT client_id) AS visitors,
-           count(*) FILTER (WHERE funnel_step >= 1) AS product_view_sessions,
-           count(*) FILTER (WHERE funnel_step >= 4) AS purchase_sessions
-    FROM sessions
+    SELECT (SELECT coalesce(sum(events), 0)::bigint FROM events) AS events,
+           (SELECT coalesce(sum(revenue), 0) FROM events) AS revenue,
+           (SELECT coalesce(sum(sessions), 0)::bigint FROM sessions) AS sessions,
+           (SELECT coalesce(sum(visitors), 0)::bigint FROM visitors) AS visitors,
+           (SELECT coalesce(sum(product_view_sessions), 0)::bigint FROM sessions) AS product_view_sessions,
+           (SELECT coalesce(sum(purchase_sessions), 0)::bigint FROM sessions) AS purchase_sessions
 )
-SELECT e.events, t.sessions, t.visitors, t.product_view_sessions, t.purchase_sessions,
-       t.purchase_sessions::float8 / nullif(t.product_view_sessions, 0) AS conversion, e.revenue
-FROM events AS e CROSS JOIN totals AS t;
+SELECT events, sessions, visitors, product_view_sessions, purchase_sessions,
+       purchase_sessions::float8 / nullif(product_view_sessions, 0) AS conversion, revenue
+FROM totals;

@@ -1,22 +1,38 @@
 -- Per product in [start, end) (event-scoped): views (product_view), add_to_cart, purchases (purchase events),
 -- conversion = purchases / views (null without views), revenue (sum of the purchases' value); name and
 -- category: the least value the product's events carry. Best revenue first.
--- Parameters: start, end (timestamptz), login_state (all | signed_in | anonymous), device (all | desktop |
--- mobile | tablet), include_bots (boolean).
-SELECT context_product_id AS product_id,
-       min(context_product_name) AS product_name,
-       min(context_product_category) AS category,
-       count(*) FILTER (WHERE event_name = 'product_view') AS views,
-       count(*) FILTER (WHERE event_name = 'add_to_cart') AS add_to_cart,
-       count(*) FILTER (WHERE event_name = 'purchase') AS purchases,
-       (count(*) FILTER (WHERE event_name = 'purchase'))::float8
-           / nullif(count(*) FILTER (WHERE event_name = 'product_view'), 0) AS conversion,
-       coalesce(sum(value) FILTER (WHERE event_name = 'purchase'), 0) AS revenue
-FROM clickstream_events
-WHERE event_name IN ('product_view', 'add_to_cart', 'purchase') AND context_product_id IS NOT NULL
-  AND event_timestamp >= %(start)s::timestamptz AND event_timestamp < %(end)s::timestamptz
-  AND (%(include_bots)s::boolean OR NOT is_bot)
-  AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
-  AND (%(login_state)s::text = 'all' OR (user_id IS NOT NULL) = (%(login_state)s::text = 'signed_in'))
-GROUP BY context_product_id
+-- Source: the UTC-hour rollups when dashboard_reads_rollups (migration 0007) says they answer exactly, else the
+-- events table (the other branch's scan is skipped: a one-time filter on the parameters).
+-- Parameters: start, end (timestamptz), tz (IANA zone name), login_state (all | signed_in | anonymous), device
+-- (all | desktop | mobile | tablet), include_bots (boolean).
+WITH source AS (
+    SELECT dashboard_reads_rollups(%(start)s::timestamptz, %(end)s::timestamptz, %(tz)s::text) AS rollup
+), products AS (
+    SELECT product_id, min(product_name) AS product_name, min(category) AS category, sum(views) AS views,
+           sum(add_to_cart) AS add_to_cart, sum(purchases) AS purchases, sum(revenue) AS revenue
+    FROM rollup_hourly_products
+    WHERE (SELECT rollup FROM source)
+      AND hour >= %(start)s::timestamptz AND hour < %(end)s::timestamptz
+      AND (%(include_bots)s::boolean OR NOT is_bot)
+      AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
+      AND (%(login_state)s::text = 'all' OR signed_in = (%(login_state)s::text = 'signed_in'))
+    GROUP BY product_id
+    UNION ALL
+    SELECT context_product_id, min(context_product_name), min(context_product_category),
+           count(*) FILTER (WHERE event_name = 'product_view'),
+           count(*) FILTER (WHERE event_name = 'add_to_cart'),
+           count(*) FILTER (WHERE event_name = 'purchase'),
+           coalesce(sum(value) FILTER (WHERE event_name = 'purchase'), 0)
+    FROM clickstream_events
+    WHERE NOT (SELECT rollup FROM source)
+      AND event_name IN ('product_view', 'add_to_cart', 'purchase') AND context_product_id IS NOT NULL
+      AND event_timestamp >= %(start)s::timestamptz AND event_timestamp < %(end)s::timestamptz
+      AND (%(include_bots)s::boolean OR NOT is_bot)
+      AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
+      AND (%(login_state)s::text = 'all' OR (user_id IS NOT NULL) = (%(login_state)s::text = 'signed_in'))
+    GROUP BY context_product_id
+)
+SELECT product_id, product_name, category, views::bigint AS views, add_to_cart::bigint AS add_to_cart,
+       purchases::bigint AS purchases, purchases::float8 / nullif(views, 0) AS conversion, revenue
+FROM products
 ORDER BY revenue DESC, purchases DESC, views DESC, product_id;
