@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,77 @@ def test_the_storefront_bundle_holds_frontend_and_the_oltp_migrations(tmp_path):
     assert not any(name.startswith(("shiny/", "sql/analytics")) for name in names)
     assert any(re.fullmatch(r"wheels/clickstream-.+-py3-none-any\.whl", name) for name in names)
     assert artifact.key.startswith("storefront/clickstream-storefront-bundle-")
+
+
+# --- the warehouse instance SBW_EC2_ShinyDWH: roles as locally, the dashboard, SSM port forwarding ------------
+class RecordingCluster:
+    """What setup_warehouse asks of a cluster, recorded as SQL text (no database)."""
+
+    def __init__(self):
+        self.statements: list[str] = []
+
+    def ensure_login_role(self, role, password):
+        self.statements.append(f"CREATE ROLE {role} LOGIN PASSWORD")
+
+    def ensure_database(self, name, owner=None):
+        self.statements.append(f"CREATE DATABASE {name}")
+
+    @contextmanager
+    def connect_admin(self, dbname="postgres"):
+        yield self
+
+    @contextmanager
+    def transaction(self):
+        yield
+
+    def execute(self, statement, params=None):
+        self.statements.append(statement if isinstance(statement, str) else statement.as_string(None))
+        return self
+
+    def fetchone(self):
+        return (None,)  # to_regclass('public.schema_migrations'): not there yet, as before the first migrate
+
+
+def normalized(sql_text: str) -> str:
+    return re.sub(r"\s+", " ", sql_text.replace('"', "")).strip().rstrip(";").lower()
+
+
+def test_the_warehouse_user_data_grants_what_setup_warehouse_grants_locally():
+    from clickstream.local import postgres
+
+    cluster = RecordingCluster()
+    postgres.setup_warehouse(cluster, {role: "x" for role in postgres.WAREHOUSE_ROLES})
+    local = [normalized(s) for s in cluster.statements if not s.startswith("SELECT")]
+    script = user_data(aws_stacks()["analytics"], "DwInstance")
+    sql_blocks = re.findall(r"<<'SQL'\n(.*?)\nSQL\n", script, re.S)
+    on_aws = {normalized(s) for block in sql_blocks for s in block.split(";") if s.strip()}
+    missing = [s for s in local if not any(statement.startswith(s) for statement in on_aws)]
+    assert len(sql_blocks) == 3 and missing == []
+    assert {"create role sbw_reader login password :'sbw'",
+            "alter role sbw_reader set search_path to sbw, public"} <= on_aws
+    # then the migration log is taken back, as protect_migration_log does after each migrate
+    assert script.index("warehouse.migrate(") < script.index("REVOKE ALL ON schema_migrations FROM PUBLIC, etl_writer")
+
+
+def test_the_dashboard_runs_shiny_app_as_dashboard_reader_on_the_loopback():
+    stacks = aws_stacks()
+    script = user_data(stacks["analytics"], "DwInstance")
+    dsn = re.search(r"^CLICKSTREAM_DASHBOARD_DSN=(.+)$", script, re.M).group(1)
+    assert dsn == "host=127.0.0.1 port=5432 dbname=clickstream_dw user=dashboard_reader password=$READER_PW"
+    assert "ExecStart=/opt/clickstream/venv/bin/shiny run --host 127.0.0.1 --port 8787 /opt/clickstream/shiny/app.py" \
+        in script
+    assert "pip install --no-index --find-links wheels clickstream shiny" in script
+    assert "CLICKSTREAM_PROJECT_ROOT=/opt/clickstream" in script  # sql/analytics of the bundle
+    target = {t.parameter: t for t in package.code_targets(stacks.values())}["DashboardCodeKey"]
+    names = {line.split("==")[0] for line in package.bundle_requirements(target, ROOT)[0]}
+    assert "shiny" in names and target.folders == ("sql", "shiny")
+
+
+def test_the_dashboard_command_forwards_the_port_of_the_real_instance():
+    analytics = aws_stacks()["analytics"]
+    output = analytics.template.outputs["DashboardSessionCommand"]["Value"]["Fn::Sub"]
+    assert "--target ${DwInstance} " in output  # Ref of the instance: its instance id, not a logical id or a name
+    assert analytics.resources["DwInstance"]["Type"] == "AWS::EC2::Instance"
+    assert analytics.outputs()["DashboardSessionCommand"] == (
+        "aws ssm start-session --target DwInstance --document-name AWS-StartPortForwardingSession "
+        "--parameters '{\"portNumber\":[\"8787\"],\"localPortNumber\":[\"8787\"]}' --region eu-west-1")
