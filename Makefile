@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test up down status lint check-templates bench toc clean
+.PHONY: help venv demo test up down status lint check-templates bench toc notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: venv ## run the benchmarks (figures go into the README)
 
 toc: venv ## regenerate the README's table of notebooks from their file names
 	$(BIN)/python notebooks/make_toc.py --readme README.md
+
+notebooks: venv ## execute the notebooks on a fresh private stack and render them to build/notebooks/ (HTML, index)
+	$(BIN)/python notebooks/render.py
 
 clean: ## remove the venv (keeps .clickstream data)
 	rm -rf $(VENV)
