@@ -238,3 +238,31 @@ def test_the_dashboard_command_forwards_the_port_of_the_real_instance():
     assert analytics.outputs()["DashboardSessionCommand"] == (
         "aws ssm start-session --target DwInstance --document-name AWS-StartPortForwardingSession "
         "--parameters '{\"portNumber\":[\"8787\"],\"localPortNumber\":[\"8787\"]}' --region eu-west-1")
+
+
+def test_an_aws_deploy_of_the_frontend_ships_the_storefront_bundle_and_uploads_the_static_files(s3, tmp_path,
+                                                                                                 monkeypatch):
+    from clickstream.infra import deploy
+
+    params = tmp_path / "aws.json"
+    params.write_text('{"parameters": {"*": {"NameSuffix": "me", "CodeBucket": "my-code"}}}')
+    s3.create_bucket(Bucket="my-code")
+    s3.create_bucket(Bucket="clickstream-storefront-me")  # what CloudFormation would have created
+    sent = {}
+    monkeypatch.setattr(deploy, "deploy_with_change_set",
+                        lambda cf, name, body, parameters, **_: sent.update({name: parameters}) or "CREATE_COMPLETE")
+    monkeypatch.setattr(deploy, "require_deployed_dependencies", lambda *a: None)
+    monkeypatch.setattr(deploy, "stack_resources", lambda cf, name: [
+        {"logical_id": "StorefrontBucket", "type": "AWS::S3::Bucket", "physical_id": "clickstream-storefront-me"}])
+    monkeypatch.setattr(deploy, "stack_outputs", lambda cf, name: {})
+    deploy.deploy(Settings(target="aws", project=ROOT, home=tmp_path / "home"), "frontend", parameters_file=params,
+                  with_dependencies=False, delay=0)
+    given = {p["ParameterKey"]: p["ParameterValue"] for p in sent["clickstream-frontend"]}
+    assert given["StorefrontCodeKey"].startswith("storefront/clickstream-storefront-bundle-")
+    s3.head_object(Bucket="my-code", Key=given["StorefrontCodeKey"])
+    tracker = s3.get_object(Bucket="clickstream-storefront-me", Key="static/clickstream.js")
+    assert tracker["Body"].read() == (ROOT / "frontend" / "static" / "clickstream.js").read_bytes()
+    assert tracker["ContentType"] in ("text/javascript", "application/javascript")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="clickstream-storefront-me")["Contents"]}
+    assert keys == {f"static/{p.relative_to(ROOT / 'frontend' / 'static').as_posix()}"
+                    for p in (ROOT / "frontend" / "static").rglob("*") if p.is_file() and not p.name.startswith(".")}

@@ -20,6 +20,7 @@ The local target (the same templates into moto) is clickstream.local.moto_deploy
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
 import re
 import time
@@ -332,6 +333,26 @@ def ship_code(s3, settings: Settings, chosen: list[Stack], *, with_dependencies:
     return shipped
 
 
+def upload_content(s3, stack: Stack, resources: list[dict], project: Path,
+                   progress: Callable[[str], None] = lambda _: None) -> list[dict]:
+    """Put each project folder a bucket's `Metadata.clickstream.Content` names ({Source, Prefix}) into the deployed
+    bucket under Prefix, with its content type (the storefront's /static/* files). Returns {bucket, prefix, files}."""
+    physical = {r["logical_id"]: r["physical_id"] for r in resources}
+    done = []
+    for lid, res in stack.of_type("AWS::S3::Bucket").items():
+        content = (res.get("Metadata") or {}).get("clickstream", {}).get("Content")
+        if not content:
+            continue
+        source, prefix, bucket = project / content["Source"], content.get("Prefix", ""), physical[lid]
+        files = package.tree_files(source, prefix)
+        for key, path in sorted(files.items()):
+            s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(),
+                          ContentType=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        progress(f"  {len(files)} files of {content['Source']} uploaded to s3://{bucket}/{prefix}")
+        done.append({"bucket": bucket, "prefix": prefix, "files": len(files)})
+    return done
+
+
 # --- the commands -----------------------------------------------------------------------------------
 def plan(settings: Settings, stack: str | None, parameters_file: Path | None,
          templates_dir: Path | None) -> tuple[DeployConfig, list[Stack], list[Stack]]:
@@ -373,8 +394,9 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
         status = deploy_with_change_set(cf, template.stack_name, template.path.read_text(encoding="utf-8"),
                                         cfn_parameters(template.parameters, template.body),
                                         delay=5.0 if delay is None else delay, progress=progress)
-        result = StackResult(template.stack_name, template.path.name, "aws", status,
-                             resources=stack_resources(cf, template.stack_name),
+        resources = stack_resources(cf, template.stack_name)
+        upload_content(s3, template, resources, template.path.parent.parent, progress)
+        result = StackResult(template.stack_name, template.path.name, "aws", status, resources=resources,
                              outputs=stack_outputs(cf, template.stack_name), code=shipped.get(template.stem, []))
         progress(f"{template.stack_name}: {status}")
         results.append(result)
