@@ -18,8 +18,14 @@ from openapi_spec_validator.readers import read_from_filename
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from starlette.testclient import TestClient
+
 from clickstream import contract
+from clickstream.infra.templates import load_stacks
 from clickstream.ingestion.ingest import IngestSettings, handle_http_event
+from clickstream.local.cognito import Unauthorized
+from clickstream.local.http_api import create_app
+from clickstream.settings import Settings
 from tests.schemathesis_checks import invalid_events_are_rejected, valid_events_are_accepted
 
 from event_samples import BUCKET, load_sample
@@ -27,7 +33,6 @@ from reference_validator import validator_class_and_format_checker
 
 DOCUMENT_URI = "urn:clickstream:ingest-openapi"
 FUZZ_EXAMPLES = int(os.environ.get("CLICKSTREAM_FUZZ_EXAMPLES", "40"))
-OPERATION = "/paths/~1clickstream/post"
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +53,67 @@ def test_openapi_document_is_valid_openapi_3_1(document):
     validate_openapi(document)
 
 
+def resolved(document: dict, node: dict) -> dict:
+    """`node`, or the component its `$ref` names."""
+    if "$ref" not in node:
+        return node
+    _, section, kind, name = node["$ref"].split("/")
+    return document[section][kind][name]
+
+
+def response_pointer(document: dict, status: str) -> str:
+    """The JSON pointer of POST /clickstream's response for `status` (a component)."""
+    return document["paths"]["/clickstream"]["post"]["responses"][status]["$ref"].removeprefix("#")
+
+
+def template_routes() -> dict:
+    """{route key: HttpRoute} of the templates' HTTP API."""
+    return {route.key: route for stack in load_stacks(Settings()) for api in stack.http_apis() for route in api.routes}
+
+
+def test_the_documents_operations_are_the_templates_routes(document):
+    routes = template_routes()
+    assert {f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item} == set(routes)
+    schemes = document["components"]["securitySchemes"]
+    for key, route in routes.items():
+        method, path = key.split(" ")
+        security = document["paths"][path][method.lower()].get("security", [])
+        if route.authorizer is None:
+            assert security == [], key
+        else:
+            (requirement,) = security
+            (scheme,) = (schemes[name] for name in requirement)
+            assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT"), key
+            assert route.authorizer.identity_source == ("$request.header.Authorization",)
+
+
+def test_the_signed_in_route_answers_what_the_anonymous_one_does_and_api_gateways_401(document):
+    anonymous, signed_in = (document["paths"][path]["post"] for path in ("/clickstream", "/clickstream/user"))
+    assert signed_in["requestBody"] == anonymous["requestBody"]
+    assert {status: response for status, response in signed_in["responses"].items() if status != "401"} == \
+        anonymous["responses"]
+    (api,) = (api for stack in load_stacks(Settings()) for api in stack.http_apis())
+    route = template_routes()["POST /clickstream/user"]
+
+    class Refuses:
+        def claims(self, authorization):
+            raise Unauthorized("the token has expired")
+
+    class NeverInvoked:
+        function = type("Function", (), {"name": "ingest"})()
+
+        def invoke(self, event, request_id=None):
+            raise AssertionError("the authorizer answers before the Lambda")
+
+    client = TestClient(create_app(api, {route.function: NeverInvoked()}, {route.authorizer.logical_id: Refuses()}))
+    refused = client.post("/clickstream/user", content=b"{}", headers={"authorization": "Bearer expired"})
+    assert refused.status_code == 401 and "x-request-id" not in refused.headers
+    unauthorized = signed_in["responses"]["401"]["$ref"].removeprefix("#")
+    validator = schema_at(document, f"{unauthorized}/content/application~1json/schema")
+    assert list(validator.iter_errors(refused.json())) == []
+    assert not validator.is_valid({"message": "Forbidden"})
+
+
 def test_limits_in_the_document_match_the_defaults(document):
     defaults = IngestSettings(raw_bucket=BUCKET)
     batch = document["components"]["schemas"]["Batch"]["properties"]["events"]
@@ -59,7 +125,7 @@ def test_limits_in_the_document_match_the_defaults(document):
 
 @pytest.mark.parametrize("media_type", ["application/json", "text/plain"])
 def test_request_examples_match_the_request_schema(document, media_type):
-    content = document["paths"]["/clickstream"]["post"]["requestBody"]["content"][media_type]
+    content = resolved(document, document["paths"]["/clickstream"]["post"]["requestBody"])["content"][media_type]
     validator = schema_at(document, "/components/schemas/IngestRequest")
     for name, example in content["examples"].items():
         value = example["value"] if "value" in example else document["components"]["examples"][example["$ref"].rsplit("/", 1)[1]]["value"]
@@ -109,12 +175,13 @@ def responses_of_every_kind(http_event, s3, make_event) -> list[dict]:
 
 def test_every_response_is_documented_and_matches_its_schema(document, http_event, s3, make_event):
     responses = responses_of_every_kind(http_event, s3, make_event)
-    documented = document["paths"]["/clickstream"]["post"]["responses"]
+    documented = {status: resolved(document, response)
+                  for status, response in document["paths"]["/clickstream"]["post"]["responses"].items()}
     assert {response["statusCode"] for response in responses} == {200, 400, 413, 415, 503}
     for response in responses:
         status = str(response["statusCode"])
         assert status in documented
-        validator = schema_at(document, f"{OPERATION}/responses/{status}/content/application~1json/schema")
+        validator = schema_at(document, f"{response_pointer(document, status)}/content/application~1json/schema")
         assert list(validator.iter_errors(json.loads(response["body"]))) == [], response["body"]
         assert response["headers"]["content-type"] == "application/json"
         for name, header in documented[status].get("headers", {}).items():
@@ -160,8 +227,8 @@ def wsgi_app(backend: dict):
 
 
 BACKEND: dict = {}
-INGEST_API = schemathesis.openapi.from_path(contract.OPENAPI_PATH)
-INGEST_API.app = wsgi_app(BACKEND)
+INGEST_API = schemathesis.openapi.from_path(contract.OPENAPI_PATH).include(path="/clickstream")  # the Lambda's
+INGEST_API.app = wsgi_app(BACKEND)  # the authorizer in front of /clickstream/user is the local API's (test_http_api)
 
 
 @pytest.fixture
