@@ -217,6 +217,16 @@ def secrets_manager_endpoint_in_subnet_a_only(t):
     props(t, "network.yaml", "SecretsManagerEndpoint")["SubnetIds"] = [{"Ref": "PrivateSubnetA"}]
 
 
+def endpoint_also_in_a_public_subnet(t):
+    props(t, "network.yaml", "SsmEndpoint")["SubnetIds"].append({"Ref": "PublicSubnetA"})
+
+
+def warehouse_role_reads_the_storefront_secret(t):
+    statement(t, "analytics.yaml", "DwInstanceRole", "ReadDwSecret")["Resource"] = [
+        {"Ref": "DwSecret"},
+        {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:clickstream/storefront-AbCdEf"}]
+
+
 def endpoint_without_private_dns(t):
     props(t, "network.yaml", "SsmEndpoint")["PrivateDnsEnabled"] = False
 
@@ -271,6 +281,11 @@ def etl_reads_another_named_secret(t):
     statement(t, "analytics.yaml", "EtlFunctionRole", "ReadDwSecret")["Resource"] = [
         {"Ref": "DwSecret"},
         {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:clickstream/oltp-AbCdEf"}]
+
+
+def etl_reads_the_whole_raw_bucket(t):
+    statement(t, "analytics.yaml", "EtlFunctionRole", "ReadRawEvents")["Resource"]["Fn::Sub"][0] = \
+        "arn:${AWS::Partition}:s3:::${Bucket}/*"
 
 
 def warehouse_role_gets_every_object(t):
@@ -358,16 +373,20 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
                                                          {"warehouse_postgres_admits_only_etl"}, set()),
     "NAT gateway routed from a private subnet": (
         nat_gateway_routed_from_a_private_subnet,
-        {"no_nat_gateway", "private_route_tables_stay_in_vpc", "analytics_only_in_private_subnets"}, {"CS-NO-NAT"}),
+        {"no_nat_gateway", "private_route_tables_stay_in_vpc", "analytics_only_in_private_subnets",
+         "private_subnets_have_their_endpoints"}, {"CS-NO-NAT"}),
     "NAT gateway": (nat_gateway_alone, {"no_nat_gateway"}, {"CS-NO-NAT"}),
-    "internet route from private subnet B": (internet_route_from_private_subnet_b,  # the ETL runs in private subnet B
-                                             {"private_route_tables_stay_in_vpc", "analytics_only_in_private_subnets"}, set()),
+    # the ETL and the endpoints are in private subnet B too
+    "internet route from private subnet B": (internet_route_from_private_subnet_b,
+                                             {"private_route_tables_stay_in_vpc", "analytics_only_in_private_subnets",
+                                              "private_subnets_have_their_endpoints"}, set()),
     "S3 gateway endpoint off private route table B": (s3_gateway_endpoint_off_private_table_b,
                                                       {"private_route_tables_stay_in_vpc"}, set()),
     "no Secrets Manager endpoint": (no_secrets_manager_endpoint, {"private_subnets_have_their_endpoints"}, set()),
     "no ssmmessages endpoint": (no_ssmmessages_endpoint, {"private_subnets_have_their_endpoints"}, set()),
     "Secrets Manager endpoint in subnet A only": (secrets_manager_endpoint_in_subnet_a_only,
                                                   {"private_subnets_have_their_endpoints"}, set()),
+    "endpoint also in a public subnet": (endpoint_also_in_a_public_subnet, {"private_subnets_have_their_endpoints"}, set()),
     "endpoint without private DNS": (endpoint_without_private_dns, {"private_subnets_have_their_endpoints"}, set()),
     "endpoints admit HTTPS from outside the VPC": (endpoints_admit_https_from_outside_the_vpc,
                                                    {"private_subnets_have_their_endpoints"}, set()),
@@ -386,10 +405,14 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     # a wildcard inside an ARN is beyond what a property rule can judge
     "ETL reads every secret": (etl_reads_every_secret,
                                {"lambda_roles_are_exact_allow_lists", "iam_grants_name_their_resources"}, set()),
-    "ETL reads another named secret": (etl_reads_another_named_secret, {"lambda_roles_are_exact_allow_lists"}, set()),
+    "ETL reads another named secret": (etl_reads_another_named_secret,
+                                       {"lambda_roles_are_exact_allow_lists", "iam_grants_name_their_resources"}, set()),
+    "ETL reads the whole raw bucket": (etl_reads_the_whole_raw_bucket, {"lambda_roles_are_exact_allow_lists"}, set()),
     "s3:Get* in the warehouse's role": (warehouse_role_gets_every_object, {"iam_grants_name_their_resources"}, set()),
     "warehouse's role reads every secret": (warehouse_role_reads_every_secret, {"iam_grants_name_their_resources"},
                                             {"CS-IAM-NO-STAR-RESOURCE"}),
+    "warehouse's role reads another secret": (warehouse_role_reads_the_storefront_secret,
+                                              {"iam_grants_name_their_resources"}, set()),
     "OLTP role is an administrator": (oltp_role_is_administrator, {"iam_grants_name_their_resources"}, set()),
     "public access block off": (public_access_block_off, {"buckets_private_encrypted_tls_only"}, {"CS-S3-PUBLIC-ACCESS-BLOCK"}),
     "bucket readable by everyone": (bucket_readable_by_everyone, {"buckets_private_encrypted_tls_only"}, set()),

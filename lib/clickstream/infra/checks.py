@@ -701,11 +701,13 @@ def private_subnets_have_their_endpoints(folder: Folder) -> list[Finding]:
     """Whatever runs in a private subnet reaches the services its role may call through interface endpoints in
     that subnet: the services of its IAM actions (Lambda's own logs and network interfaces aside; S3 through the
     gateway endpoint, checked with the route tables) and ssm, ssmmessages, ec2messages for an SSM-managed
-    instance. Every interface endpoint has private DNS and admits only TCP 443 from inside its VPC."""
+    instance. Every interface endpoint is in private subnets only, has private DNS and admits only TCP 443 from
+    inside its VPC."""
     templates = _load(folder)
     rule = "private_subnets_have_their_endpoints"
     findings = []
     interfaces: dict[str, list[tuple[Template, str]]] = {}
+    tables = templates.route_tables()
     ingress = [r for r in templates.security_group_rules() if r.direction == "ingress"]
     for template in templates:
         for lid, res in template.of_type("AWS::EC2::VPCEndpoint").items():
@@ -713,6 +715,9 @@ def private_subnets_have_their_endpoints(folder: Folder) -> list[Finding]:
             if templates.text(template, props.get("VpcEndpointType", "Gateway")) != "Interface":
                 continue
             interfaces.setdefault(_endpoint_service(templates, template, lid), []).append((template, lid))
+            for subnet in _as_list(props.get("SubnetIds") or []):
+                for problem in templates.subnet_problems(templates.node(template, subnet), tables):
+                    findings.append(Finding(rule, template.name, lid, f"is not in a private subnet: {problem}"))
             if templates.text(template, props.get("PrivateDnsEnabled", False)) != "true":
                 findings.append(Finding(rule, template.name, lid, "has no private DNS (PrivateDnsEnabled)"))
             vpc = templates.node(template, props.get("VpcId"))
@@ -747,7 +752,8 @@ ARN_WILDCARD_ALLOWED = re.compile(r"^arn:aws:(s3:::[^*?/]+|cloudformation:[^*?/]
 def iam_grants_name_their_resources(folder: Folder) -> list[Finding]:
     """Every IAM statement (roles of functions and instances, attached policies) allows named actions (no "*" or
     "?" in an action: `s3:Get*` and `*` alike) on named resources: "*" only for the network-interface actions that
-    cannot be scoped, a wildcard only at the end after a bucket's name (a key prefix) or a stack's; no NotAction/NotResource; managed
+    cannot be scoped, a wildcard only at the end after a bucket's name (a key prefix) or a stack's; secrets only
+    of the role's own template; no NotAction/NotResource; managed
     policies only AmazonSSMManagedInstanceCore on an instance's role; each role trusts one service."""
     templates = _load(folder)
     rule = "iam_grants_name_their_resources"
@@ -766,7 +772,20 @@ def iam_grants_name_their_resources(folder: Folder) -> list[Finding]:
                                                                           f"instance's role has {SSM_MANAGED_POLICY}"))
             for statement_template, where, statement in _role_statements((template, role_id)):
                 findings += _statement_problems(templates, statement_template, where, statement, rule)
+                findings += _foreign_secrets(templates, statement_template, where, statement, rule)
     return findings
+
+
+def _foreign_secrets(templates: Templates, template: Template, where: str, statement: dict, rule: str) -> list[Finding]:
+    """A statement that reads secrets names only secrets of its own template (by Ref)."""
+    actions = {templates.text(template, a) for a in _as_list(statement.get("Action", []))}
+    if statement.get("Effect") != "Allow" or not any(a.startswith("secretsmanager:") for a in actions):
+        return []
+    return [Finding(rule, template.name, where, f"statement {statement.get('Sid', '?')} reads the secret "
+                                                f"{templates.text(template, resource)}, not one of its own template")
+            for resource in _as_list(statement.get("Resource", []))
+            if (node := templates.node(template, resource)) is None or node[0] is not template
+            or template.resources[node[1]].get("Type") != "AWS::SecretsManager::Secret"]
 
 
 def _statement_problems(templates: Templates, template: Template, where: str, statement: dict, rule: str) -> list[Finding]:
