@@ -626,8 +626,7 @@ def instances_imdsv2_and_encrypted_volumes(folder: Folder) -> list[Finding]:
     return findings
 
 
-# The services a role's actions call, by IAM prefix; Lambda calls CloudWatch Logs and manages a VPC function's
-# network interfaces itself, outside the function's subnets.
+# An instance whose role has this managed policy is managed by Session Manager through these services.
 SSM_MANAGED_POLICY = "AmazonSSMManagedInstanceCore"
 SSM_SERVICES = ("ssm", "ssmmessages", "ec2messages")
 
@@ -659,6 +658,8 @@ def _role_statements(role: Node) -> Iterable[tuple[Template, str, dict]]:
 
 
 def _services_needed(templates: Templates, role: Node, is_function: bool) -> set[str]:
+    """The services a role's allowed actions call, by IAM prefix (a function's logs and network interfaces aside:
+    Lambda handles them outside the function's subnets)."""
     services = set()
     for template, _, statement in _role_statements(role):
         if statement.get("Effect") != "Allow":
