@@ -4,9 +4,12 @@ moto keeps state in memory only. This process persists every S3 request that cha
 bucket before moto's answer is sent: one file per object (a JSON header line, then the bytes) written
 to a temporary file, fsynced, renamed over the old one, then its folder fsynced; files 0600, folders
 0700. At start it restores them (migrating, once, the index.json + objects/ layout older versions saved
-at stop). Cognito (pools, app clients, users and their subs, whose ids moto makes up) is saved whole in
-one file after every Cognito request that may change it, before the answer. Nothing is left to save at
-stop, so a SIGKILL loses nothing acknowledged.
+at stop). Cognito (pools, app clients, users and their subs and tokens, whose ids moto makes up) is kept
+as a snapshot plus an append-only journal: each Cognito request that may change it appends, before the
+answer, one fsynced record of what it touched (the users and tokens it set, read or deleted, the pool it
+named), so a change costs what the change is, not the size of the pool; a record cut short by a crash is
+never acknowledged and is dropped at restore, which then compacts the journal into a new snapshot (files
+0600). Nothing is left to save at stop, so a SIGKILL loses nothing acknowledged.
 
     python -m clickstream.local.moto_runner --port 4566 --state-dir .clickstream/s3
 """
@@ -23,9 +26,11 @@ import pickle
 import re
 import shutil
 import signal
+import struct
 import tempfile
 import threading
 import zlib
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +38,7 @@ from urllib.parse import quote
 
 from joserfc import jwk
 from moto import backends
-from moto.cognitoidp.models import cognitoidp_backends
+from moto.cognitoidp.models import CognitoIdpUserPool, cognitoidp_backends
 from moto.cognitoidp.responses import CognitoIdpResponse
 from moto.s3.models import FakeKey, s3_backends
 from moto.s3.responses import S3Response
@@ -50,7 +55,11 @@ OLD_INDEX = "index.json"  # the layout saved at stop by earlier versions: index.
 CHANGING = {"PUT", "POST", "DELETE"}
 _FSYNC_POOL = ThreadPoolExecutor(4, thread_name_prefix="fsync-folder")
 COGNITO_FILE = "cognito-idp.pickle"
-COGNITO_READ_ONLY = re.compile(r"^AWSCognitoIdentityProviderService\.(Describe|List|Get)")
+COGNITO_JOURNAL = "cognito-idp.journal"
+JOURNAL_HEADER = struct.Struct(">II")  # a record: its length and crc32, then the pickled changes
+ENTRY_DICTS = ("users", "refresh_tokens", "access_tokens", "id_tokens")  # what grows with shoppers and sign-ins
+DELETED = ("clickstream", "deleted")
+COGNITO_READ_ONLY = re.compile(r"^AWSCognitoIdentityProviderService\.(Admin)?(Describe|List|Get)")
 SIGNING_KEY = "moto-cognito-signing-key"  # moto's one fixed key: not pickled, loaded again at restore
 
 
@@ -255,42 +264,206 @@ def _cognito_backends() -> list:
     return list(cognitoidp_backends[LOCAL_ACCOUNT_ID].values())
 
 
+def _pickled(value) -> bytes:
+    buffer = io.BytesIO()
+    _CognitoPickler(buffer).dump(value)
+    return buffer.getvalue()
+
+
+def _unpickled(data: bytes):
+    return _CognitoUnpickler(io.BytesIO(data)).load()  # written by this module, in a 0700 folder
+
+
+class _Touched:
+    """What the Cognito request being answered set, deleted or read in the pools' ENTRY_DICTS."""
+
+    current: _Touched | None = None
+
+    def __init__(self) -> None:
+        self.entries: set[tuple[str, str, str, str]] = set()  # (region, pool id, dict name, key)
+
+
+class _TrackedDict(OrderedDict):
+    """A pool's users or tokens, noting the keys a request sets or deletes; pickled as a plain OrderedDict."""
+
+    def __init__(self, where: tuple[str, str, str], items) -> None:
+        self.where = where
+        super().__init__(items)
+
+    def note(self, key: str) -> None:
+        if _Touched.current is not None:
+            _Touched.current.entries.add((*self.where, key))
+
+    def __setitem__(self, key, value) -> None:
+        self.note(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key) -> None:
+        self.note(key)
+        super().__delitem__(key)
+
+    def pop(self, key, *default):
+        self.note(key)
+        return super().pop(key, *default)
+
+    def __reduce__(self):
+        return OrderedDict, (list(self.items()),)
+
+
+def _track(pool: CognitoIdpUserPool) -> CognitoIdpUserPool:
+    for name in ENTRY_DICTS:
+        setattr(pool, name, _TrackedDict((pool.region, pool.id, name), getattr(pool, name)))
+    return pool
+
+
+def _track_new_pools_and_user_reads() -> None:
+    """Every pool tracks its ENTRY_DICTS from its creation; a user a request looks up is noted too (the request
+    may change it in place: a password, a status, attributes)."""
+    init, get_user = CognitoIdpUserPool.__init__, CognitoIdpUserPool._get_user
+
+    def tracked_init(pool, *args, **kwargs):
+        init(pool, *args, **kwargs)
+        _track(pool)
+
+    def noted_get_user(pool, username):
+        user = get_user(pool, username)
+        if user is not None and isinstance(pool.users, _TrackedDict):
+            pool.users.note(user.username)
+        return user
+
+    CognitoIdpUserPool.__init__, CognitoIdpUserPool._get_user = tracked_init, noted_get_user
+
+
+def _apply(pools: dict[str, dict], changes: list[tuple]) -> None:
+    """Replay one journal record on {region: {pool id: pool}}."""
+    for kind, region, pool_id, *rest in changes:
+        regional = pools.setdefault(region, {})
+        if kind == "pool":
+            regional[pool_id] = rest[0]
+        elif kind == "drop":
+            regional.pop(pool_id, None)
+        elif kind == "shell":
+            cls, state = rest
+            old = regional.get(pool_id)
+            pool = regional[pool_id] = object.__new__(cls)
+            pool.__dict__.update(state)
+            for name in ENTRY_DICTS:
+                setattr(pool, name, getattr(old, name) if old is not None else OrderedDict())
+        elif kind == "entry" and pool_id in regional:
+            name, key, value = rest
+            entries = getattr(regional[pool_id], name)
+            if value == DELETED:
+                entries.pop(key, None)
+            else:
+                entries[key] = value
+
+
+class Journal:
+    """An append-only file of records, each durable when `append` returns; a record cut short by a crash
+    (its length or crc32 does not match) ends the readable part."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, record: bytes) -> None:
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, JOURNAL_HEADER.pack(len(record), zlib.crc32(record)) + record)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(self.path.parent)
+
+    def records(self) -> list[bytes]:
+        data = self.path.read_bytes() if self.path.exists() else b""
+        records, at = [], 0
+        while at + JOURNAL_HEADER.size <= len(data):
+            size, crc = JOURNAL_HEADER.unpack_from(data, at)
+            record = data[at + JOURNAL_HEADER.size: at + JOURNAL_HEADER.size + size]
+            if len(record) < size or zlib.crc32(record) != crc:
+                break
+            records.append(record)
+            at += JOURNAL_HEADER.size + size
+        if at < len(data):
+            log.warning("dropped %d bytes of an unacknowledged Cognito change cut short", len(data) - at)
+        return records
+
+
 class CognitoStore:
-    """moto's Cognito user pools (by region) in one file, rewritten whole and atomically (write_atomic)."""
+    """moto's Cognito user pools (by region): a snapshot (COGNITO_FILE, written atomically) and a journal of
+    the changes since (COGNITO_JOURNAL), compacted into a new snapshot at each restore."""
 
     def __init__(self, state_dir: Path) -> None:
         self.file = state_dir / COGNITO_FILE
+        self.journal = Journal(state_dir / COGNITO_JOURNAL)
         self._lock = threading.Lock()
 
-    def save(self) -> None:
-        buffer = io.BytesIO()
-        _CognitoPickler(buffer).dump({backend.region_name: backend.user_pools for backend in _cognito_backends()})
-        write_atomic(self.file.parent, self.file.name, buffer.getvalue())
+    @staticmethod
+    def _pools() -> dict[tuple[str, str], CognitoIdpUserPool]:
+        return {(backend.region_name, pool_id): pool for backend in _cognito_backends()
+                for pool_id, pool in backend.user_pools.items()}
 
     def restore(self) -> int:
-        """Put the saved pools back into moto's backends; returns how many."""
-        if not self.file.exists():
-            return 0
-        with open(self.file, "rb") as stream:
-            saved = _CognitoUnpickler(stream).load()  # written by this module, in a 0700 folder
-        for region, pools in saved.items():
-            cognitoidp_backends[LOCAL_ACCOUNT_ID][region].user_pools.update(pools)
-        return sum(len(pools) for pools in saved.values())
+        """Put the saved pools back into moto's backends, the journal replayed on the snapshot, then compact
+        them into a new snapshot; returns how many pools."""
+        pools: dict[str, dict] = _unpickled(self.file.read_bytes()) if self.file.exists() else {}
+        for record in self.journal.records():
+            _apply(pools, _unpickled(record))
+        for region, regional in pools.items():
+            cognitoidp_backends[LOCAL_ACCOUNT_ID][region].user_pools.update(
+                {pool_id: _track(pool) for pool_id, pool in regional.items()})
+        write_atomic(self.file.parent, self.file.name, _pickled(pools))
+        write_atomic(self.file.parent, self.journal.path.name)
+        return sum(len(regional) for regional in pools.values())
+
+    def record(self, before: set[tuple[str, str]], touched: _Touched, named_pool: str | None) -> None:
+        """Append what one request changed: pools created (whole) or deleted, the shell of the pool it named
+        (its settings and clients; whole if it has groups, which hold users), and each touched entry."""
+        pools = self._pools()
+        whole = set(pools) - before
+        changes: list[tuple] = [("drop", region, pool_id) for region, pool_id in before - set(pools)]
+        for where in pools:
+            if where[1] == named_pool and where not in whole:
+                if pools[where].groups:
+                    whole.add(where)
+                else:
+                    state = {k: v for k, v in pools[where].__dict__.items() if k not in ENTRY_DICTS}
+                    changes.append(("shell", *where, type(pools[where]), state))
+        changes += [("pool", *where, pools[where]) for where in whole]
+        for region, pool_id, name, key in sorted(touched.entries):
+            if (region, pool_id) in pools and (region, pool_id) not in whole:
+                value = getattr(pools[region, pool_id], name).get(key, DELETED)
+                changes.append(("entry", region, pool_id, name, key, value))
+        if changes:
+            self.journal.append(_pickled(changes))
 
     def persist_before_answering(self) -> None:
-        """Wrap moto's Cognito dispatcher: changing requests one at a time, the pools saved before the answer."""
+        """Wrap moto's Cognito dispatcher: changing requests one at a time, each one's changes appended to the
+        journal before the answer."""
+        _track_new_pools_and_user_reads()
         call_action, store = CognitoIdpResponse.call_action, self
 
         def persisted_call_action(response):
             if COGNITO_READ_ONLY.match(response.headers.get("X-Amz-Target", "")):
                 return call_action(response)
             with store._lock:
+                before, _Touched.current = set(store._pools()), _Touched()
                 try:
                     return call_action(response)
                 finally:
-                    store.save()
+                    touched, _Touched.current = _Touched.current, None
+                    store.record(before, touched, _named_pool(response))
 
         CognitoIdpResponse.call_action = persisted_call_action
+
+
+def _named_pool(response) -> str | None:
+    try:
+        return json.loads(response.body or "{}").get("UserPoolId")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _read_object(path: Path) -> tuple[dict | None, bytes]:
