@@ -110,9 +110,13 @@ def test_the_cookie_secret_is_generated_and_only_the_instance_reads_it():
     assert "GenerateSecretString" in secret and "SecretString" not in secret
     statements = {s["Sid"]: s for s in
                   frontend.props("OltpInstanceRole")["Policies"][0]["PolicyDocument"]["Statement"]}
-    assert statements["ReadCookieSecret"] == {"Sid": "ReadCookieSecret", "Effect": "Allow",
-                                              "Action": "secretsmanager:GetSecretValue",
-                                              "Resource": {"Ref": "StorefrontCookieSecret"}}
+    secret_policy = frontend.props("OltpCookieSecretPolicy")
+    assert secret_policy["Roles"] == [{"Ref": "OltpInstanceRole"}]
+    assert secret_policy["PolicyDocument"]["Statement"] == [{"Sid": "ReadCookieSecret", "Effect": "Allow",
+                                                             "Action": "secretsmanager:GetSecretValue",
+                                                             "Resource": {"Ref": "StorefrontCookieSecret"}}]
+    assert frontend.resources["OltpInstance"]["DependsOn"] == "OltpCookieSecretPolicy"
+    assert not [s for s in statements.values() if "secretsmanager" in str(s["Action"])]
     assert frontend.resolve(statements["ReadStorefrontBundle"]["Resource"]) == \
         "arn:aws:s3:::clickstream-artifacts/storefront/clickstream-storefront-bundle.tar.gz"
     assert frontend.resolve(statements["ReadIngestUrl"]["Resource"]).endswith(
@@ -128,7 +132,8 @@ def test_the_instance_installs_the_storefront_from_its_bundle_with_nothing_secre
     assert "pip install --no-index --find-links wheels clickstream uvicorn" in script
     assert "oltp.seed(" in script  # shop_oltp's tables and catalogue
     assert "APP_PW=$(openssl rand -hex 24)" in script  # shop_app's password is made on the instance
-    assert "--secret-id 'clickstream/storefront/cookie-secret-dev'" in script  # Ref: the secret's ARN on AWS
+    secret_name = frontend.resolve(frontend.props("StorefrontCookieSecret")["Name"])
+    assert f"--secret-id '{secret_name}'" in script and secret_name == "clickstream/storefront/cookie-secret-dev"
     assert "aws ssm get-parameter --name '/clickstream-ingestion/ApiUrl'" in script
     assert ingestion.resolve(ingestion.props("ApiUrlParameter")["Name"]) == "/clickstream-ingestion/ApiUrl"
     assert ingestion.resolve(ingestion.props("ApiUrlParameter")["Value"]) == ingestion.outputs()["ApiUrl"]

@@ -17,7 +17,7 @@ from botocore.stub import ANY, Stubber
 
 from clickstream.infra import deploy
 from clickstream.infra.deploy import DeployConfig, DeployError, dependency_order, load_templates
-from clickstream.local.moto_deploy import local_template
+from clickstream.local.moto_deploy import local_template, moto_supported_types
 from clickstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,3 +255,18 @@ def test_the_cli_chooses_the_deployer_by_target_and_the_aws_deployer_refuses_loc
     assert cli._deployer(settings("aws")) is deploy
     with pytest.raises(DeployError, match="clickstream.local.moto_deploy"):
         deploy.deploy(settings("local"))
+
+
+def test_frontend_for_moto_reports_what_it_leaves_out_and_fakes_none_of_it():
+    frontend = next(t for t in templates() if t.stem == "frontend")
+    body, result = local_template(frontend, moto_supported_types(), {})  # the installed moto's types
+    skipped = {item["logical_id"]: item["reason"] for item in result.skipped}
+    # moto's CloudFormation has no Cognito, CloudFront or secrets; only the policy that reads the secret goes with it
+    assert {"UserPool", "UserPoolClient", "StorefrontDistribution", "StorefrontOriginAccessControl",
+            "StorefrontCookieSecret", "OltpCookieSecretPolicy"} <= set(skipped)
+    assert "StorefrontCookieSecret" in skipped["OltpCookieSecretPolicy"]
+    assert not set(skipped) & set(body["Resources"])
+    assert {"OltpInstanceRole", "OltpInstanceProfile", "OltpInstance"} <= set(body["Resources"])
+    assert "DependsOn" not in body["Resources"]["OltpInstance"]  # on a left-out resource: dropped
+    assert {o["name"] for o in result.skipped_outputs} == {"UserPoolId", "UserPoolClientId", "StorefrontUrl",
+                                                           "StorefrontOrigin"}
