@@ -10,6 +10,7 @@ library(ggplot2)
 SQL_DIR <- dashboard_sql_dir()
 RETRY_MS <- 2000
 EMPTY_POLL_MS <- 5000
+DEFAULT_RANGE <- Sys.Date() - c(6, 0)  # until the warehouse's own last 7 days are known
 TIME_ZONES <- c("UTC", "Europe/London", "Europe/Paris", "America/New_York", "America/Los_Angeles",
                 "Asia/Ho_Chi_Minh", "Asia/Tokyo", "Australia/Sydney", "Asia/Kolkata")
 FUNNEL_STEPS <- c("product_view", "add_to_cart", "begin_checkout", "purchase")
@@ -49,7 +50,7 @@ ui <- fluidPage(
   sidebarLayout(
     sidebarPanel(
       width = 3,
-      dateRangeInput("date_range", "Dates", start = Sys.Date() - 6, end = Sys.Date()),
+      dateRangeInput("date_range", "Dates", start = DEFAULT_RANGE[1], end = DEFAULT_RANGE[2]),
       selectInput("tz", "Business time zone", TIME_ZONES, selectize = FALSE),
       selectInput("login_state", "Login state", c("All shoppers" = "all", "Signed in" = "signed_in", "Anonymous" = "anonymous"),
                   selectize = FALSE),
@@ -130,13 +131,14 @@ server <- function(input, output, session) {
     list(rows = rows, empty = empty)
   })
 
-  range_set <- FALSE
+  # The warehouse's last 7 days with data, once known, unless the user has chosen dates already.
   observeEvent(data_range(), {
     rows <- data_range()$rows
-    if (range_set || is.null(rows) || data_range()$empty) return()
+    chosen <- isolate(input$date_range)
+    untouched <- is.null(chosen) || identical(as.Date(chosen), DEFAULT_RANGE)
+    if (!untouched || is.null(rows) || data_range()$empty) return()
     last <- as.Date(rows[[2]][1])
     updateDateRangeInput(session, "date_range", start = max(as.Date(rows[[1]][1]), last - 6), end = last)
-    range_set <<- TRUE
   })
 
   kpis <- reactive({

@@ -92,8 +92,8 @@ kpi_texts <- function(current, previous = NULL, days = NA) {
   stats::setNames(lapply(names(shown), function(key) {
     value <- shown[[key]](current[[key]])
     if (is.null(previous)) return(value)
-    c(value, sprintf("%s vs the previous %d days",
-                     format_change(current[[key]], previous[[key]], rate = key == "conversion"), days))
+    c(value, paste(format_change(current[[key]], previous[[key]], rate = key == "conversion"), "vs the previous",
+                   if (days == 1) "day" else paste(days, "days")))
   }), names(shown))
 }
 
@@ -118,7 +118,9 @@ warehouse_reader <- function(dsn, sql_dir) {
   query <- function(name, params) {
     tryCatch({
       current <- open()
-      DBI::dbGetQuery(current, interpolate_query(current, sql_dir, name, params))
+      rows <- DBI::dbGetQuery(current, interpolate_query(current, sql_dir, name, params))
+      if (!is.data.frame(rows)) stop("the warehouse gave no answer to ", name, ".sql", call. = FALSE)
+      rows
     }, error = function(e) {
       close()
       stop(e)
