@@ -118,7 +118,7 @@ def percent(series: pd.Series) -> pd.Series:
 
 # --- charts -------------------------------------------------------------------------------------------------------
 def figure(rows: int = 1, height: float = 3.4) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(8, height), layout="constrained")
+    fig = Figure(figsize=(8, height))
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     for ax in axes:
         ax.spines[["top", "right"]].set_visible(False)
@@ -158,12 +158,11 @@ def trend_figure(frame: pd.DataFrame, grain: str) -> Figure:
     return fig
 
 
-def product_trend_figure(frame: pd.DataFrame, name: str) -> Figure:
+def product_trend_figure(frame: pd.DataFrame) -> Figure:
     fig, (ax,) = figure(height=3.4)
     for column, color in zip(("views", "add_to_cart", "purchases"), COLORS):
         ax.plot(frame["day"], frame[column], color=color, marker="o", markersize=4, linewidth=1.6,
                 label=column.replace("_", " "))
-    ax.set_title(name, fontsize=10, loc="left")
     ax.set_ylim(bottom=0)
     ax.legend(frameon=False, fontsize=8)
     fig.autofmt_xdate()
@@ -173,7 +172,7 @@ def product_trend_figure(frame: pd.DataFrame, name: str) -> Figure:
 def heatmap_figure(frame: pd.DataFrame, tz: str) -> Figure:
     grid = frame.pivot_table(index="dow", columns="hour", values="events", aggfunc="sum")
     grid = grid.reindex(index=range(7), columns=range(24), fill_value=0).fillna(0)
-    fig = Figure(figsize=(11, 3.2))  # no layout engine: render.plot lays it out, colorbar included
+    fig = Figure(figsize=(11, 3.2))
     ax = fig.subplots()
     image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="Blues")
     ax.set_yticks(range(7), questions.DAY_NAMES)
@@ -236,7 +235,8 @@ def app_ui(request) -> ui.Tag:
                                "to see its daily trend.", class_="small text-muted"),
               ui.output_data_frame("products_table"), footer=questions.REVENUE_CLAIM),
         ui.layout_columns(
-            panel("Product trend", ui.output_plot("product_trend_plot", height="320px")),
+            panel("Product trend", ui.output_text("product_trend_title", inline=False),
+                  ui.output_plot("product_trend_plot", height="320px")),
             panel("Categories", ui.output_data_frame("categories_table"), footer=questions.REVENUE_CLAIM),
             col_widths=(6, 6), fill=False,
         ),
@@ -249,19 +249,23 @@ def app_ui(request) -> ui.Tag:
 def server(input, output, session) -> None:
     read = Reader(os.environ.get(DSN_ENV))
     session.on_ended(read.close)
-    warehouse = reactive.value(warehouse_state(read))
+    initial = warehouse_state(read)
+    warehouse = reactive.value(initial)
+    automatic = {default_range(initial)}  # the dates this page chose; others are the user's
 
     @reactive.effect
     def _poll() -> None:
-        """Read the warehouse's state every few seconds: a lost connection comes back, new data shows up."""
+        """Read the warehouse's state every few seconds: a lost connection comes back, new data shows up (and the
+        dates follow it while they are the default: the last days with data)."""
         reactive.invalidate_later(POLL_SECONDS)
         state = warehouse_state(read)
         with reactive.isolate():
-            before = warehouse()
+            before, shown = warehouse(), tuple(input.date_range())
         if state != before:
             warehouse.set(state)
-            if state[0] == "ready" and before[0] == "empty":
+            if state[0] == "ready" and shown in automatic:
                 start, end = default_range(state)
+                automatic.add((start, end))
                 ui.update_date_range("date_range", start=start, end=end)
 
     def ask(question, *args):
@@ -377,9 +381,13 @@ def server(input, output, session) -> None:
     def product_trend_data() -> pd.DataFrame:
         return ask(dashboard.product_trend, filters(), chosen_product()[0])
 
+    @render.text
+    def product_trend_title():
+        return chosen_product()[1]
+
     @render.plot(alt="Daily views, add-to-carts and purchases of the chosen product")
     def product_trend_plot():
-        return product_trend_figure(product_trend_data(), chosen_product()[1])
+        return product_trend_figure(product_trend_data())
 
     @reactive.calc
     def categories_data() -> pd.DataFrame:

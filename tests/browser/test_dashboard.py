@@ -1,0 +1,348 @@
+"""The Python dashboard (shiny/app.py), as `clickstream up` serves it on the test stack, in a real Chromium driven
+with shiny.playwright.controller, against the warehouse loaded with a simulated range.
+
+Every KPI, the funnel steps and the top products equal an independent SQL reading of clickstream_events (written
+here), for each filter. Also: the empty warehouse, a lost connection (the DW cluster stopped and started again).
+Screenshots go to $CLICKSTREAM_TEST_OUTPUT/dashboard/, by default test-output/dashboard/ at the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+from playwright.sync_api import Browser, Page, expect
+from psycopg.rows import dict_row
+from shiny.playwright import controller
+
+from clickstream import aws
+from clickstream.analytics import etl, rollups, warehouse
+from clickstream.local import stack
+from clickstream.shop import traffic
+from clickstream.shop.simulate import SimulationConfig
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = SimulationConfig(start=date(2024, 10, 7), days=3, visitors=150, seed=21)
+FIRST, LAST = CONFIG.start, CONFIG.start + timedelta(days=CONFIG.days - 1)
+KPIS = ("events", "sessions", "visitors", "conversion", "revenue")
+PLOTS = ("funnel_plot", "trend_plot", "product_trend_plot", "heatmap_plot")
+TABLES = ("funnel_table", "products_table", "categories_table")
+STEPS = ("Product view", "Add to cart", "Begin checkout", "Purchase")
+TOP = 5
+WAIT_MS = 20_000
+
+
+# --- the independent reading of clickstream_events -----------------------------------------------------------------
+@dataclass(frozen=True)
+class View:
+    """The filters as the page is set to them."""
+
+    start: date = FIRST
+    end: date = LAST
+    tz: str = "UTC"
+    login_state: str = "all"
+    device: str = "all"
+    include_bots: bool = False
+
+    def params(self) -> dict:
+        zone = ZoneInfo(self.tz)
+        return {"start": datetime.combine(self.start, datetime.min.time(), zone),
+                "end": datetime.combine(self.end + timedelta(days=1), datetime.min.time(), zone),
+                "login_state": self.login_state, "device": self.device, "include_bots": self.include_bots}
+
+
+# An event (or a session, by its first event) the filters keep; %(p)s are View.params().
+KEEPS = """(%(include_bots)s OR NOT {t}is_bot) AND (%(device)s = 'all' OR {t}device_category = %(device)s)
+           AND (%(login_state)s = 'all' OR ({t}user_id IS NOT NULL) = (%(login_state)s = 'signed_in'))"""
+IN_RANGE = "{t}event_timestamp >= %(start)s AND {t}event_timestamp < %(end)s"
+EVENTS_SQL = f"""
+SELECT count(*) AS events, coalesce(sum(value) FILTER (WHERE event_name = 'purchase'), 0) AS revenue
+FROM clickstream_events WHERE {IN_RANGE.format(t='')} AND {KEEPS.format(t='')}"""
+PRODUCTS_SQL = f"""
+SELECT context_product_id AS product_id,
+       count(*) FILTER (WHERE event_name = 'product_view') AS views,
+       count(*) FILTER (WHERE event_name = 'add_to_cart') AS add_to_cart,
+       count(*) FILTER (WHERE event_name = 'purchase') AS purchases,
+       coalesce(sum(value) FILTER (WHERE event_name = 'purchase'), 0) AS revenue
+FROM clickstream_events
+WHERE context_product_id IS NOT NULL AND {IN_RANGE.format(t='')} AND {KEEPS.format(t='')}
+GROUP BY context_product_id
+HAVING count(*) FILTER (WHERE event_name IN ('product_view', 'add_to_cart', 'purchase')) > 0"""
+# Sessions: per client and bot flag, a new one after more than 30 minutes without events; the funnel's steps each
+# strictly after the one before; kept by the session's first event (its time, device, signed-in state, bot flag).
+_SESSION = "(n.client_id, n.is_bot, n.session_no) = (s.client_id, s.is_bot, s.session_no)"
+_STEP = """LEFT JOIN LATERAL (SELECT min(n.event_timestamp) AS t FROM numbered n
+                   WHERE {session} AND n.event_name = '{name}' AND n.event_timestamp > {after}) AS {alias} ON true"""
+SESSIONS_SQL = f"""
+WITH marked AS (
+    SELECT e.*, CASE WHEN e.event_timestamp - lag(e.event_timestamp) OVER w <= interval '30 minutes'
+                     THEN 0 ELSE 1 END AS starts
+    FROM clickstream_events e WINDOW w AS (PARTITION BY e.client_id, e.is_bot ORDER BY e.event_timestamp, e.event_id)
+), numbered AS MATERIALIZED (
+    SELECT m.*, sum(m.starts) OVER (PARTITION BY m.client_id, m.is_bot ORDER BY m.event_timestamp, m.event_id)
+           AS session_no
+    FROM marked m
+), firsts AS (
+    SELECT DISTINCT ON (n.client_id, n.is_bot, n.session_no) n.*
+    FROM numbered n ORDER BY n.client_id, n.is_bot, n.session_no, n.event_timestamp, n.event_id
+), kept AS (
+    SELECT s.client_id, s.is_bot, s.session_no FROM firsts s
+    WHERE {IN_RANGE.format(t='s.')} AND {KEEPS.format(t='s.')}
+)
+SELECT count(*) AS sessions, count(DISTINCT s.client_id) AS visitors,
+       count(t1.t) AS product_view, count(t2.t) AS add_to_cart, count(t3.t) AS begin_checkout,
+       count(t4.t) AS purchase
+FROM kept s
+{_STEP.format(session=_SESSION, name='product_view', after="'-infinity'", alias='t1')}
+{_STEP.format(session=_SESSION, name='add_to_cart', after='t1.t', alias='t2')}
+{_STEP.format(session=_SESSION, name='begin_checkout', after='t2.t', alias='t3')}
+{_STEP.format(session=_SESSION, name='purchase', after='t3.t', alias='t4')}"""
+
+
+def truth(admin_dsn: str, view: View) -> dict:
+    """KPI texts, funnel (step, sessions) and products {id: (views, add_to_cart, purchases, revenue)} of `view`."""
+    with psycopg.connect(admin_dsn, row_factory=dict_row) as conn:
+        events = conn.execute(EVENTS_SQL, view.params()).fetchone()
+        sessions = conn.execute(SESSIONS_SQL, view.params()).fetchone()
+        products = conn.execute(PRODUCTS_SQL, view.params()).fetchall()
+    viewed, bought = sessions["product_view"], sessions["purchase"]
+    return {
+        "kpis": {"events": f"{events['events']:,}", "sessions": f"{sessions['sessions']:,}",
+                 "visitors": f"{sessions['visitors']:,}",
+                 "conversion": f"{bought / viewed:.2%}" if viewed else "n/a",
+                 "revenue": f"{Decimal(events['revenue']):,.2f}"},
+        "events": events["events"],
+        "funnel": [(label, sessions[step]) for label, step in
+                   zip(STEPS, ("product_view", "add_to_cart", "begin_checkout", "purchase"))],
+        "products": {row["product_id"]: (row["views"], row["add_to_cart"], row["purchases"], Decimal(row["revenue"]))
+                     for row in products},
+    }
+
+
+# --- the stack, the data and the page ------------------------------------------------------------------------------
+def empty(admin_dsn: str) -> None:
+    tables = ("clickstream_events", "clickstream_rejected", "etl_load_log", "rollup_pending", *rollups.ROLLUP_TABLES)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(tables))
+
+
+@pytest.fixture(scope="module")
+def admin_dsn(local_stack) -> Iterator[str]:
+    """The superuser's DSN of the migrated warehouse, empty at first and emptied again after the module."""
+    dsn = stack.status(local_stack)["dw_admin_dsn"]
+    warehouse.migrate(dsn)
+    empty(dsn)
+    yield dsn
+    empty(dsn)
+
+
+@pytest.fixture(scope="module")
+def simulated(local_stack, admin_dsn) -> str:
+    """CONFIG's traffic stored as the ingest Lambda would, loaded by the ETL (the day after too: late events)."""
+    status = stack.status(local_stack)
+    s3 = aws.client("s3", local_stack)
+    traffic.send(CONFIG, traffic.IngestTarget.from_templates(local_stack, s3))
+    etl_dsn = stack.warehouse_dsn(local_stack, "etl_writer")
+    for n in range(CONFIG.days + 1):
+        etl.run_etl(s3, status["raw_bucket"], etl_dsn, etl.EtlRequest(date=CONFIG.start + timedelta(days=n)))
+    with psycopg.connect(admin_dsn) as conn:
+        kinds = conn.execute("SELECT count(DISTINCT is_bot), count(DISTINCT user_id IS NOT NULL) "
+                             "FROM clickstream_events").fetchone()
+    assert kinds == (2, 2), "the range needs bots and signed-in shoppers for the filters to matter"
+    return admin_dsn
+
+
+@pytest.fixture(scope="module")
+def url(local_stack) -> str:
+    status = stack.status(local_stack)
+    assert status["services"]["dashboard"]["healthy"], "clickstream up did not start the dashboard"
+    return status["dashboard_url"]
+
+
+@pytest.fixture(scope="module")
+def output() -> Path:
+    folder = Path(os.environ.get("CLICKSTREAM_TEST_OUTPUT", ROOT / "test-output")) / "dashboard"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page of a fresh browser profile; its console errors and page errors are collected in page.errors."""
+    context = browser.new_context(viewport={"width": 1300, "height": 2400})
+    page = context.new_page()
+    page.errors = []
+    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def open_at(page: Page, url: str, view: View) -> None:
+    page.goto(url)
+    page.wait_for_function("window.Shiny && Shiny.shinyapp && Shiny.shinyapp.isConnected()", timeout=WAIT_MS)
+    choose(page, view)
+
+
+def choose(page: Page, view: View) -> None:
+    controller.InputDateRange(page, "date_range").set((str(view.start), str(view.end)))
+    controller.InputSelect(page, "tz").set(view.tz)
+    controller.InputSelect(page, "login_state").set(view.login_state)
+    controller.InputSelect(page, "device").set(view.device)
+    controller.InputSwitch(page, "include_bots").set(view.include_bots)
+
+
+def expect_kpis(page: Page, kpis: dict[str, str]) -> None:
+    for key in KPIS:
+        expect(page.locator(f"#kpi_{key} .kpi-value")).to_have_text(kpis[key], timeout=WAIT_MS)
+
+
+def settled(page: Page) -> None:
+    page.wait_for_function("!document.documentElement.classList.contains('shiny-busy') "
+                           "&& !document.querySelector('.recalculating')", timeout=WAIT_MS)
+
+
+def rows(page: Page, table: str) -> list[list[str]]:
+    return [row.locator("td").all_inner_texts() for row in page.locator(f"#{table} tbody tr").all()]
+
+
+def top_products(page: Page) -> dict[str, tuple]:
+    """The first TOP rows of the products table: {id: (views, add_to_cart, purchases, revenue)}."""
+    settled(page)
+    shown = rows(page, "products_table")[:TOP]
+    return {cells[7]: (int(cells[2]), int(cells[3]), int(cells[4]), Decimal(cells[6]).quantize(Decimal("0.01")))
+            for cells in shown}
+
+
+def expect_top_products(page: Page, products: dict[str, tuple]) -> None:
+    """The table's first rows are products with the highest revenues, each with its own figures."""
+    shown = top_products(page)
+    assert len(shown) == min(TOP, len(products))
+    assert {key: products[key] for key in shown} == shown
+    assert sorted((row[3] for row in shown.values()), reverse=True) == \
+        sorted((row[3] for row in products.values()), reverse=True)[:TOP]
+
+
+# --- the app -------------------------------------------------------------------------------------------------------
+def test_an_empty_warehouse_says_how_to_load_data_then_shows_it_once_loaded(url, admin_dsn, page, request, output):
+    page.goto(url)
+    notice = page.locator("#warehouse_status")
+    expect(notice).to_contain_text("no events yet", timeout=WAIT_MS)
+    expect(notice).to_contain_text("make demo")
+    expect(notice).to_contain_text("clickstream simulate` then `clickstream etl")
+    page.screenshot(path=output / "empty.png", full_page=True)
+
+    request.getfixturevalue("simulated")
+    expect(notice).to_contain_text("holds events", timeout=WAIT_MS)
+    with psycopg.connect(admin_dsn) as conn:
+        last = conn.execute("SELECT max(event_timestamp AT TIME ZONE 'UTC')::date "
+                            "FROM clickstream_events").fetchone()[0]
+    shown = View(start=max(FIRST, last - timedelta(days=6)), end=last)  # the last 7 days with data
+    controller.InputDateRange(page, "date_range").expect_value((str(shown.start), str(shown.end)), timeout=WAIT_MS)
+    expect_kpis(page, truth(admin_dsn, shown)["kpis"])
+    assert page.errors == []
+
+
+def test_it_boots_without_errors_and_every_panel_renders(url, simulated, page, output):
+    open_at(page, url, View())
+    expect_kpis(page, truth(simulated, View())["kpis"])
+    for plot in PLOTS:
+        expect(page.locator(f"#{plot} img")).to_have_attribute("src", re.compile("^data:image/png"), timeout=WAIT_MS)
+    for table in TABLES:
+        expect(page.locator(f"#{table} tbody tr").first).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#product_trend_title")).not_to_be_empty()
+    controller.InputRadioButtons(page, "trend_grain").set("hour")
+    controller.InputRadioButtons(page, "funnel_breakdown").set("traffic_source")
+    settled(page)
+    page.screenshot(path=output / "dashboard.png", full_page=True)
+    assert page.errors == []
+    assert page.locator(".shiny-output-error").count() == 0
+    assert "Traceback" not in page.locator("body").inner_text()
+
+
+def test_kpis_funnel_and_top_products_equal_the_events(url, simulated, page):
+    open_at(page, url, View())
+    expected = truth(simulated, View())
+    expect_kpis(page, expected["kpis"])
+    assert expected["funnel"][-1][1] > 0, "the range needs purchases"
+    controller.OutputDataFrame(page, "funnel_table").expect_nrow(4, timeout=WAIT_MS)
+    assert [(cells[1], int(cells[2].replace(",", ""))) for cells in rows(page, "funnel_table")] == expected["funnel"]
+    expect_top_products(page, expected["products"])
+
+
+CHANGES = {
+    "date range": View(start=FIRST + timedelta(days=1), end=FIRST + timedelta(days=1)),
+    "time zone": View(tz="Asia/Tokyo"),
+    "bots": View(include_bots=True),
+    "login state": View(login_state="signed_in"),
+    "device": View(device="mobile"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_each_filter_changes_the_kpis_and_products_as_the_events_do(url, simulated, page, change):
+    open_at(page, url, View())
+    before = truth(simulated, View())
+    expect_kpis(page, before["kpis"])
+    changed = CHANGES[change]
+    after = truth(simulated, changed)
+    assert after["kpis"] != before["kpis"], "this filter must matter for the simulated range"
+    choose(page, changed)
+    expect_kpis(page, after["kpis"])
+    expect_top_products(page, after["products"])
+
+
+def test_the_change_is_against_the_previous_period_and_goes_with_the_comparison(url, simulated, page):
+    day = View(start=FIRST + timedelta(days=1), end=FIRST + timedelta(days=1))
+    open_at(page, url, day)
+    now, before = truth(simulated, day)["events"], truth(simulated, replace(day, start=FIRST, end=FIRST))["events"]
+    change = page.locator("#kpi_events .kpi-change")
+    expect(change).to_have_text(f"{(now - before) / before:+.1%} vs previous period", timeout=WAIT_MS)
+    controller.InputSwitch(page, "compare").set(False)
+    expect(change).to_have_count(0, timeout=WAIT_MS)
+    expect(page.locator("#kpi_events")).to_have_text(f"{now:,}")
+
+
+def test_products_are_searchable_and_a_chosen_product_shows_its_trend(url, simulated, page):
+    open_at(page, url, View())
+    products = controller.OutputDataFrame(page, "products_table")
+    expect(page.locator("#products_table tbody tr").first).to_be_visible(timeout=WAIT_MS)
+    settled(page)
+    name, product_id = (cells := rows(page, "products_table")[2])[0], cells[7]
+    assert page.locator("#product_trend_title").inner_text() != name  # the first product's, until one is chosen
+    products.set_filter({"col": 7, "value": product_id})
+    products.expect_nrow(1, timeout=WAIT_MS)
+    products.select_rows([0])
+    expect(page.locator("#product_trend_title")).to_have_text(name, timeout=WAIT_MS)
+    expect(page.locator("#product_trend_plot img")).to_have_attribute("src", re.compile("^data:image/png"))
+
+
+def test_a_lost_connection_shows_a_message_and_the_data_when_the_warehouse_returns(url, simulated, local_stack,
+                                                                                 page, output):
+    open_at(page, url, View())
+    expected = truth(simulated, View())["kpis"]
+    expect_kpis(page, expected)
+    dw = stack.clusters(local_stack)["dw"]
+    notice = page.locator("#warehouse_status .alert-warning")
+    try:
+        assert dw.stop()
+        expect(notice).to_contain_text("cannot be reached", timeout=WAIT_MS)
+        page.screenshot(path=output / "lost-connection.png", full_page=True)
+        assert "Traceback" not in page.locator("body").inner_text()
+    finally:
+        dw.ensure_started()
+    expect(notice).to_have_count(0, timeout=WAIT_MS)
+    expect_kpis(page, expected)
+    assert page.locator(".shiny-output-error").count() == 0
+    assert page.errors == []
