@@ -205,6 +205,21 @@ def s3_gateway_endpoint_off_private_table_b(t):
     props(t, "network.yaml", "S3GatewayEndpoint")["RouteTableIds"] = [{"Ref": "PrivateRouteTableA"}]
 
 
+def vpn_routes_propagated_into_private_tables(t):
+    add(t, "network.yaml", "VpnGateway", "AWS::EC2::VPNGateway", Type="ipsec.1")
+    add(t, "network.yaml", "VpnGatewayAttachment", "AWS::EC2::VPCGatewayAttachment", VpcId={"Ref": "Vpc"},
+        VpnGatewayId={"Ref": "VpnGateway"})
+    add(t, "network.yaml", "VpnRoutes", "AWS::EC2::VPNGatewayRoutePropagation", VpnGatewayId={"Ref": "VpnGateway"},
+        RouteTableIds=[{"Ref": "PrivateRouteTableA"}, {"Ref": "PrivateRouteTableB"}])
+    t["network.yaml"].resources["VpnRoutes"]["DependsOn"] = "VpnGatewayAttachment"
+
+
+def warehouse_group_of_a_parameter_admits_a_cidr(t):
+    t["network.yaml"].parameters["ExtraGroupId"] = {"Type": "AWS::EC2::SecurityGroup::Id"}
+    add(t, "network.yaml", "ExtraIngress", "AWS::EC2::SecurityGroupIngress", GroupId={"Ref": "ExtraGroupId"},
+        **tcp(5432, CidrIp="10.0.0.0/8"))
+
+
 def no_secrets_manager_endpoint(t):
     del t["network.yaml"].resources["SecretsManagerEndpoint"]
 
@@ -382,6 +397,10 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
                                               "private_subnets_have_their_endpoints"}, set()),
     "S3 gateway endpoint off private route table B": (s3_gateway_endpoint_off_private_table_b,
                                                       {"private_route_tables_stay_in_vpc"}, set()),
+    "VPN routes propagated into the private tables": (vpn_routes_propagated_into_private_tables,
+                                                      {"private_route_tables_stay_in_vpc"}, set()),
+    "an ingress rule on a group given by a parameter": (warehouse_group_of_a_parameter_admits_a_cidr,
+                                                        {"warehouse_postgres_admits_only_etl"}, set()),
     "no Secrets Manager endpoint": (no_secrets_manager_endpoint, {"private_subnets_have_their_endpoints"}, set()),
     "no ssmmessages endpoint": (no_ssmmessages_endpoint, {"private_subnets_have_their_endpoints"}, set()),
     "Secrets Manager endpoint in subnet A only": (secrets_manager_endpoint_in_subnet_a_only,

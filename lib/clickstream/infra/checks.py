@@ -226,7 +226,7 @@ class Templates(TemplateSet):
         tables: dict[tuple[str, str], RouteTable] = {}
         for template in self.templates:
             for lid in template.of_type("AWS::EC2::RouteTable"):
-                tables[(template.name, lid)] = RouteTable(template, lid, [], [], [])
+                tables[(template.name, lid)] = RouteTable(template, lid, [], [], [], [])
         for template in self.templates:
             for lid, res in template.of_type("AWS::EC2::SubnetRouteTableAssociation").items():
                 props = res.get("Properties") or {}
@@ -237,12 +237,13 @@ class Templates(TemplateSet):
                 table = self.node(template, (res.get("Properties") or {}).get("RouteTableId"))
                 if table and (table[0].name, table[1]) in tables:
                     tables[(table[0].name, table[1])].routes.append((template, lid))
-            for lid, res in template.of_type("AWS::EC2::VPCEndpoint").items():
-                props = res.get("Properties") or {}
-                for value in props.get("RouteTableIds") or []:
-                    table = self.node(template, value)
-                    if table and (table[0].name, table[1]) in tables:
-                        tables[(table[0].name, table[1])].endpoints.append((template, lid))
+            for resource_type, found in (("AWS::EC2::VPCEndpoint", "endpoints"),
+                                         ("AWS::EC2::VPNGatewayRoutePropagation", "propagations")):
+                for lid, res in template.of_type(resource_type).items():
+                    for value in (res.get("Properties") or {}).get("RouteTableIds") or []:
+                        table = self.node(template, value)
+                        if table and (table[0].name, table[1]) in tables:
+                            getattr(tables[(table[0].name, table[1])], found).append((template, lid))
         return tables
 
     def maps_public_ip(self, subnet: Node) -> bool:
@@ -278,6 +279,7 @@ class RouteTable:
     subnets: list  # Node | None (an association whose subnet could not be followed)
     routes: list  # (Template, logical id) of AWS::EC2::Route
     endpoints: list  # (Template, logical id) of gateway endpoints on this table
+    propagations: list  # (Template, logical id) of VPN gateway route propagations into this table
 
 
 class GroupRule:
@@ -473,7 +475,8 @@ def analytics_only_in_private_subnets(folder: Folder) -> list[Finding]:
 
 def private_route_tables_stay_in_vpc(folder: Folder) -> list[Finding]:
     """A route table that serves any subnet without public IPs (or no subnet) has the S3 gateway endpoint and no
-    route at all besides the VPC's local one and that endpoint's: no default route, no internet or NAT gateway."""
+    route at all besides the VPC's local one and that endpoint's: no default route, no internet or NAT gateway,
+    no propagated VPN routes."""
     templates = _load(folder)
     rule = "private_route_tables_stay_in_vpc"
     findings = []
@@ -484,6 +487,9 @@ def private_route_tables_stay_in_vpc(folder: Folder) -> list[Finding]:
         for template, route in table.routes:
             findings.append(Finding(rule, template.name, route, f"private route table {table.logical_id} routes "
                                                                 f"{templates.route_target(template, route)}"))
+        for template, propagation in table.propagations:
+            findings.append(Finding(rule, template.name, propagation, f"propagates a VPN gateway's routes into private "
+                                                                      f"route table {table.logical_id}"))
         services = []
         for template, endpoint in table.endpoints:
             services.append(service := _endpoint_service(templates, template, endpoint))
@@ -535,10 +541,11 @@ def _parameter_port(templates: Templates, template: Template, name: str) -> int 
 
 
 def _warehouse_ingress(templates: Templates, port_parameter: str) -> Iterable[tuple[Node, int | None, list]]:
-    """(the warehouse instance, the port its template's `port_parameter` gives, the ingress rules of its groups)."""
+    """(the warehouse instance, the port its template's `port_parameter` gives, the ingress rules of its groups and
+    those whose group cannot be followed, which cannot be shown not to be its)."""
     ingress = [r for r in templates.security_group_rules() if r.direction == "ingress"]
     for template, lid in _dw_instances(templates):
-        groups = _instance_groups(templates, template, lid)
+        groups = _instance_groups(templates, template, lid) | {None}
         yield (template, lid), _parameter_port(templates, template, port_parameter), \
             [r for r in ingress if _key(r.group) in groups]
 
