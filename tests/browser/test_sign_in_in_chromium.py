@@ -35,8 +35,8 @@ def shop(local_stack) -> dict:
 
 
 def stored_events(shop: dict, client_id: str) -> list[dict]:
-    return [item["event"] for entry in raw.list_objects(shop["s3"], shop["bucket"]) if entry["Key"] not in shop["before"]
-            for item in raw.read_object(shop["s3"], shop["bucket"], entry["Key"])["events"]
+    keys = [entry["Key"] for entry in raw.list_objects(shop["s3"], shop["bucket"]) if entry["Key"] not in shop["before"]]
+    return [item["event"] for key in keys for item in raw.read_object(shop["s3"], shop["bucket"], key)["events"]
             if item["event"]["client_id"] == client_id]
 
 
@@ -88,8 +88,9 @@ def test_after_signing_in_the_trackers_events_carry_the_verified_sub(context, sh
 
 def test_the_sign_out_button_is_styled_like_the_header(context, shop):
     page = signed_in_page(context, shop)
-    style = """element => { const s = getComputedStyle(element);
-        return {font: s.fontFamily, weight: s.fontWeight, size: s.fontSize, color: s.color, background: s.backgroundColor}; }"""
+    style = """element => { const s = getComputedStyle(element); return {font: s.fontFamily, weight: s.fontWeight,
+                                                                          size: s.fontSize, color: s.color,
+                                                                          background: s.backgroundColor}; }"""
     button = page.get_by_role("button", name="Sign out").evaluate(style)
     cart = page.get_by_role("link", name="Cart").evaluate(style)
     header = page.locator("header").evaluate(style)

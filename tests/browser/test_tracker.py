@@ -337,10 +337,11 @@ def test_a_401_without_a_fresh_token_still_delivers_the_events_anonymously(open_
     page.evaluate(HELPER_CALLS)
     page.evaluate("window.clickstream.flush()")
 
-    events = raw_zone.wait_for(page.evaluate("window.clickstream.clientId"), 10, page)
+    client_id = page.evaluate("window.clickstream.clientId")
+    events = raw_zone.wait_for(client_id, 10, page)
     page.wait_for_timeout(600)  # flushes that would send the acknowledged batch again
 
-    assert [event["event_name"] for event in raw_zone.events(page.evaluate("window.clickstream.clientId"))] == HELPER_NAMES
+    assert [event["event_name"] for event in raw_zone.events(client_id)] == HELPER_NAMES
     assert {(event.get("user_id"), event["user_login_state"]) for event in events} == {(None, None)}
     assert answers == [("/user", 401), ("", 200)]
     assert page.evaluate("window.refreshes") == (None if page_answer == "no onTokenExpired" else 1)

@@ -83,7 +83,8 @@ def test_history_mode_writes_the_simulated_days(local_stack, s3, bucket, tmp_pat
             stored[event["event"]["event_id"]] += 1
             assert event["server"]["user_agent"] in {ua for ua, _ in simulate.BROWSERS} | set(simulate.CRAWLERS)
     assert sum(stored.values()) == summary.events_stored
-    assert_signed_in_as_the_shoppers_subs(local_stack, config, [e["event"] for o in objects.values() for e in o["events"]])
+    events = [item["event"] for obj in objects.values() for item in obj["events"]]
+    assert_signed_in_as_the_shoppers_subs(local_stack, config, events)
     assert summary.events_stored == truth["events"] + truth["bots"]["events"] + truth["duplicates_sent"]
     assert sum(n - 1 for n in stored.values()) == truth["duplicates_sent"] > 0
     assert truth["malformed_sent"] == summary.malformed > 0 and summary.events_sent == summary.events_stored + summary.malformed

@@ -68,7 +68,11 @@ def create_user(cognito, pool: str, email: str) -> str:
     user = cognito.admin_create_user(UserPoolId=pool, Username=email, MessageAction="SUPPRESS",
                                      UserAttributes=[{"Name": "email", "Value": email}])["User"]
     cognito.admin_set_user_password(UserPoolId=pool, Username=email, Password=PASSWORD, Permanent=True)
-    return next(a["Value"] for a in user["Attributes"] if a["Name"] == "sub")
+    return attributes(user)["sub"]
+
+
+def attributes(user: dict) -> dict[str, str]:
+    return {a["Name"]: a["Value"] for a in user.get("Attributes", user.get("UserAttributes", []))}
 
 
 def sign_in(cognito, client: str, flow: str, **parameters) -> dict:
@@ -79,7 +83,7 @@ def test_pools_users_and_tokens_survive_sigkill_and_the_journal_is_compacted_at_
     cognito = runner.cognito()
     pool, client = make_pool(cognito)
     subs = {f"s{n}@example.com": create_user(cognito, pool, f"s{n}@example.com") for n in range(3)}
-    refresh = sign_in(cognito, client, "USER_PASSWORD_AUTH", USERNAME="s1@example.com", PASSWORD=PASSWORD)["RefreshToken"]
+    signed_in = sign_in(cognito, client, "USER_PASSWORD_AUTH", USERNAME="s1@example.com", PASSWORD=PASSWORD)
     cognito.admin_delete_user(UserPoolId=pool, Username="s2@example.com")
     journal = runner.state_dir / COGNITO_JOURNAL
     assert journal.stat().st_size > 0
@@ -89,11 +93,11 @@ def test_pools_users_and_tokens_survive_sigkill_and_the_journal_is_compacted_at_
 
     assert journal.stat().st_size == 0  # compacted into the snapshot at start
     cognito = runner.cognito()
-    users = {next(a["Value"] for a in u["Attributes"] if a["Name"] == "email"): next(
-        a["Value"] for a in u["Attributes"] if a["Name"] == "sub") for u in cognito.list_users(UserPoolId=pool)["Users"]}
+    users = {attributes(u)["email"]: attributes(u)["sub"] for u in cognito.list_users(UserPoolId=pool)["Users"]}
     assert users == {email: sub for email, sub in subs.items() if email != "s2@example.com"}
-    assert cognito.describe_user_pool_client(UserPoolId=pool, ClientId=client)["UserPoolClient"]["ClientName"] == "web"
-    assert sign_in(cognito, client, "REFRESH_TOKEN_AUTH", REFRESH_TOKEN=refresh)["IdToken"]
+    described = cognito.describe_user_pool_client(UserPoolId=pool, ClientId=client)["UserPoolClient"]
+    assert described["ClientName"] == "web"
+    assert sign_in(cognito, client, "REFRESH_TOKEN_AUTH", REFRESH_TOKEN=signed_in["RefreshToken"])["IdToken"]
     assert sign_in(cognito, client, "USER_PASSWORD_AUTH", USERNAME="s0@example.com", PASSWORD=PASSWORD)["IdToken"]
     for name in (COGNITO_FILE, COGNITO_JOURNAL):
         assert stat.S_IMODE((runner.state_dir / name).stat().st_mode) == 0o600, name
@@ -129,7 +133,7 @@ def test_a_record_cut_short_is_dropped_and_the_complete_ones_are_restored(runner
     runner.start()
 
     (user,) = runner.cognito().list_users(UserPoolId=pool)["Users"]
-    assert next(a["Value"] for a in user["Attributes"] if a["Name"] == "sub") == sub
+    assert attributes(user)["sub"] == sub
 
 
 WRITER = """
