@@ -9,10 +9,11 @@ $CLICKSTREAM_TEST_OUTPUT/dashboard-r/, by default test-output/dashboard-r/ at th
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -27,7 +28,6 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from psycopg.conninfo import conninfo_to_dict
 
 from clickstream import aws
 from clickstream.analytics import etl, rollups, warehouse
@@ -37,7 +37,6 @@ from clickstream.shop.simulate import SimulationConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "shiny" / "app.R"
 HELPERS = ROOT / "shiny" / "R" / "dashboard.R"
 R_PACKAGES = ("shiny", "DBI", "RPostgreSQL", "ggplot2")
 INSTALL_R = ("apt-get install -y --no-install-recommends r-base-core r-cran-shiny r-cran-dbi r-cran-rpostgresql "
@@ -244,13 +243,6 @@ def simulated(local_stack, admin_dsn) -> list[Event]:
     return events
 
 
-def reader_uri(settings) -> str:
-    """dashboard_reader's libpq URI, its password percent-encoded."""
-    parts = conninfo_to_dict(stack.warehouse_dsn(settings, "dashboard_reader"))
-    return (f"postgresql://{parts['user']}:{quote(parts['password'], safe='')}@{parts['host']}:{parts['port']}"
-            f"/{parts['dbname']}")
-
-
 @pytest.fixture(scope="module")
 def output() -> Path:
     folder = Path(os.environ.get("CLICKSTREAM_TEST_OUTPUT", ROOT / "test-output")) / "dashboard-r"
@@ -260,15 +252,15 @@ def output() -> Path:
 
 @pytest.fixture(scope="module")
 def dashboard(rscript, local_stack, admin_dsn, output) -> Iterator[tuple[str, Path]]:
-    """(URL, log file) of shiny/app.R served by Rscript on a free port, stopped by pid after the module."""
+    """(URL, log file) of `clickstream dashboard --r` on a free port (it becomes Rscript), stopped by pid after the
+    module."""
     port = stack.free_port()
     env = {key: value for key, value in os.environ.items() if key != "CLICKSTREAM_SQL_DIR"}
-    env["CLICKSTREAM_DASHBOARD_DSN"] = reader_uri(local_stack)
     log_path = output / "app.log"
-    run = f'shiny::runApp({json.dumps(str(APP))}, port={port}, host="127.0.0.1", launch.browser=FALSE)'
     with open(log_path, "w") as log:
-        process = subprocess.Popen([rscript, "-e", run], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+        process = subprocess.Popen([sys.executable, "-m", "clickstream.cli", "dashboard", "--r", "--port", str(port)],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -279,7 +271,8 @@ def dashboard(rscript, local_stack, admin_dsn, output) -> Iterator[tuple[str, Pa
             except OSError:
                 assert time.monotonic() < deadline, f"the R app did not answer:\n{log_path.read_text()}"
                 time.sleep(0.3)
-        yield url, log_path
+        assert f"R dashboard: {url}" in log_path.read_text()
+        yield url + "/", log_path
     finally:
         process.terminate()
         try:
