@@ -9,6 +9,7 @@ the stacks it created.
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from clickstream import aws
+from clickstream.infra.templates import load_stacks
 from clickstream.local import stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,10 +163,22 @@ def test_network_vpc_subnets_endpoints_and_no_nat(deployed, local_stack):
 
 
 @pytest.mark.skipif("frontend" not in STEMS, reason="cloudformation/frontend.yaml does not exist yet")
-def test_frontend_cognito_and_cloudfront_are_left_out_with_the_reason(deployed):
+def test_frontend_cognito_and_cloudfront_are_left_out_with_the_reason(deployed, local_stack):
     skipped = by_id(deployed["frontend"]["skipped"])
     assert {"AWS::Cognito::UserPool", "AWS::CloudFront::Distribution"} <= {s["type"] for s in skipped.values()}
     assert all(item["reason"] for item in skipped.values())
+    assert "StorefrontCookieSecret" in skipped["OltpCookieSecretPolicy"]["reason"]  # moto has no secrets
+    # the storefront's instance is kept, with the user data that installs the storefront from its bundle
+    instance = by_id(deployed["frontend"]["resources"])["OltpInstance"]["physical_id"]
+    ec2 = aws.client("ec2", local_stack)
+    user_data = ec2.describe_instance_attribute(InstanceId=instance, Attribute="userData")["UserData"]["Value"]
+    assert "clickstream.shop.storefront --host 0.0.0.0 --port 80" in base64.b64decode(user_data).decode()
+    code = {item["parameter"]: item["key"] for item in deployed["frontend"]["code"]}
+    assert code["StorefrontCodeKey"].startswith("storefront/clickstream-storefront-bundle-")
+    # the ingest URL the storefront reads at start, with the local API's id
+    value = aws.client("ssm", local_stack).get_parameter(Name="/clickstream-ingestion/ApiUrl")["Parameter"]["Value"]
+    (api,) = [api for s in load_stacks(local_stack) for api in s.http_apis()]
+    assert value == f"https://{api.api_id}.execute-api.{local_stack.region}.amazonaws.com/clickstream"
 
 
 def test_a_second_deploy_changes_nothing(deployed):
