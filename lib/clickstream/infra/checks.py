@@ -102,6 +102,9 @@ class Symbols(Evaluator):
             return self.string(self.holds(value))
         return self.mapping(value)
 
+    def condition(self, name: str) -> bool:
+        return self.holds({"Condition": name})
+
     def holds(self, value: Any) -> bool:
         """A condition (Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition) at the parameters' values; an unknown
         condition holds (cfn-lint reports it)."""
