@@ -12,6 +12,7 @@ import httpx
 import jwt
 import pytest
 
+from clickstream.infra.templates import load_stacks
 from clickstream.local import stack
 from clickstream.shop import shoppers
 from clickstream.shop.storefront import SHOPPER_COOKIE
@@ -100,7 +101,11 @@ def claims(token: str) -> dict:
 
 
 def test_the_tracker_gets_a_fresh_id_token_from_the_session_until_signing_out(browser, shopper, local_stack):
-    browser.post("/account/sign-in", data={"email": shopper["email"], "password": PASSWORD})
+    signed_in = browser.post("/account/sign-in", data={"email": shopper["email"], "password": PASSWORD})
+    (client,) = (c for stack in load_stacks(local_stack) for pool in stack.user_pools() for c in pool.clients)
+    assert client.settings["TokenValidityUnits"]["RefreshToken"] == "days"
+    days = client.settings["RefreshTokenValidity"]
+    assert f"Max-Age={days * 24 * 3600}" in signed_in.headers["set-cookie"]  # the session outlives the ID token
     browser.get("/")
     time.sleep(1.1)  # a new token has a later iat
 

@@ -51,6 +51,7 @@ VISITOR_COOKIE = "cs_visitor"
 VISITOR_MAX_AGE = 90 * 24 * 3600
 SHOPPER_COOKIE = "cs_shopper"
 MAX_SESSIONS = 10_000  # signed-in sessions kept (their refresh tokens); the oldest go first
+SESSION_MAX_AGE = 30 * 24 * 3600  # the app client's RefreshTokenValidity (frontend.yaml): 30 days
 FEATURED_COUNT = 8
 MAX_SEARCH_LENGTH = 100
 PRODUCT_ID = re.compile(r"^[A-Z]{3}-[0-9]{3}$")
@@ -201,8 +202,10 @@ class Storefront:
         return {**shopper, "id_token": token, "exp": token_expiry(token)}
 
     def keep(self, response: Response, shopper: dict) -> Response:
-        response.set_cookie(SHOPPER_COOKIE, self.shopper_cookies.dumps(shopper),
-                            max_age=max(0, shopper["exp"] - int(time.time())), httponly=True, samesite="lax")
+        """The shopper cookie: as long as the session can refresh the ID token, else until the token expires."""
+        max_age = SESSION_MAX_AGE if shopper.get("session") else max(0, shopper["exp"] - int(time.time()))
+        response.set_cookie(SHOPPER_COOKIE, self.shopper_cookies.dumps(shopper), max_age=max_age, httponly=True,
+                            samesite="lax")
         return response
 
     def remember_session(self, refresh_token: str | None) -> str | None:
