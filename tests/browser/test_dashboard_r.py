@@ -64,7 +64,7 @@ def missing_r() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: decided before the session's stack starts, so no R, no stack
 def rscript() -> str:
     if reason := missing_r():
         pytest.skip(reason)
@@ -77,6 +77,16 @@ def run_r(rscript: str, code: str) -> object:
     done = subprocess.run([rscript, "-e", program], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def test_without_r_the_reason_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert missing_r() == f"no Rscript: install R and the dashboard's packages: {INSTALL_R}"
+    fake = tmp_path / "Rscript"
+    fake.write_text("#!/bin/sh\necho DBI ggplot2\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(shutil, "which", lambda name: str(fake))
+    assert missing_r() == f"R lacks the packages ['DBI', 'ggplot2']: {INSTALL_R}"
 
 
 # --- the R helpers -------------------------------------------------------------------------------------------------
