@@ -150,10 +150,11 @@ def test_the_storefront_bundle_is_a_code_target_with_what_the_storefront_runs():
     target = targets["StorefrontCodeKey"]
     assert (target.kind, target.templates, target.folders) == ("bundle", ("frontend",), ("frontend", "sql/oltp"))
     assert target.key_prefix == "storefront/" and target.machine == "aarch64" and target.python == "3.11"
-    assert set(target.modules) == {"clickstream.shop.storefront", "clickstream.shop.oltp"}
+    assert set(target.modules) == {"clickstream.shop.storefront", "clickstream.shop.oltp", "clickstream.shop.shoppers"}
     listing, missing, requires = package.bundle_requirements(target, ROOT)
     names = {line.split("==")[0] for line in listing}
-    assert {"starlette", "uvicorn", "jinja2", "itsdangerous", "pyjwt", "psycopg-binary", "boto3"} <= names
+    assert {"starlette", "uvicorn", "jinja2", "itsdangerous", "pyjwt", "psycopg-binary"} <= names
+    assert {"boto3", "pyyaml", "packaging"} <= names  # signing in: shoppers -> clickstream.aws, infra.deploy
     assert not {"shiny", "pandas", "moto", "pgserver"} & names and missing == []
     assert targets["DashboardCodeKey"].folders == ("sql", "shiny")
 
@@ -271,3 +272,32 @@ def test_an_aws_deploy_of_the_frontend_ships_the_storefront_bundle_and_uploads_t
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="clickstream-storefront-me")["Contents"]}
     assert keys == {f"static/{p.relative_to(ROOT / 'frontend' / 'static').as_posix()}"
                     for p in (ROOT / "frontend" / "static").rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def test_the_storefront_imports_with_only_the_bundles_third_party_packages():
+    """The storefront, the OLTP seed and the sign-in module import in a process that refuses every third-party
+    module the storefront bundle does not carry (a missing wheel would fail on the instance the same way)."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    targets = {t.parameter: t for t in package.code_targets(aws_stacks().values())}
+    listing = package.bundle_requirements(targets["StorefrontCodeKey"], ROOT)[0]
+    carried = {package.canonicalize_name(line.split("==")[0]) for line in listing}
+    allowed = sorted(module for module, dists in importlib.metadata.packages_distributions().items()
+                     if any(package.canonicalize_name(d) in carried for d in dists))
+    program = f"""
+import sys
+ALLOWED = set({allowed!r}) | {{"clickstream"}}
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top in sys.stdlib_module_names or top in ALLOWED or top.startswith("_"):
+            return None
+        raise ModuleNotFoundError(f"{{top}} is not in the storefront bundle")
+sys.meta_path.insert(0, Refuse())
+import clickstream.shop.storefront, clickstream.shop.oltp, clickstream.shop.shoppers
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -98,7 +98,8 @@ class CodeTarget:
     python: str = "3.12"  # "3.12"
     machine: str = "aarch64"  # aarch64 or x86_64
     packages: tuple[str, ...] = ()  # bundle: what the user data installs from wheels/ (clickstream, shiny)
-    modules: tuple[str, ...] = ()  # bundle: the clickstream modules the user data runs (clickstream.analytics.warehouse)
+    modules: tuple[str, ...] = ()  # bundle: the clickstream modules the user data runs (clickstream.analytics.warehouse),
+    # and those they import only when called (Metadata.clickstream.Modules)
     folders: tuple[str, ...] = DEFAULT_BUNDLE_FOLDERS  # bundle: project folders it carries (Metadata.clickstream.Bundle)
     key_prefix: str = LAMBDA_KEY_PREFIX
 
@@ -145,7 +146,8 @@ def code_targets(templates: Iterable[Any]) -> list[CodeTarget]:
                 continue
             props = res.get("Properties", {})
             user_data = _text(props.get("UserData"))
-            folders = tuple((res.get("Metadata") or {}).get("clickstream", {}).get("Bundle") or DEFAULT_BUNDLE_FOLDERS)
+            metadata = (res.get("Metadata") or {}).get("clickstream", {})
+            folders = tuple(metadata.get("Bundle") or DEFAULT_BUNDLE_FOLDERS)
             image_parameter = (props.get("ImageId") or {}).get("Ref", "") if isinstance(props.get("ImageId"), dict) else ""
             for parameter in template.body.get("Parameters", {}):
                 if not parameter.endswith("CodeKey") or "${" + parameter + "}" not in user_data:
@@ -161,7 +163,8 @@ def code_targets(templates: Iterable[Any]) -> list[CodeTarget]:
                     packages=tuple(installs.group(1).split()) if installs else ("clickstream",),
                     modules=tuple(sorted({f"{package}.{m.strip()}" for package, group in re.findall(
                         r"from (clickstream(?:\.\w+)*) import ([\w, ]+)", user_data) for m in group.split(",")
-                        if m.strip()} | set(re.findall(r"\b(clickstream(?:\.\w+)+)\b(?! import)", user_data)))),
+                        if m.strip()} | set(re.findall(r"\b(clickstream(?:\.\w+)+)\b(?! import)", user_data))
+                        | set(metadata.get("Modules", [])))),
                     key_prefix=default.rsplit("/", 1)[0] + "/" if "/" in default else "", folders=folders)
     return [found[name] for name in sorted(found)]
 
