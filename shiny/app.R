@@ -22,7 +22,7 @@ NO_DATA <- "No events match these filters in this range."
 DEBIAN_DATEPICKER_FIX <- "if (!$.fn.datepicker && $.fn.bsDatepicker) $.fn.datepicker = $.fn.bsDatepicker;"
 # A click on a row of the products table chooses its product (the first column, product_id).
 CHOOSE_PRODUCT_ON_CLICK <- "function(table) {
-  table.on('click', 'tbody tr', function() {
+  $(table.table().body()).on('click', 'tr', function() {
     var row = table.row(this).data();
     if (row) Shiny.setInputValue('product_row', row[0], {priority: 'event'});
   });

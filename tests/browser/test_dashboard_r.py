@@ -388,7 +388,12 @@ def test_it_boots_without_errors_and_every_panel_renders(dashboard, simulated, p
                                                                timeout=WAIT_MS)
     for table in ("funnel_table", "products_table", "categories_table"):
         expect(page.locator(f"#{table} tbody tr").first).to_be_visible(timeout=WAIT_MS)
-    page.select_option("#product", index=1)
+    trend = page.locator("#product_trend_plot img")
+    first_trend = trend.get_attribute("src")
+    row = page.locator("#products_table tbody tr").nth(2)
+    row.click()  # choosing a product shows its daily trend
+    expect(page.locator("#product")).to_have_value(row.locator("td").first.inner_text(), timeout=WAIT_MS)
+    expect(trend).not_to_have_attribute("src", first_trend, timeout=WAIT_MS)
     page.locator("#trend_grain input[value=hour]").check()
     settled(page)
     page.screenshot(path=output / "dashboard.png", full_page=True)
