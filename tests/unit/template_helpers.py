@@ -1,4 +1,5 @@
-"""Small readers of decoded CloudFormation templates, shared by the template tests."""
+"""Small readers of decoded CloudFormation templates, and the writer of broken copies, shared by the template
+tests."""
 
 from pathlib import Path
 from typing import Any, Callable, Iterable

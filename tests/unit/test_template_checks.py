@@ -469,6 +469,23 @@ def test_a_learner_switch_that_defaults_to_closed_passes_every_rule(broken, inli
     assert [str(f) for f in policy_rules(folder)] == []
 
 
+def test_conditions_combine_with_and_or_and_other_conditions(broken):
+    def switches(t):
+        network = t["network.yaml"]
+        network.parameters.update(OpenWeb={"Type": "String", "Default": "yes"},
+                                  OpenDashboard={"Type": "String", "Default": "no"})
+        network.body["Conditions"] = {
+            "Both": {"Fn::And": [{"Fn::Equals": [{"Ref": "OpenWeb"}, "yes"]}, {"Fn::Equals": [{"Ref": "OpenDashboard"}, "yes"]}]},
+            "Either": {"Fn::Or": [{"Fn::Not": [{"Fn::Equals": [{"Ref": "OpenWeb"}, "yes"]}]}, {"Condition": "Both"},
+                                  {"Fn::Equals": [{"Ref": "OpenDashboard"}, "no"]}]}}
+        ingress(t, "network.yaml", "DwSecurityGroup").append(
+            {"Fn::If": ["Both", tcp(8787, CidrIp="10.0.0.0/8"), {"Ref": "AWS::NoValue"}]})
+        ingress(t, "network.yaml", "WebSecurityGroup").append(
+            {"Fn::If": ["Either", tcp(8080, CidrIp="0.0.0.0/0"), {"Ref": "AWS::NoValue"}]})
+
+    assert set(failing_rules(broken(switches))) == {"no_world_ingress_except_web_http"}
+
+
 def test_make_check_templates_fails_on_a_broken_copy_and_passes_on_the_real_templates(broken):
     folder = broken(ssh_from_anywhere)
     failed = subprocess.run(["make", "-s", "check-templates", f"TEMPLATES_DIR={folder}"], cwd=ROOT,

@@ -56,7 +56,6 @@ NOT_A_SECRET = re.compile(
 DYNAMIC_REFERENCE = re.compile(r"^\{\{resolve:(secretsmanager|ssm-secure):")
 CREDENTIAL_TEXT = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----")
 PASSWORD_LITERAL = re.compile(r"password\s*(=|\s)\s*['\"]?(?![$:{'\"])[^\s'\"]{6,}", re.IGNORECASE)
-CONDITION_FUNCTIONS = ("Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or", "Condition")
 NO_VALUE = object()
 DEFAULT_RULES = "policy-rules.cfnlint"
 DEFAULT_SUPPRESSIONS = "policy-suppressions.toml"
@@ -95,12 +94,7 @@ class Symbols(Evaluator):
         return "{" + json.dumps(value, sort_keys=True, default=str) + "}"
 
     def unsupported(self, fn: str, value: dict) -> str:
-        if fn == "Fn::If":
-            name, when_true, when_false = value[fn]
-            return self.resolve(when_true if self.holds({"Condition": name}) else when_false)
-        if fn in CONDITION_FUNCTIONS:
-            return self.string(self.holds(value))
-        return self.mapping(value)
+        return self.string(self.holds(value)) if fn in ("Fn::And", "Fn::Or") else self.mapping(value)
 
     def condition(self, name: str) -> bool:
         return self.holds({"Condition": name})
