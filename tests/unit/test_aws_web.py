@@ -274,30 +274,24 @@ def test_an_aws_deploy_of_the_frontend_ships_the_storefront_bundle_and_uploads_t
                     for p in (ROOT / "frontend" / "static").rglob("*") if p.is_file() and not p.name.startswith(".")}
 
 
-def test_the_storefront_imports_with_only_the_bundles_third_party_packages():
-    """The storefront, the OLTP seed and the sign-in module import in a process that refuses every third-party
-    module the storefront bundle does not carry (a missing wheel would fail on the instance the same way)."""
+@pytest.mark.parametrize("parameter, imports", [
+    ("StorefrontCodeKey", "import clickstream.shop.storefront, clickstream.shop.oltp, clickstream.shop.shoppers"),
+    ("DashboardCodeKey", f"import clickstream.analytics.warehouse, runpy; runpy.run_path({str(ROOT / 'shiny' / 'app.py')!r})"),
+])
+def test_what_an_instance_runs_imports_with_only_its_bundles_third_party_packages(parameter, imports, tmp_path):
+    """What the instance runs imports in a Python whose only third-party packages are those its bundle carries
+    (links to this venv's copies; `-S`: no site-packages), as on the instance after `pip install` of wheels/."""
     import importlib.metadata
     import subprocess
     import sys
 
     targets = {t.parameter: t for t in package.code_targets(aws_stacks().values())}
-    listing = package.bundle_requirements(targets["StorefrontCodeKey"], ROOT)[0]
-    carried = {package.canonicalize_name(line.split("==")[0]) for line in listing}
-    allowed = sorted(module for module, dists in importlib.metadata.packages_distributions().items()
-                     if any(package.canonicalize_name(d) in carried for d in dists))
-    program = f"""
-import sys
-ALLOWED = set({allowed!r}) | {{"clickstream"}}
-class Refuse:
-    def find_spec(self, name, path=None, target=None):
-        top = name.split(".")[0]
-        if top in sys.stdlib_module_names or top in ALLOWED or top.startswith("_"):
-            return None
-        raise ModuleNotFoundError(f"{{top}} is not in the storefront bundle")
-sys.meta_path.insert(0, Refuse())
-import clickstream.shop.storefront, clickstream.shop.oltp, clickstream.shop.shoppers
-print("ok")
-"""
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    for line in package.bundle_requirements(targets[parameter], ROOT)[0]:
+        dist = importlib.metadata.distribution(line.split("==")[0])
+        for top in {Path(str(f)).parts[0] for f in dist.files or []} - {"..", "bin"}:
+            if not (tmp_path / top).exists():
+                (tmp_path / top).symlink_to(Path(dist.locate_file(top)))
+    done = subprocess.run([sys.executable, "-S", "-c", f"{imports}; print('ok')"], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={"PYTHONPATH": f"{tmp_path}:{ROOT / 'lib'}",
+                                                      "CLICKSTREAM_PROJECT_ROOT": str(ROOT)})
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
