@@ -264,6 +264,13 @@ def dw_in_a_public_subnet(t):
     props(t, "analytics.yaml", "DwInstance")["SubnetId"] = imported("PublicSubnetAId")
 
 
+def dw_with_a_public_ip(t):
+    instance = props(t, "analytics.yaml", "DwInstance")
+    instance["NetworkInterfaces"] = [{
+        "DeviceIndex": "0", "AssociatePublicIpAddress": True, "SubnetId": instance.pop("SubnetId"),
+        "PrivateIpAddress": instance.pop("PrivateIpAddress"), "GroupSet": instance.pop("SecurityGroupIds")}]
+
+
 def etl_in_a_public_subnet(t):
     props(t, "analytics.yaml", "EtlFunction")["VpcConfig"]["SubnetIds"][1] = imported("PublicSubnetBId")
 
@@ -413,6 +420,7 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
                                                            {"private_subnets_have_their_endpoints"}, set()),
     "ETL with the warehouse's group": (etl_with_the_warehouse_group, {"etl_runs_with_sg_lambda_etl"}, set()),
     "warehouse in a public subnet": (dw_in_a_public_subnet, {"analytics_only_in_private_subnets"}, set()),
+    "warehouse with a public IP": (dw_with_a_public_ip, {"analytics_only_in_private_subnets"}, set()),
     "ETL in a public subnet": (etl_in_a_public_subnet, {"analytics_only_in_private_subnets"}, set()),
     "warehouse without IMDSv2": (warehouse_without_imdsv2, {"instances_imdsv2_and_encrypted_volumes"}, {"CS-EC2-IMDSV2"}),
     "unencrypted OLTP volume": (unencrypted_oltp_volume, {"instances_imdsv2_and_encrypted_volumes"}, {"CS-EC2-EBS-ENCRYPTED"}),
