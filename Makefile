@@ -48,8 +48,8 @@ bench: venv ## run the benchmarks (figures go into the README)
 	$(BIN)/python benchmarks/ingest_throughput.py
 	$(BIN)/python benchmarks/etl_load.py
 
-toc: venv ## regenerate the README's table of notebooks from their file names
-	$(BIN)/python notebooks/make_toc.py --readme README.md
+toc: venv ## regenerate the README's table of notebooks and each notebook's navigation from their file names
+	$(BIN)/python notebooks/make_toc.py --readme README.md --nav
 
 notebooks: venv ## execute the notebooks on a fresh private stack and render them to build/notebooks/ (HTML, index)
 	$(BIN)/python notebooks/render.py
