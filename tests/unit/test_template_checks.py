@@ -318,6 +318,11 @@ def warehouse_role_reads_every_secret(t):
     statement(t, "analytics.yaml", "DwInstanceRole", "ReadDwSecret")["Resource"] = "*"
 
 
+def warehouse_role_trusted_by_lambda_too(t):
+    trust = props(t, "analytics.yaml", "DwInstanceRole")["AssumeRolePolicyDocument"]["Statement"][0]
+    trust["Principal"]["Service"] = ["ec2.amazonaws.com", "lambda.amazonaws.com"]
+
+
 def oltp_role_is_administrator(t):
     props(t, "frontend.yaml", "OltpInstanceRole")["ManagedPolicyArns"].append(
         {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AdministratorAccess"})
@@ -440,6 +445,8 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
                                             {"CS-IAM-NO-STAR-RESOURCE"}),
     "warehouse's role reads another secret": (warehouse_role_reads_the_storefront_secret,
                                               {"iam_grants_name_their_resources"}, set()),
+    "warehouse's role trusted by Lambda too": (warehouse_role_trusted_by_lambda_too,
+                                               {"iam_grants_name_their_resources"}, set()),
     "OLTP role is an administrator": (oltp_role_is_administrator, {"iam_grants_name_their_resources"}, set()),
     "public access block off": (public_access_block_off, {"buckets_private_encrypted_tls_only"}, {"CS-S3-PUBLIC-ACCESS-BLOCK"}),
     "bucket readable by everyone": (bucket_readable_by_everyone, {"buckets_private_encrypted_tls_only"}, set()),

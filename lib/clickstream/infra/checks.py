@@ -767,7 +767,8 @@ def iam_grants_name_their_resources(folder: Folder) -> list[Finding]:
         for role_id, role in template.of_type("AWS::IAM::Role").items():
             props = role.get("Properties") or {}
             trust = [s.get("Principal") for s in _as_list((props.get("AssumeRolePolicyDocument") or {}).get("Statement", []))]
-            services = [p.get("Service") if isinstance(p, dict) and set(p) == {"Service"} else None for p in trust]
+            services = [service for p in trust for service in
+                        (_as_list(p["Service"]) if isinstance(p, dict) and set(p) == {"Service"} else [None])]
             if len(services) != 1 or not isinstance(services[0], str):
                 findings.append(Finding(rule, template.name, role_id, f"is assumable by {trust}, not by one service"))
             for arn in props.get("ManagedPolicyArns") or []:
