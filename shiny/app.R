@@ -2,14 +2,14 @@
 # a product's daily trend, events and sessions over time and the weekly heatmap. It reads the warehouse as
 # dashboard_reader ($CLICKSTREAM_DASHBOARD_DSN) through the same SQL files as the Python app
 # (sql/analytics/dashboard, or $CLICKSTREAM_SQL_DIR). Helpers: R/dashboard.R (sourced by Shiny first).
-#   clickstream dashboard --r      or      Rscript -e 'shiny::runApp("shiny/app.R", port = 8050)'
+#   clickstream dashboard --r      or      Rscript -e 'shiny::runApp("shiny/app.R", port = 3301)'
 
 library(shiny)
 library(ggplot2)
 
 SQL_DIR <- dashboard_sql_dir()
 RETRY_MS <- 2000
-EMPTY_POLL_MS <- 5000
+POLL_MS <- 5000  # how often the page checks the warehouse (its range of data) for data or a lost connection
 DEFAULT_RANGE <- Sys.Date() - c(6, 0)  # until the warehouse's own last 7 days are known
 TIME_ZONES <- c("UTC", "Europe/London", "Europe/Paris", "America/New_York", "America/Los_Angeles",
                 "Asia/Ho_Chi_Minh", "Asia/Tokyo", "Australia/Sydney", "Asia/Kolkata")
@@ -126,9 +126,8 @@ server <- function(input, output, session) {
 
   data_range <- reactive({
     rows <- ask("data_range", list(tz = input$tz))
-    empty <- !is.null(rows) && (nrow(rows) == 0 || is.na(rows[[2]][1]))  # first_date, last_date
-    if (empty) invalidateLater(EMPTY_POLL_MS)
-    list(rows = rows, empty = empty)
+    invalidateLater(POLL_MS)
+    list(rows = rows, empty = !is.null(rows) && (nrow(rows) == 0 || is.na(rows[[2]][1])))  # first_date, last_date
   })
 
   # The warehouse's last 7 days with data, once known, unless the user has chosen dates already.
@@ -163,7 +162,7 @@ server <- function(input, output, session) {
       return(div(class = "notice", id = "empty_state", strong("The warehouse has no events yet."),
                  p("Load some: `clickstream demo` simulates a week of shopping and loads it, or send traffic with",
                    "`clickstream simulate` and load it with `clickstream etl`. This page checks again every",
-                   EMPTY_POLL_MS / 1000, "seconds.")))
+                   POLL_MS / 1000, "seconds.")))
     }
     NULL
   })

@@ -464,9 +464,10 @@ def test_a_lost_connection_shows_a_message_and_the_data_when_the_warehouse_retur
         try:
             conn.execute("ALTER ROLE dashboard_reader NOLOGIN")
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'dashboard_reader'")
-            page.select_option("#device", "desktop")
             notice = page.locator("#connection_notice")
-            expect(notice).to_contain_text("cannot be read", timeout=WAIT_MS)
+            expect(notice).to_contain_text("cannot be read", timeout=WAIT_MS)  # noticed without any click
+            page.select_option("#device", "desktop")
+            expect(page.locator("#kpi_events")).to_have_text("Waiting for the warehouse.", timeout=WAIT_MS)
             page.screenshot(path=output / "lost-connection.png", full_page=True)
         finally:
             conn.execute("ALTER ROLE dashboard_reader LOGIN")
