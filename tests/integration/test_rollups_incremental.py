@@ -216,6 +216,43 @@ def test_random_loads_in_any_order_with_resends_and_rejects_stay_exact(empty, se
     assert_exact(empty)
 
 
+MOBILE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
+             " Version/17.0 Mobile/15E148 Safari/604.1")
+TABLET_UA = ("Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0"
+             " Mobile/15E148 Safari/604.1")
+
+
+def varied(events: list[dict], seed: int) -> list[dict]:
+    """The events with browsers (desktop, mobile, tablet) and traffic sources (none too) changing from event
+    to event: the first event of a session, which gives its dimensions, changes as late events arrive."""
+    rng = random.Random(seed)
+    for stored in events:
+        if stored["server"]["user_agent"] != BOT_UA:
+            stored["server"]["user_agent"] = rng.choice([BROWSER_UA, MOBILE_UA, TABLET_UA])
+        stored["event"]["utm"] = rng.choice([None, {"source": "newsletter"}, {"source": "google", "medium": "cpc"}])
+    return events
+
+
+@pytest.mark.parametrize("seed", [8, 9])
+def test_first_event_dimensions_stay_exact_in_any_load_order(empty, seed):
+    """The dashboards' dimensions (device, signed-in state, traffic source of a session's first event; device
+    and signed-in state of each event) in rollup_hourly_events, _products, rollup_sessions, _session_dims and
+    _visitors: after loads in any order, equal to a rebuild."""
+    admin, etl_dsn, _ = empty
+    rng = random.Random(seed)
+    events = varied(random_events(seed, clients=25), seed)
+    rng.shuffle(events)
+    for at in range(0, len(events), 30):
+        load(etl_dsn, obj(*events[at:at + 30]))
+        if at % 90 == 0:
+            assert_exact(empty)
+    assert_exact(empty)
+    with psycopg.connect(admin) as conn:
+        devices = {row[0] for row in conn.execute("SELECT DISTINCT device_category FROM rollup_sessions")}
+        scopes = {row[0] for row in conn.execute("SELECT DISTINCT scope FROM rollup_hourly_visitors")}
+    assert {"desktop", "mobile", "tablet"} <= devices and scopes == set(range(8))
+
+
 def test_days_marked_for_recompute_and_deltas_refresh_together(empty):
     admin, etl_dsn, _ = empty
     load(etl_dsn, obj(*random_events(3, clients=10)))
