@@ -44,8 +44,8 @@ INSTALL_R = ("apt-get install -y --no-install-recommends r-base-core r-cran-shin
 CONFIG = SimulationConfig(start=date(2024, 9, 2), days=3, visitors=120, seed=14)
 FIRST, LAST = CONFIG.start, CONFIG.start + timedelta(days=CONFIG.days - 1)
 KPIS = ("events", "sessions", "visitors", "conversion", "revenue")
-PANELS = ("funnel_plot", "funnel_table", "products_table", "categories_table", "product_trend_plot", "trend_plot",
-          "heatmap_plot")
+PLOTS = ("funnel_plot", "product_trend_plot", "trend_plot", "heatmap_plot")
+TABLES = ("funnel_table", "products_table", "categories_table")
 FUNNEL = ("product_view", "add_to_cart", "begin_checkout", "purchase")
 SESSION_GAP = timedelta(minutes=30)
 WAIT_MS = 20_000
@@ -402,10 +402,10 @@ def test_it_boots_without_errors_and_every_panel_renders(dashboard, simulated, p
     open_loaded(page, url)
     set_filters(page, Filters())
     expect_kpis(page, expected(simulated, Filters())["kpis"])
-    for plot in ("funnel_plot", "product_trend_plot", "trend_plot", "heatmap_plot"):
+    for plot in PLOTS:
         expect(page.locator(f"#{plot} img")).to_have_attribute("src", re.compile("^data:image/png"),
                                                                timeout=WAIT_MS)
-    for table in ("funnel_table", "products_table", "categories_table"):
+    for table in TABLES:
         expect(page.locator(f"#{table} tbody tr").first).to_be_visible(timeout=WAIT_MS)
     trend = page.locator("#product_trend_plot img")
     first_trend = trend.get_attribute("src")
