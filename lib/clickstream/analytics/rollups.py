@@ -95,7 +95,8 @@ _HOURLY = [
 _FOLD = [
     "WITH d AS (DELETE FROM rollup_delta_events RETURNING *)"
     " INSERT INTO rollup_hourly_events AS r (hour, event_name, is_bot, device_category, signed_in, events, value)"
-    " SELECT hour, event_name, is_bot, device_category, signed_in, sum(events), sum(value) FROM d GROUP BY 1, 2, 3, 4, 5"
+    " SELECT hour, event_name, is_bot, device_category, signed_in, sum(events), sum(value) FROM d"
+    " GROUP BY 1, 2, 3, 4, 5"
     " ON CONFLICT ON CONSTRAINT rollup_hourly_events_key DO UPDATE SET events = r.events + excluded.events,"
     " value = r.value + excluded.value",
     "WITH d AS (DELETE FROM rollup_delta_pages RETURNING *)"
@@ -107,7 +108,8 @@ _FOLD = [
     " category, brand, views, add_to_cart, purchases, revenue)"
     " SELECT hour, is_bot, product_id, device_category, signed_in, min(product_name), min(category), min(brand),"
     " sum(views), sum(add_to_cart), sum(purchases), sum(revenue) FROM d GROUP BY 1, 2, 3, 4, 5"
-    " ON CONFLICT ON CONSTRAINT rollup_hourly_products_key DO UPDATE SET product_name = least(r.product_name, excluded.product_name),"
+    " ON CONFLICT ON CONSTRAINT rollup_hourly_products_key DO UPDATE"
+    " SET product_name = least(r.product_name, excluded.product_name),"
     " category = least(r.category, excluded.category), brand = least(r.brand, excluded.brand),"
     " views = r.views + excluded.views, add_to_cart = r.add_to_cart + excluded.add_to_cart,"
     " purchases = r.purchases + excluded.purchases, revenue = r.revenue + excluded.revenue",
@@ -139,8 +141,8 @@ def _changes(sign: int, spans: bool = True) -> str:
                 # a previous session more than 840 hours before counts as none: reading from then on is enough
                 " ON r.client_id = c.client_id AND r.session_start >= c.lo - interval '841 hours'"
                 if spans else "rollup_sessions r")
-    after = " OR ".join(f"{'' if scope & 1 else 'o.is_bot = s.is_bot AND '}(o.prev{scope} IS NULL OR o.prev{scope} <= s.hi)"
-                        for scope in _SCOPES)
+    after = " OR ".join(f"{'' if scope & 1 else 'o.is_bot = s.is_bot AND '}"
+                        f"(o.prev{scope} IS NULL OR o.prev{scope} <= s.hi)" for scope in _SCOPES)
     changed = (" WHERE EXISTS (SELECT FROM rollup_spans s WHERE s.client_id = o.client_id AND ("
                f"o.session_start BETWEEN s.lo AND s.hi OR o.session_start > s.hi AND ({after})))" if spans else "")
     previous = ", ".join(f"CASE WHEN o.prev{scope} IS NULL OR o.prev{scope} < o.hour - interval '840 hours'"
@@ -187,7 +189,8 @@ _ADD_SESSIONS = [
                    "first_signed_in": "first_signed_in", "traffic_source": "traffic_source"},
                   {"sessions": "1", **_STEPS}),
     *_add_changes("rollup_hourly_visitors", "rollup_hourly_visitors_key",
-                  {"hour": "hour", "scope": "v.scope", "device_category": "CASE WHEN v.scope & 2 = 2 THEN device_category END",
+                  {"hour": "hour", "scope": "v.scope",
+                   "device_category": "CASE WHEN v.scope & 2 = 2 THEN device_category END",
                    "first_signed_in": "CASE WHEN v.scope & 4 = 4 THEN first_signed_in END", "prev_hour": "v.prev_hour"},
                   {"sessions": "1"},
                   "rollup_session_changes CROSS JOIN LATERAL (VALUES "
