@@ -52,12 +52,14 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def test_routes_handler_and_environment_come_from_the_template(tmp_path, local_stack):
-    # Given a copy of the project's templates and Lambda code, with another route and another raw prefix
+    # Given a copy of the project's templates and Lambda code, with another route, another raw prefix and
+    # another CORS origin
     shutil.copytree(ROOT / "cloudformation", tmp_path / "cloudformation")
     shutil.copytree(ROOT / "lambdas", tmp_path / "lambdas")
     template = tmp_path / "cloudformation" / "ingestion.yaml"
     edit_once(template, "RouteKey: POST /clickstream\n", "RouteKey: POST /v2/track\n")
     edit_once(template, "RAW_PREFIX: events/", "RAW_PREFIX: custom/")
+    edit_once(template, 'Type: CommaDelimitedList\n    Default: ""\n', 'Type: CommaDelimitedList\n    Default: https://shop.example.com\n')
 
     # When the local API server is started on that copy, next to the session stack's moto
     port = free_port()
@@ -99,6 +101,16 @@ def test_routes_handler_and_environment_come_from_the_template(tmp_path, local_s
         old = httpx.post(base + "/clickstream", json=event, timeout=30)
         assert old.status_code == 404 and old.json() == {"message": "Not Found"}
         assert {item["Key"] for item in raw.list_objects(s3, bucket)} == events_before
+
+        # and CORS admits the copy's origin and, locally, the loopback's, and no other
+        def allowed(origin: str) -> str | None:
+            return httpx.options(base + "/v2/track", headers={"origin": origin, "access-control-request-method": "POST"},
+                                 timeout=30).headers.get("access-control-allow-origin")
+
+        assert allowed("https://shop.example.com") == "https://shop.example.com"
+        assert allowed("http://127.0.0.1:5500") == "http://127.0.0.1:5500"
+        assert allowed("https://StorefrontDistribution.DomainName") is None  # the default, replaced in the copy
+        assert allowed("https://other.example") is None
     finally:
         stop(process)
         for key in written:
