@@ -52,9 +52,10 @@ ui <- fluidPage(
       width = 3,
       dateRangeInput("date_range", "Dates", start = DEFAULT_RANGE[1], end = DEFAULT_RANGE[2]),
       selectInput("tz", "Business time zone", TIME_ZONES, selectize = FALSE),
-      selectInput("login_state", "Login state", c("All shoppers" = "all", "Signed in" = "signed_in", "Anonymous" = "anonymous"),
-                  selectize = FALSE),
-      selectInput("device", "Device", c("All devices" = "all", "Desktop" = "desktop", "Mobile" = "mobile", "Tablet" = "tablet"),
+      selectInput("login_state", "Login state",
+                  c("All shoppers" = "all", "Signed in" = "signed_in", "Anonymous" = "anonymous"), selectize = FALSE),
+      selectInput("device", "Device",
+                  c("All devices" = "all", "Desktop" = "desktop", "Mobile" = "mobile", "Tablet" = "tablet"),
                   selectize = FALSE),
       checkboxInput("include_bots", "Include bots", FALSE),
       checkboxInput("compare", "Compare with the previous period", TRUE)
@@ -67,12 +68,14 @@ ui <- fluidPage(
           kpi_card("kpi_visitors", "Visitors"), kpi_card("kpi_conversion", "Conversion (view to purchase)"),
           kpi_card("kpi_revenue", "Revenue")),
       panel("Funnel",
-            radioButtons("funnel_breakdown", "Breakdown", c("None" = "none", "Device" = "device", "Login state" = "login_state",
-                                                           "Traffic source (UTM)" = "traffic_source"), inline = TRUE),
+            radioButtons("funnel_breakdown", "Breakdown",
+                         c("None" = "none", "Device" = "device", "Login state" = "login_state",
+                           "Traffic source (UTM)" = "traffic_source"), inline = TRUE),
             plotOutput("funnel_plot", height = "300px"), tableOutput("funnel_table")),
       panel("Products", dataTableOutput("products_table")),
       panel("Categories", tableOutput("categories_table")),
-      panel("Product trend", selectInput("product", "Product", NULL, selectize = FALSE), plotOutput("product_trend_plot", height = "340px")),
+      panel("Product trend", selectInput("product", "Product", NULL, selectize = FALSE),
+            plotOutput("product_trend_plot", height = "340px")),
       panel("Trends",
             radioButtons("trend_grain", "Grain", c("Per day" = "day", "Per hour" = "hour"), inline = TRUE),
             plotOutput("trend_plot", height = "280px")),
@@ -157,7 +160,9 @@ server <- function(input, output, session) {
   heatmap <- reactive(ask("heatmap", with_filters()))
 
   output$warehouse_status <- renderUI({
-    if (!is.null(problem())) return(div(class = "notice", id = "connection_notice", strong("No connection. "), problem()))
+    if (!is.null(problem())) {
+      return(div(class = "notice", id = "connection_notice", strong("No connection. "), problem()))
+    }
     if (isTRUE(data_range()$empty)) {
       return(div(class = "notice", id = "empty_state", strong("The warehouse has no events yet."),
                  p("Load some: `clickstream demo` simulates a week of shopping and loads it, or send traffic with",

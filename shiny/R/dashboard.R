@@ -11,7 +11,9 @@ parse_dsn <- function(dsn) {
                   dbname = part("\\9"))
   } else {
     pairs <- regmatches(dsn, gregexpr("[A-Za-z_]+\\s*=\\s*('([^'\\\\]|\\\\.)*'|\\S*)", dsn, perl = TRUE))[[1]]
-    if (!length(pairs)) stop("not a libpq connection string (postgresql://user:password@host:port/dbname)", call. = FALSE)
+    if (!length(pairs)) {
+      stop("not a libpq connection string (postgresql://user:password@host:port/dbname)", call. = FALSE)
+    }
     keys <- sub("\\s*=.*$", "", pairs, perl = TRUE)
     values <- sub("^[A-Za-z_]+\\s*=\\s*", "", pairs, perl = TRUE)
     quoted <- grepl("^'.*'$", values)

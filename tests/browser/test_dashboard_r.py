@@ -465,7 +465,8 @@ def test_the_change_is_against_the_previous_period_and_goes_with_the_comparison(
     open_loaded(page, dashboard[0])
     day = Filters(start=FIRST + timedelta(days=1), end=FIRST + timedelta(days=1))
     set_filters(page, day)
-    now, before = expected(simulated, day)["events"], expected(simulated, replace(day, start=FIRST, end=FIRST))["events"]
+    now = expected(simulated, day)["events"]
+    before = expected(simulated, replace(day, start=FIRST, end=FIRST))["events"]
     change = page.locator("#kpi_events .kpi-change")
     expect(change).to_have_text(f"{(now - before) / before:+.1%} vs the previous day", timeout=WAIT_MS)
     page.locator("#compare").uncheck()
