@@ -89,6 +89,9 @@ chart_theme <- theme_minimal(base_size = 13) +
   theme(panel.grid.minor = element_blank(), legend.position = "top", plot.title.position = "plot",
         plot.subtitle = element_text(size = 10, colour = "#64748b"))
 
+# Axis breaks on whole numbers, for counts.
+whole_breaks <- function(limits) unique(round(pretty(limits)))
+
 as_percent <- function(x) ifelse(is.na(x), "", sprintf("%.2f%%", 100 * as.numeric(x)))
 
 server <- function(input, output, session) {
@@ -242,8 +245,8 @@ server <- function(input, output, session) {
     long$measure <- factor(long$measure, levels = c("views", "add_to_cart", "purchases", "revenue"))
     ggplot(long, aes(day, value, colour = measure)) + geom_line(linewidth = 1) + geom_point(size = 1.8) +
       facet_wrap(~measure, nrow = 2, scales = "free_y") + scale_colour_manual(values = PALETTE, guide = "none") +
-      scale_y_continuous(labels = scales::label_comma()) + expand_limits(y = 0) + labs(x = NULL, y = NULL) +
-      chart_theme
+      scale_y_continuous(breaks = whole_breaks, labels = scales::label_comma()) + expand_limits(y = 0) +
+      labs(x = NULL, y = NULL) + chart_theme
   }, res = 96)
 
   output$trend_plot <- renderPlot({

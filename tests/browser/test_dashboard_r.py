@@ -413,7 +413,9 @@ def test_it_boots_without_errors_and_every_panel_renders(dashboard, simulated, p
     row.click()  # choosing a product shows its daily trend
     expect(page.locator("#product")).to_have_value(row.locator("td").first.inner_text(), timeout=WAIT_MS)
     expect(trend).not_to_have_attribute("src", first_trend, timeout=WAIT_MS)
+    daily = page.locator("#trend_plot img").get_attribute("src")
     page.locator("#trend_grain input[value=hour]").check()
+    expect(page.locator("#trend_plot img")).not_to_have_attribute("src", daily, timeout=WAIT_MS)
     settled(page)
     page.screenshot(path=output / "dashboard.png", full_page=True)
     assert page.errors == []
