@@ -328,7 +328,12 @@ def test_no_build_uses_the_given_keys_and_stops_when_the_code_is_missing(s3, tmp
     params.write_text('{"parameters": {"*": {"NameSuffix": "me", "CodeBucket": "my-code"}}}')
     s3.create_bucket(Bucket="my-code")
     monkeypatch.setattr(deploy, "require_deployed_dependencies", lambda *a: None)
-    with pytest.raises(deploy.DeployError, match=r"Lambda code not found: s3://my-code/lambdas/ingest.zip"):
+    with pytest.raises(deploy.DeployError, match=r"code not found: s3://my-code/lambdas/ingest.zip"):
         deploy.deploy(Settings(target="aws", project=ROOT, home=tmp_path), "ingestion", parameters_file=params,
+                      build=False, delay=0)
+    # an instance's bundle too: its first boot would fail without it
+    with pytest.raises(deploy.DeployError, match=r"code not found: s3://my-code/storefront/clickstream-storefront-"
+                                                 r"bundle.tar.gz \(StorefrontCodeKey\)"):
+        deploy.deploy(Settings(target="aws", project=ROOT, home=tmp_path), "frontend", parameters_file=params,
                       build=False, delay=0)
     assert "Contents" not in s3.list_objects_v2(Bucket="my-code")

@@ -243,18 +243,24 @@ def _now(cf, name: str):
 
 
 def check_code_objects(s3, stack: Stack) -> None:
-    """Every Lambda's S3 code must exist before CloudFormation is asked (a clear error instead of a rollback)."""
-    missing = []
+    """Every Lambda's S3 code and every instance's bundle must exist before CloudFormation is asked (a clear
+    error instead of a rollback, or of an instance whose first boot fails)."""
+    wanted = []
     for lid, res in stack.resources.items():
         code = res.get("Properties", {}).get("Code", {}) if res.get("Type") == "AWS::Lambda::Function" else {}
         if "S3Bucket" in code:
-            bucket, key = stack.resolve(code["S3Bucket"]), stack.resolve(code["S3Key"])
-            try:
-                s3.head_object(Bucket=bucket, Key=key)
-            except ClientError:
-                missing.append(f"s3://{bucket}/{key} ({lid})")
+            wanted.append((stack.resolve(code["S3Bucket"]), stack.resolve(code["S3Key"]), lid))
+    for target in package.code_targets([stack]):
+        if target.kind == "bundle" and (bucket := _code_bucket(stack, target.parameter)):
+            wanted.append((bucket, stack.parameters[target.parameter], target.parameter))
+    missing = []
+    for bucket, key, what in wanted:
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except ClientError:
+            missing.append(f"s3://{bucket}/{key} ({what})")
     if missing:
-        raise DeployError(f"{stack.path.name}: Lambda code not found: {', '.join(missing)}. Deploy without "
+        raise DeployError(f"{stack.path.name}: code not found: {', '.join(missing)}. Deploy without "
                           "--no-build (it builds and uploads the code), or upload it there (cloudformation/DEPLOY.md, "
                           "step 3)")
 
