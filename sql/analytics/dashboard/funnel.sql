@@ -4,14 +4,27 @@
 -- traffic_source (the first event's utm_source, '(direct)' when null). sessions = sessions that reached the
 -- step in order; conversion = sessions / the previous step's; drop_off = the previous step's minus these.
 -- Source: the UTC-hour rollups when dashboard_reads_rollups (migration 0007) says they answer exactly, else the
--- events table (the other branch's scan is skipped: a one-time filter on the parameters).
+-- events table (the other branch's scan is skipped: a one-time filter on the parameters). Sessions when the
+-- rollups are fresh but the range is not on whole UTC hours (Asia/Kolkata): rollup_sessions, exact starts.
 -- Parameters: start, end (timestamptz), tz (IANA zone name), login_state (all | signed_in | anonymous), device
 -- (all | desktop | mobile | tablet), include_bots (boolean), breakdown (none | device | login_state |
 -- traffic_source).
 WITH source AS (
-    SELECT dashboard_reads_rollups(%(start)s::timestamptz, %(end)s::timestamptz, %(tz)s::text) AS rollup
+    SELECT dashboard_reads_rollups(%(start)s::timestamptz, %(end)s::timestamptz, %(tz)s::text) AS rollup,
+           NOT EXISTS (SELECT FROM rollup_pending
+                       WHERE day >= (%(start)s::timestamptz AT TIME ZONE 'UTC')::date - 1) AS fresh
 ), steps (step_index, step) AS (
     VALUES (1, 'product_view'), (2, 'add_to_cart'), (3, 'begin_checkout'), (4, 'purchase')
+), exact_sessions AS (
+    SELECT is_bot, device_category, first_signed_in, traffic_source, funnel_step
+    FROM rollup_sessions
+    WHERE (SELECT fresh AND NOT rollup FROM source)
+      AND session_start >= %(start)s::timestamptz AND session_start < %(end)s::timestamptz
+    UNION ALL
+    SELECT is_bot, device_category, first_signed_in, traffic_source, funnel_step
+    FROM clickstream_sessions(%(start)s::timestamptz - interval '30 minutes', 'infinity')
+    WHERE NOT (SELECT fresh FROM source)
+      AND session_start >= %(start)s::timestamptz AND session_start < %(end)s::timestamptz
 ), segments AS (
     SELECT CASE %(breakdown)s::text
                WHEN 'device' THEN coalesce(device_category, '(unknown)')
@@ -34,10 +47,8 @@ WITH source AS (
                ELSE 'all' END,
            count(*) FILTER (WHERE funnel_step >= 1), count(*) FILTER (WHERE funnel_step >= 2),
            count(*) FILTER (WHERE funnel_step >= 3), count(*) FILTER (WHERE funnel_step >= 4)
-    FROM clickstream_sessions(%(start)s::timestamptz - interval '30 minutes', 'infinity')
-    WHERE NOT (SELECT rollup FROM source)
-      AND session_start >= %(start)s::timestamptz AND session_start < %(end)s::timestamptz
-      AND (%(include_bots)s::boolean OR NOT is_bot)
+    FROM exact_sessions
+    WHERE (%(include_bots)s::boolean OR NOT is_bot)
       AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
       AND (%(login_state)s::text = 'all' OR first_signed_in = (%(login_state)s::text = 'signed_in'))
     GROUP BY 1

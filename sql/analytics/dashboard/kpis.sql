@@ -4,12 +4,15 @@
 -- (purchase_sessions / product_view_sessions, null without product views) are session-scoped (DW sessions
 -- starting in the range, filtered by their first event).
 -- Source: the UTC-hour rollups when dashboard_reads_rollups (migration 0007) says they answer exactly, else the
--- events table (the other branch's scan is skipped: a one-time filter on the parameters).
+-- events table (the other branch's scan is skipped: a one-time filter on the parameters). Sessions when the
+-- rollups are fresh but the range is not on whole UTC hours (Asia/Kolkata): rollup_sessions, exact starts.
 -- Visitors on the rollups: rollup_hourly_visitors for ranges of at most 840 hours, else rollup_sessions.
 -- Parameters: start, end (timestamptz), tz (IANA zone name), login_state (all | signed_in | anonymous), device
 -- (all | desktop | mobile | tablet), include_bots (boolean).
 WITH source AS (
-    SELECT dashboard_reads_rollups(%(start)s::timestamptz, %(end)s::timestamptz, %(tz)s::text) AS rollup
+    SELECT dashboard_reads_rollups(%(start)s::timestamptz, %(end)s::timestamptz, %(tz)s::text) AS rollup,
+           NOT EXISTS (SELECT FROM rollup_pending
+                       WHERE day >= (%(start)s::timestamptz AT TIME ZONE 'UTC')::date - 1) AS fresh
 ), events AS (
     SELECT sum(events) AS events, sum(value) FILTER (WHERE event_name = 'purchase') AS revenue
     FROM rollup_hourly_events
@@ -26,12 +29,20 @@ WITH source AS (
       AND (%(include_bots)s::boolean OR NOT is_bot)
       AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
       AND (%(login_state)s::text = 'all' OR (user_id IS NOT NULL) = (%(login_state)s::text = 'signed_in'))
-), raw_sessions AS (
-    SELECT client_id, funnel_step
-    FROM clickstream_sessions(%(start)s::timestamptz - interval '30 minutes', 'infinity')
-    WHERE NOT (SELECT rollup FROM source)
+), exact_sessions AS (
+    SELECT client_id, is_bot, device_category, first_signed_in, funnel_step
+    FROM rollup_sessions
+    WHERE (SELECT fresh AND NOT rollup FROM source)
       AND session_start >= %(start)s::timestamptz AND session_start < %(end)s::timestamptz
-      AND (%(include_bots)s::boolean OR NOT is_bot)
+    UNION ALL
+    SELECT client_id, is_bot, device_category, first_signed_in, funnel_step
+    FROM clickstream_sessions(%(start)s::timestamptz - interval '30 minutes', 'infinity')
+    WHERE NOT (SELECT fresh FROM source)
+      AND session_start >= %(start)s::timestamptz AND session_start < %(end)s::timestamptz
+), kept_sessions AS (
+    SELECT client_id, funnel_step
+    FROM exact_sessions
+    WHERE (%(include_bots)s::boolean OR NOT is_bot)
       AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
       AND (%(login_state)s::text = 'all' OR first_signed_in = (%(login_state)s::text = 'signed_in'))
 ), sessions AS (
@@ -44,7 +55,7 @@ WITH source AS (
       AND (%(login_state)s::text = 'all' OR first_signed_in = (%(login_state)s::text = 'signed_in'))
     UNION ALL
     SELECT count(*), count(*) FILTER (WHERE funnel_step >= 1), count(*) FILTER (WHERE funnel_step >= 4)
-    FROM raw_sessions
+    FROM kept_sessions
 ), visitors AS (
     SELECT sum(sessions) AS visitors
     FROM rollup_hourly_visitors
@@ -64,7 +75,7 @@ WITH source AS (
       AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
       AND (%(login_state)s::text = 'all' OR first_signed_in = (%(login_state)s::text = 'signed_in'))
     UNION ALL
-    SELECT count(DISTINCT client_id) FROM raw_sessions
+    SELECT count(DISTINCT client_id) FROM kept_sessions
 ), totals AS (
     SELECT (SELECT coalesce(sum(events), 0)::bigint FROM events) AS events,
            (SELECT coalesce(sum(revenue), 0) FROM events) AS revenue,

@@ -2,11 +2,24 @@
 -- event) per bucket of the range: every local hour or day in the business time zone, zero when none. bucket
 -- is a local timestamp (without time zone) in tz.
 -- Source: the UTC-hour rollups when dashboard_reads_rollups (migration 0007) says they answer exactly, else the
--- events table (the other branch's scan is skipped: a one-time filter on the parameters).
+-- events table (the other branch's scan is skipped: a one-time filter on the parameters). Sessions when the
+-- rollups are fresh but the range is not on whole UTC hours (Asia/Kolkata): rollup_sessions, exact starts.
 -- Parameters: start, end (timestamptz), tz (IANA zone name), login_state (all | signed_in | anonymous), device
 -- (all | desktop | mobile | tablet), include_bots (boolean), grain (hour | day).
 WITH source AS (
-    SELECT dashboard_reads_rollups(%(start)s::timestamptz, %(end)s::timestamptz, %(tz)s::text) AS rollup
+    SELECT dashboard_reads_rollups(%(start)s::timestamptz, %(end)s::timestamptz, %(tz)s::text) AS rollup,
+           NOT EXISTS (SELECT FROM rollup_pending
+                       WHERE day >= (%(start)s::timestamptz AT TIME ZONE 'UTC')::date - 1) AS fresh
+), exact_sessions AS (
+    SELECT session_start, is_bot, device_category, first_signed_in
+    FROM rollup_sessions
+    WHERE (SELECT fresh AND NOT rollup FROM source)
+      AND session_start >= %(start)s::timestamptz AND session_start < %(end)s::timestamptz
+    UNION ALL
+    SELECT session_start, is_bot, device_category, first_signed_in
+    FROM clickstream_sessions(%(start)s::timestamptz - interval '30 minutes', %(end)s::timestamptz)
+    WHERE NOT (SELECT fresh FROM source)
+      AND session_start >= %(start)s::timestamptz AND session_start < %(end)s::timestamptz
 ), buckets AS (
     SELECT generate_series(%(start)s::timestamptz AT TIME ZONE %(tz)s::text,
                            (%(end)s::timestamptz AT TIME ZONE %(tz)s::text) - ('1 ' || %(grain)s::text)::interval,
@@ -40,10 +53,8 @@ WITH source AS (
     GROUP BY 1
     UNION ALL
     SELECT date_trunc(%(grain)s::text, session_start AT TIME ZONE %(tz)s::text), count(*)
-    FROM clickstream_sessions(%(start)s::timestamptz - interval '30 minutes', %(end)s::timestamptz)
-    WHERE NOT (SELECT rollup FROM source)
-      AND session_start >= %(start)s::timestamptz AND session_start < %(end)s::timestamptz
-      AND (%(include_bots)s::boolean OR NOT is_bot)
+    FROM exact_sessions
+    WHERE (%(include_bots)s::boolean OR NOT is_bot)
       AND (%(device)s::text = 'all' OR device_category = %(device)s::text)
       AND (%(login_state)s::text = 'all' OR first_signed_in = (%(login_state)s::text = 'signed_in'))
     GROUP BY 1
