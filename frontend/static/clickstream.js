@@ -177,13 +177,31 @@
         if (!retryTimer && queued().length) return flush();
       });
   }
-  // The page may not come back: hand what is queued to the browser (sendBeacon; fetch keepalive to add the token).
+  // The page may not come back: hand what is queued to the browser, which sends it even once the page is gone
+  // (sendBeacon; a keepalive fetch when the token is needed). A handed-off batch is forgotten, as the browser owns
+  // it now; a page still here to hear the fetch fail queues it again. A token about to expire is not used for it:
+  // the batch stays queued for the next page, which renews the token first.
   function flushOnHide() {
     var batch = nextBatch();
     if (!batch.length || !cfg.endpoint || !navigator.onLine || !allowed() || inflight) return;
     var t = target(batch);
-    if (t.headers.authorization) flush();
-    else if (navigator.sendBeacon && navigator.sendBeacon(t.url, body(batch))) forget(batch);
+    if (!t.headers.authorization) {
+      if (navigator.sendBeacon && navigator.sendBeacon(t.url, body(batch))) forget(batch);
+    } else if (secondsLeft(idToken) > 60) {
+      forget(batch);
+      inflight = fetch(t.url, {method: 'POST', headers: t.headers, body: body(batch), keepalive: true, credentials: 'omit'})
+        .then(function (response) { if (response.status >= 500 || [401, 408, 429].indexOf(response.status) >= 0) throw 0; })
+        .catch(function () {
+          batch.forEach(function (e) { delete acked[e.event_id]; });
+          save('queue', batch.concat(queued()).slice(-cfg.maxQueue));
+        })
+        .then(function () { inflight = null; });
+    }
+  }
+  function secondsLeft(token) {
+    try {
+      return JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).exp - Date.now() / 1000;
+    } catch (e) { return 0; }
   }
   function retryNow() {
     clearTimeout(retryTimer);

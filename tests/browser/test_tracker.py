@@ -17,6 +17,7 @@ from playwright.sync_api import BrowserContext, Page, Request, Route
 from clickstream import aws, contract
 from clickstream.ingestion import raw
 from clickstream.local import stack
+from clickstream.shop import shoppers
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -348,3 +349,21 @@ def test_a_401_without_a_fresh_token_still_delivers_the_events_anonymously(open_
     assert page.evaluate("localStorage.getItem('clickstream.queue')") == "[]"
     page.evaluate("window.clickstream.track('click')")  # signed out now: new events are anonymous
     assert json.loads(page.evaluate("localStorage.getItem('clickstream.queue')"))[0]["user_login_state"] == "anonymous"
+
+
+def test_a_signed_in_page_left_with_events_queued_stores_each_of_them_once(open_shop, local_stack, raw_zone):
+    email, password = f"leaver-{time.time_ns()}@shop.example.com", "Leaves-Page-42!"
+    sub = shoppers.create_shopper(local_stack, email, password)
+    token = shoppers.sign_in(local_stack, email, password)["IdToken"]
+    page = open_shop(batchSize=50, flushInterval=60000, autoPageView=False, idToken=token)
+    client_id = page.evaluate("window.clickstream.clientId")
+    page.evaluate(HELPER_CALLS)
+
+    page.goto(page.url)  # pagehide hands the queued batch to the browser (a keepalive fetch: it needs the token)
+    page.evaluate("window.clickstream.flush()")  # the next page sends what is still queued
+    events = raw_zone.wait_for(client_id, 10, page)
+    page.wait_for_timeout(1000)  # flushes that would send the batch again
+
+    assert Counter(event["event_id"] for event in raw_zone.events(client_id)).most_common(1)[0][1] == 1
+    assert [event["event_name"] for event in events] == HELPER_NAMES
+    assert {event["user_id"] for event in events} == {sub}
