@@ -114,6 +114,7 @@ warehouse_reader <- function(dsn, sql_dir) {
     conn <<- DBI::dbConnect(RPostgreSQL::PostgreSQL(), host = parts$host, port = parts$port, user = parts$user,
                             password = parts$password, dbname = parts$dbname)
     DBI::dbExecute(conn, "SET default_transaction_read_only = on")
+    DBI::dbExecute(conn, "SET statement_timeout = '30s'")  # a stuck query ends as a failure the page shows
     DBI::dbExecute(conn, "SET application_name = 'clickstream-dashboard-r'")
     conn
   }

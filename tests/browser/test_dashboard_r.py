@@ -358,7 +358,8 @@ def until(read, wanted, seconds: float = WAIT_MS / 1000):
 def funnel_segments(page: Page) -> dict[tuple[str, str], int]:
     """{(segment, step): sessions} of the funnel table, steps no session reached left out."""
     rows = table_rows(page, "#funnel_table")
-    return {(cells[0], cells[1]): int(cells[2].replace(",", "")) for cells in rows if cells[2] not in ("", "0")}
+    return {(cells[0], cells[1]): int(cells[2].replace(",", ""))
+            for cells in rows if len(cells) == 5 and cells[2] not in ("", "0")}  # rows of the table being replaced
 
 
 def table_rows(page: Page, selector: str) -> list[list[str]]:
