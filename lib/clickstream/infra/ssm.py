@@ -62,15 +62,16 @@ def port_forward_command(instance_id: str, remote_port: int, local_port: int, re
                          remote_host: str | None = None) -> list[str]:
     """The argv of `aws ssm start-session` forwarding `local_port` here to `remote_port` on the instance, or,
     with `remote_host`, to that host's port as the instance reaches it (e.g. a database in its subnet)."""
+    target = check_instance_id(instance_id)
     parameters = {"portNumber": [str(_port(remote_port, "remote_port"))],
                   "localPortNumber": [str(_port(local_port, "local_port"))]}
     if remote_host is not None:
-        if not isinstance(remote_host, str) or not remote_host.strip() or any(c.isspace() for c in remote_host):
+        if not isinstance(remote_host, str) or not remote_host or any(c.isspace() for c in remote_host):
             raise SessionManagerError(f"remote_host must be a host name or address, not {remote_host!r}")
         parameters = {"host": [remote_host], **parameters}
     if not isinstance(region, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
         raise SessionManagerError(f"region must be an AWS region such as us-east-1, not {region!r}")
-    return ["aws", "ssm", "start-session", "--target", check_instance_id(instance_id),
+    return ["aws", "ssm", "start-session", "--target", target,
             "--document-name", DOCUMENT_TO_REMOTE_HOST if remote_host is not None else DOCUMENT,
             "--parameters", json.dumps(parameters, separators=(",", ":")), "--region", region]
 
