@@ -106,6 +106,8 @@ def test_anything_else_is_refused_as_not_an_instance_id(instance_id):
 def test_a_logical_id_is_refused_with_where_the_real_id_is():
     with pytest.raises(ssm.SessionManagerError, match="logical id.*stack outputs.*DwInstanceId"):
         ssm.port_forward_command("DwInstance", 8787, 8787, "us-east-1")
+    with pytest.raises(ssm.SessionManagerError, match="not an EC2 instance id"):
+        ssm.port_forward_command("DwInstance", 0, 8787, "nowhere")  # named before the port and the region
 
 
 @pytest.mark.parametrize("arguments, message", [
