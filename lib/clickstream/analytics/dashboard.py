@@ -165,7 +165,5 @@ def source(conn: psycopg.Connection, f: Filters) -> str:
 
 def data_range(conn: psycopg.Connection, tz: str = "UTC") -> tuple[date, date] | None:
     """First and last day (in `tz`) with events; None when the warehouse is empty."""
-    questions.zone(tz)
     no_jit(conn)
-    first, last = questions.query(conn, load_sql("data_range"), {"tz": tz}).iloc[0]
-    return None if first is None or pd.isna(first) else (first, last)
+    return questions.data_range(conn, tz)

@@ -214,16 +214,10 @@ def report(dsn: str | psycopg.Connection, start: date, end: date, tz: str = "UTC
 
 
 def data_range(conn_or_dsn: psycopg.Connection | str, tz: str = "UTC") -> tuple[date, date] | None:
-    """First and last day (in `tz`) with events, from the hourly rollup and the pending days; None if empty."""
+    """First and last day (in `tz`) with events, from the hourly rollup and the pending days' events
+    (sql/analytics/dashboard/data_range.sql); None if empty."""
     zone(tz)
-    frame = query(conn_or_dsn, """
-        SELECT (min(lo) AT TIME ZONE %(tz)s::text)::date AS first, (max(hi) AT TIME ZONE %(tz)s::text)::date AS last
-        FROM (SELECT min(hour) AS lo, max(hour) + interval '59 minutes 59.999999 seconds' AS hi
-              FROM rollup_hourly_events
-              UNION ALL
-              SELECT min(day)::timestamp AT TIME ZONE 'UTC',
-                     (max(day) + 1)::timestamp AT TIME ZONE 'UTC' - interval '1 microsecond'
-              FROM rollup_pending) AS bounds""", {"tz": tz})
+    frame = query(conn_or_dsn, (sql_dir() / "dashboard" / "data_range.sql").read_text(encoding="utf-8"), {"tz": tz})
     first, last = frame.iloc[0]
     return None if first is None or pd.isna(first) else (first, last)
 
