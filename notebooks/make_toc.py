@@ -87,7 +87,8 @@ def with_nav(notebook: dict, text: str) -> dict:
     cells = [cell for i, cell in enumerate(notebook["cells"]) if i not in set(nav_cells(notebook))]
 
     def cell(position: str) -> dict:
-        return {"cell_type": "markdown", "id": f"nav-{position}", "metadata": {"tags": [NAV_TAG]}, "source": text}
+        return {"cell_type": "markdown", "id": f"nav-{position}", "metadata": {"tags": [NAV_TAG]},
+                "source": text.splitlines(keepends=True)}
 
     return {**notebook, "cells": [*cells[:1], cell("top"), *cells[1:], cell("bottom")]}
 

@@ -1,11 +1,14 @@
 """The README's lesson table is the one generated from the notebook files (run `make toc` after adding one)."""
 
+import json
+import re
 import runpy
 import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 make_toc = runpy.run_path(str(ROOT / "notebooks" / "make_toc.py"))
+NAV_TAG = make_toc["NAV_TAG"]
 
 
 def test_readme_lists_every_notebook_as_generated():
@@ -47,3 +50,33 @@ def test_the_readme_layout_tree_is_the_folders_that_exist():
     package = ROOT / "lib" / "clickstream"
     subfolders = {path.name for path in package.iterdir() if path.is_dir() and path.name != "__pycache__"}
     assert set(tree["lib/clickstream"]) == subfolders, "README layout: lib/clickstream's folders changed"
+
+
+def test_every_lesson_has_the_generated_navigation_and_no_stale_next_line():
+    for number, _, path in make_toc["lessons"]():
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        positions = make_toc["nav_cells"](notebook)
+        assert positions == [1, len(notebook["cells"]) - 1], f"{path.name}: navigation cells at {positions} (run make toc)"
+        expected = make_toc["nav"](path)
+        assert all("".join(notebook["cells"][i]["source"]) == expected for i in positions), f"{path.name}: run make toc"
+        for cell in notebook["cells"]:
+            text = "".join(cell["source"])
+            if cell["cell_type"] == "markdown" and NAV_TAG not in cell["metadata"].get("tags", []):
+                assert "**Next" not in text and "**Previous" not in text, f"{path.name}: a hand-written Next/Previous line"
+            for target in re.findall(r"\]\(([^)#]+\.ipynb)", text):
+                assert (path.parent / target).exists(), f"{path.name} links to a lesson that does not exist: {target}"
+
+
+def test_navigation_follows_the_file_names(tmp_path):
+    for name in ("00_a.ipynb", "01_b.ipynb", "03_c.ipynb"):
+        cells = [{"cell_type": "markdown", "metadata": {}, "source": f"# {name[3]} title"},
+                 {"cell_type": "markdown", "metadata": {}, "source": "body"}]
+        (tmp_path / name).write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    assert len(make_toc["write_nav"](tmp_path)) == 3 and make_toc["write_nav"](tmp_path) == []
+    middle = json.loads((tmp_path / "01_b.ipynb").read_text())
+    assert ["".join(c["source"]) for c in middle["cells"]][1:3] == [make_toc["nav"](tmp_path / "01_b.ipynb"), "body"]
+    assert make_toc["nav"](tmp_path / "01_b.ipynb") == (
+        "← **Previous:** [00 · a title](00_a.ipynb) · **Contents:** [all lessons](../README.md#the-workshop) · "
+        "**Next:** [03 · c title](03_c.ipynb) →")
+    assert "Previous" not in make_toc["nav"](tmp_path / "00_a.ipynb")
+    assert "Next" not in make_toc["nav"](tmp_path / "03_c.ipynb")
