@@ -14,6 +14,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import psycopg
+from matplotlib import dates as mdates
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from shiny import App, reactive, render, req, ui
@@ -142,8 +143,16 @@ def funnel_figure(frame: pd.DataFrame) -> Figure:
     ax.set_xticks(range(len(STEP_LABELS)), [label.replace(" ", "\n") for label in STEP_LABELS.values()])
     ax.set_ylabel("sessions")
     if len(segments) > 1:
-        ax.legend(frameon=False, fontsize=8, ncols=min(len(segments), 4))
+        ax.legend(frameon=False, fontsize=8, ncols=min(len(segments), 4), loc="lower center",
+                  bbox_to_anchor=(0.5, 1.0))
     return fig
+
+
+def day_axis(ax, days: pd.Series) -> None:
+    """Days labelled like "Oct 07": a tick each (every n-th on long ranges)."""
+    ticks = pd.to_datetime(pd.Series(days)).sort_values()
+    ax.set_xticks(ticks.iloc[::max(1, len(ticks) // 12)].tolist())
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
 
 
 def trend_figure(frame: pd.DataFrame, grain: str) -> Figure:
@@ -154,6 +163,8 @@ def trend_figure(frame: pd.DataFrame, grain: str) -> Figure:
         ax.fill_between(frame["bucket"], frame[column], color=color, alpha=0.12)
         ax.set_ylabel(f"{column} per {grain}")
         ax.set_ylim(bottom=0)
+    if grain == "day":
+        day_axis(axes[-1], frame["bucket"])
     fig.autofmt_xdate()
     return fig
 
@@ -165,6 +176,7 @@ def product_trend_figure(frame: pd.DataFrame) -> Figure:
                 label=column.replace("_", " "))
     ax.set_ylim(bottom=0)
     ax.legend(frameon=False, fontsize=8)
+    day_axis(ax, frame["day"])
     fig.autofmt_xdate()
     return fig
 
@@ -251,7 +263,7 @@ def server(input, output, session) -> None:
     session.on_ended(read.close)
     initial = warehouse_state(read)
     warehouse = reactive.value(initial)
-    automatic = {default_range(initial)}  # the dates this page chose; others are the user's
+    automatic = {default_range(initial)}  # the dates this page chose; dates the user chose stay
 
     @reactive.effect
     def _poll() -> None:
@@ -263,7 +275,9 @@ def server(input, output, session) -> None:
             before, shown = warehouse(), tuple(input.date_range())
         if state != before:
             warehouse.set(state)
-            if state[0] == "ready" and shown in automatic:
+            # While the browser updates the dates, either end may be missing or an older default of ours.
+            ours = all(bound is None or bound in {dates[n] for dates in automatic} for n, bound in enumerate(shown))
+            if state[0] == "ready" and ours:
                 start, end = default_range(state)
                 automatic.add((start, end))
                 ui.update_date_range("date_range", start=start, end=end)

@@ -244,10 +244,11 @@ def test_an_empty_warehouse_says_how_to_load_data_then_shows_it_once_loaded(url,
     page.screenshot(path=output / "empty.png", full_page=True)
 
     request.getfixturevalue("simulated")
-    expect(notice).to_contain_text("holds events", timeout=WAIT_MS)
+    expect(notice).to_contain_text("holds events", timeout=WAIT_MS)  # without a reload
     with psycopg.connect(admin_dsn) as conn:
         last = conn.execute("SELECT max(event_timestamp AT TIME ZONE 'UTC')::date "
                             "FROM clickstream_events").fetchone()[0]
+    page.reload()
     shown = View(start=max(FIRST, last - timedelta(days=6)), end=last)  # the last 7 days with data
     controller.InputDateRange(page, "date_range").expect_value((str(shown.start), str(shown.end)), timeout=WAIT_MS)
     expect_kpis(page, truth(admin_dsn, shown)["kpis"])
