@@ -377,6 +377,18 @@ def learner_switch(default: str | None, inline: bool = False) -> Breaks:
     return breaks
 
 
+def api_stage_without_access_logs(t):
+    del props(t, "ingestion.yaml", "DefaultStage")["AccessLogSettings"]
+
+
+def api_access_log_in_plain_text(t):
+    props(t, "ingestion.yaml", "DefaultStage")["AccessLogSettings"]["Format"] = "$context.requestId $context.status"
+
+
+def api_stage_unthrottled(t):
+    del props(t, "ingestion.yaml", "DefaultStage")["DefaultRouteSettings"]["ThrottlingRateLimit"]
+
+
 # name: (how the copy is broken, the architecture rules that must fail, policy tags that must fire too)
 MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "SSH from anywhere": (ssh_from_anywhere, {"no_port_22", "no_world_ingress_except_web_http"}, {"CS-SG-NO-SSH"}),
@@ -457,6 +469,9 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "a learner switch (Fn::If) that defaults to open": (learner_switch("true", inline=True),
                                                        {"dashboard_port_admits_nothing"}, set()),
     "a learner switch without a default": (learner_switch(None), {"switches_have_safe_defaults"}, set()),
+    "API stage without access logs": (api_stage_without_access_logs, {"api_stages_log_and_throttle"}, set()),
+    "API access log in plain text": (api_access_log_in_plain_text, {"api_stages_log_and_throttle"}, set()),
+    "API stage without a rate limit": (api_stage_unthrottled, {"api_stages_log_and_throttle"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
 }

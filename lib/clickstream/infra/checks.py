@@ -941,6 +941,42 @@ def buckets_private_encrypted_tls_only(folder: Folder) -> list[Finding]:
     return findings
 
 
+def api_stages_log_and_throttle(folder: Folder) -> list[Finding]:
+    """Every HTTP API stage writes access logs as JSON (one object per request, with its request id) to a log group
+    of its template that expires them, and throttles its default route (burst and rate, both positive)."""
+    templates = _load(folder)
+    rule = "api_stages_log_and_throttle"
+    findings = []
+    for template in templates:
+        for lid, res in template.of_type("AWS::ApiGatewayV2::Stage").items():
+            props = res.get("Properties") or {}
+            access = props.get("AccessLogSettings") or {}
+            group = templates.node(template, access.get("DestinationArn"))
+            if group is None or group[0].resources[group[1]].get("Type") != "AWS::Logs::LogGroup":
+                findings.append(Finding(rule, template.name, lid, "has no access log to a log group of its template"))
+            elif not (group[0].resources[group[1]].get("Properties") or {}).get("RetentionInDays"):
+                findings.append(Finding(rule, template.name, group[1], "keeps the API's access logs forever (no RetentionInDays)"))
+            try:
+                fields = json.loads(templates.text(template, access.get("Format", "")))
+            except ValueError:
+                fields = None
+            if not isinstance(fields, dict) or "$context.requestId" not in fields.values():
+                findings.append(Finding(rule, template.name, lid, "access log format is not a JSON object with "
+                                                                  "$context.requestId"))
+            route = props.get("DefaultRouteSettings") or {}
+            for key in ("ThrottlingBurstLimit", "ThrottlingRateLimit"):
+                if _number(templates.text(template, route.get(key, ""))) <= 0:
+                    findings.append(Finding(rule, template.name, lid, f"DefaultRouteSettings.{key} is not a positive limit"))
+    return findings
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
 def cloudfront_reads_buckets_through_oac(folder: Folder) -> list[Finding]:
     """Every CloudFront origin that is an S3 bucket is read through origin access control (no legacy origin
     access identity), so the bucket stays private; other origins (the web instance) need none."""
@@ -1068,6 +1104,7 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         iam_grants_name_their_resources,
         buckets_private_encrypted_tls_only,
         cloudfront_reads_buckets_through_oac,
+        api_stages_log_and_throttle,
         no_plaintext_secrets,
         switches_have_safe_defaults,
     )
