@@ -17,7 +17,7 @@ from botocore.stub import ANY, Stubber
 
 from clickstream.infra import deploy
 from clickstream.infra.deploy import DeployConfig, DeployError, dependency_order, load_templates
-from clickstream.local.moto_deploy import local_template, moto_supported_types
+from clickstream.local.moto_deploy import PREFIX_LIST_INGRESS_NOTE, local_template, moto_supported_types
 from clickstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +105,51 @@ def test_aws_parameters_come_from_the_file_and_the_defaults(tmp_path):
     path.write_text('{"parameters": {"ingestion": {"NoSuchParameter": 1}}}')
     with pytest.raises(DeployError, match="ingestion.yaml declares no parameters \\['NoSuchParameter'\\]"):
         load_templates(settings("aws"), DeployConfig.load(settings("aws"), path, env={}))
+
+
+CLOUDFRONT_LIST = "com.amazonaws.global.cloudfront.origin-facing"
+
+
+def ec2_stub():
+    client = boto3.client("ec2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    return client, Stubber(client)
+
+
+def network_for_aws(path: Path, text: str = "{}"):
+    path.write_text(text)
+    config = DeployConfig.load(settings("aws"), path, env={})
+    return config, next(t for t in load_templates(settings("aws"), config) if t.stem == "network")
+
+
+def test_the_cloudfront_prefix_list_id_is_looked_up_by_name_in_the_region(tmp_path):
+    config, network = network_for_aws(tmp_path / "aws.json")
+    assert network.parameters["CloudFrontOriginPrefixListId"] is None  # per region: no default
+    ec2, stubber = ec2_stub()
+    stubber.add_response("describe_managed_prefix_lists", {"PrefixLists": [
+        {"PrefixListId": "pl-4fa04526", "PrefixListName": CLOUDFRONT_LIST, "OwnerId": "AWS"}]},
+        {"Filters": [{"Name": "prefix-list-name", "Values": [CLOUDFRONT_LIST]}]})
+    with stubber:
+        deploy.resolve_prefix_lists(ec2, [network], config)
+    stubber.assert_no_pending_responses()
+    assert network.parameters["CloudFrontOriginPrefixListId"] == "pl-4fa04526"
+
+
+def test_a_prefix_list_id_the_parameters_file_sets_is_not_looked_up(tmp_path):
+    config, network = network_for_aws(tmp_path / "aws.json",
+                                      '{"parameters": {"network": {"CloudFrontOriginPrefixListId": "pl-0123abcd"}}}')
+    ec2, stubber = ec2_stub()
+    with stubber:  # no responses queued: any call would fail
+        deploy.resolve_prefix_lists(ec2, [network], config)
+    assert network.parameters["CloudFrontOriginPrefixListId"] == "pl-0123abcd"
+
+
+def test_a_region_without_the_prefix_list_is_a_clear_error(tmp_path):
+    config, network = network_for_aws(tmp_path / "aws.json")
+    ec2, stubber = ec2_stub()
+    stubber.add_response("describe_managed_prefix_lists", {"PrefixLists": []})
+    with stubber, pytest.raises(DeployError, match=f"no managed prefix list {CLOUDFRONT_LIST} in eu-west-1; "
+                                                   "set CloudFrontOriginPrefixListId"):
+        deploy.resolve_prefix_lists(ec2, [network], config)
 
 
 # --- the local template ----------------------------------------------------------------------------
@@ -270,3 +315,10 @@ def test_frontend_for_moto_reports_what_it_leaves_out_and_fakes_none_of_it():
     assert "DependsOn" not in body["Resources"]["OltpInstance"]  # on a left-out resource: dropped
     assert {o["name"] for o in result.skipped_outputs} == {"UserPoolId", "UserPoolClientId", "StorefrontUrl",
                                                            "StorefrontOrigin"}
+
+
+def test_network_for_moto_says_the_web_tier_ingress_from_the_prefix_list_is_dropped():
+    network = next(t for t in templates() if t.stem == "network")
+    _, result = local_template(network, moto_supported_types(), {})
+    noted = {item["logical_id"] for item in result.notes if item["note"] == PREFIX_LIST_INGRESS_NOTE}
+    assert noted == {"WebSecurityGroup"}

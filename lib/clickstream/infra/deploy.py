@@ -82,6 +82,11 @@ class DeployConfig:
             raise DeployError(f"stack prefix {prefix!r} must start with a letter and hold only letters, digits and -")
         return cls(prefix=prefix, parameters=data.get("parameters", {}), source=path if path.exists() else None)
 
+    def overrides(self, template: templates.Template) -> dict[str, Any]:
+        """The values this file sets for the template: "*" (the parameters it declares), then its stem's."""
+        return {**{k: v for k, v in self.parameters.get("*", {}).items() if k in template.parameters},
+                **self.parameters.get(template.stem, {})}
+
 
 def load_templates(settings: Settings, config: DeployConfig, templates_dir: Path | None = None) -> list[Stack]:
     """Every cloudformation/*.yaml as a Stack for the target: its stack name, parameter values (the
@@ -94,11 +99,29 @@ def load_templates(settings: Settings, config: DeployConfig, templates_dir: Path
             if problems := template.reference_problems():
                 raise DeployError(f"{template.name}: " + "; ".join(problems))
         try:
-            return folder.stacks(settings.target, settings.region, {
-                template.stem: {**{k: v for k, v in config.parameters.get("*", {}).items() if k in template.parameters},
-                                **config.parameters.get(template.stem, {})} for template in folder})
+            return folder.stacks(settings.target, settings.region,
+                                 {template.stem: config.overrides(template) for template in folder})
         except UnknownParameterError as error:
             raise DeployError(f"{config.source}: {error}") from error
+
+
+def resolve_prefix_lists(ec2, stacks: Iterable[Stack], config: DeployConfig,
+                         progress: Callable[[str], None] = lambda _: None) -> None:
+    """Set each managed-prefix-list parameter (templates.managed_prefix_lists) that the parameters file does not
+    set to the id of the list of that name in the client's region (DescribeManagedPrefixLists)."""
+    for stack in stacks:
+        with _as_deploy_error():
+            named = templates.managed_prefix_lists(stack.template)
+        for parameter, name in sorted(named.items()):
+            if parameter in config.overrides(stack.template):
+                continue
+            found = ec2.describe_managed_prefix_lists(
+                Filters=[{"Name": "prefix-list-name", "Values": [name]}])["PrefixLists"]
+            if not found:
+                raise DeployError(f"{stack.path.name}: {parameter}: no managed prefix list {name} in "
+                                  f"{ec2.meta.region_name}; set {parameter} in the parameters file")
+            stack.parameters[parameter] = found[0]["PrefixListId"]
+            progress(f"{stack.stack_name}: {parameter} = {found[0]['PrefixListId']} ({name})")
 
 
 def dependency_order(stacks: list[Stack]) -> list[Stack]:
@@ -386,6 +409,7 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
     cf = aws.client("cloudformation", settings)
     s3 = aws.client("s3", settings)
     require_deployed_dependencies(cf, order, chosen)
+    resolve_prefix_lists(aws.client("ec2", settings), chosen, config, progress)
     for template in chosen:
         missing = [n for n, v in template.parameters.items() if v is None]
         if missing:

@@ -359,6 +359,17 @@ def parameter_values(template: Template, target: str, stack_names: Mapping[str, 
     return values
 
 
+def managed_prefix_lists(template: Template) -> dict[str, str]:
+    """Parameter -> name of the AWS-managed prefix list whose id it holds (Metadata.clickstream.ManagedPrefixLists;
+    the id differs per region, the name does not)."""
+    named = template.body.get("Metadata", {}).get("clickstream", {}).get("ManagedPrefixLists") or {}
+    unknown = sorted(set(named) - set(template.parameters))
+    if unknown:
+        raise TemplateError(f"{template.name}: Metadata.clickstream.ManagedPrefixLists names undeclared parameters "
+                            f"{unknown}")
+    return dict(named)
+
+
 class Evaluator:
     """CloudFormation's intrinsic functions over one template's values, with one ${...} pattern.
 

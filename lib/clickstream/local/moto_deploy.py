@@ -23,7 +23,8 @@ from botocore.exceptions import ClientError, WaiterError
 from clickstream import aws
 from clickstream.infra.deploy import (CAPABILITIES, NO_CHANGES, DeployError, StackResult, cfn_parameters,
                                       check_code_objects, failure_report, plan, require_deployed_dependencies,
-                                      ship_code, stack_outputs, stack_resources, stack_status, wait)
+                                      resolve_prefix_lists, ship_code, stack_outputs, stack_resources, stack_status,
+                                      wait)
 from clickstream.infra import deploy as aws_deploy
 from clickstream.infra.templates import LOCAL_PLACEHOLDERS, Stack, import_arguments, references, substitute
 from clickstream.local.stack import http_ok
@@ -66,6 +67,8 @@ MOTO_CAVEATS: dict[str, list[tuple[str | None, str]]] = {
                                                         "the default allow-all egress")],
     "AWS::EC2::Subnet": [("MapPublicIpOnLaunch", "MapPublicIpOnLaunch reads back false in moto")],
 }
+PREFIX_LIST_INGRESS_NOTE = ("ingress from a prefix list (SourcePrefixListId) dropped by moto: the group admits "
+                            "nothing locally; the prefix list's id is moto's (the same lookup as on AWS)")
 
 def _wired_reason(resource_type: str) -> str | None:
     for prefix, reason in WIRED_LOCALLY.items():
@@ -158,6 +161,8 @@ def local_template(stack: Stack, supported: set[str], secret_arns: dict[str, str
         for prop, note in MOTO_CAVEATS.get(res["Type"], []):
             if prop is None or prop in res.get("Properties", {}):
                 result.notes.append({"logical_id": lid, "note": note})
+        if any("SourcePrefixListId" in rule for rule in res.get("Properties", {}).get("SecurityGroupIngress") or []):
+            result.notes.append({"logical_id": lid, "note": PREFIX_LIST_INGRESS_NOTE})
     return body, result
 
 
@@ -296,10 +301,11 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
     the handlers in-process with this venv's packages, `with_dependencies` overrides), into a code bucket in
     moto, and pass the keys as the code-key parameters. build=False: use the keys the parameters give."""
     _require_local_endpoint(settings)
-    _, order, chosen = plan(settings, stack, parameters_file, templates_dir)
+    config, order, chosen = plan(settings, stack, parameters_file, templates_dir)
     cf, s3 = aws.client("cloudformation", settings), aws.client("s3", settings)
     ec2, sm = aws.client("ec2", settings), aws.client("secretsmanager", settings)
     require_deployed_dependencies(cf, order, chosen)
+    resolve_prefix_lists(ec2, chosen, config, progress)  # moto serves the AWS-managed lists, with ids of its own
     supported, secret_arns = moto_supported_types(), _secret_arns(sm)
     shipped: dict[str, list[dict]] = {}
     if build:
