@@ -100,7 +100,8 @@ def test_the_three_named_groups_and_what_they_admit(network):
     names = {network.props(lid)["GroupName"]: lid for lid in network.of_type("AWS::EC2::SecurityGroup")}
     assert {"sg_oltp_webDB", "sg_Lambda_ETL", "sg_analytics_ShinyDWH"} <= set(names)
     web = network.props(names["sg_oltp_webDB"])["SecurityGroupIngress"]
-    assert sorted((r["FromPort"], r["ToPort"], r["CidrIp"]) for r in web) == [(80, 80, "0.0.0.0/0"), (443, 443, "0.0.0.0/0")]
+    assert [(r["FromPort"], r["ToPort"], r["SourcePrefixListId"]) for r in web] == [
+        (80, 80, {"Ref": "CloudFrontOriginPrefixListId"})]  # CloudFront's origin-facing servers only
     dw = names["sg_analytics_ShinyDWH"]
     assert "SecurityGroupIngress" not in network.props(dw), "the dashboard port admits nothing: SSM port forwarding"
     admits = [r["Properties"] for r in network.of_type("AWS::EC2::SecurityGroupIngress").values()

@@ -144,6 +144,31 @@ def web_tier_open_to_half_the_internet_on_5432(t):
     ingress(t, "network.yaml", "WebSecurityGroup").append(tcp(5432, CidrIp="0.0.0.0/1"))
 
 
+def web_http_open_to_the_internet(t):
+    ingress(t, "network.yaml", "WebSecurityGroup").append(tcp(80, CidrIp="0.0.0.0/0"))
+
+
+def web_http_from_the_internet_instead_of_cloudfront(t):
+    ingress(t, "network.yaml", "WebSecurityGroup")[:] = [tcp(80, CidrIp="0.0.0.0/0")]
+
+
+def web_http_from_the_vpc_too(t):
+    ingress(t, "network.yaml", "WebSecurityGroup").append(tcp(80, CidrIp={"Ref": "VpcCidr"}))
+
+
+def web_http_from_the_s3_prefix_list(t):
+    ingress(t, "network.yaml", "WebSecurityGroup")[0]["SourcePrefixListId"] = {"Ref": "S3PrefixListId"}
+
+
+def cloudfront_admitted_on_443_too(t):
+    ingress(t, "network.yaml", "WebSecurityGroup").append(
+        tcp(443, SourcePrefixListId={"Ref": "CloudFrontOriginPrefixListId"}))
+
+
+def https_open_to_the_internet(t):
+    ingress(t, "network.yaml", "WebSecurityGroup").append(tcp(443, CidrIp="0.0.0.0/0"))
+
+
 def dashboard_open_to_the_internet(t):
     ingress(t, "network.yaml", "DwSecurityGroup").append(tcp(8787, CidrIp="0.0.0.0/0"))
 
@@ -391,15 +416,26 @@ def api_stage_unthrottled(t):
 
 # name: (how the copy is broken, the architecture rules that must fail, policy tags that must fire too)
 MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
-    "SSH from anywhere": (ssh_from_anywhere, {"no_port_22", "no_world_ingress_except_web_http"}, {"CS-SG-NO-SSH"}),
+    "SSH from anywhere": (ssh_from_anywhere, {"no_port_22", "no_world_ingress_except_cloudfront_to_web"}, {"CS-SG-NO-SSH"}),
     # a port range around 22: the property rules only compare FromPort/ToPort values, the architecture rule the range
     "SSH in a port range from the VPC": (ssh_in_a_port_range_from_the_vpc, {"no_port_22"}, set()),
     "SSH key pair on the warehouse": (ssh_key_pair_on_the_warehouse, {"no_port_22"}, {"CS-EC2-NO-KEYPAIR"}),
-    "web tier open on 8080": (web_tier_open_on_8080, {"no_world_ingress_except_web_http"}, set()),
+    "web tier open on 8080": (web_tier_open_on_8080, {"no_world_ingress_except_cloudfront_to_web"}, set()),
     "web tier open to 0.0.0.0/1 on 5432": (web_tier_open_to_half_the_internet_on_5432,
-                                           {"no_world_ingress_except_web_http"}, set()),
+                                           {"no_world_ingress_except_cloudfront_to_web"}, set()),
+    "web tier's port 80 open to 0.0.0.0/0 too": (web_http_open_to_the_internet,
+                                                 {"no_world_ingress_except_cloudfront_to_web"}, set()),
+    "web tier's port 80 from 0.0.0.0/0 instead of CloudFront": (web_http_from_the_internet_instead_of_cloudfront,
+                                                                {"no_world_ingress_except_cloudfront_to_web"}, set()),
+    "web tier's port 80 from the VPC too": (web_http_from_the_vpc_too,
+                                            {"no_world_ingress_except_cloudfront_to_web"}, set()),
+    "web tier's port 80 from S3's prefix list": (web_http_from_the_s3_prefix_list,
+                                                 {"no_world_ingress_except_cloudfront_to_web"}, set()),
+    "CloudFront admitted on 443 too": (cloudfront_admitted_on_443_too,
+                                       {"no_world_ingress_except_cloudfront_to_web"}, set()),
+    "HTTPS open to the internet": (https_open_to_the_internet, {"no_world_ingress_except_cloudfront_to_web"}, set()),
     "dashboard open to the internet": (dashboard_open_to_the_internet,
-                                       {"no_world_ingress_except_web_http", "dashboard_port_admits_nothing"}, set()),
+                                       {"no_world_ingress_except_cloudfront_to_web", "dashboard_port_admits_nothing"}, set()),
     "dashboard open to the ETL": (dashboard_open_to_the_etl, {"dashboard_port_admits_nothing"}, set()),
     "warehouse admits the web tier instead of the ETL": (warehouse_admits_the_web_tier_instead,
                                                          {"warehouse_postgres_admits_only_etl"}, set()),
@@ -513,7 +549,7 @@ def test_conditions_combine_with_and_or_and_other_conditions(broken):
         ingress(t, "network.yaml", "WebSecurityGroup").append(
             {"Fn::If": ["Either", tcp(8080, CidrIp="0.0.0.0/0"), {"Ref": "AWS::NoValue"}]})
 
-    assert set(failing_rules(broken(switches))) == {"no_world_ingress_except_web_http"}
+    assert set(failing_rules(broken(switches))) == {"no_world_ingress_except_cloudfront_to_web"}
 
 
 def test_make_check_templates_fails_on_a_broken_copy_and_passes_on_the_real_templates(broken):
@@ -556,14 +592,14 @@ def test_security_group_rows_name_groups_peers_and_ports_for_people(real):
     assert {"group": "sg_Lambda_ETL", "direction": "egress", "protocol": "tcp", "port": "443",
             "peer": "S3 (prefix list)", "declared in": "network.yaml EtlSecurityGroup"} in rows
     web_in = sorted((r["port"], r["peer"]) for r in rows if r["group"] == "sg_oltp_webDB" and r["direction"] == "ingress")
-    assert web_in == [("443", "0.0.0.0/0"), ("80", "0.0.0.0/0")]
+    assert web_in == [("80", "CloudFront (prefix list)")]
 
 
 def test_security_group_rows_show_port_ranges_and_all_traffic(broken):
     def ranges(t):
-        http, https = ingress(t, "network.yaml", "WebSecurityGroup")
-        http.update(FromPort=8000, ToPort=8080)
-        https["IpProtocol"] = -1
+        rules = ingress(t, "network.yaml", "WebSecurityGroup")
+        rules[0].update(FromPort=8000, ToPort=8080)
+        rules.append({"IpProtocol": -1, "SourcePrefixListId": {"Ref": "CloudFrontOriginPrefixListId"}})
 
     web_in = sorted((r["protocol"], r["port"]) for r in checks.security_group_rows(broken(ranges))
                     if r["group"] == "sg_oltp_webDB" and r["direction"] == "ingress")
@@ -577,3 +613,13 @@ def test_the_readme_lists_every_rule_with_its_check():
     named = [name for item in items for name in ARCHITECTURE_RULES if f"`{name}`" in item]
     assert sorted(named) == sorted(ARCHITECTURE_RULES)
     assert all(any(f"`{name}`" in item or "[CS-" in item for name in ARCHITECTURE_RULES) for item in items)
+
+
+@pytest.mark.parametrize("breaks, problem", [
+    (web_http_open_to_the_internet, "open to the internet"),
+    (web_http_from_the_internet_instead_of_cloudfront, "CloudFront cannot reach the storefront"),
+    (cloudfront_admitted_on_443_too, "admitted on TCP 80 of sg_oltp_webDB only"),
+])
+def test_the_web_tier_findings_say_what_is_wrong(broken, breaks, problem):
+    findings = failing_rules(broken(breaks))["no_world_ingress_except_cloudfront_to_web"]
+    assert any(f.startswith("network.yaml WebSecurityGroup: ") and problem in f for f in findings), findings

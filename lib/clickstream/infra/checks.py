@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Union
 from cfnlint.api import ManualArgs, lint_file
 
 from clickstream.infra.templates import (Evaluator, ExportTable, Template, TemplateSet, get_att_arguments,
-                                         parameter_values, references, PSEUDO_PARAMETERS)
+                                         managed_prefix_lists, parameter_values, references, PSEUDO_PARAMETERS)
 from clickstream.settings import project_root
 
 WEB_TIER_GROUP = "sg_oltp_webDB"
@@ -38,7 +38,7 @@ DW_GROUP = "sg_analytics_ShinyDWH"
 DW_INSTANCE_NAME = "SBW_EC2_ShinyDWH"
 RAW_PREFIX = "events/"
 WORLD = {"0.0.0.0/0", "::/0"}
-PUBLIC_PORTS = {80, 443}
+CLOUDFRONT_ORIGIN_PREFIX_LIST = "com.amazonaws.global.cloudfront.origin-facing"
 # The actions Lambda needs to manage a VPC function's network interfaces; they only work on Resource "*".
 ENI_ACTIONS = frozenset({
     "ec2:CreateNetworkInterface",
@@ -292,6 +292,14 @@ class GroupRule:
         peer_group = next((rule[key] for key in ("SourceSecurityGroupId", "DestinationSecurityGroupId") if key in rule),
                           None)
         self.peer_group = templates.group_name(templates.node(template, peer_group)) if peer_group else None
+        prefix_list = next((rule[key] for key in ("SourcePrefixListId", "DestinationPrefixListId") if key in rule), None)
+        # The AWS-managed list a prefix-list peer names: its id is a Ref to a parameter the template maps to a name.
+        self.managed_list = (managed_prefix_lists(template).get(prefix_list.get("Ref"))
+                             if isinstance(prefix_list, dict) else None)
+
+    @property
+    def from_cloudfront(self) -> bool:
+        return self.direction == "ingress" and self.managed_list == CLOUDFRONT_ORIGIN_PREFIX_LIST
 
     def covers(self, port: int) -> bool:
         if self.protocol in ("-1", "all"):
@@ -304,9 +312,12 @@ class GroupRule:
 
     @property
     def peer(self) -> str:
-        """The other end, for people: a security group's name, "S3 (prefix list)" or the CIDRs."""
+        """The other end, for people: a security group's name, "CloudFront (prefix list)", "S3 (prefix list)" or
+        the CIDRs."""
         if self.peer_group:
             return self.peer_group
+        if self.from_cloudfront:
+            return "CloudFront (prefix list)"
         if {"SourcePrefixListId", "DestinationPrefixListId"} & set(self.rule):
             return "S3 (prefix list)"
         return ", ".join(sorted(self.cidrs)) or "?"
@@ -332,7 +343,8 @@ class GroupRule:
 
 def security_group_rows(folder: "Folder") -> list[dict[str, str]]:
     """Every ingress and egress rule of every security group, as rows for people: group, direction, protocol,
-    port ("all", "443", "1024-65535"), peer (a group's name, "S3 (prefix list)" or CIDRs), declared in."""
+    port ("all", "443", "1024-65535"), peer (a group's name, "CloudFront (prefix list)", "S3 (prefix list)" or
+    CIDRs), declared in."""
     return [rule.row() for rule in _load(folder).security_group_rules()]
 
 
@@ -357,20 +369,36 @@ def _as_list(value: Any) -> list:
 # =====================================================================================================
 # The architecture's rules: one function each, findings empty when the rule holds.
 # =====================================================================================================
-def no_world_ingress_except_web_http(folder: Folder) -> list[Finding]:
-    """Nothing admits the internet (0.0.0.0/0, ::/0 or any other public range, such as 0.0.0.0/1) except TCP 80
-    and 443 to the web tier (sg_oltp_webDB)."""
+def no_world_ingress_except_cloudfront_to_web(folder: Folder) -> list[Finding]:
+    """Nothing admits the internet (0.0.0.0/0, ::/0 or any other public range, such as 0.0.0.0/1) and the web tier
+    (sg_oltp_webDB) admits TCP 80 from CloudFront's origin-facing prefix list (a parameter named in
+    Metadata.clickstream.ManagedPrefixLists) and from nothing else, nor that list anywhere else, nor another
+    prefix list: the storefront is reached through CloudFront only."""
     templates = _load(folder)
-    findings = []
+    findings, web_http_from_cloudfront = [], False
+
+    def finding(rule: GroupRule, problem: str) -> None:
+        findings.append(Finding("no_world_ingress_except_cloudfront_to_web", rule.template.name, rule.owner,
+                                f"{rule.describe()} (group {rule.group_name}): {problem}"))
+
     for rule in templates.security_group_rules():
-        if rule.direction != "ingress" or not any(map(_public, rule.cidrs)):
+        if rule.direction != "ingress":
             continue
-        single_port = rule.from_port == rule.to_port and rule.from_port in PUBLIC_PORTS
-        if rule.group_name == WEB_TIER_GROUP and rule.protocol in ("tcp", "6") and single_port:
-            continue
-        findings.append(Finding("no_world_ingress_except_web_http", rule.template.name, rule.owner,
-                                f"{rule.describe()} (group {rule.group_name}): only TCP 80/443 to {WEB_TIER_GROUP} "
-                                "may be open to the internet"))
+        to_web = rule.group_name == WEB_TIER_GROUP
+        if rule.from_cloudfront and to_web and rule.protocol in ("tcp", "6") and rule.from_port == rule.to_port == 80:
+            web_http_from_cloudfront = True
+        elif any(map(_public, rule.cidrs)):
+            finding(rule, f"open to the internet; only CloudFront's origin-facing prefix list reaches {WEB_TIER_GROUP}")
+        elif rule.from_cloudfront:
+            finding(rule, f"CloudFront's origin-facing prefix list is admitted on TCP 80 of {WEB_TIER_GROUP} only")
+        elif to_web and (rule.covers(80) or "SourcePrefixListId" in rule.rule):
+            finding(rule, f"{WEB_TIER_GROUP} admits TCP 80 from CloudFront's origin-facing prefix list only")
+    if not web_http_from_cloudfront:
+        template, group = next(((t, lid) for t in templates for lid in t.of_type("AWS::EC2::SecurityGroup")
+                                if templates.group_name((t, lid)) == WEB_TIER_GROUP), (None, WEB_TIER_GROUP))
+        findings.append(Finding("no_world_ingress_except_cloudfront_to_web", template.name if template else "-", group,
+                                f"{WEB_TIER_GROUP} does not admit TCP 80 from CloudFront's origin-facing prefix list "
+                                f"({CLOUDFRONT_ORIGIN_PREFIX_LIST}): CloudFront cannot reach the storefront"))
     return findings
 
 
@@ -1090,7 +1118,7 @@ def _walk(value: Any, path: str = "Properties") -> Iterable[tuple[str, str, Any]
 ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
     fn.__name__: fn
     for fn in (
-        no_world_ingress_except_web_http,
+        no_world_ingress_except_cloudfront_to_web,
         no_port_22,
         analytics_only_in_private_subnets,
         private_route_tables_stay_in_vpc,
