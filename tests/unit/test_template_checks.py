@@ -414,6 +414,14 @@ def api_stage_unthrottled(t):
     del props(t, "ingestion.yaml", "DefaultStage")["DefaultRouteSettings"]["ThrottlingRateLimit"]
 
 
+def etl_reserves_concurrency_by_default(t):
+    t["analytics.yaml"].parameters["ReservedConcurrency"]["Default"] = 5
+
+
+def ingest_concurrency_without_a_parameter(t):
+    del props(t, "ingestion.yaml", "IngestFunction")["ReservedConcurrentExecutions"]
+
+
 # name: (how the copy is broken, the architecture rules that must fail, policy tags that must fire too)
 MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "SSH from anywhere": (ssh_from_anywhere, {"no_port_22", "no_world_ingress_except_cloudfront_to_web"}, {"CS-SG-NO-SSH"}),
@@ -508,6 +516,9 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "API stage without access logs": (api_stage_without_access_logs, {"api_stages_log_and_throttle"}, set()),
     "API access log in plain text": (api_access_log_in_plain_text, {"api_stages_log_and_throttle"}, set()),
     "API stage without a rate limit": (api_stage_unthrottled, {"api_stages_log_and_throttle"}, set()),
+    "ETL reserves concurrency by default": (etl_reserves_concurrency_by_default, {"reserved_concurrency_is_opt_in"}, set()),
+    "ingest concurrency without a parameter": (ingest_concurrency_without_a_parameter,
+                                               {"reserved_concurrency_is_opt_in"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
 }

@@ -998,6 +998,25 @@ def api_stages_log_and_throttle(folder: Folder) -> list[Finding]:
     return findings
 
 
+def reserved_concurrency_is_opt_in(folder: Folder) -> list[Finding]:
+    """Each function's reserved concurrency is a parameter (production reserves some) that reserves nothing with
+    the defaults: a new account's concurrency quota is 10, none of it reservable, so a reservation fails the deploy."""
+    templates = _load(folder)
+    rule = "reserved_concurrency_is_opt_in"
+    findings = []
+    for template in templates:
+        declared = Template.load(template.path)
+        for lid, res in template.of_type("AWS::Lambda::Function").items():
+            reserved = (res.get("Properties") or {}).get("ReservedConcurrentExecutions")
+            if reserved is not None and _number(templates.text(template, reserved)) > 0:
+                findings.append(Finding(rule, template.name, lid, f"reserves {templates.text(template, reserved)} "
+                                                                  "concurrent executions with the default parameters"))
+            source = (declared.resources.get(lid, {}).get("Properties") or {}).get("ReservedConcurrentExecutions")
+            if not {name for name, _ in references(source)} & set(declared.parameters):
+                findings.append(Finding(rule, template.name, lid, "its reserved concurrency is not set from a parameter"))
+    return findings
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -1133,6 +1152,7 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         buckets_private_encrypted_tls_only,
         cloudfront_reads_buckets_through_oac,
         api_stages_log_and_throttle,
+        reserved_concurrency_is_opt_in,
         no_plaintext_secrets,
         switches_have_safe_defaults,
     )
