@@ -162,6 +162,20 @@ def test_network_vpc_subnets_endpoints_and_no_nat(deployed, local_stack):
     assert any("no association" in n["note"] for n in network["notes"])
 
 
+def test_the_web_tier_gets_moto_s_cloudfront_prefix_list_and_the_dropped_rule_is_noted(deployed, local_stack):
+    ec2, cf = aws.client("ec2", local_stack), aws.client("cloudformation", local_stack)
+    (cloudfront,) = ec2.describe_managed_prefix_lists(Filters=[
+        {"Name": "prefix-list-name", "Values": ["com.amazonaws.global.cloudfront.origin-facing"]}])["PrefixLists"]
+    (network,) = cf.describe_stacks(StackName=deployed["network"]["stack"])["Stacks"]
+    given = {p["ParameterKey"]: p["ParameterValue"] for p in network["Parameters"]}
+    assert given["CloudFrontOriginPrefixListId"] == cloudfront["PrefixListId"]  # looked up, not the placeholder
+    web = by_id(deployed["network"]["resources"])["WebSecurityGroup"]["physical_id"]
+    (group,) = ec2.describe_security_groups(GroupIds=[web])["SecurityGroups"]
+    assert group["IpPermissions"] == []  # moto's CloudFormation dropped the prefix-list rule ...
+    notes = [n["note"] for n in deployed["network"]["notes"] if n["logical_id"] == "WebSecurityGroup"]
+    assert any("SourcePrefixListId" in note and "admits nothing locally" in note for note in notes)  # ... and says so
+
+
 @pytest.mark.skipif("frontend" not in STEMS, reason="cloudformation/frontend.yaml does not exist yet")
 def test_frontend_cognito_and_cloudfront_are_left_out_with_the_reason(deployed, local_stack):
     skipped = by_id(deployed["frontend"]["skipped"])
