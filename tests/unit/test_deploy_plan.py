@@ -152,6 +152,33 @@ def test_a_region_without_the_prefix_list_is_a_clear_error(tmp_path):
         deploy.resolve_prefix_lists(ec2, [network], config)
 
 
+def test_deploy_looks_the_prefix_list_up_before_asking_for_what_has_no_default(tmp_path, monkeypatch):
+    ec2, stubber = ec2_stub()
+    stubber.add_response("describe_managed_prefix_lists", {"PrefixLists": [
+        {"PrefixListId": "pl-4fa04526", "PrefixListName": CLOUDFRONT_LIST, "OwnerId": "AWS"}]})
+    clients = {"ec2": ec2, "cloudformation": cfn()[0], "s3": None}
+    monkeypatch.setattr(deploy.aws, "client", lambda service, _settings=None: clients[service])
+    (tmp_path / "aws.json").write_text("{}")
+    with stubber, pytest.raises(DeployError) as error:
+        deploy.deploy(settings("aws"), "network", parameters_file=tmp_path / "aws.json", build=False)
+    assert "set S3PrefixListId in" in str(error.value) and "CloudFrontOriginPrefixListId" not in str(error.value)
+    stubber.assert_no_pending_responses()
+
+
+def test_a_managed_prefix_list_of_an_undeclared_parameter_is_a_template_error(tmp_path):
+    write(tmp_path, "net", """
+Metadata:
+  clickstream:
+    ManagedPrefixLists: {NoSuchParameter: com.amazonaws.global.cloudfront.origin-facing}
+Resources:
+  Topic: {Type: AWS::SNS::Topic}
+""")
+    ec2, stubber = ec2_stub()
+    with stubber, pytest.raises(DeployError, match=r"net.yaml: .*ManagedPrefixLists names undeclared parameters "
+                                                   r"\['NoSuchParameter'\]"):
+        deploy.resolve_prefix_lists(ec2, templates("aws", tmp_path), DeployConfig())
+
+
 # --- the local template ----------------------------------------------------------------------------
 SUPPORTED = {"AWS::Logs::LogGroup", "AWS::IAM::Role", "AWS::Lambda::Function", "AWS::Lambda::Permission",
              "AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::VPCEndpoint", "AWS::EC2::SecurityGroup",
