@@ -10,8 +10,10 @@ Lambda function and the warehouse bundle, reproducible, at content-addressed key
 unless the key is there, and the keys are passed as those parameters (`build=False`: the given keys).
 
 aws target: change sets (CREATE or UPDATE; "no changes" is success), waiters, CAPABILITY_NAMED_IAM,
-parameters from cloudformation/parameters/aws.json (else the templates' defaults), outputs; a failure is a
-DeployError listing each failed resource's logical id and status reason (describe_stack_events).
+parameters from cloudformation/parameters/aws.json (else the templates' defaults; a parameter holding an
+AWS-managed prefix list's id, named in Metadata.clickstream.ManagedPrefixLists, is looked up in the region),
+outputs; a failure is a DeployError listing each failed resource's logical id and status reason
+(describe_stack_events).
 
 The local target (the same templates into moto) is clickstream.local.moto_deploy, built on this module;
 `clickstream deploy` chooses between the two.
