@@ -318,9 +318,9 @@ def test_the_change_is_against_the_previous_period_and_goes_with_the_comparison(
 def test_products_are_searchable_and_a_chosen_product_shows_its_trend(url, simulated, page):
     open_at(page, url, View())
     products = controller.OutputDataFrame(page, "products_table")
-    expect(page.locator("#products_table tbody tr").nth(2)).to_be_visible(timeout=WAIT_MS)
+    third = page.locator("#products_table tbody tr").nth(2).locator("td")
     settled(page)
-    name, product_id = (cells := rows(page, "products_table")[2])[0], cells[7]
+    name, product_id = third.nth(0).inner_text(timeout=WAIT_MS), third.nth(7).inner_text(timeout=WAIT_MS)
     assert page.locator("#product_trend_title").inner_text() != name  # the first product's, until one is chosen
     products.set_filter({"col": 7, "value": product_id})
     products.expect_nrow(1, timeout=WAIT_MS)

@@ -31,7 +31,8 @@ def process_environ(pid: int) -> dict[str, str]:
 
 def test_up_starts_it_status_shows_its_url_and_down_stops_it():
     with stack.private_stack() as settings:
-        env = {"CLICKSTREAM_HOME": str(settings.home)}
+        env = {"CLICKSTREAM_HOME": str(settings.home),
+               **{var: str(getattr(settings, field)) for field, var in settings.PORT_ENV.items()}}
         status = json.loads(cli("status", "--json", env=env).stdout)
         assert status["dashboard_url"] == f"http://127.0.0.1:{settings.dashboard_port}"
         assert status["services"]["dashboard"]["healthy"] is True
