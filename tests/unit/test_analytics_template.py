@@ -121,7 +121,7 @@ def test_sg_lambda_etl_has_no_inbound_only_three_ways_out_and_the_dw_admits_it(a
     assert network.parameters["DwPort"] == analytics.parameters["DwPort"], "both stacks' DwPort defaults agree"
 
 
-def test_role_allows_only_reading_raw_events_the_dw_secret_its_logs_and_vpc_enis(analytics, etl):
+def test_role_allows_only_reading_raw_events_the_dw_secret_its_logs_vpc_enis_and_failure_sends(analytics, etl):
     props = etl["Properties"]
     role_id = getatt_target(props["Role"])
     role = analytics.resources[role_id]["Properties"]
@@ -134,6 +134,8 @@ def test_role_allows_only_reading_raw_events_the_dw_secret_its_logs_and_vpc_enis
     bucket_arn = "arn:aws:s3:::clickstream-s3-ingest-local"  # the ingestion stack's export, resolved locally
     log_group_arn = analytics.get_att(props["LoggingConfig"]["LogGroup"]["Ref"], "Arn")
     secret_id = props["Environment"]["Variables"]["DW_SECRET_ID"]["Ref"]
+    (invoke_config,) = analytics.of_type("AWS::Lambda::EventInvokeConfig").values()
+    failure_queue = getatt_target(invoke_config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"])
     grants = set()
     for policy in role["Policies"]:
         for statement in as_list(policy["PolicyDocument"]["Statement"]):
@@ -153,6 +155,7 @@ def test_role_allows_only_reading_raw_events_the_dw_secret_its_logs_and_vpc_enis
         ("secretsmanager:GetSecretValue", f"secret:{secret_id}", "null"),
         ("logs:CreateLogStream", log_group_arn, "null"),
         ("logs:PutLogEvents", log_group_arn, "null"),
+        ("sqs:SendMessage", analytics.get_att(failure_queue, "Arn"), "null"),
         *{(action, "*", "null") for action in ENI_ACTIONS},
     }
     actions = {action.lower() for action, _, _ in grants}

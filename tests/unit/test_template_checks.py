@@ -422,6 +422,27 @@ def ingest_concurrency_without_a_parameter(t):
     del props(t, "ingestion.yaml", "IngestFunction")["ReservedConcurrentExecutions"]
 
 
+def etl_without_a_failure_destination(t):
+    del t["analytics.yaml"].resources["EtlInvokeConfig"]
+
+
+def etl_failure_queue_without_an_alarm(t):
+    del t["analytics.yaml"].resources["EtlFailureAlarm"]
+
+
+def etl_failure_alarm_after_ten_messages(t):
+    props(t, "analytics.yaml", "EtlFailureAlarm")["Threshold"] = 10
+
+
+def etl_failure_queue_unencrypted(t):
+    props(t, "analytics.yaml", "EtlFailureQueue")["SqsManagedSseEnabled"] = False
+
+
+def etl_role_cannot_send_its_failures(t):
+    statements(t, "analytics.yaml", "EtlFunctionRole").remove(
+        statement(t, "analytics.yaml", "EtlFunctionRole", "FailureDestination"))
+
+
 # name: (how the copy is broken, the architecture rules that must fail, policy tags that must fire too)
 MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "SSH from anywhere": (ssh_from_anywhere, {"no_port_22", "no_world_ingress_except_cloudfront_to_web"}, {"CS-SG-NO-SSH"}),
@@ -519,6 +540,15 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "ETL reserves concurrency by default": (etl_reserves_concurrency_by_default, {"reserved_concurrency_is_opt_in"}, set()),
     "ingest concurrency without a parameter": (ingest_concurrency_without_a_parameter,
                                                {"reserved_concurrency_is_opt_in"}, set()),
+    # the role's sqs:SendMessage is then beyond its allow-list and, as the function's own call, needs an endpoint
+    "ETL without a failure destination": (etl_without_a_failure_destination,
+                                          {"scheduled_functions_report_failures", "lambda_roles_are_exact_allow_lists",
+                                           "private_subnets_have_their_endpoints"}, set()),
+    "ETL failure queue without an alarm": (etl_failure_queue_without_an_alarm, {"scheduled_functions_report_failures"}, set()),
+    "ETL failure alarm after ten messages": (etl_failure_alarm_after_ten_messages,
+                                             {"scheduled_functions_report_failures"}, set()),
+    "ETL failure queue unencrypted": (etl_failure_queue_unencrypted, {"scheduled_functions_report_failures"}, set()),
+    "ETL role cannot send its failures": (etl_role_cannot_send_its_failures, {"lambda_roles_are_exact_allow_lists"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
 }

@@ -689,16 +689,20 @@ def _role_statements(role: Node) -> Iterable[tuple[Template, str, dict]]:
                 yield template, policy_id, statement
 
 
-def _services_needed(templates: Templates, role: Node, is_function: bool) -> set[str]:
-    """The services a role's allowed actions call, by IAM prefix (a function's logs and network interfaces aside:
-    Lambda handles them outside the function's subnets)."""
+def _services_needed(templates: Templates, role: Node, is_function: bool,
+                     sent_by_lambda: set[tuple[str, str]] = frozenset()) -> set[str]:
+    """The services a role's allowed actions call, by IAM prefix (a function's logs, network interfaces and sends to
+    its failure destinations aside: Lambda makes those calls outside the function's subnets)."""
     services = set()
     for template, _, statement in _role_statements(role):
         if statement.get("Effect") != "Allow":
             continue
+        resources = {templates.text(template, r) for r in _as_list(statement.get("Resource", []))}
         for action in _as_list(statement.get("Action", [])):
             text = templates.text(template, action)
             if is_function and (text.startswith("logs:") or text in ENI_ACTIONS):
+                continue
+            if resources and {(text, r) for r in resources} <= sent_by_lambda:
                 continue
             services.add(text.split(":", 1)[0].lower())
     managed = [templates.text(role[0], arn) for arn in role[0].props(role[1]).get("ManagedPolicyArns") or []]
@@ -768,7 +772,8 @@ def private_subnets_have_their_endpoints(folder: Folder) -> list[Finding]:
     for template, lid, subnets, role, is_function in _private_consumers(templates):
         if role is None:
             continue
-        for service in sorted(_services_needed(templates, role, is_function) - {"s3"}):
+        sent_by_lambda = _failure_destinations(templates, template, lid) if is_function else set()
+        for service in sorted(_services_needed(templates, role, is_function, sent_by_lambda) - {"s3"}):
             covered = {_key(templates.node(t, s)) for t, e in interfaces.get(service, [])
                        for s in _as_list(t.props(e).get("SubnetIds") or [])}
             for subnet in subnets:
@@ -835,13 +840,35 @@ def _statement_problems(templates: Templates, template: Template, where: str, st
     return [Finding(rule, template.name, where, f"statement {statement.get('Sid', '?')} {p}") for p in problems]
 
 
-def _expected_grants(templates: Templates, template: Template, props: dict, kind: str) -> set[tuple[str, str, str]]:
+def _failure_queues(templates: Templates, template: Template, function: str) -> list[str]:
+    """The queues of its template that are on-failure destinations of the function's asynchronous invocations."""
+    queues = []
+    for res in template.of_type("AWS::Lambda::EventInvokeConfig").values():
+        props = res.get("Properties") or {}
+        if templates.node(template, props.get("FunctionName")) != (template, function):
+            continue
+        on_failure = ((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+        queue = templates.node(template, on_failure)
+        if queue is not None and queue[0].resources[queue[1]].get("Type") == "AWS::SQS::Queue":
+            queues.append(queue[1])
+    return queues
+
+
+def _failure_destinations(templates: Templates, template: Template, function: str) -> set[tuple[str, str]]:
+    """(action, ARN) of what Lambda sends a failed asynchronous invocation's record to, with the function's role."""
+    return {("sqs:SendMessage", templates.get_att(template, queue, "Arn"))
+            for queue in _failure_queues(templates, template, function)}
+
+
+def _expected_grants(templates: Templates, template: Template, function: str, kind: str) -> set[tuple[str, str, str]]:
+    props = template.props(function)
     env = (props.get("Environment") or {}).get("Variables") or {}
     bucket = templates.text(template, env.get("RAW_BUCKET", "{no RAW_BUCKET}"))
     bucket_arn = bucket if bucket.startswith("arn:") else f"arn:aws:s3:::{bucket}"
     log_group = templates.node(template, (props.get("LoggingConfig") or {}).get("LogGroup"))
     logs = templates.get_att(*log_group, "Arn") if log_group else "{no LoggingConfig.LogGroup}"
-    grants = {("logs:CreateLogStream", logs, "null"), ("logs:PutLogEvents", logs, "null")}
+    grants = {("logs:CreateLogStream", logs, "null"), ("logs:PutLogEvents", logs, "null"),
+              *((action, queue, "null") for action, queue in _failure_destinations(templates, template, function))}
     if kind == "ingest":
         grants.add(("s3:PutObject", f"{bucket_arn}/{RAW_PREFIX}*", "null"))
     else:
@@ -859,7 +886,7 @@ def lambda_roles_are_exact_allow_lists(folder: Folder) -> list[Finding]:
     """Each function's role grants exactly its allow-list, inline, to lambda.amazonaws.com only:
     ingest: s3:PutObject under events/ of the raw bucket; ETL: s3:ListBucket (prefix events/) and s3:GetObject
     under events/ of the raw bucket, GetSecretValue of its one secret, the VPC network-interface actions;
-    both: CreateLogStream/PutLogEvents on their own log group."""
+    both: CreateLogStream/PutLogEvents on their own log group, sqs:SendMessage on their on-failure queues."""
     templates = _load(folder)
     rule = "lambda_roles_are_exact_allow_lists"
     findings = []
@@ -900,7 +927,7 @@ def lambda_roles_are_exact_allow_lists(folder: Folder) -> list[Finding]:
                     for action in _as_list(statement.get("Action", [])):
                         for resource in _as_list(statement.get("Resource", [])):
                             grants.add((templates.text(template, action), templates.text(template, resource), condition_text))
-            expected = _expected_grants(templates, template, props, kind)
+            expected = _expected_grants(templates, template, lid, kind)
             for action, resource, condition in sorted(grants - expected):
                 extra = "" if condition == "null" else f" when {condition}"
                 findings.append(Finding(rule, template.name, role_id, f"grants {action} on {resource}{extra}, beyond the "
@@ -1015,6 +1042,48 @@ def reserved_concurrency_is_opt_in(folder: Folder) -> list[Finding]:
             if not {name for name, _ in references(source)} & set(declared.parameters):
                 findings.append(Finding(rule, template.name, lid, "its reserved concurrency is not set from a parameter"))
     return findings
+
+
+def scheduled_functions_report_failures(folder: Folder) -> list[Finding]:
+    """Every function a schedule invokes sends the invocations that fail after Lambda's retries to an on-failure
+    destination, an encrypted queue of its template, with a CloudWatch alarm on that queue's first visible message."""
+    templates = _load(folder)
+    rule = "scheduled_functions_report_failures"
+    findings = []
+    for template in templates:
+        alarms = [res.get("Properties") or {} for res in template.of_type("AWS::CloudWatch::Alarm").values()]
+        for schedule in template.of_type("AWS::Events::Rule").values():
+            for target in (schedule.get("Properties") or {}).get("Targets") or []:
+                function = templates.node(template, target.get("Arn"))
+                if function is None or function[0].resources[function[1]].get("Type") != "AWS::Lambda::Function":
+                    continue
+                lid = function[1]
+                queues = _failure_queues(templates, template, lid)
+                if not queues:
+                    findings.append(Finding(rule, template.name, lid, "is scheduled but has no on-failure destination "
+                                                                      "queue (AWS::Lambda::EventInvokeConfig)"))
+                for queue in queues:
+                    findings.extend(Finding(rule, template.name, queue, problem)
+                                    for problem in _failure_queue_problems(templates, template, queue, alarms))
+    return findings
+
+
+def _failure_queue_problems(templates: Templates, template: Template, queue: str, alarms: list[dict]) -> list[str]:
+    props = template.props(queue)
+    problems = []
+    if templates.text(template, props.get("SqsManagedSseEnabled", False)) != "true" and not props.get("KmsMasterKeyId"):
+        problems.append("is not encrypted (SqsManagedSseEnabled or KmsMasterKeyId)")
+    first_message = {("GreaterThanThreshold", 0.0), ("GreaterThanOrEqualToThreshold", 1.0)}
+    watched = [a for a in alarms
+               if templates.text(template, a.get("Namespace")) == "AWS/SQS"
+               and templates.text(template, a.get("MetricName")) == "ApproximateNumberOfMessagesVisible"
+               and any(templates.text(template, d.get("Name")) == "QueueName"
+                       and templates.node(template, d.get("Value")) == (template, queue) for d in a.get("Dimensions") or [])
+               and (templates.text(template, a.get("ComparisonOperator")),
+                    _number(templates.text(template, a.get("Threshold", "")))) in first_message]
+    if not watched:
+        problems.append("has no alarm on its first visible message (AWS/SQS ApproximateNumberOfMessagesVisible)")
+    return problems
 
 
 def _number(text: str) -> float:
@@ -1153,6 +1222,7 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         cloudfront_reads_buckets_through_oac,
         api_stages_log_and_throttle,
         reserved_concurrency_is_opt_in,
+        scheduled_functions_report_failures,
         no_plaintext_secrets,
         switches_have_safe_defaults,
     )
