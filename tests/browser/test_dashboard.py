@@ -8,7 +8,6 @@ Screenshots go to $CLICKSTREAM_TEST_OUTPUT/dashboard/, by default test-output/da
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -23,14 +22,11 @@ from playwright.sync_api import Browser, Page, expect
 from psycopg.rows import dict_row
 from shiny.playwright import controller
 
-from clickstream import aws
-from clickstream.analytics import etl, rollups, warehouse
+import dashboard_data
 from clickstream.local import stack
-from clickstream.shop import traffic
 from clickstream.shop.simulate import SimulationConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG = SimulationConfig(start=date(2024, 10, 7), days=3, visitors=150, seed=21)
 FIRST, LAST = CONFIG.start, CONFIG.start + timedelta(days=CONFIG.days - 1)
 KPIS = ("events", "sessions", "visitors", "conversion", "revenue")
@@ -129,31 +125,15 @@ def truth(admin_dsn: str, view: View) -> dict:
 
 
 # --- the stack, the data and the page ------------------------------------------------------------------------------
-def empty(admin_dsn: str) -> None:
-    tables = ("clickstream_events", "clickstream_rejected", "etl_load_log", "rollup_pending", *rollups.ROLLUP_TABLES)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE " + ", ".join(tables))
-
-
 @pytest.fixture(scope="module")
 def admin_dsn(local_stack) -> Iterator[str]:
-    """The superuser's DSN of the migrated warehouse, empty at first and emptied again after the module."""
-    dsn = stack.status(local_stack)["dw_admin_dsn"]
-    warehouse.migrate(dsn)
-    empty(dsn)
-    yield dsn
-    empty(dsn)
+    yield from dashboard_data.empty_warehouse(local_stack)
 
 
 @pytest.fixture(scope="module")
 def simulated(local_stack, admin_dsn) -> str:
     """CONFIG's traffic stored as the ingest Lambda would, loaded by the ETL (the day after too: late events)."""
-    status = stack.status(local_stack)
-    s3 = aws.client("s3", local_stack)
-    traffic.send(CONFIG, traffic.IngestTarget.from_templates(local_stack, s3))
-    etl_dsn = stack.warehouse_dsn(local_stack, "etl_writer")
-    for n in range(CONFIG.days + 1):
-        etl.run_etl(s3, status["raw_bucket"], etl_dsn, etl.EtlRequest(date=CONFIG.start + timedelta(days=n)))
+    dashboard_data.load_simulated(local_stack, CONFIG)
     with psycopg.connect(admin_dsn) as conn:
         kinds = conn.execute("SELECT count(DISTINCT is_bot), count(DISTINCT user_id IS NOT NULL) "
                              "FROM clickstream_events").fetchone()
@@ -170,9 +150,7 @@ def url(local_stack) -> str:
 
 @pytest.fixture(scope="module")
 def output() -> Path:
-    folder = Path(os.environ.get("CLICKSTREAM_TEST_OUTPUT", ROOT / "test-output")) / "dashboard"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return dashboard_data.output_folder("dashboard")
 
 
 @pytest.fixture

@@ -29,10 +29,8 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from clickstream import aws
-from clickstream.analytics import etl, rollups, warehouse
+import dashboard_data
 from clickstream.local import stack
-from clickstream.shop import traffic
 from clickstream.shop.simulate import SimulationConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -228,31 +226,15 @@ def expected(events: list[Event], f: Filters) -> dict:
 
 
 # --- the stack, the data and the app -------------------------------------------------------------------------------
-def empty(admin_dsn: str) -> None:
-    tables = ("clickstream_events", "clickstream_rejected", "etl_load_log", "rollup_pending", *rollups.ROLLUP_TABLES)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE " + ", ".join(tables))
-
-
 @pytest.fixture(scope="module")
 def admin_dsn(local_stack) -> Iterator[str]:
-    """The superuser's DSN of the migrated warehouse, empty at first and emptied again after the module."""
-    dsn = stack.status(local_stack)["dw_admin_dsn"]
-    warehouse.migrate(dsn)
-    empty(dsn)
-    yield dsn
-    empty(dsn)
+    yield from dashboard_data.empty_warehouse(local_stack)
 
 
 @pytest.fixture(scope="module")
 def simulated(local_stack, admin_dsn) -> list[Event]:
     """CONFIG's traffic sent through the ingest API and loaded by the ETL; the warehouse's events."""
-    status = stack.status(local_stack)
-    s3 = aws.client("s3", local_stack)
-    traffic.send(CONFIG, traffic.IngestTarget.from_templates(local_stack, s3))
-    etl_dsn = stack.warehouse_dsn(local_stack, "etl_writer")
-    for n in range(CONFIG.days + 1):  # the day after too: late events
-        etl.run_etl(s3, status["raw_bucket"], etl_dsn, etl.EtlRequest(date=CONFIG.start + timedelta(days=n)))
+    dashboard_data.load_simulated(local_stack, CONFIG)
     events = read_events(admin_dsn)
     assert {e.is_bot for e in events} == {False, True} and {e.signed_in for e in events} == {False, True}
     return events
@@ -260,9 +242,7 @@ def simulated(local_stack, admin_dsn) -> list[Event]:
 
 @pytest.fixture(scope="module")
 def output() -> Path:
-    folder = Path(os.environ.get("CLICKSTREAM_TEST_OUTPUT", ROOT / "test-output")) / "dashboard-r"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return dashboard_data.output_folder("dashboard-r")
 
 
 @pytest.fixture(scope="module")
