@@ -178,7 +178,7 @@ def test_outputs_the_notebooks_read(stacks):
 
 def test_the_local_stack_still_resolves_every_template(stacks):
     assert [b.name for stack in stacks.values() for b in stack.buckets()] == [
-        "clickstream-storefront-local", "clickstream-s3-ingest-local"]
+        "clickstream-storefront-local", "clickstream-access-logs-local", "clickstream-s3-ingest-local"]
     assert [s.name for stack in stacks.values() for s in stack.secrets()] == [
         "clickstream/dw/etl_writer-local", "clickstream/storefront/cookie-secret-local"]
     assert [api.name for stack in stacks.values() for api in stack.http_apis()] == ["clickstream-http-api"]

@@ -443,6 +443,19 @@ def etl_role_cannot_send_its_failures(t):
         statement(t, "analytics.yaml", "EtlFunctionRole", "FailureDestination"))
 
 
+def raw_bucket_without_access_logs(t):
+    del props(t, "ingestion.yaml", "RawBucket")["LoggingConfiguration"]
+
+
+def access_logs_kept_forever(t):
+    del props(t, "frontend.yaml", "AccessLogsBucket")["LifecycleConfiguration"]
+
+
+def access_logs_delivered_for_any_account(t):
+    policy = props(t, "frontend.yaml", "AccessLogsBucketPolicy")["PolicyDocument"]
+    del next(s for s in policy["Statement"] if s["Sid"] == "S3ServerAccessLogs")["Condition"]
+
+
 # name: (how the copy is broken, the architecture rules that must fail, policy tags that must fire too)
 MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "SSH from anywhere": (ssh_from_anywhere, {"no_port_22", "no_world_ingress_except_cloudfront_to_web"}, {"CS-SG-NO-SSH"}),
@@ -549,6 +562,9 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
                                              {"scheduled_functions_report_failures"}, set()),
     "ETL failure queue unencrypted": (etl_failure_queue_unencrypted, {"scheduled_functions_report_failures"}, set()),
     "ETL role cannot send its failures": (etl_role_cannot_send_its_failures, {"lambda_roles_are_exact_allow_lists"}, set()),
+    "raw bucket without access logs": (raw_bucket_without_access_logs, {"buckets_log_access"}, set()),
+    "access logs kept forever": (access_logs_kept_forever, {"buckets_log_access"}, set()),
+    "access logs delivered for any account": (access_logs_delivered_for_any_account, {"buckets_log_access"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
 }

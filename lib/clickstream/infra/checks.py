@@ -1093,6 +1093,47 @@ def _number(text: str) -> float:
         return 0.0
 
 
+def buckets_log_access(folder: Folder) -> list[Finding]:
+    """Every bucket writes S3 server access logs to a log bucket of the folder; a log bucket logs nowhere, lets
+    logging.s3.amazonaws.com put objects (for its own account only) and expires them by a lifecycle rule."""
+    templates = _load(folder)
+    rule = "buckets_log_access"
+    findings = []
+    buckets = [(template, lid) for template in templates for lid in template.of_type("AWS::S3::Bucket")]
+    destinations = {}
+    for template, lid in buckets:
+        target = (template.props(lid).get("LoggingConfiguration") or {}).get("DestinationBucketName")
+        destinations[(template.name, lid)] = _key(templates.node(template, target)) if target is not None else None
+    log_buckets = {d for d in destinations.values() if d is not None}
+    for template, lid in buckets:
+        destination = destinations[(template.name, lid)]
+        if (template.name, lid) in log_buckets:
+            if destination is not None:
+                findings.append(Finding(rule, template.name, lid, "is a log bucket and logs its own access too"))
+            findings.extend(Finding(rule, template.name, lid, p) for p in _log_bucket_problems(templates, template, lid))
+        elif destination is None or destination not in destinations:
+            findings.append(Finding(rule, template.name, lid, "writes no server access logs to a log bucket of the "
+                                                              "folder (LoggingConfiguration)"))
+    return findings
+
+
+def _log_bucket_problems(templates: Templates, template: Template, lid: str) -> list[str]:
+    problems = []
+    rules = ((template.props(lid).get("LifecycleConfiguration") or {}).get("Rules") or [])
+    if not any(templates.text(template, r.get("Status")) == "Enabled"
+               and _number(templates.text(template, r.get("ExpirationInDays", ""))) > 0 for r in rules):
+        problems.append("keeps access logs forever (no enabled lifecycle rule with ExpirationInDays)")
+    delivers = [s for res in template.of_type("AWS::S3::BucketPolicy").values()
+                if templates.node(template, (res.get("Properties") or {}).get("Bucket")) == (template, lid)
+                for s in _as_list(((res.get("Properties") or {}).get("PolicyDocument") or {}).get("Statement", []))
+                if s.get("Effect") == "Allow" and (s.get("Principal") or {}) == {"Service": "logging.s3.amazonaws.com"}]
+    if not delivers:
+        problems.append("its policy does not let logging.s3.amazonaws.com deliver access logs")
+    elif not all("aws:SourceAccount" in ((s.get("Condition") or {}).get("StringEquals") or {}) for s in delivers):
+        problems.append("lets logging.s3.amazonaws.com deliver logs from any account (no aws:SourceAccount condition)")
+    return problems
+
+
 def cloudfront_reads_buckets_through_oac(folder: Folder) -> list[Finding]:
     """Every CloudFront origin that is an S3 bucket is read through origin access control (no legacy origin
     access identity), so the bucket stays private; other origins (the web instance) need none."""
@@ -1219,6 +1260,7 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         lambda_roles_are_exact_allow_lists,
         iam_grants_name_their_resources,
         buckets_private_encrypted_tls_only,
+        buckets_log_access,
         cloudfront_reads_buckets_through_oac,
         api_stages_log_and_throttle,
         reserved_concurrency_is_opt_in,
