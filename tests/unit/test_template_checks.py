@@ -456,6 +456,22 @@ def access_logs_delivered_for_any_account(t):
     del next(s for s in policy["Statement"] if s["Sid"] == "S3ServerAccessLogs")["Condition"]
 
 
+def pool_without_symbols(t):
+    props(t, "frontend.yaml", "UserPool")["Policies"]["PasswordPolicy"]["RequireSymbols"] = False
+
+
+def pool_with_unverified_email_changes(t):
+    del props(t, "frontend.yaml", "UserPool")["UserAttributeUpdateSettings"]
+
+
+def pool_always_unprotected(t):
+    props(t, "frontend.yaml", "UserPool")["DeletionProtection"] = "INACTIVE"
+
+
+def pool_advanced_security_on_by_default(t):
+    t["frontend.yaml"].parameters["CognitoAdvancedSecurity"]["Default"] = "ENFORCED"
+
+
 # name: (how the copy is broken, the architecture rules that must fail, policy tags that must fire too)
 MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "SSH from anywhere": (ssh_from_anywhere, {"no_port_22", "no_world_ingress_except_cloudfront_to_web"}, {"CS-SG-NO-SSH"}),
@@ -565,6 +581,10 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "raw bucket without access logs": (raw_bucket_without_access_logs, {"buckets_log_access"}, set()),
     "access logs kept forever": (access_logs_kept_forever, {"buckets_log_access"}, set()),
     "access logs delivered for any account": (access_logs_delivered_for_any_account, {"buckets_log_access"}, set()),
+    "user pool passwords without symbols": (pool_without_symbols, {"user_pools_hardened"}, set()),
+    "user pool email changed unverified": (pool_with_unverified_email_changes, {"user_pools_hardened"}, set()),
+    "user pool never protected": (pool_always_unprotected, {"user_pools_hardened"}, set()),
+    "user pool advanced security on by default": (pool_advanced_security_on_by_default, {"user_pools_hardened"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
 }

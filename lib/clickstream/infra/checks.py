@@ -1086,6 +1086,47 @@ def _failure_queue_problems(templates: Templates, template: Template, queue: str
     return problems
 
 
+def user_pools_hardened(folder: Folder) -> list[Finding]:
+    """Every Cognito user pool asks for passwords of 12+ characters with lower and upper case, numbers and symbols;
+    with self sign-up, an email is verified before it is used or changed; deletion protection follows ProtectData
+    (a condition on it); the paid advanced security is a parameter and OFF by default."""
+    templates = _load(folder)
+    rule = "user_pools_hardened"
+    findings = []
+    for template in templates:
+        declared = Template.load(template.path)
+        for lid, res in template.of_type("AWS::Cognito::UserPool").items():
+            props = res.get("Properties") or {}
+            problems = []
+            policy = (props.get("Policies") or {}).get("PasswordPolicy") or {}
+            if _number(templates.text(template, policy.get("MinimumLength", ""))) < 12:
+                problems.append("PasswordPolicy.MinimumLength is under 12")
+            problems += [f"PasswordPolicy.{key} is not true" for key in
+                         ("RequireLowercase", "RequireUppercase", "RequireNumbers", "RequireSymbols")
+                         if templates.text(template, policy.get(key, False)) != "true"]
+            self_sign_up = templates.text(template, (props.get("AdminCreateUserConfig") or {})
+                                          .get("AllowAdminCreateUserOnly", False)) != "true"
+            verified = {templates.text(template, a) for a in _as_list(props.get("AutoVerifiedAttributes") or [])}
+            before_update = {templates.text(template, a) for a in _as_list(
+                (props.get("UserAttributeUpdateSettings") or {}).get("AttributesRequireVerificationBeforeUpdate") or [])}
+            if self_sign_up and not {"email"} <= verified & before_update:
+                problems.append("shoppers sign themselves up, but email is not verified (AutoVerifiedAttributes and "
+                                "AttributesRequireVerificationBeforeUpdate)")
+            raw = declared.props(lid)
+            protection = raw.get("DeletionProtection")
+            conditions = declared.body.get("Conditions") or {}
+            switch = protection.get("Fn::If", [None])[0] if isinstance(protection, dict) else None
+            if "ProtectData" not in {name for name, _ in references(conditions.get(switch))}:
+                problems.append("DeletionProtection does not follow the ProtectData parameter")
+            mode = (raw.get("UserPoolAddOns") or {}).get("AdvancedSecurityMode")
+            if templates.text(template, (props.get("UserPoolAddOns") or {}).get("AdvancedSecurityMode", "OFF")) != "OFF":
+                problems.append("advanced security (a paid tier) is on with the default parameters")
+            elif not {name for name, _ in references(mode)} & set(declared.parameters):
+                problems.append("advanced security is not a parameter")
+            findings += [Finding(rule, template.name, lid, problem) for problem in problems]
+    return findings
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -1265,6 +1306,7 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         api_stages_log_and_throttle,
         reserved_concurrency_is_opt_in,
         scheduled_functions_report_failures,
+        user_pools_hardened,
         no_plaintext_secrets,
         switches_have_safe_defaults,
     )
