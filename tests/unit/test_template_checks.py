@@ -472,6 +472,21 @@ def pool_advanced_security_on_by_default(t):
     t["frontend.yaml"].parameters["CognitoAdvancedSecurity"]["Default"] = "ENFORCED"
 
 
+def static_files_without_security_headers(t):
+    config = props(t, "frontend.yaml", "StorefrontDistribution")["DistributionConfig"]
+    del config["CacheBehaviors"][0]["ResponseHeadersPolicyId"]
+
+
+def security_headers_without_hsts(t):
+    policy = props(t, "frontend.yaml", "StorefrontSecurityHeaders")["ResponseHeadersPolicyConfig"]
+    del policy["SecurityHeadersConfig"]["StrictTransportSecurity"]
+
+
+def custom_certificate_allows_tls_1_0(t):
+    config = props(t, "frontend.yaml", "StorefrontDistribution")["DistributionConfig"]
+    config["ViewerCertificate"]["Fn::If"][1]["MinimumProtocolVersion"] = "TLSv1"
+
+
 # name: (how the copy is broken, the architecture rules that must fail, policy tags that must fire too)
 MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "SSH from anywhere": (ssh_from_anywhere, {"no_port_22", "no_world_ingress_except_cloudfront_to_web"}, {"CS-SG-NO-SSH"}),
@@ -585,6 +600,10 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "user pool email changed unverified": (pool_with_unverified_email_changes, {"user_pools_hardened"}, set()),
     "user pool never protected": (pool_always_unprotected, {"user_pools_hardened"}, set()),
     "user pool advanced security on by default": (pool_advanced_security_on_by_default, {"user_pools_hardened"}, set()),
+    "static files without security headers": (static_files_without_security_headers,
+                                              {"cloudfront_security_headers_and_tls"}, set()),
+    "security headers without HSTS": (security_headers_without_hsts, {"cloudfront_security_headers_and_tls"}, set()),
+    "custom certificate allows TLS 1.0": (custom_certificate_allows_tls_1_0, {"cloudfront_security_headers_and_tls"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
 }

@@ -1127,6 +1127,55 @@ def user_pools_hardened(folder: Folder) -> list[Finding]:
     return findings
 
 
+SECURITY_HEADERS = ("StrictTransportSecurity", "ContentTypeOptions", "FrameOptions", "ReferrerPolicy")
+
+
+def cloudfront_security_headers_and_tls(folder: Folder) -> list[Finding]:
+    """Every CloudFront cache behaviour answers with a response headers policy of its template that sets HSTS (a
+    year or more), X-Content-Type-Options, X-Frame-Options and Referrer-Policy; a custom certificate (a parameter,
+    in any branch of the template) is served with TLS 1.2 or newer only."""
+    templates = _load(folder)
+    rule = "cloudfront_security_headers_and_tls"
+    findings = []
+    for template in templates:
+        declared = Template.load(template.path)
+        for lid, res in template.of_type("AWS::CloudFront::Distribution").items():
+            config = (res.get("Properties") or {}).get("DistributionConfig") or {}
+            for behavior in [config.get("DefaultCacheBehavior") or {}, *(config.get("CacheBehaviors") or [])]:
+                where = behavior.get("PathPattern", "default behaviour")
+                policy = templates.node(template, behavior.get("ResponseHeadersPolicyId"))
+                if policy is None or \
+                        policy[0].resources[policy[1]].get("Type") != "AWS::CloudFront::ResponseHeadersPolicy":
+                    findings.append(Finding(rule, template.name, lid, f"{where} has no response headers policy"))
+                    continue
+                headers = ((policy[0].props(policy[1]).get("ResponseHeadersPolicyConfig") or {})
+                           .get("SecurityHeadersConfig") or {})
+                missing = [h for h in SECURITY_HEADERS if not headers.get(h)]
+                hsts = headers.get("StrictTransportSecurity") or {}
+                if hsts and _number(templates.text(template, hsts.get("AccessControlMaxAgeSec", ""))) < 31536000:
+                    missing.append("StrictTransportSecurity of a year or more")
+                if missing:
+                    findings.append(Finding(rule, policy[0].name, policy[1], f"(used by {lid} {where}) lacks {missing}"))
+            certificates = [node for node in _walk_dicts(declared.props(lid).get("DistributionConfig"))
+                            if "AcmCertificateArn" in node or "IamCertificateId" in node]
+            if not certificates:
+                findings.append(Finding(rule, template.name, lid, "has no custom certificate (a parameter) to serve TLS 1.2"))
+            for node in certificates:
+                if not str(node.get("MinimumProtocolVersion", "")).startswith(("TLSv1.2", "TLSv1.3")):
+                    findings.append(Finding(rule, template.name, lid, "serves a custom certificate without a TLS 1.2 minimum"))
+    return findings
+
+
+def _walk_dicts(value: Any) -> Iterable[dict]:
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from _walk_dicts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk_dicts(item)
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -1303,6 +1352,7 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         buckets_private_encrypted_tls_only,
         buckets_log_access,
         cloudfront_reads_buckets_through_oac,
+        cloudfront_security_headers_and_tls,
         api_stages_log_and_throttle,
         reserved_concurrency_is_opt_in,
         scheduled_functions_report_failures,
