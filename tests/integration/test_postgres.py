@@ -188,6 +188,14 @@ def test_dashboard_reader_is_read_only(stack):
         psycopg.connect(dsn(stack.dw.host, stack.dw.port, "postgres", DASHBOARD_READER, stack.dw_pw[DASHBOARD_READER]))
 
 
+def test_dashboard_reader_runs_without_jit_whatever_the_server_says(stack):
+    with stack.dw.connect_admin(WAREHOUSE_DB) as admin:
+        (settings,) = admin.execute(
+            "SELECT setconfig FROM pg_db_role_setting JOIN pg_roles ON pg_roles.oid = setrole "
+            "WHERE rolname = %s AND setdatabase = 0", (DASHBOARD_READER,)).fetchone()
+    assert "jit=off" in settings
+
+
 def test_tcp_needs_the_right_password_and_never_takes_the_superuser(stack):
     dw = stack.dw
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):

@@ -706,7 +706,8 @@ def setup_warehouse(cluster: Cluster, passwords: Mapping[str, str]) -> None:
     (default privileges) on those postgres creates later; but only SELECT on schema_migrations (see
     protect_migration_log). dashboard_reader: CONNECT, USAGE on public, SELECT on tables now and later; nothing
     else. Both EXECUTE the functions. sbw_reader (the original workshop's dashboard): CONNECT, and search_path
-    `sbw, public`. dashboard_reader and sbw_reader: USAGE on schema sbw (created here, so that its default
+    `sbw, public`. dashboard_reader runs without JIT (it compiles every short dashboard query: 30-300 ms for a
+    5-20 ms rollup read, whatever the server's setting). dashboard_reader and sbw_reader: USAGE on schema sbw (created here, so that its default
     privileges exist before migration 0006 fills it) and SELECT on its tables and views now and later. None can
     create objects. Other schemas are not covered.
     """
@@ -740,6 +741,7 @@ def setup_warehouse(cluster: Cluster, passwords: Mapping[str, str]) -> None:
         sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}, {}").format(
             su, sbw, reader, sbw_reader),
         sql.SQL("ALTER ROLE {} SET search_path TO {}, public").format(sbw_reader, sbw),
+        sql.SQL("ALTER ROLE {} SET jit = off").format(reader),
     ]
     with cluster.connect_admin(WAREHOUSE_DB) as conn, conn.transaction():
         for statement in statements:
