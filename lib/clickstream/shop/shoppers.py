@@ -83,8 +83,8 @@ def shopper_sub(settings: Settings, email: str) -> str | None:
 
 
 def random_password() -> str:
-    """A password the pool's policy accepts (12+ characters, lower and upper case, a digit), used once."""
-    return secrets.token_urlsafe(18) + "aA1"
+    """A password the pool's policy accepts (12+ characters, lower and upper case, a digit, a symbol), used once."""
+    return secrets.token_urlsafe(18) + "aA1!"
 
 
 def ensure_shoppers(settings: Settings, emails: Iterable[str]) -> dict[str, str]:
