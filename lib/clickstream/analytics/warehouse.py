@@ -9,7 +9,7 @@
   object, the UTC days of its rows in `rollup_pending` and what the rows it inserted add to the rollups
   (`clickstream.analytics.rollups.mark_load` and `add_rows`: deltas the next refresh folds in).
   A failure before the commit leaves nothing loaded and nothing marked loaded.
-- `delete_days(conn, first, last, key_prefixes)` and `forget_days(s3, bucket, conn, first, last)`: for tests
+- `delete_days(conn, first, last, key_prefixes)` and `forget_days(s3, bucket, conn_or_dsn, first, last)`: for tests
   and notebooks that reuse their days, delete days of data (and their raw objects) and recompute their rollups.
 """
 
@@ -379,12 +379,17 @@ def delete_days(conn: psycopg.Connection, first: date, last: date, key_prefixes:
     return deleted
 
 
-def forget_days(s3: Any, bucket: str, conn: psycopg.Connection, first: date, last: date,
+def forget_days(s3: Any, bucket: str, conn: psycopg.Connection | str, first: date, last: date | None = None,
                 raw_prefix: str = raw.RAW_PREFIX) -> dict[str, int]:
-    """Delete the UTC days `first` to `last` everywhere: their raw objects (`raw.delete_prefix` of each day
-    prefix), then their warehouse rows (`delete_days`), then refresh the rollups. For tests and notebooks that
-    reuse days; the platform itself never deletes data. `conn` must be outside a transaction (the superuser
-    locally). Returns what was deleted: raw objects, rows per table, and the rollup days refreshed."""
+    """Delete the UTC days `first` to `last` (default: `first` alone) everywhere: their raw objects
+    (`raw.delete_prefix` of each day prefix), then their warehouse rows (`delete_days`), then refresh the rollups.
+    For tests and notebooks that reuse days; the platform itself never deletes data. `conn` is a connection
+    outside a transaction or a DSN (the superuser locally, `dw_admin_dsn`). Returns what was deleted: raw
+    objects, rows per table, and the rollup days refreshed."""
+    if isinstance(conn, str):
+        with psycopg.connect(conn, autocommit=True) as own:
+            return forget_days(s3, bucket, own, first, last, raw_prefix)
+    last = first if last is None else last
     prefixes = raw.day_prefixes(first, last, raw_prefix)
     objects = sum(raw.delete_prefix(s3, bucket, prefix) for prefix in prefixes)
     deleted = delete_days(conn, first, last, prefixes)
