@@ -33,6 +33,10 @@ latencies) and the tables are VACUUM ANALYZEd before the queries run.
                                                  [--tz UTC] [--via-s3] [--workers 2] [--json out.json]
     .venv/bin/python benchmarks/query_latency.py --render a.json [b.json ...] > results.md
 
+`--keep HOME` (a new folder) builds the stack in HOME and keeps it, stopped, after the run: a CLICKSTREAM_HOME
+that `.venv/bin/clickstream --home HOME up` restarts, e.g. the 10M warehouse that benchmarks/dashboard_render.py
+and dashboard_queries.py (`--reader-dsn`) measure again without rebuilding it.
+
 Target (issue 4): every dashboard query <= 100 ms p95 at 10M events.
 """
 
@@ -331,6 +335,8 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
                         help="bulk: rows per load_chunk (default 50,000)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--keep", type=Path, metavar="HOME",
+                        help="build the stack in this new folder and keep it (stopped) for `clickstream --home HOME up`")
     parser.add_argument("--render", nargs="+", metavar="JSON", help="print the markdown tables of --json files")
     args = parser.parse_args()
     if args.render:
@@ -346,7 +352,9 @@ def main() -> None:
     print("data: " + describe_data(data) + f"; {config.visitors:,} visitors + {config.bots:,} bots for about "
           f"{args.events:,} events", flush=True)
 
-    with private_stack() as settings:
+    if args.keep and args.keep.exists():
+        parser.error(f"--keep {args.keep}: the folder exists; give a new one")
+    with private_stack(keep=args.keep) as settings:
         passwords = json.loads((settings.home / "credentials" / "dw.json").read_text())
         role_dsn = {role: dsn(settings.host, settings.dw_port, WAREHOUSE_DB, role, passwords[role])
                     for role in (ETL_WRITER, DASHBOARD_READER)}

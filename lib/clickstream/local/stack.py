@@ -470,13 +470,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def private_stack(apply_to_environ: bool = False) -> Iterator[Settings]:
+def private_stack(apply_to_environ: bool = False, keep: Path | None = None) -> Iterator[Settings]:
     """A throwaway stack on free ports in a temporary home, stopped and deleted on exit (tests, benchmarks).
 
     With `apply_to_environ` the process environment points at it, so subprocesses and notebook
-    kernels started inside the block use it too.
+    kernels started inside the block use it too. With `keep` (a new folder) the home is that folder and is
+    kept after the stop: a CLICKSTREAM_HOME that `clickstream --home KEEP up` restarts.
     """
-    home = Path(tempfile.mkdtemp(prefix="cs-"))
+    if keep is not None:
+        keep.mkdir(parents=True)
+    home = keep.resolve() if keep is not None else Path(tempfile.mkdtemp(prefix="cs-"))
     home.chmod(0o755)  # as root, the postgres user must reach the data dirs inside
     env = {
         "CLICKSTREAM_HOME": str(home),
@@ -491,4 +494,5 @@ def private_stack(apply_to_environ: bool = False) -> Iterator[Settings]:
         yield settings
     finally:
         down(settings)
-        shutil.rmtree(home, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(home, ignore_errors=True)
