@@ -1,19 +1,22 @@
 """A Python stand-in for the browser tracker: posts events to the ingest API in batches, with retries.
 
 Retries resend the same events with the same event ids, so the warehouse still counts each once.
+`post_body` sends one body exactly as given (no retries) and `answer` reads the API's reply, to try the
+contract's mistakes one by one.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import httpx
 
 from clickstream import contract
 
 MAX_BATCH = 500
+JSON = "application/json"
 
 
 @dataclass
@@ -60,15 +63,33 @@ def send_events(
     return report
 
 
+def post_body(client: httpx.Client, url: str, payload: Any, content_type: str = JSON,
+              headers: Mapping[str, str] | None = None) -> httpx.Response:
+    """POST `payload` once with `content_type`: bytes as they are, anything else as JSON (money exact)."""
+    content = payload if isinstance(payload, bytes) else contract.dumps(payload).encode("utf-8")
+    return client.post(url, content=content, headers={**(headers or {}), "content-type": content_type})
+
+
+def answer(response: httpx.Response) -> dict[str, Any]:
+    """The API's reply in a line: status, error code ("" when it stored something), what it said (the
+    message, or the first reason of the first rejected event) and the indexes of the rejected events."""
+    body = response.json()
+    rejected = body.get("rejected", [])
+    return {
+        "status": response.status_code,
+        "error": body.get("error", ""),
+        "message or first reason": rejected[0]["reason"] if rejected else body.get("message", ""),
+        "rejected indexes": [rejection["index"] for rejection in rejected],
+    }
+
+
 def _post_with_retries(
     client: httpx.Client, url: str, payload: dict, retries: int, report: SendReport, headers: Mapping[str, str]
 ) -> dict:
-    content = contract.dumps(payload).encode("utf-8")
-    headers = {"content-type": "application/json", **headers}
     for attempt in range(retries + 1):
         report.requests += 1
         try:
-            response = client.post(url, content=content, headers=headers)
+            response = post_body(client, url, payload, headers=headers)
             if response.status_code < 500:
                 return response.json()
             problem = f"HTTP {response.status_code}: {response.text[:200]}"
