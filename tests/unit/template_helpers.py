@@ -1,12 +1,9 @@
-"""Small readers of decoded CloudFormation templates, and the writer of broken copies, shared by the template
-tests."""
+"""Small readers of decoded CloudFormation templates shared by the template tests (broken copies are written by
+clickstream.infra.breakages)."""
 
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-import yaml
-
-from clickstream.infra.templates import Template
+from clickstream.infra.breakages import broken_copy  # noqa: F401 - for the template tests
 
 
 def as_list(value: Any) -> list:
@@ -18,20 +15,3 @@ def getatt_target(value: Any) -> str:
     assert isinstance(value, dict) and list(value) == ["Fn::GetAtt"], f"not a GetAtt: {value}"
     arg = value["Fn::GetAtt"]
     return arg.split(".", 1)[0] if isinstance(arg, str) else arg[0]
-
-
-def write_templates(templates: Iterable[Template], folder: Path) -> Path:
-    """Each template's model (as load_template decodes it, possibly changed) written to `folder` as YAML in long
-    form, which load_template and cfn-lint read back as the same model."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for template in templates:
-        (folder / template.name).write_text(yaml.safe_dump(template.body, sort_keys=False, width=120))
-    return folder
-
-
-def broken_copy(source: Path, folder: Path, breaks: Callable[[dict[str, Template]], None]) -> Path:
-    """The templates of `source`, loaded into the model, changed by `breaks` (given them by file name) and
-    written to `folder`."""
-    templates = {path.name: Template.load(path) for path in sorted(source.glob("*.yaml"))}
-    breaks(templates)
-    return write_templates(templates.values(), folder)
