@@ -92,23 +92,6 @@ def format_value(key: str, value) -> str:
     return f"{value:,}"
 
 
-def format_change(key: str, value, before) -> tuple[str, str]:
-    """(text, direction class) of the change against the previous period."""
-    if key == "conversion":
-        if value is None or before is None:
-            return "no conversion to compare", "flat"
-        delta = (value - before) * 100
-        return f"{delta:+.2f} pp vs previous period", direction(delta)
-    if before == 0:
-        return ("new: none in the previous period" if value else "none in either period"), direction(value)
-    change = (value - before) / before
-    return f"{change:+.1%} vs previous period", direction(change)
-
-
-def direction(delta) -> str:
-    return "up" if delta > 0 else "down" if delta < 0 else "flat"
-
-
 def count(value) -> str:
     return "" if value is None or pd.isna(value) else f"{int(value):,}"
 
@@ -326,7 +309,7 @@ def server(input, output, session) -> None:
         now, before = kpi_values()
         parts = [ui.span(format_value(key, now[key]), class_="kpi-value")]
         if before is not None:
-            text, trend = format_change(key, now[key], before[key])
+            text, trend = dashboard.format_change(key, now[key], before[key])
             parts.append(ui.span(text, class_=f"kpi-change {trend}"))
         return ui.TagList(*parts)
 

@@ -3,6 +3,7 @@
     f = dashboard.Filters(date(2026, 11, 16), date(2026, 11, 22), tz="Europe/Paris", device="mobile")
     dashboard.kpis(conn, f), dashboard.kpis(conn, f.previous())      # the KPIs and those of the period before
     dashboard.funnel(conn, f, breakdown="traffic_source")
+    dashboard.kpis_by(conn, f, "device")                              # the KPIs for each device the page offers
 
 A range is inclusive and in the business time zone `tz`: from `start` 00:00 to `end` + 1 day 00:00 there.
 The same definitions as `clickstream report` (shiny/app.py and shiny/app.R show them):
@@ -101,6 +102,36 @@ def no_jit(conn: psycopg.Connection) -> None:
     high enough to compile every query, 30-300 ms where the rollup branch runs in 5-20 ms (300k events).
     Other clients of the files should do the same."""
     conn.execute("SET jit = off")
+
+
+def kpis_by(conn: psycopg.Connection, f: Filters, field: str, values: tuple[Any, ...] | None = None
+            ) -> dict[Any, dict[str, Any]]:
+    """The KPIs of `f` with the filter `field` set to each of `values` (by default every choice the page offers:
+    the devices, the login states, bots excluded and included), as the page shows them after each choice."""
+    offered = {"device": DEVICES, "login_state": LOGIN_STATES, "include_bots": (False, True)}
+    if values is None:
+        if field not in offered:
+            raise AnalyticsError(f"give the values of {field!r}; the page offers defaults for {', '.join(offered)}")
+        values = offered[field]
+    return {value: kpis(conn, replace(f, **{field: value})) for value in values}
+
+
+def format_change(key: str, value: Any, before: Any) -> tuple[str, str]:
+    """(text, direction: up, down or flat) of a KPI's change against the previous period, as the page shows it:
+    percentage points for the conversion, a relative change for the others."""
+    if key == "conversion":
+        if value is None or before is None:
+            return "no conversion to compare", "flat"
+        delta = (value - before) * 100
+        return f"{delta:+.2f} pp vs previous period", direction(delta)
+    if before == 0:
+        return ("new: none in the previous period" if value else "none in either period"), direction(value)
+    change = (value - before) / before
+    return f"{change:+.1%} vs previous period", direction(change)
+
+
+def direction(delta: Any) -> str:
+    return "up" if delta > 0 else "down" if delta < 0 else "flat"
 
 
 def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:

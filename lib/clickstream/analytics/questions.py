@@ -3,6 +3,8 @@
     analytics.query(dsn, "SELECT ...", params)              # any read as a DataFrame
     analytics.run_question("funnel", dsn, date(2026, 11, 16), date(2026, 11, 22), tz="Asia/Ho_Chi_Minh")
     analytics.report(dsn, date(2026, 11, 16), date(2026, 11, 22))   # every answer, JSON-ready
+    show_sql("funnel")                                      # the file, shown as Markdown in a notebook
+    compare_sources(dsn, date(2026, 11, 16), date(2026, 11, 22))   # every question on raw events and on rollups
 
 A date range is inclusive and in the business time zone: from `start` 00:00 to `end` + 1 day 00:00 there.
 Bots are excluded unless `include_bots`. Each question has a raw-table query `sql/analytics/<name>.sql`
@@ -14,6 +16,7 @@ rollups, a time zone whose offset is not a whole number of hours somewhere in th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -54,6 +57,23 @@ def load_sql(name: str, source: str = "raw") -> str:
     if source not in ("raw", "rollup"):
         raise AnalyticsError(f"source must be raw or rollup here, not {source!r}")
     return (sql_dir() / ("rollup" if source == "rollup" else "") / f"{name}.sql").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    """A question's SQL file; a notebook shows it as a Markdown code block."""
+
+    path: str
+    text: str
+
+    def _repr_markdown_(self) -> str:
+        return f"`{self.path}`\n\n```sql\n{self.text.strip()}\n```"
+
+
+def show_sql(name: str, source: str = "raw") -> SqlFile:
+    """Question `name`'s file on the raw table or (source="rollup") on the rollups, with its path in the repository."""
+    folder = "sql/analytics/rollup" if source == "rollup" else "sql/analytics"
+    return SqlFile(f"{folder}/{name}.sql", load_sql(name, source))
 
 
 def query(conn_or_dsn: psycopg.Connection | str, sql_text: str,
@@ -149,6 +169,38 @@ def run_question(name: str, conn_or_dsn: psycopg.Connection | str, start: date, 
     frame = pd.DataFrame(rows, columns=columns)
     frame.attrs["source"] = chosen
     return frame
+
+
+def both_ways(name: str, conn_or_dsn: psycopg.Connection | str, start: date, end: date,
+              tz: str = "UTC") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Question `name`'s answers read from the raw events and from the rollups (an AnalyticsError when the
+    rollups cannot answer it exactly)."""
+    if isinstance(conn_or_dsn, str):
+        with read_only(conn_or_dsn) as conn:
+            return both_ways(name, conn, start, end, tz)
+    from_raw, from_rollup = (run_question(name, conn_or_dsn, start, end, tz, source=source)
+                             for source in ("raw", "rollup"))
+    return from_raw, from_rollup
+
+
+def compare_sources(conn_or_dsn: psycopg.Connection | str, start: date, end: date, tz: str = "UTC") -> pd.DataFrame:
+    """One row per question: its rows read from the raw events and from the rollups, and whether the two answers
+    are equal (`same answer`)."""
+    if isinstance(conn_or_dsn, str):
+        with read_only(conn_or_dsn) as conn:
+            return compare_sources(conn, start, end, tz)
+    compared = []
+    for name in QUESTIONS:
+        from_raw, from_rollup = both_ways(name, conn_or_dsn, start, end, tz)
+        compared.append({"question": name, "rows (raw)": len(from_raw), "rows (rollup)": len(from_rollup),
+                         "same answer": from_raw.equals(from_rollup)})
+    return pd.DataFrame(compared).set_index("question")
+
+
+def heatmap_cells(frame: pd.DataFrame) -> dict[tuple[int, int], int]:
+    """{(dow, hour): events} of the cells with events of a peak_activity or dashboard heatmap answer."""
+    return {(int(dow), int(hour)): int(events)
+            for dow, hour, events in zip(frame["dow"], frame["hour"], frame["events"]) if events}
 
 
 def _answer(name: str, conn: psycopg.Connection, start: date, end: date, tz: str, include_bots: bool, source: str,

@@ -27,11 +27,12 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from functools import cache
 from random import Random
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from clickstream import contract
 from clickstream.shop import catalogue
@@ -681,6 +682,21 @@ def report_mismatches(report: dict[str, Any], truth: dict[str, Any]) -> list[str
     }
     return [f"{name}: the warehouse says {got}, the truth is {expected}"
             for name, (got, expected) in checks.items() if got != expected]
+
+
+def truth_heatmap(truth: dict[str, Any], first: date, last: date, tz: str = "UTC") -> dict[tuple[int, int], int]:
+    """The truth's events of the dates `first` to `last` in `tz`, per (day of week, hour) there: the cells with
+    events of the peak_activity answer (its `hourly_utc` counts, each UTC hour moved to its local cell)."""
+    zone = ZoneInfo(tz)
+    lo = datetime.combine(first, time.min, zone)
+    hi = datetime.combine(last + timedelta(days=1), time.min, zone)
+    cells: Counter[tuple[int, int]] = Counter()
+    for hour, events in truth["hourly_utc"].items():
+        moment = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=timezone.utc)
+        if lo <= moment < hi:
+            local = moment.astimezone(zone)
+            cells[local.weekday(), local.hour] += events
+    return dict(cells)
 
 
 def _split_sessions(events: list[tuple[datetime, Any]]) -> list[list[tuple[datetime, Any]]]:
