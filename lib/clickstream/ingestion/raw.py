@@ -1,10 +1,11 @@
-"""The raw zone: list and read the objects the ingest Lambda wrote (always paginated), and delete them."""
+"""The raw zone: list and read the objects the ingest Lambda wrote (always paginated), count them per hour
+partition, find the objects holding given events, and delete them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, timedelta
-from typing import Iterator
+from datetime import date, datetime, timedelta
+from typing import Any, Collection, Iterable, Iterator
 
 from clickstream import contract
 
@@ -31,6 +32,37 @@ def list_objects(s3, bucket: str, prefix: str = RAW_PREFIX) -> Iterator[dict]:
 def read_object(s3, bucket: str, key: str) -> dict:
     """One raw object, money kept exact (decimals, not floats)."""
     return contract.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def partition(key: str) -> str:
+    """The hour partition of a raw object's key: `events/YYYY/MM/DD/HH`."""
+    return key.rsplit("/", 1)[0]
+
+
+def per_partition(s3, bucket: str, objects: Iterable[dict]) -> dict[str, dict[str, int]]:
+    """{hour partition: {"objects": n, "events": the sum of their event_count}} of listed `objects`, in key
+    order; each object is read."""
+    counts: dict[str, dict[str, int]] = {}
+    for obj in sorted(objects, key=lambda item: item["Key"]):
+        count = counts.setdefault(partition(obj["Key"]), {"objects": 0, "events": 0})
+        count["objects"] += 1
+        count["events"] += read_object(s3, bucket, obj["Key"])["event_count"]
+    return counts
+
+
+def objects_holding(s3, bucket: str, event_ids: Collection[str], since: datetime,
+                    until: datetime | None = None) -> dict[str, dict[str, Any]]:
+    """{key: object} of the objects written from `since` (to `until`, default now) that hold any of `event_ids`,
+    oldest first. Lists only the day prefixes of that span and reads only objects modified in it."""
+    until = until or datetime.now(since.tzinfo)
+    found = []
+    for prefix in day_prefixes(since.date(), until.date()):
+        for obj in list_objects(s3, bucket, prefix):
+            if obj["LastModified"] >= since:
+                stored = read_object(s3, bucket, obj["Key"])
+                if any(item["event"]["event_id"] in event_ids for item in stored["events"]):
+                    found.append((stored["received_at"], obj["Key"], stored))
+    return {key: stored for _, key, stored in sorted(found)}
 
 
 def delete_objects(s3, bucket: str, keys: Sequence[str]) -> int:
