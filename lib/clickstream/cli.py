@@ -12,7 +12,6 @@ from tqdm import tqdm
 
 from clickstream import aws
 from clickstream.ingestion import raw
-from clickstream.shop import samples, tracker
 from clickstream.local import stack
 from clickstream.infra.templates import TemplateError, find_function, load_stacks
 from clickstream.infra.deploy import DeployError
@@ -239,10 +238,13 @@ def _deployer(settings: Settings):
 @click.option("--no-build", "no_build", is_flag=True,
               help="Do not build and upload the code: use the code keys the parameters give (they must exist in "
                    "CodeBucket).")
+@click.option("--new-images", "new_images", is_flag=True,
+              help="Move the instances to the images the public SSM parameters name now (replaces them; "
+                   "cloudformation/DEPLOY.md). Without it an update keeps the deployed images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result per stack as JSON.")
 @click.pass_context
 def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, parameters_file: str | None,
-                   no_build: bool, as_json: bool) -> None:
+                   no_build: bool, new_images: bool, as_json: bool) -> None:
     """Deploy the CloudFormation templates as stacks, in dependency order (exporters first).
 
     aws: change sets, waiters and outputs in your account (it costs money by the hour: read
@@ -263,7 +265,8 @@ def deploy_command(ctx, deploy_target: str | None, stack_name: str | None, param
     deployer = _deployer(settings)
     progress = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
     results = _aws_errors(lambda: deployer.deploy(settings, stack_name, progress=progress, build=not no_build,
-                                                  parameters_file=Path(parameters_file) if parameters_file else None))
+                                                  parameters_file=Path(parameters_file) if parameters_file else None,
+                                                  new_images=new_images))
     if as_json:
         echo_json({"target": settings.target, "note": deployer.LOCAL_HONESTY if settings.target == "local" else None,
                    "stacks": [result.as_dict() for result in results]})
@@ -335,6 +338,8 @@ def psql(ctx, psql_args) -> None:
 @click.pass_context
 def send(ctx, count: int, batch_size: int, seed: int, as_json: bool) -> None:
     """Send sample events through the local HTTP API, as the browser tracker would."""
+    from clickstream.shop import samples, tracker
+
     url = stack.status(ctx.obj)["ingest_url"]
     with tqdm(total=count, unit="event", desc="sending", disable=as_json) as bar:
         report = tracker.send_events(url, samples.canonical_batch(count, seed), batch_size=batch_size,
@@ -456,8 +461,8 @@ def etl(ctx, day: str | None, prefix: str | None, as_json: bool) -> None:
             etl_module.start_worker_server()  # it imports what the workers need while this process gets ready
     except ValueError as error:
         raise click.ClickException(str(error)) from error
-    current = stack.status(settings)
-    down = [name for name in ("aws", "dw") if not current["services"][name]["healthy"]]
+    health = stack.service_health(settings, ("aws", "dw"))
+    down = [name for name, service in health.items() if not service["healthy"]]
     if down:
         raise click.ClickException(f"{' and '.join(down)} not running: start the local stack with `clickstream up`")
     event = {"date": day} if day else {"prefix": prefix} if prefix else {}

@@ -413,7 +413,8 @@ def start_worker_server() -> multiprocessing.context.ForkServerContext:
 
 
 def _forkserver_preload() -> list[str]:
-    """The modules the fork server imports for every worker: the ETL and its S3 client's modules, boto3, plus
+    """The modules the fork server imports for every worker: the ETL and its S3 client's modules, boto3, the
+    user-agent parsers (imported lazily by the transform), plus
     the main script when it can be imported by name (a benchmark). multiprocessing runs the main script again
     in each worker (its own preload of "__main__" does nothing on Python 3.11: it asks for a key the
     preparation data does not have); with what the script imports already there, that costs milliseconds
@@ -424,7 +425,7 @@ def _forkserver_preload() -> list[str]:
         folder = os.path.dirname(os.path.abspath(main_file))
         if folder in {os.path.abspath(entry or os.curdir) for entry in sys.path}:
             modules.append(os.path.basename(main_file)[:-3])
-    return [*modules, "boto3"]
+    return [*modules, "boto3", "user_agents", "crawlerdetect"]
 
 
 def _worker_started(s3_factory: Callable[[], Any]) -> None:

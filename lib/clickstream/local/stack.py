@@ -16,17 +16,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
-
-import httpx
+from typing import Callable, Iterable, Iterator
 
 from clickstream import aws
 from clickstream.analytics import secrets
 from clickstream.local import scheduler
 from clickstream.infra.templates import TemplateError, load_stacks, recorded_physical_ids
-from clickstream.local import cognito, credentials, dashboard
+from clickstream.local import credentials, dashboard
 from clickstream.local.locks import folder_lock
 from clickstream.local.postgres import Cluster, PortInUseError, dsn, port_is_free, setup_oltp, setup_warehouse
 from clickstream.settings import Settings
@@ -153,10 +153,17 @@ def wait_until(ready: Callable[[], bool], what: str, log_file: Path, process: su
     raise StackError(f"{what} did not become ready; last lines of {log_file}:\n{tail}")
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # local services: never through a proxy
+
+
 def http_ok(url: str) -> bool:
+    """Does a service answer `url` with anything but a server error, within a second?"""
     try:
-        return httpx.get(url, timeout=1.0).status_code < 500
-    except httpx.HTTPError:
+        with _DIRECT.open(url, timeout=1.0) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as error:
+        return error.code < 500
+    except (OSError, ValueError):
         return False
 
 
@@ -213,6 +220,8 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, sch
         services["aws"] = _ensure_process(settings, "aws", env, services.get("aws"), progress)
         write_state(settings, state)
         _ensure_buckets(settings)
+        from clickstream.local import cognito  # PyJWT and cryptography: only `up` needs them
+
         cognito.ensure_user_pools(settings, progress)
 
         dw_passwords = credentials.load_or_create(credentials_file(settings, "dw"), DW_ROLES)
@@ -398,18 +407,9 @@ def status(settings: Settings) -> dict:
     if settings.target != "local":
         raise StackError("status shows the local stack; on aws the endpoints are the outputs of the stacks that "
                          "`clickstream deploy --target aws` creates (cloudformation/DEPLOY.md)")
-    state = read_state(settings)
-    services = state.get("services", {})
-    health = {}
-    for name in HTTP_SERVICES:
-        svc = services.get(name, {})
-        port = svc.get("port", getattr(settings, f"{name}_port"))
-        alive = owns(settings, name, svc) and http_ok(f"http://{settings.host}:{port}/")
-        health[name] = {"healthy": alive, "port": port, "pid": svc.get("pid") if alive else None}
+    services = read_state(settings).get("services", {})
+    health = service_health(settings, (*HTTP_SERVICES, "dw", "oltp"))
     pg = clusters(settings)
-    for name, cluster in pg.items():
-        running = cluster.is_running()
-        health[name] = {"healthy": running, "port": cluster.port, "pid": cluster.pid if running else None}
     if "scheduler" in services:  # started by `up --schedule`
         pid = services["scheduler"].get("pid")
         alive = owns(settings, "scheduler", services["scheduler"])
@@ -439,6 +439,24 @@ def status(settings: Settings) -> dict:
         "cognito_client_id": pool_ids.get("UserPoolClient"),
         "services": health,
     }
+
+
+def service_health(settings: Settings, names: Iterable[str]) -> dict[str, dict]:
+    """Health, port and pid of the named services (HTTP_SERVICES and the clusters `dw`, `oltp`), asking only
+    those: a job that needs two services does not wait for the others' answers."""
+    services = read_state(settings).get("services", {})
+    pg = clusters(settings)
+    health = {}
+    for name in names:
+        if name in pg:
+            running = pg[name].is_running()
+            health[name] = {"healthy": running, "port": pg[name].port, "pid": pg[name].pid if running else None}
+            continue
+        svc = services.get(name, {})
+        port = svc.get("port", getattr(settings, f"{name}_port"))
+        alive = owns(settings, name, svc) and http_ok(f"http://{settings.host}:{port}/")
+        health[name] = {"healthy": alive, "port": port, "pid": svc.get("pid") if alive else None}
+    return health
 
 
 def _passwords(settings: Settings, cluster: str) -> dict[str, str]:
