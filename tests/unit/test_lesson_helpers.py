@@ -67,3 +67,18 @@ def test_format_change_words_the_change_as_the_page_does(key, value, before, exp
 def test_kpis_by_needs_the_values_of_a_filter_the_page_has_no_choices_for():
     with pytest.raises(questions.AnalyticsError, match="give the values of 'tz'"):
         dashboard.kpis_by(None, dashboard.Filters(date(2030, 5, 6), date(2030, 5, 12)), "tz")
+
+
+def test_follow_cells_moves_each_utc_cell_seven_hours_on_in_ho_chi_minh_city():
+    utc = pd.DataFrame({"dow": [0, 6], "hour": [20, 18], "events": [4, 2]})
+    local = pd.DataFrame({"dow": [1, 0], "hour": [3, 1], "events": [4, 2]})  # Sunday 18:00 UTC: Monday 01:00
+    followed = questions.follow_cells(utc, local, date(2030, 5, 6), "Asia/Ho_Chi_Minh")
+    assert followed.to_dict("records") == [
+        {"UTC": "Mon 20:00", "events in UTC": 4, "Asia/Ho_Chi_Minh": "Tue 03:00", "events in Asia/Ho_Chi_Minh": 4},
+        {"UTC": "Sun 18:00", "events in UTC": 2, "Asia/Ho_Chi_Minh": "Mon 01:00", "events in Asia/Ho_Chi_Minh": 2}]
+
+
+def test_follow_cells_needs_a_range_starting_on_a_monday():
+    frame = pd.DataFrame({"dow": [0], "hour": [1], "events": [1]})
+    with pytest.raises(questions.AnalyticsError, match="on a Monday"):
+        questions.follow_cells(frame, frame, date(2030, 5, 7), "UTC")

@@ -203,6 +203,21 @@ def heatmap_cells(frame: pd.DataFrame) -> dict[tuple[int, int], int]:
             for dow, hour, events in zip(frame["dow"], frame["hour"], frame["events"]) if events}
 
 
+def follow_cells(utc: pd.DataFrame, local: pd.DataFrame, first: date, tz: str) -> pd.DataFrame:
+    """Each cell of `utc` (a peak_activity answer in UTC for a range starting on `first`, a Monday) followed to its
+    cell in `tz`: the UTC and local weekday and hour, with the events of each cell in its own answer."""
+    if first.weekday() != 0:
+        raise AnalyticsError(f"the range must start on a Monday to name its weekdays, not on {first:%A}")
+    utc_cells, local_cells = heatmap_cells(utc), heatmap_cells(local)
+    rows = []
+    for dow, hour in zip(utc["dow"], utc["hour"]):
+        moment = datetime.combine(first + timedelta(days=int(dow)), time(int(hour)), timezone.utc)
+        there = moment.astimezone(zone(tz))
+        rows.append({"UTC": f"{moment:%a %H:00}", "events in UTC": utc_cells.get((int(dow), int(hour)), 0),
+                     tz: f"{there:%a %H:00}", f"events in {tz}": local_cells.get((there.weekday(), there.hour), 0)})
+    return pd.DataFrame(rows, columns=["UTC", "events in UTC", tz, f"events in {tz}"])
+
+
 def _answer(name: str, conn: psycopg.Connection, start: date, end: date, tz: str, include_bots: bool, source: str,
             limit: int | None = None, pending: bool | None = None) -> tuple[list[dict[str, Any]], list[str], str]:
     """(rows, columns, source used) of one question; `pending` (rollups not fresh near the range) is looked up
