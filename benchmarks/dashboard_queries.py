@@ -39,6 +39,7 @@ import query_latency  # noqa: E402  (the query benchmark's data)
 
 from clickstream.analytics import dashboard, questions, rollups  # noqa: E402
 from clickstream.analytics.dashboard import Filters  # noqa: E402
+from clickstream.settings import Settings  # noqa: E402
 
 TARGET_P95_MS = 200.0
 ZONES = ("UTC", "Pacific/Pago_Pago", "America/New_York", "Europe/Paris", "Asia/Ho_Chi_Minh", "Pacific/Kiritimati")
@@ -110,8 +111,8 @@ def table(results: list[dict]) -> str:
 
 
 @contextmanager
-def loaded_stack(events: int, days: int, workers: int) -> Iterator[tuple[str, dict]]:
-    """A private stack holding the query benchmark's data, rollups refreshed: (reader DSN, figures)."""
+def loaded_stack(events: int, days: int, workers: int) -> Iterator[tuple[Settings, str, dict]]:
+    """A private stack holding the query benchmark's data, rollups refreshed: (its settings, reader DSN, figures)."""
     config = query_latency.sized_config(events, days)
     with query_latency.private_stack() as settings:
         passwords = json.loads((settings.home / "credentials" / "dw.json").read_text())
@@ -127,7 +128,7 @@ def loaded_stack(events: int, days: int, workers: int) -> Iterator[tuple[str, di
                 conn.execute(f"VACUUM ANALYZE {name}")
             figures["table_rows"] = {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
                                      for name in ("clickstream_events", *rollups.ROLLUP_TABLES)}
-        yield role_dsn[query_latency.DASHBOARD_READER], figures
+        yield settings, role_dsn[query_latency.DASHBOARD_READER], figures
 
 
 def main() -> None:
@@ -146,7 +147,7 @@ def main() -> None:
         figures = {"reader_dsn_given": True}
         figures.update(measure(args.reader_dsn, start, end, tuple(args.tz), args.repeat, args.raw_repeat))
     else:
-        with loaded_stack(args.events, args.days, args.workers) as (reader, figures):
+        with loaded_stack(args.events, args.days, args.workers) as (_, reader, figures):
             print(f"data: {figures}", flush=True)
             figures.update(measure(reader, start, end, tuple(args.tz), args.repeat, args.raw_repeat))
     print()
