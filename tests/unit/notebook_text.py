@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -84,32 +85,64 @@ def section(cells: list[dict], text: str) -> list[dict]:
     return inside
 
 
-def python(cell: dict) -> ast.Module:
-    """A code cell's Python, IPython magics translated."""
-    return ast.parse(TransformerManager().transform_cell(cell["source"]))
+@functools.cache
+def _python(source: str) -> tuple[str, ast.Module]:
+    python = TransformerManager().transform_cell(source)
+    return python, ast.parse(python)
 
 
 def code(cells: list[dict]) -> list[tuple[str, ast.Module]]:
-    return [(TransformerManager().transform_cell(cell["source"]), python(cell))
-            for cell in cells if cell["cell_type"] == "code"]
+    """(Python, its syntax tree) of each code cell, IPython magics translated."""
+    return [_python(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
 
 
-def bound_names(cells: list[dict]) -> set[str]:
-    """The names the cells' code assigns (assignments, loop and with targets, imports aside)."""
+def _stored(tree: ast.AST, comprehensions: bool) -> set[str]:
+    """The names `tree` assigns or assigns into (`d[k] = v`), with or without the variables of its comprehensions."""
+    local = {id(n) for c in ast.walk(tree) if isinstance(c, ast.comprehension) for n in ast.walk(c.target)}
     names = set()
-    for _, tree in code(cells):
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Subscript, ast.Attribute)) and isinstance(node.ctx, ast.Store):
+            while isinstance(node, (ast.Subscript, ast.Attribute)):
+                node = node.value
+            if isinstance(node, ast.Name):
                 names.add(node.id)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and (comprehensions or id(node) not in local):
+            names.add(node.id)
     return names
 
 
+def bound_names(cells: list[dict]) -> set[str]:
+    """The names the cells' code assigns (assignments, loop and with targets; not imports or comprehension variables)."""
+    return {name for _, tree in code(cells) for name in _stored(tree, comprehensions=False)}
+
+
 def asserts(cells: list[dict]) -> list[tuple[str, set[str]]]:
-    """(source, names read) of every assert statement in the cells' code."""
+    """(source, names it reads from outside itself) of every assert statement in the cells' code."""
     found = []
     for source, tree in code(cells):
         for node in ast.walk(tree):
             if isinstance(node, ast.Assert):
-                names = {n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)}
+                names = {n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)} - _stored(node.test, True)
                 found.append((ast.get_source_segment(source, node) or "", names))
+    return found
+
+
+def sources_of(names: set[str], cells: list[dict]) -> set[str]:
+    """`names` and, through every assignment of the cells' code, the names their values were computed from."""
+    inputs: dict[str, set[str]] = {}
+    for _, tree in code(cells):
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For)):
+                value = node.iter if isinstance(node, ast.For) else node.value
+                if value is None:
+                    continue
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                read = {n.id for n in ast.walk(value) if isinstance(n, ast.Name)} - _stored(value, True)
+                for name in (n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)):
+                    inputs.setdefault(name, set()).update(read)
+    found, todo = set(), set(names)
+    while todo:
+        name = todo.pop()
+        found.add(name)
+        todo |= inputs.get(name, set()) - found
     return found
