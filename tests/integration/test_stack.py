@@ -81,3 +81,19 @@ def test_a_port_taken_by_another_program_is_named_with_its_setting(tmp_path, ser
         result = cli("--home", str(tmp_path), "up", *(part for name, port in ports.items()
                                                      for part in (f"--{name.replace('_', '-')}", str(port))))
         assert result.returncode != 0 and str(taken) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_etl_names_the_services_it_needs_when_they_are_down(tmp_path):
+    tmp_path.chmod(0o755)
+    ports = {var: str(free_port()) for var in Settings.PORT_ENV.values()}
+    result = cli("--home", str(tmp_path), "etl", env={**ports, "CLICKSTREAM_TARGET": "local"})
+    assert result.returncode == 1
+    assert "aws and dw not running: start the local stack with `clickstream up`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_service_health_asks_only_the_named_services(local_stack):
+    health = stack.service_health(local_stack, ("dw", "aws"))
+    assert list(health) == ["dw", "aws"]
+    assert all(service["healthy"] and service["pid"] for service in health.values())
+    assert health["dw"]["port"] == local_stack.dw_port and health["aws"]["port"] == local_stack.aws_port
