@@ -94,6 +94,28 @@ def test_describe_network_lists_each_rule_with_its_peer_and_ports(vpc):
     assert sorted(described.rules_covering(22, "egress")["group"]) == ["default", "sg_dw", "sg_etl"]
 
 
+def test_compare_rules_puts_declared_and_read_back_rules_side_by_side(vpc):
+    ec2, vpc_id, names = vpc
+    described = network.describe_network(ec2, vpc_id, names)
+    declared = [{"group": "sg_etl", "direction": "egress", "protocol": "tcp", "port": "5432", "peer": "sg_dw"},
+                {"group": "sg_etl", "direction": "egress", "protocol": "tcp", "port": "443", "peer": "S3 (prefix list)"},
+                {"group": "sg_dw", "direction": "ingress", "protocol": "tcp", "port": "5432", "peer": "sg_etl"}]
+    outbound = network.compare_rules(declared, described)
+    assert outbound.to_dict("index") == {"sg_etl": {
+        "outbound (template)": "tcp 443 to S3 (prefix list); tcp 5432 to sg_dw",
+        "outbound (read back)": "all traffic to 0.0.0.0/0"}}
+    inbound = network.compare_rules(declared, described, "ingress")
+    assert inbound.loc["sg_dw", "inbound (read back)"] == "tcp 5432 from sg_etl; tcp 8000-8100 from 10.20.0.0/16"
+
+
+def test_logical_names_keep_only_what_ec2_names():
+    resources = [{"type": "AWS::EC2::InternetGateway", "physical_id": "igw-1", "logical_id": "InternetGateway"},
+                 {"type": "AWS::EC2::VPCGatewayAttachment", "physical_id": "igw-1", "logical_id": "InternetGatewayAttachment"},
+                 {"type": "AWS::EC2::Route", "physical_id": "rtb-1", "logical_id": "PublicDefaultRoute"},
+                 {"type": "AWS::EC2::RouteTable", "physical_id": "rtb-1", "logical_id": "PublicRouteTable"}]
+    assert network.logical_names(resources) == {"igw-1": "InternetGateway", "rtb-1": "PublicRouteTable"}
+
+
 def test_route_targets_and_peers_for_people():
     assert network.route_target({"GatewayId": "local"}, {}) == "local (inside the VPC)"
     assert network.route_target({"NatGatewayId": "nat-0abc"}, {"nat-0abc": "Nat"}) == "NAT gateway Nat"

@@ -19,9 +19,17 @@ from clickstream.infra.templates import Template
 WORLD = ("0.0.0.0/0", "::/0")
 OUTSIDE = ("internet", "CloudFront", "S3")  # the peers of a connection that are not our security groups
 TARGET_KINDS = {"igw": "internet gateway", "vpce": "gateway endpoint", "nat": "NAT gateway"}
+NAMED_TYPES = ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::RouteTable", "AWS::EC2::InternetGateway",
+               "AWS::EC2::VPCEndpoint", "AWS::EC2::SecurityGroup", "AWS::EC2::NatGateway", "AWS::EC2::Instance")
 
 
 # --- as deployed: what EC2 reports --------------------------------------------------------------------------
+def logical_names(resources: Iterable[dict]) -> dict[str, str]:
+    """{EC2 id: logical id} of a stack's resources (rows with type, physical_id, logical_id) of the types EC2's
+    answers name; other resources (an attachment, a route) may carry the same physical id and are left out."""
+    return {r["physical_id"]: r["logical_id"] for r in resources if r["type"] in NAMED_TYPES}
+
+
 def tag(resource: dict, key: str) -> str | None:
     return next((t["Value"] for t in resource.get("Tags", []) if t["Key"] == key), None)
 
@@ -124,6 +132,31 @@ def describe_network(ec2: Any, vpc_id: str, names: dict[str, str] | None = None)
          for p in g[key] for peer in permission_peers(p, group_names)],
         columns=["group", "direction", "protocol", "port", "peer", "from port", "to port"])
     return Network(vpc_row, subnets, routes, endpoints, rules, ec2.describe_nat_gateways(Filters=in_vpc)["NatGateways"])
+
+
+def rule_text(rule: dict) -> str:
+    """One security-group rule row (describe_network's or checks.security_group_rows') as "tcp 443 to S3 (prefix
+    list)", "all traffic from sg_x"."""
+    word = "to" if rule["direction"] == "egress" else "from"
+    if rule["protocol"] in ("-1", "all"):
+        return f"all traffic {word} {rule['peer']}"
+    return f"{rule['protocol']} {rule['port']} {word} {rule['peer']}"
+
+
+def compare_rules(declared: Iterable[dict], described: Network, direction: str = "egress") -> pd.DataFrame:
+    """For each group the declared rows name (checks.security_group_rows), its rules of one direction as the
+    templates declare them and as EC2 reports them, each a sorted "; "-joined list of rule_text."""
+    label = "outbound" if direction == "egress" else "inbound"
+    texts: dict[str, list[str]] = {}
+    for rule in declared:
+        if rule["direction"] == direction:
+            texts.setdefault(rule["group"], []).append(rule_text(rule))
+    read_back = described.rules[described.rules["direction"] == direction]
+    return pd.DataFrame(
+        [{"group": group, f"{label} (template)": "; ".join(sorted(rules)),
+          f"{label} (read back)": "; ".join(sorted(map(rule_text, read_back[read_back["group"] == group].to_dict("records"))))}
+         for group, rules in sorted(texts.items())],
+        columns=["group", f"{label} (template)", f"{label} (read back)"]).set_index("group")
 
 
 def describe_instance(ec2: Any, instance_id: str, names: dict[str, str] | None = None) -> pd.Series:
