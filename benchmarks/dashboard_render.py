@@ -29,6 +29,8 @@ Measured (milliseconds; median and nearest-rank p95):
   and its "change that re-reads" (date_range, tz) are the select + compute; its "change that re-aggregates"
   (login_state, device, include_bots) is the compute on rows already in memory. Server time only: no page, no
   drawing, so it is a lower bound of that app's times.
+- where the server's time goes: each panel's query and each plot drawn to a PNG by shiny/app.py's own figure
+  functions (96 dpi), in this process, median of `--baseline-repeat` runs over the whole range.
 
 Targets (issue 14): first full render <= 1 s; each change <= 200 ms p95, for every filter and whole-hour zone.
 
@@ -62,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dashboard_queries  # noqa: E402  (the small warehouse built on the fly)
 import query_latency  # noqa: E402  (its range and percentile)
 
+from clickstream.analytics import dashboard, questions  # noqa: E402
 from clickstream.local import stack  # noqa: E402
 from clickstream.settings import Settings  # noqa: E402
 from clickstream.shop.browser import CHROMIUM_ARGS, NO_CHROMIUM, find_chromium  # noqa: E402
@@ -365,6 +368,45 @@ def original_approach(reader_dsn: str, first: date, last: date, repeat: int) -> 
     return {"rows": len(rows), "select_and_compute": summary(reads), "compute_only": summary(computes)}
 
 
+# --- where a change's server time goes ------------------------------------------------------------------------
+def server_breakdown(reader_dsn: str, first: date, last: date, repeat: int) -> dict:
+    """Median ms of each panel's query (clickstream.analytics.dashboard) and of drawing each plot to a PNG with
+    shiny/app.py's own figure functions at 96 dpi, over the whole range in UTC with no filter."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shiny"))
+    import app  # noqa: PLC0415  (the page's figure functions)
+
+    def median_ms(call: Callable[[], object]) -> float:
+        call()
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - started) * 1000)
+        return round(statistics.median(times), 1)
+
+    def png(fig) -> None:
+        fig.savefig(io.BytesIO(), format="png", dpi=96)
+
+    f = dashboard.Filters(first, last)
+    with questions.read_only(reader_dsn) as conn:
+        conn.autocommit = True
+        data = {"kpis": lambda: dashboard.kpis(conn, f),
+                "kpis (previous period)": lambda: dashboard.kpis(conn, f.previous()),
+                "funnel": lambda: dashboard.funnel(conn, f), "products": lambda: dashboard.products(conn, f),
+                "categories": lambda: dashboard.categories(conn, f), "trend (day)": lambda: dashboard.trend(conn, f),
+                "heatmap": lambda: dashboard.heatmap(conn, f)}
+        frames = {name: call() for name, call in data.items()}
+        product = frames["products"]["product_id"].iloc[0]
+        data["product_trend"] = lambda: dashboard.product_trend(conn, f, product)
+        frames["product_trend"] = data["product_trend"]()
+        queries = {name: median_ms(call) for name, call in data.items()}
+    plots = {"funnel_plot": lambda: png(app.funnel_figure(frames["funnel"])),
+             "trend_plot": lambda: png(app.trend_figure(frames["trend (day)"], "day")),
+             "product_trend_plot": lambda: png(app.product_trend_figure(frames["product_trend"])),
+             "heatmap_plot": lambda: png(app.heatmap_figure(frames["heatmap"], "UTC"))}
+    return {"queries_ms": queries, "plots_ms": {name: median_ms(call) for name, call in plots.items()}}
+
+
 # --- report ----------------------------------------------------------------------------------------------------
 def markdown(figures: dict) -> str:
     render = figures["first_render"]
@@ -385,6 +427,11 @@ def markdown(figures: dict) -> str:
         s = original[key]
         lines.append(f"| {what}, {original['rows']:,} rows, {s['n']}x | {s['median_ms']:,.0f} | {s['p95_ms']:,.0f} "
                      "| | |")
+    parts = {kind: (", ".join(f"{name} {ms:,.0f}" for name, ms in times.items()), sum(times.values()))
+             for kind, times in figures["server_breakdown"].items()}
+    lines.append(f"\nServer work of an unfiltered whole-range change, median ms: queries {parts['queries_ms'][0]} "
+                 f"(sum {parts['queries_ms'][1]:,.0f}); plots drawn to PNG {parts['plots_ms'][0]} "
+                 f"(sum {parts['plots_ms'][1]:,.0f}).")
     return "\n".join(lines)
 
 
@@ -423,12 +470,14 @@ def main() -> None:
             browser.close()
         print("original approach ...", flush=True)
         original = original_approach(reader, first, last, args.baseline_repeat)
+        breakdown = server_breakdown(reader, first, last, args.baseline_repeat)
 
     figures = {"command": shlex.join([".venv/bin/python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                             time.gmtime()),
                "events": events, "range": [str(first), str(last)], "data": data, "cores": os.cpu_count(),
                "load_average": os.getloadavg(), "first_render": summary(renders), "first_render_warm_up_ms": warm_up,
-               "changes": change_rows(timings), "original": original}
+               "changes": change_rows(timings), "original": original,
+               "server_breakdown": breakdown}
     print(markdown(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n", encoding="utf-8")

@@ -336,7 +336,7 @@ def main() -> None:
                         help="bulk: rows per load_chunk (default 50,000)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--keep", type=Path, metavar="HOME",
-                        help="build the stack in this new folder and keep it (stopped) for `clickstream --home HOME up`")
+                        help="build the stack in this new folder, kept (stopped) for `clickstream --home HOME up`")
     parser.add_argument("--render", nargs="+", metavar="JSON", help="print the markdown tables of --json files")
     args = parser.parse_args()
     if args.render:
