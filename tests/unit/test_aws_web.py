@@ -148,7 +148,8 @@ def test_the_instance_installs_the_storefront_from_its_bundle_with_nothing_secre
 def test_the_storefront_bundle_is_a_code_target_with_what_the_storefront_runs():
     targets = {t.parameter: t for t in package.code_targets(aws_stacks().values())}
     target = targets["StorefrontCodeKey"]
-    assert (target.kind, target.templates, target.folders) == ("bundle", ("frontend",), ("frontend", "sql/oltp"))
+    assert (target.kind, target.templates, target.folders) == (
+        "bundle", ("frontend",), ("frontend", "sql/oltp", "cloudformation/userdata"))
     assert target.key_prefix == "storefront/" and target.machine == "aarch64" and target.python == "3.11"
     assert set(target.modules) == {"clickstream.shop.storefront", "clickstream.shop.oltp", "clickstream.shop.shoppers"}
     listing, missing, requires = package.bundle_requirements(target, ROOT)
@@ -156,7 +157,7 @@ def test_the_storefront_bundle_is_a_code_target_with_what_the_storefront_runs():
     assert {"starlette", "uvicorn", "jinja2", "itsdangerous", "pyjwt", "psycopg-binary"} <= names
     assert {"boto3", "pyyaml", "packaging"} <= names  # signing in: shoppers -> clickstream.aws, infra.deploy
     assert not {"shiny", "pandas", "moto", "pgserver"} & names and missing == []
-    assert targets["DashboardCodeKey"].folders == ("sql", "shiny")
+    assert targets["DashboardCodeKey"].folders == ("sql", "shiny", "cloudformation/userdata")
 
 
 def test_the_storefront_bundle_holds_frontend_and_the_oltp_migrations(tmp_path):
@@ -180,7 +181,8 @@ class RecordingCluster:
         self.statements: list[str] = []
 
     def ensure_login_role(self, role, password):
-        self.statements.append(f"CREATE ROLE {role} LOGIN PASSWORD")
+        self.statements.append(f"CREATE ROLE {role} LOGIN")
+        self.statements.append(f"ALTER ROLE {role} PASSWORD")
 
     def ensure_database(self, name, owner=None):
         self.statements.append(f"CREATE DATABASE {name}")
@@ -215,8 +217,9 @@ def test_the_warehouse_user_data_grants_what_setup_warehouse_grants_locally():
     sql_blocks = re.findall(r"<<'SQL'\n(.*?)\nSQL\n", script, re.S)
     on_aws = {normalized(s) for block in sql_blocks for s in block.split(";") if s.strip()}
     missing = [s for s in local if not any(statement.startswith(s) for statement in on_aws)]
-    assert len(sql_blocks) == 3 and missing == []
-    assert {"create role sbw_reader login password :'sbw'",
+    # the roles are created on a new data volume; their passwords are set by every new instance
+    assert len(sql_blocks) == 4 and missing == []
+    assert {"create role sbw_reader login", "alter role sbw_reader password :'sbw'",
             "alter role sbw_reader set search_path to sbw, public"} <= on_aws
     # then the migration log is taken back, as protect_migration_log does after each migrate
     assert script.index("warehouse.migrate(") < script.index("REVOKE ALL ON schema_migrations FROM PUBLIC, etl_writer")
@@ -233,7 +236,7 @@ def test_the_dashboard_runs_shiny_app_as_dashboard_reader_on_the_loopback():
     assert "CLICKSTREAM_PROJECT_ROOT=/opt/clickstream" in script  # sql/analytics of the bundle
     target = {t.parameter: t for t in package.code_targets(stacks.values())}["DashboardCodeKey"]
     names = {line.split("==")[0] for line in package.bundle_requirements(target, ROOT)[0]}
-    assert "shiny" in names and target.folders == ("sql", "shiny")
+    assert "shiny" in names and target.folders == ("sql", "shiny", "cloudformation/userdata")
 
 
 def test_the_dashboard_command_forwards_the_port_of_the_real_instance():

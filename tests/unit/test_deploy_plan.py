@@ -156,7 +156,7 @@ def test_deploy_looks_the_prefix_list_up_before_asking_for_what_has_no_default(t
     ec2, stubber = ec2_stub()
     stubber.add_response("describe_managed_prefix_lists", {"PrefixLists": [
         {"PrefixListId": "pl-4fa04526", "PrefixListName": CLOUDFRONT_LIST, "OwnerId": "AWS"}]})
-    clients = {"ec2": ec2, "cloudformation": cfn()[0], "s3": None}
+    clients = {"ec2": ec2, "cloudformation": cfn()[0], "s3": None, "ssm": None}  # the network has no instance
     monkeypatch.setattr(deploy.aws, "client", lambda service, _settings=None: clients[service])
     (tmp_path / "aws.json").write_text("{}")
     with stubber, pytest.raises(DeployError) as error:
@@ -255,7 +255,7 @@ def test_a_new_stack_is_created_by_a_create_change_set_and_waited_for():
     stubber.add_response("create_change_set", {"Id": "arn:cs", "StackId": "arn:stack"},
                          {"StackName": "clickstream-ingestion", "ChangeSetName": ANY, "ChangeSetType": "CREATE",
                           "TemplateBody": "body", "Parameters": [{"ParameterKey": "NameSuffix", "ParameterValue": "acme"}],
-                          "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]})
+                          "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]})
     stubber.add_response("describe_change_set", {"Status": "CREATE_COMPLETE", "ExecutionStatus": "AVAILABLE"})
     stubber.add_client_error("describe_stack_events", "ValidationError", "Stack does not exist")
     stubber.add_response("execute_change_set", {}, {"ChangeSetName": "arn:cs", "StackName": "clickstream-ingestion"})
@@ -349,3 +349,86 @@ def test_network_for_moto_says_the_web_tier_ingress_from_the_prefix_list_is_drop
     _, result = local_template(network, moto_supported_types(), {})
     noted = {item["logical_id"] for item in result.notes if item["note"] == PREFIX_LIST_INGRESS_NOTE}
     assert noted == {"WebSecurityGroup"}
+
+
+# --- pinned images ----------------------------------------------------------------------------------
+LATEST_AMI = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+
+
+def frontend_for_aws(path: Path, text: str = "{}"):
+    path.write_text(text)
+    config = DeployConfig.load(settings("aws"), path, env={})
+    return config, next(t for t in load_templates(settings("aws"), config) if t.stem == "frontend")
+
+
+def ssm_stub(image: str | None = None):
+    client = boto3.client("ssm", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    if image:
+        stubber.add_response("get_parameter", {"Parameter": {"Name": LATEST_AMI, "Type": "String", "Value": image}},
+                             {"Name": LATEST_AMI})
+    return client, stubber
+
+
+def deployed_frontend(parameters: list[dict]) -> dict:
+    return {"Stacks": [{"StackName": "clickstream-frontend", "StackId": "arn:stack", "CreationTime": NOW,
+                        "StackStatus": "UPDATE_COMPLETE", "Parameters": parameters}]}
+
+
+def test_the_instance_image_is_a_pinned_id_named_by_the_latest_ami_parameter():
+    frontend = next(t for t in templates("aws") if t.stem == "frontend")
+    spec = frontend.template.parameters["OltpImageId"]
+    assert spec["Type"] == "AWS::EC2::Image::Id" and "Default" not in spec  # never re-resolved by CloudFormation
+    assert deploy.templates.image_parameters(frontend.template) == {"OltpImageId": LATEST_AMI}
+
+
+def test_a_first_deployment_pins_the_image_the_ssm_parameter_names_now(tmp_path):
+    config, frontend = frontend_for_aws(tmp_path / "aws.json")
+    client, stubber = cfn()
+    missing_stack(stubber)
+    ssm, ssm_stubber = ssm_stub("ami-0aaa1111bbbb22223")
+    with stubber, ssm_stubber:
+        deploy.resolve_images(ssm, client, [frontend], config)
+    ssm_stubber.assert_no_pending_responses()
+    assert frontend.parameters["OltpImageId"] == "ami-0aaa1111bbbb22223"
+
+
+def test_an_update_keeps_the_deployed_image_even_one_an_ssm_typed_parameter_resolved():
+    for deployed in ({"ParameterKey": "OltpImageId", "ParameterValue": "ami-0deployed000000001"},
+                     {"ParameterKey": "OltpImageId", "ParameterValue": LATEST_AMI,
+                      "ResolvedValue": "ami-0deployed000000001"}):
+        config = DeployConfig.load(settings("aws"), Path("/nonexistent/aws.json"), env={})
+        frontend = next(t for t in load_templates(settings("aws"), config) if t.stem == "frontend")
+        client, stubber = cfn()
+        stubber.add_response("describe_stacks", deployed_frontend([deployed]))
+        stubber.add_response("describe_stacks", deployed_frontend([deployed]))
+        ssm, ssm_stubber = ssm_stub()  # nothing queued: a lookup would fail
+        with stubber, ssm_stubber:
+            deploy.resolve_images(ssm, client, [frontend], config)
+        assert frontend.parameters["OltpImageId"] == "ami-0deployed000000001"
+
+
+def test_new_images_moves_a_deployed_stack_to_the_current_image(tmp_path):
+    config, frontend = frontend_for_aws(tmp_path / "aws.json")
+    client, stubber = cfn()  # nothing queued: the deployed stack is not asked
+    ssm, ssm_stubber = ssm_stub("ami-0new0000000000001")
+    with stubber, ssm_stubber:
+        deploy.resolve_images(ssm, client, [frontend], config, new_images=True)
+    assert frontend.parameters["OltpImageId"] == "ami-0new0000000000001"
+
+
+def test_an_image_the_parameters_file_sets_is_used_as_it_is(tmp_path):
+    config, frontend = frontend_for_aws(tmp_path / "aws.json",
+                                        '{"parameters": {"frontend": {"OltpImageId": "ami-0chosen0000000001"}}}')
+    client, stubber = cfn()
+    ssm, ssm_stubber = ssm_stub()
+    with stubber, ssm_stubber:
+        deploy.resolve_images(ssm, client, [frontend], config, new_images=True)
+    assert frontend.parameters["OltpImageId"] == "ami-0chosen0000000001"
+
+
+def test_destroy_reports_the_data_volumes_as_kept_only_with_protect_data(tmp_path):
+    for protect, kept in (("false", []), ("true", ["OltpDataVolume"])):
+        _, frontend = frontend_for_aws(tmp_path / "aws.json",
+                                       f'{{"parameters": {{"frontend": {{"ProtectData": "{protect}"}}}}}}')
+        assert [lid for lid in deploy._retained(frontend) if "Volume" in lid] == kept

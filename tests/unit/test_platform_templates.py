@@ -161,7 +161,7 @@ def test_dw_user_data_installs_postgres_and_the_dashboard_and_reads_the_password
     script = analytics.resolve(analytics.props("DwInstance")["UserData"]["Fn::Base64"])
     assert "dnf install -y postgresql16-server" in script
     assert "aws secretsmanager get-secret-value --secret-id 'clickstream/dw/etl_writer-local'" in script
-    assert "CREATE ROLE etl_writer LOGIN PASSWORD :'etl'" in script
+    assert "ALTER ROLE etl_writer PASSWORD :'etl'" in script
     assert "shiny run --host 127.0.0.1 --port 8787" in script, "the dashboard listens on the loopback only"
     assert "0.0.0.0" not in script
 

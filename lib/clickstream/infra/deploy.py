@@ -12,7 +12,7 @@ unless the key is there, and the keys are passed as those parameters (`build=Fal
 aws target: change sets (CREATE or UPDATE; "no changes" is success), waiters, CAPABILITY_NAMED_IAM,
 parameters from cloudformation/parameters/aws.json (else the templates' defaults; a parameter holding an
 AWS-managed prefix list's id, named in Metadata.clickstream.ManagedPrefixLists, is looked up in the region),
-outputs; a failure is a DeployError listing each failed resource's logical id and status reason
+pinned images (resolve_images), outputs; a failure is a DeployError listing each failed resource's logical id and status reason
 (describe_stack_events).
 
 The local target (the same templates into moto) is clickstream.local.moto_deploy, built on this module;
@@ -40,7 +40,8 @@ from clickstream.infra.templates import DEFAULT_PREFIX, Stack, TemplateError, Te
 from clickstream.settings import Settings
 
 PREFIX_ENV = "CLICKSTREAM_STACK_PREFIX"
-CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
+# AUTO_EXPAND: templates with the AWS::LanguageExtensions transform (Fn::If in a DeletionPolicy).
+CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 NO_CHANGES = "NO_CHANGES"
 NO_CHANGE_REASONS = ("didn't contain changes", "No updates are to be performed")
 
@@ -124,6 +125,34 @@ def resolve_prefix_lists(ec2, stacks: Iterable[Stack], config: DeployConfig,
                                   f"{ec2.meta.region_name}; set {parameter} in the parameters file")
             stack.parameters[parameter] = found[0]["PrefixListId"]
             progress(f"{stack.stack_name}: {parameter} = {found[0]['PrefixListId']} ({name})")
+
+
+def resolve_images(ssm, cf, stacks: Iterable[Stack], config: DeployConfig, *, new_images: bool = False,
+                   progress: Callable[[str], None] = lambda _: None) -> None:
+    """Pin each image parameter (templates.image_parameters) that the parameters file does not set: to the image
+    the deployed stack runs (so an update never replaces an instance by surprise), or, at the stack's first
+    deployment or with `new_images`, to the image the public SSM parameter names now."""
+    for stack in stacks:
+        with _as_deploy_error():
+            named = templates.image_parameters(stack.template)
+        deployed = {} if new_images or not named else deployed_parameters(cf, stack.stack_name)
+        for parameter, ssm_name in sorted(named.items()):
+            if parameter in config.overrides(stack.template):
+                continue
+            image = deployed.get(parameter, "")
+            if not image.startswith("ami-"):
+                image = ssm.get_parameter(Name=ssm_name)["Parameter"]["Value"]
+                progress(f"{stack.stack_name}: {parameter} = {image} (now {ssm_name})")
+            stack.parameters[parameter] = image
+
+
+def deployed_parameters(cf, name: str) -> dict[str, str]:
+    """The deployed stack's parameter values ({} if not deployed); an SSM-typed parameter's resolved value."""
+    if stack_status(cf, name) is None:
+        return {}
+    described = cf.describe_stacks(StackName=name)["Stacks"][0]
+    return {p["ParameterKey"]: p.get("ResolvedValue") or p.get("ParameterValue", "")
+            for p in described.get("Parameters", [])}
 
 
 def dependency_order(stacks: list[Stack]) -> list[Stack]:
@@ -395,9 +424,12 @@ def plan(settings: Settings, stack: str | None, parameters_file: Path | None,
 
 def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Path | None = None,
            templates_dir: Path | None = None, progress: Callable[[str], None] = lambda _: None,
-           delay: float | None = None, build: bool = True, with_dependencies: bool | None = None
-           ) -> list[StackResult]:
+           delay: float | None = None, build: bool = True, with_dependencies: bool | None = None,
+           new_images: bool = False) -> list[StackResult]:
     """Deploy every stack (or one, whose dependencies must be deployed already) to AWS in dependency order.
+
+    Instance images stay those deployed (resolve_images); new_images moves them to the current ones, which
+    replaces the instances (DEPLOY.md: moving to a new image).
 
     build (default): build the chosen stacks' code (clickstream.infra.package) with the third-party dependencies
     for the functions' runtime and architecture (the first build downloads wheels from PyPI into the wheel
@@ -412,6 +444,7 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
     s3 = aws.client("s3", settings)
     require_deployed_dependencies(cf, order, chosen)
     resolve_prefix_lists(aws.client("ec2", settings), chosen, config, progress)
+    resolve_images(aws.client("ssm", settings), cf, chosen, config, new_images=new_images, progress=progress)
     for template in chosen:
         missing = [n for n, v in template.parameters.items() if v is None]
         if missing:
@@ -475,8 +508,10 @@ def destroy(settings: Settings, stack: str | None = None, *, parameters_file: Pa
 
 
 def _retained(stack: Stack) -> list[str]:
-    return sorted(lid for lid, res in stack.resources.items()
-                  if res.get("DeletionPolicy") in ("Retain", "RetainExceptOnCreate"))
+    """What deleting the stack keeps: resources whose DeletionPolicy (resolved: Fn::If on ProtectData) retains
+    or snapshots them."""
+    kept = ("Retain", "RetainExceptOnCreate", "Snapshot")
+    return sorted(lid for lid, res in stack.resources.items() if stack.resolve(res.get("DeletionPolicy", "Delete")) in kept)
 
 
 def require_deployed_dependencies(cf, order: list[Stack], chosen: list[Stack]) -> None:

@@ -149,12 +149,14 @@ def code_targets(templates: Iterable[Any]) -> list[CodeTarget]:
             metadata = (res.get("Metadata") or {}).get("clickstream", {})
             folders = tuple(metadata.get("Bundle") or DEFAULT_BUNDLE_FOLDERS)
             image_parameter = (props.get("ImageId") or {}).get("Ref", "") if isinstance(props.get("ImageId"), dict) else ""
+            images = (template.body.get("Metadata") or {}).get("clickstream", {}).get("ImageParameters") or {}
             for parameter in template.body.get("Parameters", {}):
                 if not parameter.endswith("CodeKey") or "${" + parameter + "}" not in user_data:
                     continue
                 python = re.search(r"python(3\.\d+) -m venv", user_data)
                 installs = re.search(r"pip install --no-index --find-links wheels ([^\n]+)", user_data)
-                image = str(template.body["Parameters"].get(image_parameter, {}).get("Default", ""))
+                image = str(images.get(image_parameter)
+                            or template.body["Parameters"].get(image_parameter, {}).get("Default", ""))
                 default = str(template.body["Parameters"][parameter].get("Default") or "")
                 stem = default.rsplit("/", 1)[-1].split(".", 1)[0] or "bundle"
                 found[parameter] = CodeTarget(

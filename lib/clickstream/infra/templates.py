@@ -40,6 +40,7 @@ LOCAL_PLACEHOLDERS: dict[str, Any] = {
     "AWS::EC2::SecurityGroup::Id": "sg-local",
     "List<AWS::EC2::Subnet::Id>": ["subnet-local"],
     "List<AWS::EC2::SecurityGroup::Id>": ["sg-local"],
+    "AWS::EC2::Image::Id": "ami-local",
 }
 
 
@@ -359,15 +360,24 @@ def parameter_values(template: Template, target: str, stack_names: Mapping[str, 
     return values
 
 
+def _parameters_named_in_metadata(template: Template, key: str) -> dict[str, str]:
+    named = template.body.get("Metadata", {}).get("clickstream", {}).get(key) or {}
+    unknown = sorted(set(named) - set(template.parameters))
+    if unknown:
+        raise TemplateError(f"{template.name}: Metadata.clickstream.{key} names undeclared parameters {unknown}")
+    return dict(named)
+
+
 def managed_prefix_lists(template: Template) -> dict[str, str]:
     """Parameter -> name of the AWS-managed prefix list whose id it holds (Metadata.clickstream.ManagedPrefixLists;
     the id differs per region, the name does not)."""
-    named = template.body.get("Metadata", {}).get("clickstream", {}).get("ManagedPrefixLists") or {}
-    unknown = sorted(set(named) - set(template.parameters))
-    if unknown:
-        raise TemplateError(f"{template.name}: Metadata.clickstream.ManagedPrefixLists names undeclared parameters "
-                            f"{unknown}")
-    return dict(named)
+    return _parameters_named_in_metadata(template, "ManagedPrefixLists")
+
+
+def image_parameters(template: Template) -> dict[str, str]:
+    """Image parameter -> the public SSM parameter naming the image it starts from
+    (Metadata.clickstream.ImageParameters; clickstream deploy pins the image per deployment)."""
+    return _parameters_named_in_metadata(template, "ImageParameters")
 
 
 class Evaluator:

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError, WaiterError
 from clickstream import aws
 from clickstream.infra.deploy import (CAPABILITIES, NO_CHANGES, DeployError, StackResult, cfn_parameters,
                                       check_code_objects, failure_report, plan, require_deployed_dependencies,
-                                      resolve_prefix_lists, ship_code, stack_outputs, stack_resources, stack_status,
+                                      resolve_images, resolve_prefix_lists, ship_code, stack_outputs, stack_resources, stack_status,
                                       wait)
 from clickstream.infra import deploy as aws_deploy
 from clickstream.infra.templates import LOCAL_PLACEHOLDERS, Stack, import_arguments, references, substitute
@@ -199,7 +199,8 @@ def _local_parameter_defaults(ec2, template: Stack) -> dict[str, Any]:
                                                   {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]
     by_type = {"AWS::EC2::VPC::Id": vpc, "AWS::EC2::Subnet::Id": subnets[0], "List<AWS::EC2::Subnet::Id>": subnets[:2],
                "AWS::EC2::SecurityGroup::Id": group[0]["GroupId"],
-               "List<AWS::EC2::SecurityGroup::Id>": [group[0]["GroupId"]]}
+               "List<AWS::EC2::SecurityGroup::Id>": [group[0]["GroupId"]],
+               "AWS::EC2::Image::Id": LOCAL_PLACEHOLDERS["AWS::EC2::Image::Id"]}  # stacks not deployed now
     return {name: by_type[specs[name]["Type"]] for name in wanted}
 
 
@@ -293,9 +294,11 @@ def _local_leftovers(ec2, vpcs: list[str]) -> list[str]:
 
 def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Path | None = None,
            templates_dir: Path | None = None, progress: Callable[[str], None] = lambda _: None,
-           delay: float | None = None, build: bool = True, with_dependencies: bool | None = None
-           ) -> list[StackResult]:
+           delay: float | None = None, build: bool = True, with_dependencies: bool | None = None,
+           new_images: bool = False) -> list[StackResult]:
     """Deploy every stack (or one, whose dependencies must be deployed already) into moto in dependency order.
+
+    Images are pinned as on AWS (resolve_images: moto serves the public latest-AMI parameters).
 
     build (default): build the chosen stacks' code without the third-party dependencies (the local runtime runs
     the handlers in-process with this venv's packages, `with_dependencies` overrides), into a code bucket in
@@ -306,6 +309,7 @@ def deploy(settings: Settings, stack: str | None = None, *, parameters_file: Pat
     ec2, sm = aws.client("ec2", settings), aws.client("secretsmanager", settings)
     require_deployed_dependencies(cf, order, chosen)
     resolve_prefix_lists(ec2, chosen, config, progress)  # moto serves the AWS-managed lists, with ids of its own
+    resolve_images(aws.client("ssm", settings), cf, chosen, config, new_images=new_images, progress=progress)
     supported, secret_arns = moto_supported_types(), _secret_arns(sm)
     shipped: dict[str, list[dict]] = {}
     if build:
