@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,19 @@ def test_the_r_dashboard_without_rscript_says_how_to_install_r(local_stack, tmp_
 def test_a_taken_port_is_refused_with_the_option_to_change(local_stack):
     result = cli("dashboard", "--port", str(local_stack.api_port))
     assert result.returncode == 1 and f"port {local_stack.api_port}" in result.stderr and "--port" in result.stderr
+
+
+def test_a_killed_dashboard_shows_unhealthy_and_up_starts_it_again(local_stack):
+    before = stack.read_state(local_stack)["services"]["dashboard"]
+    others = {name: svc["pid"] for name, svc in stack.status(local_stack)["services"].items() if name != "dashboard"}
+    os.kill(before["pid"], signal.SIGKILL)
+    stop_process(before["pid"], timeout=10)  # reaps it if it is our child
+    health = stack.service_health(local_stack, ("dashboard",))["dashboard"]
+    assert health == {"healthy": False, "port": local_stack.dashboard_port, "pid": None}
+
+    after = stack.up(local_stack)["services"]["dashboard"]
+    assert after["healthy"] and after["pid"] != before["pid"]
+    page = httpx.get(local_stack.dashboard_url, timeout=10)
+    assert page.status_code == 200 and 'id="kpi_events"' in page.text
+    still = {name: svc["pid"] for name, svc in stack.status(local_stack)["services"].items() if name != "dashboard"}
+    assert still == others and all(others.values()), "up starts only what is down"
