@@ -21,10 +21,11 @@ def local_endpoint(settings: Settings) -> str:
     return os.environ.get("AWS_ENDPOINT_URL") or settings.aws_endpoint_url
 
 
-def client(service: str, settings: Settings | None = None, **kwargs):
-    """A boto3 client for `service` on the settings' target."""
+def client(service: str, settings: Settings | None = None, config: Config | None = None, **kwargs):
+    """A boto3 client for `service` on the settings' target; `config` is merged over the defaults."""
     settings = settings or Settings.from_env()
-    config = Config(retries={"mode": "standard", "max_attempts": 3}, s3={"addressing_style": "path"})
+    defaults = Config(retries={"mode": "standard", "max_attempts": 3}, s3={"addressing_style": "path"})
+    config = defaults.merge(config) if config else defaults
     if settings.target == "local":
         return boto3.client(
             service,
