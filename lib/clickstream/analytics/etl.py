@@ -155,6 +155,19 @@ def parse_etl_event(
     return EtlRequest(**request)
 
 
+def explain_etl_event(event: Mapping[str, Any] | None,
+                      default_lookback_days: float = DEFAULT_LOOKBACK_DAYS) -> dict[str, Any]:
+    """What `parse_etl_event` makes of `event`, as one table row: the date, the prefix, the lookback of a
+    default run (None otherwise) and the error (None when the event is accepted)."""
+    try:
+        request = parse_etl_event(event, default_lookback_days)
+    except EtlRequestError as error:
+        return {"date": None, "prefix": None, "lookback_days": None, "error": str(error)}
+    default_run = request.date is None and request.prefix is None
+    return {"date": request.date, "prefix": request.prefix,
+            "lookback_days": request.lookback_days if default_run else None, "error": None}
+
+
 def _parse_date(name: str, value: Any) -> Date:
     if not isinstance(value, str) or not DATE_RE.match(value):
         raise EtlRequestError(f"{name} must be a date YYYY-MM-DD, not {value!r}")
