@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import psutil
 import psycopg
 import pytest
 
@@ -97,3 +98,24 @@ def test_service_health_asks_only_the_named_services(local_stack):
     assert list(health) == ["dw", "aws"]
     assert all(service["healthy"] and service["pid"] for service in health.values())
     assert health["dw"]["port"] == local_stack.dw_port and health["aws"]["port"] == local_stack.aws_port
+
+
+def test_two_ups_at_once_start_one_stack(tmp_path):
+    tmp_path.chmod(0o755)
+    env = {"CLICKSTREAM_HOME": str(tmp_path), "CLICKSTREAM_TARGET": "local",
+           **{var: str(free_port()) for var in Settings.PORT_ENV.values()}}
+    settings = Settings.from_env(env)
+    try:
+        ups = [subprocess.Popen([sys.executable, "-m", "clickstream.cli", "up", "--json"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, **env}) for _ in range(2)]
+        results = [(up.communicate(timeout=300), up.returncode) for up in ups]
+        assert [code for _, code in results] == [0, 0], [err[-2000:] for (_, err), _ in results]
+        first, second = (json.loads(out)["services"] for (out, _), _ in results)
+        assert {n: s["pid"] for n, s in first.items()} == {n: s["pid"] for n, s in second.items()}
+        for name in ("aws", "api", "storefront", "dashboard"):
+            port = str(getattr(settings, f"{name}_port"))
+            running = [p.pid for p in psutil.process_iter(["cmdline"])
+                       if p.info["cmdline"] and "--port" in p.info["cmdline"] and port in p.info["cmdline"]]
+            assert running == [first[name]["pid"]], f"{name}: {running}"
+    finally:
+        stack.down(settings)
