@@ -131,9 +131,12 @@ def choose_mode(settings: Settings, env: Mapping[str, str] | None = None) -> str
 
 
 def open_workshop(settings: Settings, env: Mapping[str, str] | None = None,
-                  which: Callable[[str], str | None] = shutil.which) -> Workshop:
-    """The workshop on the settings' target (see the module docstring); local starts the local stack."""
+                  which: Callable[[str], str | None] | None = None) -> Workshop:
+    """The workshop on the settings' target (see the module docstring); local starts the local stack.
+
+    `env`: the environment to read (AWS_ENDPOINT_URL, AWS_REGION, PATH for the tools), default os.environ."""
     env = os.environ if env is None else env
+    which = which or (lambda tool: shutil.which(tool, path=env.get("PATH")))
     mode = choose_mode(settings, env)
     if mode == "local":
         return _local_workshop(settings)
@@ -144,8 +147,8 @@ def open_workshop(settings: Settings, env: Mapping[str, str] | None = None,
 
 
 # --- prerequisites -------------------------------------------------------------------------------
-def require_prerequisites(settings: Settings, env: Mapping[str, str],
-                          which: Callable[[str], str | None] = shutil.which, tools: bool = True) -> None:
+def require_prerequisites(settings: Settings, env: Mapping[str, str], which: Callable[[str], str | None],
+                          tools: bool = True) -> None:
     """A WorkshopError naming each missing prerequisite of the aws path: a region, credentials, the tools."""
     problems = []
     if not (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or boto3.Session().region_name):
