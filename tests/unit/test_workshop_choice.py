@@ -3,7 +3,9 @@ aws path against an account mocked in-process (moto) with a fake `aws` CLI for t
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -134,7 +136,13 @@ def test_as_dict_is_json_and_close_stops_what_was_started():
 @contextmanager
 def deployed_account(dashboard_port: int):
     """Stacks named as `clickstream deploy` names them under PREFIX, with the outputs the templates declare."""
-    with mock_aws():
+    with mock_aws(config={"lambda": {"use_docker": False}}):  # without Docker moto's Invoke echoes the event
+        role = boto3.client("iam").create_role(RoleName="etl-unit", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.writestr("handler.py", "def handler(event, context):\n    return event\n")
+        boto3.client("lambda").create_function(FunctionName="etl-unit", Runtime="python3.12", Role=role,
+                                               Handler="handler.handler", Code={"ZipFile": code.getvalue()})
         secret = boto3.client("secretsmanager").create_secret(Name="dw", SecretString=json.dumps(
             {"username": "etl_writer", "password": "pw", "host": "10.20.10.10", "port": 5432,
              "dbname": "clickstream_dw", "engine": "postgres"}))["ARN"]
@@ -174,6 +182,7 @@ def test_aws_reads_the_outputs_and_forwards_the_warehouse_and_dashboard(aws_cred
             assert ssm.shell_command(["aws", *last_started]) == opened.ssm_commands["dashboard"]
             assert f"--target {outputs['DwInstanceId']} " in opened.ssm_commands["dw"]
             assert '"portNumber":["5432"]' in opened.ssm_commands["dw"]
+            assert opened.invoke_etl({"date": "2026-12-07"}) == {"date": "2026-12-07"}  # Invoke of etl-unit
         assert not ssm.accepts_connections(dw_port) and not ssm.accepts_connections(dashboard)
 
 
