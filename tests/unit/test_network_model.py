@@ -143,15 +143,15 @@ def test_a_nat_route_makes_the_warehouse_subnet_no_longer_private(tmp_path):
     assert not dw["private subnet"] and "NatGateway" in dw["why not private"]
 
 
-PATHS = [
-    ("CloudFront", "sg_oltp_webDB", 80, "page"),
-    ("sg_Lambda_ETL", "sg_analytics_ShinyDWH", 5432, "load"),
-    ("sg_Lambda_ETL", "S3", 443, "raw events"),
-    ("internet", "sg_oltp_webDB", 22, "ssh"),
-    ("sg_oltp_webDB", "sg_analytics_ShinyDWH", 5432, "web to warehouse"),
-    ("sg_analytics_ShinyDWH", "internet", 443, "warehouse out"),
-    ("sg_vpc_endpoints", "sg_analytics_ShinyDWH", 5432, "from the endpoints' group"),
-]
+PATHS = [network.Connection(*path) for path in [
+    ("CloudFront", "sg_oltp_webDB", 80, "page", True),
+    ("sg_Lambda_ETL", "sg_analytics_ShinyDWH", 5432, "load", True),
+    ("sg_Lambda_ETL", "S3", 443, "raw events", True),
+    ("internet", "sg_oltp_webDB", 22, "ssh", False),
+    ("sg_oltp_webDB", "sg_analytics_ShinyDWH", 5432, "web to warehouse", False),
+    ("sg_analytics_ShinyDWH", "internet", 443, "warehouse out", False),
+    ("sg_vpc_endpoints", "sg_analytics_ShinyDWH", 5432, "from the endpoints' group", False),
+]]
 
 
 def test_reachability_allows_only_the_designed_connections(real):
@@ -160,6 +160,12 @@ def test_reachability_allows_only_the_designed_connections(real):
     assert paths.loc["ssh", "out of the source"] and not paths.loc["ssh", "into the target"]
     assert not paths.loc["web to warehouse", "out of the source"] and not paths.loc["web to warehouse", "into the target"]
     assert not paths.loc["warehouse out", "out of the source"]
+
+
+def test_the_designs_connections_are_allowed_exactly_when_intended(real):
+    paths = network.Reachability(real).paths()
+    assert len(paths) == len(network.CONNECTIONS) and paths["intended"].any() and not paths["intended"].all()
+    assert (paths["allowed"] == paths["intended"]).all(), paths[paths["allowed"] != paths["intended"]]
 
 
 def test_reachability_follows_a_broken_copy(tmp_path):

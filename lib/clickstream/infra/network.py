@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import pandas as pd
 
@@ -216,6 +216,33 @@ def instances_with_key_pairs(templates: Templates) -> list[str]:
     return [lid for t in templates for lid, res in t.of_type("AWS::EC2::Instance").items() if "KeyName" in t.props(lid)]
 
 
+class Connection(NamedTuple):
+    """A connection someone might try: from a group (or an OUTSIDE peer) to another, on a TCP port; `intended`
+    says whether the design means it to work."""
+
+    source: str
+    target: str
+    port: int
+    what: str
+    intended: bool
+
+
+CONNECTIONS = [
+    Connection("CloudFront", "sg_oltp_webDB", 80, "CloudFront fetches a page for a customer", True),
+    Connection("sg_Lambda_ETL", "sg_analytics_ShinyDWH", 5432, "the ETL loads the warehouse", True),
+    Connection("sg_Lambda_ETL", "sg_vpc_endpoints", 443, "the ETL reads its secret (Secrets Manager endpoint)", True),
+    Connection("sg_Lambda_ETL", "S3", 443, "the ETL reads raw events (S3 gateway endpoint)", True),
+    Connection("sg_analytics_ShinyDWH", "sg_vpc_endpoints", 443, "the warehouse's SSM agent (Session Manager)", True),
+    Connection("internet", "sg_oltp_webDB", 80, "someone on the internet skips CloudFront", False),
+    Connection("internet", "sg_analytics_ShinyDWH", 5432, "someone on the internet tries the warehouse", False),
+    Connection("internet", "sg_analytics_ShinyDWH", 8787, "someone on the internet tries the dashboard", False),
+    Connection("sg_oltp_webDB", "sg_analytics_ShinyDWH", 5432, "a compromised web server tries the warehouse", False),
+    Connection("internet", "sg_oltp_webDB", 22, "SSH to the web server", False),
+    Connection("sg_Lambda_ETL", "internet", 443, "the ETL calls out to the internet", False),
+    Connection("sg_analytics_ShinyDWH", "internet", 443, "the warehouse calls out to the internet", False),
+]
+
+
 class Reachability:
     """Which connections the templates' security groups let through. A connection needs both ends: the source's
     group lets it out, the destination's group lets it in. Peers are group names or one of OUTSIDE: "internet",
@@ -243,13 +270,12 @@ class Reachability:
         return any(r.group_name == group and r.direction == direction and r.covers(port) and self.matches(r, other)
                    for r in self.rules)
 
-    def paths(self, paths: Iterable[tuple[str, str, int, str]]) -> pd.DataFrame:
-        """One row per (source, target, port, what): may it leave the source, enter the target, and so happen?"""
+    def paths(self, connections: Iterable[Connection] = CONNECTIONS) -> pd.DataFrame:
+        """One row per connection: may it leave the source, enter the target, and so happen (`allowed`)?"""
         rows = pd.DataFrame(
-            [{"from": source, "to": target, "port": port, "what": what,
-              "out of the source": self.allowed(source, "egress", port, target),
-              "into the target": self.allowed(target, "ingress", port, source)}
-             for source, target, port, what in paths],
-            columns=["from", "to", "port", "what", "out of the source", "into the target"])
+            [{**c._asdict(), "out of the source": self.allowed(c.source, "egress", c.port, c.target),
+              "into the target": self.allowed(c.target, "ingress", c.port, c.source)} for c in connections],
+            columns=[*Connection._fields, "out of the source", "into the target"],
+        ).rename(columns={"source": "from", "target": "to"})
         rows["allowed"] = rows["out of the source"] & rows["into the target"]
         return rows
