@@ -45,7 +45,6 @@ from clickstream.infra.deploy import DeployConfig
 from clickstream.infra.templates import TemplateSet
 from clickstream.settings import Settings
 
-MODES = ("local", "aws", "rehearsal")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # What the notebooks read from the stacks' outputs (the templates declare them).
 OUTPUTS = ("ApiUrl", "RawBucketName", "IngestFunctionName", "EtlFunctionName", "DwSecretArn", "DwInstanceId",
@@ -131,19 +130,21 @@ def choose_mode(settings: Settings, env: Mapping[str, str] | None = None) -> str
 
 
 def open_workshop(settings: Settings, env: Mapping[str, str] | None = None,
-                  which: Callable[[str], str | None] | None = None) -> Workshop:
+                  which: Callable[[str], str | None] | None = None, forward: bool = True) -> Workshop:
     """The workshop on the settings' target (see the module docstring); local starts the local stack.
 
-    `env`: the environment to read (AWS_ENDPOINT_URL, AWS_REGION, PATH for the tools), default os.environ."""
+    `env`: the environment to read (AWS_ENDPOINT_URL, AWS_REGION, PATH for the tools), default os.environ.
+    `forward=False` (aws): start no port forward; the DSN and the dashboard URL are those the `ssm_commands`
+    give once run (what `clickstream --target aws status` prints)."""
     env = os.environ if env is None else env
     which = which or (lambda tool: shutil.which(tool, path=env.get("PATH")))
     mode = choose_mode(settings, env)
     if mode == "local":
         return _local_workshop(settings)
-    require_prerequisites(settings, env, which=which, tools=mode == "aws")
+    require_prerequisites(settings, env, which=which, tools=mode == "aws" and forward)
     if mode == "rehearsal":
         return _rehearsal_workshop(settings, env)
-    return _aws_workshop(settings, env)
+    return _aws_workshop(settings, env, forward)
 
 
 # --- prerequisites -------------------------------------------------------------------------------
@@ -273,16 +274,21 @@ def _lambda_invoke(settings: Settings) -> Callable[[str, Any], Any]:
     return invoke
 
 
-def _aws_workshop(settings: Settings, env: Mapping[str, str]) -> Workshop:
+def _aws_workshop(settings: Settings, env: Mapping[str, str], forward: bool) -> Workshop:
     prefix = DeployConfig.load(settings, env=env).prefix
     outputs = deployed_outputs(settings, prefix)
     require_outputs(settings, outputs, prefix, OUTPUTS)
-    dashboard = int(outputs["DashboardPort"])
-    connections = Connections(dw_port=_free_port(),
-                              dashboard_port=dashboard if not ssm.accepts_connections(dashboard) else _free_port())
     secret = read_dw_secret(settings, outputs["DwSecretArn"])
-    fields = _aws_fields(settings, outputs, secret, connections)
-    workshop = Workshop(target="aws", mode="aws", aws_endpoint_url=None, _invoke=_lambda_invoke(settings), **fields)
+    dashboard = int(outputs["DashboardPort"])
+    if forward:
+        connections = Connections(dw_port=_free_port(),
+                                  dashboard_port=_free_port() if ssm.accepts_connections(dashboard) else dashboard)
+    else:
+        connections = Connections(dw_port=settings.dw_port, dashboard_port=dashboard)
+    workshop = Workshop(target="aws", mode="aws", aws_endpoint_url=None, _invoke=_lambda_invoke(settings),
+                        **_aws_fields(settings, outputs, secret, connections))
+    if not forward:
+        return workshop
     try:
         for local, remote in ((connections.dw_port, int(secret["port"])), (connections.dashboard_port, dashboard)):
             workshop._exit.enter_context(ssm.start_port_forward(outputs["DwInstanceId"], remote, local,

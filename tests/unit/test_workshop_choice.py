@@ -192,3 +192,16 @@ def test_aws_without_the_stacks_says_to_deploy_them(aws_credentials, monkeypatch
         open_workshop(aws_settings(), env={**fake_env(fake_path), "AWS_REGION": "us-east-1",
                                            "CLICKSTREAM_STACK_PREFIX": PREFIX})
 
+
+
+def test_aws_without_forwarding_gives_the_commands_to_run_and_needs_no_plugin(aws_credentials, monkeypatch):
+    monkeypatch.setenv("CLICKSTREAM_STACK_PREFIX", PREFIX)
+    dashboard, dw = free_port(), free_port()
+    settings = aws_settings().with_(dw_port=dw)
+    with deployed_account(dashboard) as outputs:
+        with open_workshop(settings, env={"AWS_REGION": "us-east-1", "CLICKSTREAM_STACK_PREFIX": PREFIX},
+                           which=lambda tool: None, forward=False) as described:
+            assert f"port={dw} " in described.dw_dsn + " " and described.dashboard_url == f"http://127.0.0.1:{dashboard}"
+            assert not ssm.accepts_connections(dw) and not ssm.accepts_connections(dashboard)
+            assert described.ssm_commands["dw"] == ssm.shell_command(
+                ssm.port_forward_command(outputs["DwInstanceId"], 5432, dw, "us-east-1"))
