@@ -125,6 +125,14 @@ class Cron:
         raise ScheduleError(f"{self.text} does not fire within {CRON_SEARCH_YEARS} years of {start:%Y-%m-%d}")
 
 
+def next_runs(expression: Expression, count: int, after: datetime) -> list[datetime]:
+    """The first `count` fire times of `expression` strictly after `after`, in order."""
+    runs: list[datetime] = []
+    for _ in range(count):
+        runs.append(expression.next_after(runs[-1] if runs else after))
+    return runs
+
+
 def parse(expression: str, anchor: datetime | None = None) -> Rate | Cron:
     """Parse an EventBridge schedule expression; `anchor` is when a rate schedule starts counting (now)."""
     text = expression.strip()

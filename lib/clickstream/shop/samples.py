@@ -55,6 +55,18 @@ def canonical_event(
     return event
 
 
+def clocked_event(rng: random.Random, client_ts: datetime, sent_ts: datetime | None,
+                  event_name: str = "page_view") -> dict:
+    """A valid event that happened at `client_ts` and was sent at `sent_ts`, both read from the browser's clock
+    (None: the tracker sent no `sent_ts`)."""
+    event = canonical_event(event_name, rng, at=client_ts)
+    if sent_ts is None:
+        del event["sent_ts"]
+    else:
+        event["sent_ts"] = sent_ts.isoformat(timespec="milliseconds")
+    return event
+
+
 def canonical_batch(size: int, seed: int = 7, at: datetime | None = None) -> list[dict]:
     """`size` valid events of one visit-like mix, the same for the same seed."""
     rng = random.Random(seed)
