@@ -111,7 +111,18 @@ def down(ctx) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def status(ctx, as_json: bool) -> None:
-    """Endpoints, DSNs and the health of each local service (exit 1 if one is down)."""
+    """Endpoints, DSNs and the health of each local service (exit 1 if one is down).
+
+    With --target aws: the endpoints the deployed stacks' outputs give, and the port-forward commands to run."""
+    if ctx.obj.target == "aws":
+        from clickstream.target import WorkshopError, open_workshop
+
+        try:
+            workshop = open_workshop(ctx.obj, forward=False)
+        except WorkshopError as error:
+            raise click.ClickException(str(error)) from error
+        click.echo(json.dumps(workshop.as_dict(), indent=2) if as_json else workshop.description())
+        return
     result = stack.status(ctx.obj)
     echo_json(result) if as_json else print_status(result)
     if not result["healthy"]:

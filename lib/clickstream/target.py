@@ -100,7 +100,11 @@ class Workshop:
         where = {"local": "the local stack (clickstream up)",
                  "aws": f"the deployed stacks in {self.region}",
                  "rehearsal": f"the stacks deployed into moto at {self.aws_endpoint_url}, read as on AWS"}[self.mode]
-        lines = [f"target {self.target}: {where}"]
+        lines = [f"target {self.target}: {where}",
+                 f"  ingest URL {self.ingest_url}  (raw bucket s3://{self.raw_bucket})",
+                 f"  storefront {self.storefront_url}",
+                 f"  dashboard  {self.dashboard_url}",
+                 f"  functions  {self.ingest_function}, {self.etl_function}"]
         lines += [f"  stand-in for {what}: {how}" for what, how in self.stand_ins.items()]
         lines += [f"  {name} port forward: {command}" for name, command in self.ssm_commands.items()]
         return "\n".join(lines)

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import psycopg
 import pytest
 
@@ -91,3 +95,13 @@ def test_an_event_sent_to_the_workshop_lands_in_its_bucket_and_its_etl_loads_it(
             empty_warehouse(stack.status(local_stack)["dw_admin_dsn"])
             for key in report.object_keys:
                 s3.delete_object(Bucket=workshop.raw_bucket, Key=key)
+
+
+def test_status_on_aws_prints_the_rehearsals_endpoints(rehearsal, local_stack):
+    result = subprocess.run([sys.executable, "-m", "clickstream.cli", "--target", "aws", "status", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    ingestion = stack_outputs(aws.client("cloudformation", local_stack), f"{PREFIX}-ingestion")
+    assert (printed["mode"], printed["raw_bucket"]) == ("rehearsal", ingestion["RawBucketName"])
+    assert set(printed["ssm_commands"]) == {"dw", "dashboard"}

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,6 +118,7 @@ def workshop(**changes) -> Workshop:
 
 def test_the_description_names_every_stand_in_and_command():
     text = workshop().description()
+    assert "ingest URL http://127.0.0.1:1/clickstream  (raw bucket s3://b)" in text
     assert "moto at http://127.0.0.1:3" in text and "dw port forward: aws ssm start-session ..." in text
     assert all(f"stand-in for {what}: {how}" in text for what, how in STAND_INS.items())
     assert "stand-in" not in workshop(mode="aws", stand_ins={}).description()
@@ -205,3 +209,11 @@ def test_aws_without_forwarding_gives_the_commands_to_run_and_needs_no_plugin(aw
             assert not ssm.accepts_connections(dw) and not ssm.accepts_connections(dashboard)
             assert described.ssm_commands["dw"] == ssm.shell_command(
                 ssm.port_forward_command(outputs["DwInstanceId"], 5432, dw, "us-east-1"))
+
+
+def test_status_on_aws_without_credentials_is_one_clear_message(no_credentials, tmp_path):
+    env = {**os.environ, "AWS_REGION": "us-east-1", "CLICKSTREAM_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "clickstream.cli", "--target", "aws", "status"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no AWS credentials: run `aws configure`" in result.stderr
