@@ -165,7 +165,8 @@ def require_prerequisites(settings: Settings, env: Mapping[str, str], which: Cal
         problems.append("the SSM port forwards need " + " and ".join(missing) + " on PATH; install "
                         + "; ".join(ssm.INSTALL[tool] for tool in missing))
     if problems:
-        raise WorkshopError("the aws target needs:\n- " + "\n- ".join(problems))
+        raise WorkshopError("the aws target needs:\n- " + "\n- ".join(problems)
+                            + "\n(cloudformation/DEPLOY.md: the requirements, then `clickstream deploy --target aws`)")
 
 
 # --- reading the stacks -------------------------------------------------------------------------
