@@ -3,7 +3,8 @@
 Data: the query benchmark's (benchmarks/query_latency.py: the simulated shop, seed 42, `--days` days from
 2026-11-16, about `--events` events, loaded by the ETL's own code into a private local stack on free ports, the
 rollups refreshed, VACUUM ANALYZEd), or with `--reader-dsn` a warehouse that already holds them (read as it is,
-nothing written).
+nothing written), or with `--home HOME` the warehouse of a kept stack folder (`query_latency.py --keep HOME`),
+started on free ports if it is not running and stopped again.
 
 Each function runs over the whole simulated range as dashboard_reader on one open connection, for every
 combination of login state, device and bots (and each breakdown and grain) in UTC, and in each other time zone
@@ -13,7 +14,7 @@ p95 in milliseconds over all its runs, and the worst combination's p95; then the
 whole number of hours from UTC: the events table answers) with `--raw-repeat` runs of the default filters.
 
     .venv/bin/python benchmarks/dashboard_queries.py [--events 1000000] [--days 7] [--repeat 3] [--raw-repeat 3]
-                                                     [--reader-dsn DSN] [--json out.json]
+                                                     [--reader-dsn DSN | --home HOME] [--json out.json]
 
 Target (issue 14): each query <= 200 ms p95 at 10M events, for every filter and whole-hour time zone.
 """
@@ -39,6 +40,7 @@ import query_latency  # noqa: E402  (the query benchmark's data)
 
 from clickstream.analytics import dashboard, questions, rollups  # noqa: E402
 from clickstream.analytics.dashboard import Filters  # noqa: E402
+from clickstream.local import stack  # noqa: E402
 from clickstream.settings import Settings  # noqa: E402
 
 TARGET_P95_MS = 200.0
@@ -111,6 +113,22 @@ def table(results: list[dict]) -> str:
 
 
 @contextmanager
+def kept_stack(home: Path) -> Iterator[Settings]:
+    """The stack of `home`, started on free ports when it is not running and then stopped again."""
+    env = {"CLICKSTREAM_HOME": str(home.resolve()), "CLICKSTREAM_TARGET": "local"}
+    settings = Settings.from_env(env)
+    if stack.read_state(settings).get("services"):
+        yield settings
+        return
+    settings = Settings.from_env({**env, **{var: str(stack.free_port()) for var in Settings.PORT_ENV.values()}})
+    try:
+        stack.up(settings)
+        yield settings
+    finally:
+        stack.down(settings)
+
+
+@contextmanager
 def loaded_stack(events: int, days: int, workers: int) -> Iterator[tuple[Settings, str, dict]]:
     """A private stack holding the query benchmark's data, rollups refreshed: (its settings, reader DSN, figures)."""
     config = query_latency.sized_config(events, days)
@@ -140,12 +158,19 @@ def main() -> None:
     parser.add_argument("--tz", nargs="+", default=list(ZONES), help="time zones (whole-hour offsets)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="bulk load processes")
     parser.add_argument("--reader-dsn", help="measure this warehouse as it is (dashboard_reader) instead")
+    parser.add_argument("--home", type=Path, help="or the warehouse of this stack folder (query_latency.py --keep "
+                                                  "HOME), started if it is not running and stopped again")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     start, end = query_latency.START, query_latency.START + timedelta(days=args.days - 1)
     if args.reader_dsn:
         figures = {"reader_dsn_given": True}
         figures.update(measure(args.reader_dsn, start, end, tuple(args.tz), args.repeat, args.raw_repeat))
+    elif args.home:
+        with kept_stack(args.home) as settings:
+            figures = {"home": str(args.home)}
+            figures.update(measure(stack.warehouse_dsn(settings, "dashboard_reader"), start, end, tuple(args.tz),
+                                   args.repeat, args.raw_repeat))
     else:
         with loaded_stack(args.events, args.days, args.workers) as (_, reader, figures):
             print(f"data: {figures}", flush=True)

@@ -139,26 +139,10 @@ def change_timing(changes: list, values: list, idle: list[float], mark: float) -
 
 # --- the warehouse and the app ---------------------------------------------------------------------------------
 @contextmanager
-def kept_stack(home: Path) -> Iterator[Settings]:
-    """The stack of `home`, started on free ports when it is not running and then stopped again."""
-    env = {"CLICKSTREAM_HOME": str(home.resolve()), "CLICKSTREAM_TARGET": "local"}
-    settings = Settings.from_env(env)
-    if stack.read_state(settings).get("services"):
-        yield settings
-        return
-    settings = Settings.from_env({**env, **{var: str(stack.free_port()) for var in Settings.PORT_ENV.values()}})
-    try:
-        stack.up(settings)
-        yield settings
-    finally:
-        stack.down(settings)
-
-
-@contextmanager
 def warehouse(args) -> Iterator[tuple[Settings, dict]]:
     """(settings, data figures) of `--home` or of a small warehouse built here."""
     if args.home:
-        with kept_stack(args.home) as settings:
+        with dashboard_queries.kept_stack(args.home) as settings:
             yield settings, {"home": str(args.home)}
     else:
         with dashboard_queries.loaded_stack(args.events, args.days, args.workers) as (settings, _, figures):
