@@ -151,6 +151,12 @@ def open_workshop(settings: Settings, env: Mapping[str, str] | None = None,
     return _aws_workshop(settings, env, forward)
 
 
+def rehearsal_environment(local: Settings) -> dict[str, str]:
+    """The environment variables that make the aws target a rehearsal against the local stack `local`'s moto."""
+    return {"CLICKSTREAM_TARGET": "aws", "AWS_ENDPOINT_URL": local.aws_endpoint_url, "AWS_REGION": local.region,
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
 # --- prerequisites -------------------------------------------------------------------------------
 def require_prerequisites(settings: Settings, env: Mapping[str, str], which: Callable[[str], str | None],
                           tools: bool = True) -> None:

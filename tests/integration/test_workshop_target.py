@@ -15,7 +15,8 @@ from clickstream.infra.deploy import stack_outputs
 from clickstream.infra.templates import find_function, load_stacks
 from clickstream.local import moto_deploy, stack
 from clickstream.shop import samples, tracker
-from clickstream.target import STAND_INS, open_workshop
+from clickstream.settings import Settings
+from clickstream.target import STAND_INS, open_workshop, rehearsal_environment
 
 PREFIX = "cs-workshop"
 STATUS_KEYS = ("region", "api_url", "ingest_url", "raw_bucket", "storefront_url", "dashboard_url", "dw_dsn",
@@ -38,11 +39,11 @@ def rehearsal(local_stack):
         patch.setenv("CLICKSTREAM_STACK_PREFIX", PREFIX)
         moto_deploy.deploy(local_stack, delay=0.1)
         try:
-            for name, value in {"AWS_ENDPOINT_URL": local_stack.aws_endpoint_url, "AWS_REGION": local_stack.region,
-                                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+            for name, value in rehearsal_environment(local_stack).items():
                 patch.setenv(name, value)
-            yield local_stack.with_(target="aws")
+            yield Settings.from_env()
         finally:
+            patch.setenv("CLICKSTREAM_TARGET", "local")
             patch.delenv("AWS_ENDPOINT_URL")
             moto_deploy.destroy(local_stack)
 
@@ -98,7 +99,7 @@ def test_an_event_sent_to_the_workshop_lands_in_its_bucket_and_its_etl_loads_it(
 
 
 def test_status_on_aws_prints_the_rehearsals_endpoints(rehearsal, local_stack):
-    result = subprocess.run([sys.executable, "-m", "clickstream.cli", "--target", "aws", "status", "--json"],
+    result = subprocess.run([sys.executable, "-m", "clickstream.cli", "status", "--json"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)

@@ -19,7 +19,7 @@ from moto import mock_aws
 from clickstream.infra import ssm
 from clickstream.settings import Settings
 from clickstream.target import (STAND_INS, Connections, Workshop, WorkshopError, choose_mode, open_workshop,
-                                port_forward_commands, require_outputs)
+                                port_forward_commands, rehearsal_environment, require_outputs)
 from test_ssm import fake_env, fake_path, free_port  # noqa: F401 - fake_path is a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,3 +217,11 @@ def test_status_on_aws_without_credentials_is_one_clear_message(no_credentials, 
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "no AWS credentials: run `aws configure`" in result.stderr
+
+
+def test_the_rehearsal_environment_chooses_the_rehearsal_of_that_stack(tmp_path):
+    local = Settings(target="local", home=tmp_path, aws_port=free_port(), region="eu-west-1")
+    env = rehearsal_environment(local)
+    settings = Settings.from_env({**env, "CLICKSTREAM_HOME": str(tmp_path)})
+    assert (settings.target, settings.region, choose_mode(settings, env)) == ("aws", "eu-west-1", "rehearsal")
+    assert env["AWS_ENDPOINT_URL"] == local.aws_endpoint_url
