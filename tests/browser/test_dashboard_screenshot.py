@@ -1,4 +1,4 @@
-"""clickstream.analytics.dashboard_browser.screenshot (notebook 05's live page) against the dashboard that
+"""clickstream.shop.dashboard_browser.screenshot (notebook 05's live page) against the dashboard that
 `clickstream up` serves on the test stack, with a small simulated range loaded."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import psycopg
 import pytest
 
 import dashboard_data
-from clickstream.analytics import dashboard, dashboard_browser
+from clickstream.analytics import dashboard
 from clickstream.local import stack
-from clickstream.shop import browser
+from clickstream.shop import browser, dashboard_browser
 from clickstream.shop.simulate import SimulationConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -48,5 +48,5 @@ def test_a_kpi_the_page_never_shows_is_an_error_and_no_screenshot(loaded, tmp_pa
     url, _, executable = loaded
     path = tmp_path / "never.png"
     with pytest.raises(AssertionError):
-        dashboard_browser.screenshot(url, dashboard.Filters(FIRST, LAST), "-1", path, executable, timeout_ms=4_000)
+        dashboard_browser.screenshot(url, dashboard.Filters(FIRST, LAST), "-1", path, executable)
     assert not path.exists()

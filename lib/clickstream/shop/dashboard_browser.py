@@ -1,4 +1,5 @@
-"""The running dashboard (shiny/app.py) in Chromium, driven with Playwright and Shiny's test controller.
+"""The running dashboard (shiny/app.py) in Chromium, driven with Playwright and Shiny's test controller (here, next to
+the storefront's browser helpers, so that no analytics module imports the shop's code).
 
     executable, found = browser.chromium()
     shown = dashboard_browser.screenshot(url, Filters(first, last), f"{kpis['events']:,}", path, executable)
