@@ -309,10 +309,7 @@ def unencrypted_oltp_volume(t):
 
 
 def unencrypted_data_volume_on_the_warehouse(t):
-    add(t, "analytics.yaml", "DwDataVolume", "AWS::EC2::Volume", Size=10, Encrypted=False,
-        AvailabilityZone={"Fn::GetAtt": ["DwInstance", "AvailabilityZone"]})
-    add(t, "analytics.yaml", "DwDataAttachment", "AWS::EC2::VolumeAttachment", Device="/dev/sdf",
-        InstanceId={"Ref": "DwInstance"}, VolumeId={"Ref": "DwDataVolume"})
+    props(t, "analytics.yaml", "DwDataVolume")["Encrypted"] = False
 
 
 def s3_star_in_the_ingest_role(t):
@@ -337,6 +334,16 @@ def etl_reads_the_whole_raw_bucket(t):
 
 def warehouse_role_gets_every_object(t):
     statement(t, "analytics.yaml", "DwInstanceRole", "ReadWarehouseBundle")["Action"] = "s3:Get*"
+
+
+def a_new_role_gets_every_object(t):
+    """A role for something the allow-list rules do not know yet (e.g. a learner's reporting job)."""
+    add(t, "analytics.yaml", "ReportingRole", "AWS::IAM::Role",
+        AssumeRolePolicyDocument={"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
+        Policies=[{"PolicyName": "read-raw", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:Get*",
+             "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${CodeBucket}/reports/*"}}]}}])
 
 
 def warehouse_role_reads_every_secret(t):
@@ -381,6 +388,43 @@ def plaintext_password_default(t):
 
 def plaintext_password_in_user_data(t):
     prepend_to_user_data(t, "analytics.yaml", "DwInstance", "psql -c \"ALTER ROLE postgres PASSWORD 'hunter22'\"")
+
+
+def warehouse_image_resolved_at_each_update(t):
+    t["analytics.yaml"].parameters["DwImageId"] = {
+        "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+        "Default": "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"}
+
+
+def oltp_image_not_pinned_by_deploy(t):
+    del t["frontend.yaml"].body["Metadata"]["clickstream"]["ImageParameters"]
+
+
+def oltp_data_volume_deleted_even_when_protected(t):
+    volume = t["frontend.yaml"].resources["OltpDataVolume"]
+    volume["DeletionPolicy"] = volume["UpdateReplacePolicy"] = "Delete"
+
+
+def warehouse_data_volume_in_another_zone(t):
+    props(t, "analytics.yaml", "DwDataVolume")["AvailabilityZone"] = {"Fn::Select": [1, {"Fn::GetAZs": ""}]}
+
+
+def oltp_database_on_its_root_volume(t):
+    del t["frontend.yaml"].resources["OltpDataVolumeAttachment"]
+
+
+def warehouse_role_may_overwrite_its_bundle(t):
+    statement(t, "analytics.yaml", "DwInstanceRole", "ReadWarehouseBundle")["Action"] = ["s3:GetObject", "s3:PutObject"]
+
+
+def oltp_role_cannot_read_the_cookie_secret(t):
+    del t["frontend.yaml"].resources["OltpCookieSecretPolicy"]
+    t["frontend.yaml"].resources["OltpInstance"].pop("DependsOn")
+
+
+def warehouse_role_with_the_cloudwatch_agent_policy(t):
+    props(t, "analytics.yaml", "DwInstanceRole")["ManagedPolicyArns"].append(
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/CloudWatchAgentServerPolicy"})
 
 
 def learner_switch(default: str | None, inline: bool = False) -> Breaks:
@@ -543,7 +587,8 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "endpoints admit HTTPS from outside the VPC": (endpoints_admit_https_from_outside_the_vpc,
                                                    {"private_subnets_have_their_endpoints"}, set()),
     "warehouse role may call KMS, which has no endpoint": (warehouse_role_may_call_kms,
-                                                           {"private_subnets_have_their_endpoints"}, set()),
+                                                           {"private_subnets_have_their_endpoints",
+                                                            "instance_roles_are_exact_allow_lists"}, set()),
     "ETL with the warehouse's group": (etl_with_the_warehouse_group, {"etl_runs_with_sg_lambda_etl"}, set()),
     "warehouse in a public subnet": (dw_in_a_public_subnet, {"analytics_only_in_private_subnets"}, set()),
     "warehouse with a public IP": (dw_with_a_public_ip, {"analytics_only_in_private_subnets"}, set()),
@@ -551,7 +596,8 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "warehouse without IMDSv2": (warehouse_without_imdsv2, {"instances_imdsv2_and_encrypted_volumes"}, {"CS-EC2-IMDSV2"}),
     "unencrypted OLTP volume": (unencrypted_oltp_volume, {"instances_imdsv2_and_encrypted_volumes"}, {"CS-EC2-EBS-ENCRYPTED"}),
     "unencrypted data volume on the warehouse": (unencrypted_data_volume_on_the_warehouse,
-                                                 {"instances_imdsv2_and_encrypted_volumes"}, {"CS-EBS-ENCRYPTED"}),
+                                                 {"instances_imdsv2_and_encrypted_volumes",
+                                                  "databases_on_their_own_volumes"}, {"CS-EBS-ENCRYPTED"}),
     "s3:* in the ingest role": (s3_star_in_the_ingest_role,
                                 {"lambda_roles_are_exact_allow_lists", "iam_grants_name_their_resources"},
                                 {"CS-IAM-NO-WILDCARD-ACTION"}),
@@ -561,14 +607,16 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "ETL reads another named secret": (etl_reads_another_named_secret,
                                        {"lambda_roles_are_exact_allow_lists", "iam_grants_name_their_resources"}, set()),
     "ETL reads the whole raw bucket": (etl_reads_the_whole_raw_bucket, {"lambda_roles_are_exact_allow_lists"}, set()),
-    "s3:Get* in the warehouse's role": (warehouse_role_gets_every_object, {"iam_grants_name_their_resources"}, set()),
-    "warehouse's role reads every secret": (warehouse_role_reads_every_secret, {"iam_grants_name_their_resources"},
+    "s3:Get* in the warehouse's role": (warehouse_role_gets_every_object, {"iam_grants_name_their_resources", "instance_roles_are_exact_allow_lists"}, set()),
+    "warehouse's role reads every secret": (warehouse_role_reads_every_secret, {"iam_grants_name_their_resources", "instance_roles_are_exact_allow_lists"},
                                             {"CS-IAM-NO-STAR-RESOURCE"}),
     "warehouse's role reads another secret": (warehouse_role_reads_the_storefront_secret,
-                                              {"iam_grants_name_their_resources"}, set()),
+                                              {"iam_grants_name_their_resources", "instance_roles_are_exact_allow_lists"}, set()),
     "warehouse's role trusted by Lambda too": (warehouse_role_trusted_by_lambda_too,
-                                               {"iam_grants_name_their_resources"}, set()),
-    "OLTP role is an administrator": (oltp_role_is_administrator, {"iam_grants_name_their_resources"}, set()),
+                                               {"iam_grants_name_their_resources", "instance_roles_are_exact_allow_lists"}, set()),
+    # every role of a function or an instance is an exact allow-list too: a new role is judged by this rule alone
+    "a new role with s3:Get*": (a_new_role_gets_every_object, {"iam_grants_name_their_resources"}, set()),
+    "OLTP role is an administrator": (oltp_role_is_administrator, {"iam_grants_name_their_resources", "instance_roles_are_exact_allow_lists"}, set()),
     "public access block off": (public_access_block_off, {"buckets_private_encrypted_tls_only"}, {"CS-S3-PUBLIC-ACCESS-BLOCK"}),
     "bucket readable by everyone": (bucket_readable_by_everyone, {"buckets_private_encrypted_tls_only"}, set()),
     "no TLS-only policy": (no_tls_only_policy, {"buckets_private_encrypted_tls_only"}, set()),
@@ -604,6 +652,21 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
                                               {"cloudfront_security_headers_and_tls"}, set()),
     "security headers without HSTS": (security_headers_without_hsts, {"cloudfront_security_headers_and_tls"}, set()),
     "custom certificate allows TLS 1.0": (custom_certificate_allows_tls_1_0, {"cloudfront_security_headers_and_tls"}, set()),
+    "warehouse image resolved at each update": (warehouse_image_resolved_at_each_update,
+                                                {"instance_images_are_pinned"}, set()),
+    "OLTP image not pinned by deploy": (oltp_image_not_pinned_by_deploy, {"instance_images_are_pinned"}, set()),
+    "OLTP data volume deleted even when protected": (oltp_data_volume_deleted_even_when_protected,
+                                                     {"databases_on_their_own_volumes"}, set()),
+    "warehouse data volume in another zone": (warehouse_data_volume_in_another_zone,
+                                              {"databases_on_their_own_volumes"}, set()),
+    "OLTP database on its root volume": (oltp_database_on_its_root_volume, {"databases_on_their_own_volumes"}, set()),
+    "warehouse role may overwrite its bundle": (warehouse_role_may_overwrite_its_bundle,
+                                                {"instance_roles_are_exact_allow_lists"}, set()),
+    "OLTP role cannot read the cookie secret": (oltp_role_cannot_read_the_cookie_secret,
+                                                {"instance_roles_are_exact_allow_lists"}, set()),
+    "warehouse role with the CloudWatch agent policy": (warehouse_role_with_the_cloudwatch_agent_policy,
+                                                        {"instance_roles_are_exact_allow_lists",
+                                                         "iam_grants_name_their_resources"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
 }

@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterable, Union
 from cfnlint.api import ManualArgs, lint_file
 
 from clickstream.infra.templates import (Evaluator, ExportTable, Template, TemplateSet, get_att_arguments,
-                                         managed_prefix_lists, parameter_values, references, PSEUDO_PARAMETERS)
+                                         image_parameters, managed_prefix_lists, parameter_values, references,
+                                         PSEUDO_PARAMETERS)
 from clickstream.settings import project_root
 
 WEB_TIER_GROUP = "sg_oltp_webDB"
@@ -913,32 +914,206 @@ def lambda_roles_are_exact_allow_lists(folder: Folder) -> list[Finding]:
             trust = [s.get("Principal") for s in _as_list((role_props.get("AssumeRolePolicyDocument") or {}).get("Statement", []))]
             if trust != [{"Service": "lambda.amazonaws.com"}]:
                 findings.append(Finding(rule, template.name, role_id, f"is assumable by {trust}, not lambda.amazonaws.com only"))
-            grants = set()
-            for policy in role_props.get("Policies") or []:
-                for statement in _as_list((policy.get("PolicyDocument") or {}).get("Statement", [])):
-                    inverted = {"NotAction", "NotResource", "NotPrincipal"} & set(statement)
-                    if inverted:
-                        findings.append(Finding(rule, template.name, role_id, f"uses {sorted(inverted)}"))
-                    if statement.get("Effect") != "Allow":
-                        continue
-                    condition = statement.get("Condition")
-                    condition_text = json.dumps(_canonical(templates, template, condition), sort_keys=True) \
-                        if condition is not None else "null"
-                    for action in _as_list(statement.get("Action", [])):
-                        for resource in _as_list(statement.get("Resource", [])):
-                            grants.add((templates.text(template, action), templates.text(template, resource), condition_text))
-            expected = _expected_grants(templates, template, lid, kind)
-            for action, resource, condition in sorted(grants - expected):
-                extra = "" if condition == "null" else f" when {condition}"
-                findings.append(Finding(rule, template.name, role_id, f"grants {action} on {resource}{extra}, beyond the "
-                                                                      f"{kind} function's allow-list"))
-            for action, resource, condition in sorted(expected - grants):
-                extra = "" if condition == "null" else f" when {condition}"
-                findings.append(Finding(rule, template.name, role_id, f"lacks {action} on {resource}{extra} (the allow-list "
-                                                                      "is exact: the function needs it)"))
+            inline = [(template, role_id, statement) for policy in role_props.get("Policies") or []
+                      for statement in _as_list((policy.get("PolicyDocument") or {}).get("Statement", []))]
+            grants = _granted(templates, inline, rule, findings)
+            findings += _allow_list_findings(rule, template, role_id, grants, _expected_grants(templates, template, lid, kind),
+                                             f"the {kind} function")
             env = (props.get("Environment") or {}).get("Variables") or {}
             if templates.text(template, env.get("RAW_PREFIX", "")) != RAW_PREFIX:
                 findings.append(Finding(rule, template.name, lid, f"RAW_PREFIX is not {RAW_PREFIX}, the prefix its role is scoped to"))
+    return findings
+
+
+def _granted(templates: Templates, statements: Iterable[tuple[Template, str, dict]], rule: str,
+             findings: list[Finding]) -> set[tuple[str, str, str]]:
+    """(action, resource, condition as JSON or "null") of the statements' allows; an inverted element
+    (NotAction, NotResource, NotPrincipal) is a finding."""
+    grants = set()
+    for template, where, statement in statements:
+        inverted = {"NotAction", "NotResource", "NotPrincipal"} & set(statement)
+        if inverted:
+            findings.append(Finding(rule, template.name, where, f"uses {sorted(inverted)}"))
+        if statement.get("Effect") != "Allow":
+            continue
+        condition = statement.get("Condition")
+        condition_text = json.dumps(_canonical(templates, template, condition), sort_keys=True) \
+            if condition is not None else "null"
+        for action in _as_list(statement.get("Action", [])):
+            for resource in _as_list(statement.get("Resource", [])):
+                grants.add((templates.text(template, action), templates.text(template, resource), condition_text))
+    return grants
+
+
+def _allow_list_findings(rule: str, template: Template, role_id: str, grants: set[tuple[str, str, str]],
+                         expected: set[tuple[str, str, str]], who: str) -> list[Finding]:
+    """A finding per grant beyond the allow-list of `who` and per grant of it the role lacks."""
+    findings = []
+    for action, resource, condition in sorted(grants - expected):
+        extra = "" if condition == "null" else f" when {condition}"
+        findings.append(Finding(rule, template.name, role_id, f"grants {action} on {resource}{extra}, beyond "
+                                                              f"{who}'s allow-list"))
+    for action, resource, condition in sorted(expected - grants):
+        extra = "" if condition == "null" else f" when {condition}"
+        findings.append(Finding(rule, template.name, role_id, f"lacks {action} on {resource}{extra} (the allow-list "
+                                                              f"is exact: {who} needs it)"))
+    return findings
+
+
+# The instance calls its user data makes, and the IAM grant each needs (the ARN's prefix before the name).
+USER_DATA_CALLS = (
+    (re.compile(r"aws s3 cp 's3://([^']+)'"), "s3:GetObject", "arn:aws:s3:::"),
+    (re.compile(r"aws ssm get-parameter --name '([^']+)'"), "ssm:GetParameter",
+     "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"),
+)
+SECRET_READ = re.compile(r"aws secretsmanager get-secret-value --secret-id '([^']+)'")
+# Modules an instance runs (Metadata.clickstream.Modules) that read its own stack's outputs.
+READS_OWN_OUTPUTS = {"clickstream.shop.shoppers"}
+
+
+def _user_data(templates: Templates, template: Template, lid: str) -> str:
+    user_data = template.props(lid).get("UserData")
+    return templates.text(template, user_data.get("Fn::Base64", user_data)) if isinstance(user_data, dict) else ""
+
+
+def _instance_expected_grants(templates: Templates, template: Template, lid: str) -> set[tuple[str, str, str]]:
+    """What the instance's user data and the modules it runs call: the objects it copies, the parameters and
+    secrets it reads, its own stack's outputs."""
+    script = _user_data(templates, template, lid)
+    expected = set()
+    for pattern, action, prefix in USER_DATA_CALLS:
+        arn_prefix = templates.text(template, {"Fn::Sub": prefix})
+        expected |= {(action, arn_prefix + name, "null") for name in pattern.findall(script)}
+    secrets = {}
+    for secret in template.of_type("AWS::SecretsManager::Secret"):
+        arn = templates.text(template, {"Ref": secret})
+        secrets[arn] = arn
+        if "Name" in template.props(secret):
+            secrets[templates.text(template, template.props(secret)["Name"])] = arn
+    expected |= {("secretsmanager:GetSecretValue", secrets.get(name, f"{{no secret {name} in {template.name}}}"), "null")
+                 for name in SECRET_READ.findall(script)}
+    modules = set((template.resources[lid].get("Metadata") or {}).get("clickstream", {}).get("Modules") or [])
+    if modules & READS_OWN_OUTPUTS:
+        expected.add(("cloudformation:DescribeStacks", templates.text(template, {"Ref": "AWS::StackId"}), "null"))
+    return expected
+
+
+def instance_roles_are_exact_allow_lists(folder: Folder) -> list[Finding]:
+    """Each instance's role grants exactly what its user data and the modules it runs call (the bundle objects it
+    copies, the SSM parameters and secrets it reads, its own stack's outputs for signing in), inline or in policies
+    attached to it, plus the managed AmazonSSMManagedInstanceCore only, and is trusted by EC2 only."""
+    templates = _load(folder)
+    rule = "instance_roles_are_exact_allow_lists"
+    findings = []
+    for template in templates:
+        for lid in template.of_type("AWS::EC2::Instance"):
+            role = _role_of(templates, template, lid)
+            if role is None or role[0] is not template:
+                findings.append(Finding(rule, template.name, lid, "has no instance profile with a role of this template"))
+                continue
+            role_props = template.props(role[1])
+            managed = [templates.text(template, arn).rsplit("/", 1)[-1] for arn in role_props.get("ManagedPolicyArns") or []]
+            if managed != [SSM_MANAGED_POLICY]:
+                findings.append(Finding(rule, template.name, role[1], f"has managed policies {managed}, not "
+                                                                      f"[{SSM_MANAGED_POLICY}] only"))
+            trust = [s.get("Principal") for s in _as_list((role_props.get("AssumeRolePolicyDocument") or {}).get("Statement", []))]
+            if trust != [{"Service": "ec2.amazonaws.com"}]:
+                findings.append(Finding(rule, template.name, role[1], f"is assumable by {trust}, not ec2.amazonaws.com only"))
+            grants = _granted(templates, _role_statements(role), rule, findings)
+            findings += _allow_list_findings(rule, template, role[1], grants,
+                                             _instance_expected_grants(templates, template, lid), f"instance {lid}")
+    return findings
+
+
+def instance_images_are_pinned(folder: Folder) -> list[Finding]:
+    """Every instance's ImageId is a parameter of type AWS::EC2::Image::Id without a default, named in
+    Metadata.clickstream.ImageParameters with the public SSM parameter clickstream deploy pins it from: never an
+    SSM-typed parameter, which CloudFormation resolves again at each update (a new image replaces the instance)."""
+    templates = _load(folder)
+    rule = "instance_images_are_pinned"
+    findings = []
+    for template in templates:
+        try:
+            pinned = image_parameters(template)
+        except ValueError as error:
+            findings.append(Finding(rule, template.name, "Metadata", str(error)))
+            continue
+        for lid in template.of_type("AWS::EC2::Instance"):
+            image = template.props(lid).get("ImageId")
+            parameter = image.get("Ref") if isinstance(image, dict) else None
+            spec = template.parameters.get(parameter or "", {})
+            if not spec:
+                findings.append(Finding(rule, template.name, lid, f"ImageId {image!r} is not a parameter"))
+                continue
+            if spec.get("Type") != "AWS::EC2::Image::Id" or "Default" in spec:
+                findings.append(Finding(rule, template.name, f"Parameters.{parameter}", f"is {spec.get('Type')} with "
+                                        f"default {spec.get('Default')!r}: an image id without a default pins it"))
+            if not str(pinned.get(parameter, "")).startswith("/aws/service/"):
+                findings.append(Finding(rule, template.name, f"Parameters.{parameter}", "is not in "
+                                        "Metadata.clickstream.ImageParameters with a public SSM parameter to pin from"))
+    return findings
+
+
+INITDB = "postgresql-setup --initdb"
+PROTECT_DATA = "ProtectData"
+
+
+def _protects_data(template: Template, condition: Any) -> bool:
+    """The condition is ProtectData == "true"."""
+    definition = (template.body.get("Conditions") or {}).get(condition)
+    return isinstance(definition, dict) and definition.get("Fn::Equals") in (
+        [{"Ref": PROTECT_DATA}, "true"], ["true", {"Ref": PROTECT_DATA}])
+
+
+def _data_volume_problems(templates: Templates, template: Template, instance: str, attachment: str) -> list[str]:
+    props = template.props(attachment)
+    volume = templates.node(template, props.get("VolumeId"))
+    if volume is None or volume[0] is not template or template.resources[volume[1]].get("Type") != "AWS::EC2::Volume":
+        return [f"attaches {props.get('VolumeId')!r}, not a volume of {template.name}"]
+    res, problems = template.resources[volume[1]], []
+    declared = Template.load(template.path).resources.get(volume[1], {})  # as written: Fn::If not yet decided
+    if templates.text(template, (res.get("Properties") or {}).get("Encrypted", False)) != "true":
+        problems.append(f"{volume[1]} is not encrypted")
+    zone = (res.get("Properties") or {}).get("AvailabilityZone")
+    if not (isinstance(zone, dict) and "Fn::GetAtt" in zone
+            and get_att_arguments(zone["Fn::GetAtt"]) == (instance, "AvailabilityZone")):
+        problems.append(f"{volume[1]} is not in {instance}'s zone (!GetAtt {instance}.AvailabilityZone)")
+    for policy in ("DeletionPolicy", "UpdateReplacePolicy"):
+        value = declared.get(policy)
+        branches = value.get("Fn::If") if isinstance(value, dict) else None
+        if not (isinstance(branches, list) and len(branches) == 3 and _protects_data(template, branches[0])
+                and branches[1] in ("Snapshot", "Retain") and branches[2] == "Delete"):
+            problems.append(f"{volume[1]}'s {policy} is {value!r}, not Snapshot or Retain with {PROTECT_DATA} and "
+                            "Delete without")
+    script = _user_data(templates, template, instance)
+    device = templates.text(template, props.get("Device", ""))
+    if not device or not 0 <= script.find(f" {device} ") < script.find(INITDB):
+        problems.append(f"{instance}'s user data does not mount {device or 'its device'} before {INITDB}")
+    return problems
+
+
+def databases_on_their_own_volumes(folder: Folder) -> list[Finding]:
+    """An instance that runs a database (postgresql-setup --initdb in its user data) keeps it on its own encrypted
+    volume in its zone, attached by a VolumeAttachment whose device the user data mounts before initdb; the volume
+    is snapshotted (or retained) on delete and replacement with ProtectData, deleted without (ProtectData defaults
+    to false)."""
+    templates = _load(folder)
+    rule = "databases_on_their_own_volumes"
+    findings = []
+    for template in templates:
+        databases = [lid for lid in template.of_type("AWS::EC2::Instance")
+                     if INITDB in _user_data(templates, template, lid)]
+        if databases and template.parameters.get(PROTECT_DATA, {}).get("Default") != "false":
+            findings.append(Finding(rule, template.name, f"Parameters.{PROTECT_DATA}", "is not declared with the "
+                                                                                      "default \"false\""))
+        for lid in databases:
+            attachments = [a for a, res in template.of_type("AWS::EC2::VolumeAttachment").items()
+                           if templates.node(template, (res.get("Properties") or {}).get("InstanceId")) == (template, lid)]
+            if not attachments:
+                findings.append(Finding(rule, template.name, lid, "runs a database with no volume of its own attached"))
+            for attachment in attachments:
+                findings += [Finding(rule, template.name, attachment, problem)
+                             for problem in _data_volume_problems(templates, template, lid, attachment)]
     return findings
 
 
@@ -1347,7 +1522,10 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         private_subnets_have_their_endpoints,
         etl_runs_with_sg_lambda_etl,
         instances_imdsv2_and_encrypted_volumes,
+        instance_images_are_pinned,
+        databases_on_their_own_volumes,
         lambda_roles_are_exact_allow_lists,
+        instance_roles_are_exact_allow_lists,
         iam_grants_name_their_resources,
         buckets_private_encrypted_tls_only,
         buckets_log_access,
