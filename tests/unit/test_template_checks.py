@@ -427,6 +427,21 @@ def warehouse_role_with_the_cloudwatch_agent_policy(t):
         {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/CloudWatchAgentServerPolicy"})
 
 
+def cloudfront_without_access_logs(t):
+    del t["frontend.yaml"].resources["StorefrontLogDelivery"]
+
+
+def cloudfront_logs_accepted_from_any_account(t):
+    document = props(t, "frontend.yaml", "AccessLogsBucketPolicy")["PolicyDocument"]
+    allow = next(s for s in document["Statement"] if s.get("Sid") == "CloudFrontAccessLogs")
+    del allow["Condition"]["StringEquals"]["aws:SourceAccount"]
+
+
+def cloudfront_log_source_in_every_region_but_us_east_1(t):
+    t["frontend.yaml"].body["Conditions"]["DeliversCloudFrontLogs"] = {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AWS::Region"}, "us-east-1"]}]}
+
+
 def learner_switch(default: str | None, inline: bool = False) -> Breaks:
     """A parameter that opens the dashboard port to the VPC for learners, with `default` (None: no default), as a
     conditional resource or (`inline`) an Fn::If in the group's own rules."""
@@ -667,6 +682,11 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
     "warehouse role with the CloudWatch agent policy": (warehouse_role_with_the_cloudwatch_agent_policy,
                                                         {"instance_roles_are_exact_allow_lists",
                                                          "iam_grants_name_their_resources"}, set()),
+    "CloudFront without access logs": (cloudfront_without_access_logs, {"cloudfront_logs_access"}, set()),
+    "CloudFront logs accepted from any account": (cloudfront_logs_accepted_from_any_account,
+                                                  {"cloudfront_logs_access"}, set()),
+    "CloudFront log source outside us-east-1": (cloudfront_log_source_in_every_region_but_us_east_1,
+                                                {"cloudfront_logs_access"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
 }

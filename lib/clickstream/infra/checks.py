@@ -1399,6 +1399,71 @@ def _log_bucket_problems(templates: Templates, template: Template, lid: str) -> 
     return problems
 
 
+CLOUDFRONT_LOGS_REGION = "us-east-1"  # CloudFront's log delivery sources exist in this region only
+LOG_DELIVERY_SERVICE = "delivery.logs.amazonaws.com"
+
+
+def _referring(resources: dict[str, dict], prop: str, target: str) -> list[str]:
+    """The resources whose property `prop` refers to `target` (Ref, GetAtt or inside a Sub)."""
+    return [lid for lid, res in resources.items()
+            if target in {name for name, _ in references((res.get("Properties") or {}).get(prop))}]
+
+
+def _admits_log_delivery(templates: Templates, template: Template, bucket: str) -> bool:
+    """The bucket's policy lets CloudWatch Logs' delivery put objects, for the stacks' account only."""
+    for res in template.of_type("AWS::S3::BucketPolicy").values():
+        props = res.get("Properties") or {}
+        if templates.node(template, props.get("Bucket")) != (template, bucket):
+            continue
+        for statement in _as_list((props.get("PolicyDocument") or {}).get("Statement", [])):
+            account = ((statement.get("Condition") or {}).get("StringEquals") or {}).get("aws:SourceAccount")
+            if statement.get("Effect") == "Allow" and statement.get("Principal") == {"Service": LOG_DELIVERY_SERVICE} \
+                    and account is not None and templates.text(template, account) == "{AWS::AccountId}":
+                return True
+    return False
+
+
+def _delivery_problems(templates: Templates, template: Template, declared: Template, distribution: str) -> list[str]:
+    resources = declared.resources
+    sources = [s for s in _referring(declared.of_type("AWS::Logs::DeliverySource"), "ResourceArn", distribution)
+               if resources[s]["Properties"].get("LogType") == "ACCESS_LOGS"]
+    deliveries = [d for s in sources for d in _referring(declared.of_type("AWS::Logs::Delivery"), "DeliverySourceName", s)]
+    if not deliveries:
+        return ["has no access-log delivery (an AWS::Logs::DeliverySource of its ACCESS_LOGS and a Delivery of it)"]
+    problems = []
+    for delivery in deliveries:
+        destinations = [n for n, _ in references(resources[delivery]["Properties"].get("DeliveryDestinationArn"))
+                        if resources.get(n, {}).get("Type") == "AWS::Logs::DeliveryDestination"]
+        buckets = [n for d in destinations for n, _ in references(resources[d]["Properties"].get("DestinationResourceArn"))
+                   if resources.get(n, {}).get("Type") == "AWS::S3::Bucket"]
+        if not buckets:
+            problems.append(f"{delivery} delivers to no bucket of {template.name}")
+        problems += [f"{delivery} delivers to {b}, whose policy does not admit {LOG_DELIVERY_SERVICE} for the "
+                     "stacks' account only" for b in buckets if not _admits_log_delivery(templates, template, b)]
+        for name in {*sources, delivery, *destinations}:
+            when = resources[name].get("Condition")
+            region = (declared.body.get("Conditions") or {}).get(when, {}).get("Fn::Equals") if when else None
+            if when and region != [{"Ref": "AWS::Region"}, CLOUDFRONT_LOGS_REGION]:
+                problems.append(f"{name} is created on condition {when}, not where CloudFront delivers logs "
+                                f"({CLOUDFRONT_LOGS_REGION})")
+    return problems
+
+
+def cloudfront_logs_access(folder: Folder) -> list[Finding]:
+    """Every CloudFront distribution sends its access logs (standard logging v2: a CloudWatch Logs delivery source,
+    delivery and destination, created in us-east-1, where CloudFront's must be) to a bucket of its template whose
+    policy admits the log delivery service for the stacks' account only (no bucket ACLs, unlike legacy logging)."""
+    templates = _load(folder)
+    rule = "cloudfront_logs_access"
+    findings = []
+    for template in templates:
+        declared = Template.load(template.path)  # as written: the region condition is not decided by the defaults
+        for lid in declared.of_type("AWS::CloudFront::Distribution"):
+            findings += [Finding(rule, template.name, lid, problem)
+                         for problem in _delivery_problems(templates, template, declared, lid)]
+    return findings
+
+
 def cloudfront_reads_buckets_through_oac(folder: Folder) -> list[Finding]:
     """Every CloudFront origin that is an S3 bucket is read through origin access control (no legacy origin
     access identity), so the bucket stays private; other origins (the web instance) need none."""
@@ -1531,6 +1596,7 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         buckets_log_access,
         cloudfront_reads_buckets_through_oac,
         cloudfront_security_headers_and_tls,
+        cloudfront_logs_access,
         api_stages_log_and_throttle,
         reserved_concurrency_is_opt_in,
         scheduled_functions_report_failures,
