@@ -13,10 +13,9 @@ from typing import Any, Iterable, NamedTuple
 
 import pandas as pd
 
-from clickstream.infra.checks import GroupRule, Templates
+from clickstream.infra.checks import WORLD, GroupRule, Templates
 from clickstream.infra.templates import Template
 
-WORLD = ("0.0.0.0/0", "::/0")
 OUTSIDE = ("internet", "CloudFront", "S3")  # the peers of a connection that are not our security groups
 TARGET_KINDS = {"igw": "internet gateway", "vpce": "gateway endpoint", "nat": "NAT gateway"}
 NAMED_TYPES = ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::RouteTable", "AWS::EC2::InternetGateway",
@@ -258,9 +257,9 @@ class Reachability:
         if other == "CloudFront":
             return rule.peer == "CloudFront (prefix list)"
         if other == "internet":
-            return bool(rule.cidrs & set(WORLD))
+            return bool(rule.cidrs & WORLD)
         if other == "S3":
-            return rule.peer == "S3 (prefix list)" or bool(rule.cidrs & set(WORLD))
+            return rule.peer == "S3 (prefix list)" or bool(rule.cidrs & WORLD)
         return rule.peer == other or bool(rule.cidrs & {*WORLD, self.vpc_cidr})
 
     def allowed(self, group: str, direction: str, port: int, other: str) -> bool:
