@@ -88,3 +88,21 @@ def test_delete_bucket_deletes_every_version_and_marker(local_stack):
     s3.delete_object(Bucket=bucket, Key="k")  # a delete marker
     assert cleanup.delete_bucket(local_stack, bucket) == 3
     assert bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+
+def test_a_protected_data_volume_outlives_destroy_and_is_listed_as_billable(local_stack, monkeypatch, tmp_path):
+    monkeypatch.setenv("CLICKSTREAM_STACK_PREFIX", PREFIX)
+    parameters = tmp_path / "local.json"
+    parameters.write_text('{"parameters": {"frontend": {"ProtectData": "true"}}}')
+    for stem in ("network", "frontend"):
+        moto_deploy.deploy(local_stack, stem, parameters_file=parameters, delay=0.1)
+    before = cleanup.inventory(local_stack)
+    volume = next(r.physical_id for r in before if r.logical_id == "OltpDataVolume")
+    ec2 = aws.client("ec2", local_stack)
+    try:
+        results = moto_deploy.destroy(local_stack, parameters_file=parameters)
+        assert next(r for r in results if r["stack"] == f"{PREFIX}-frontend")["retained"] == ["OltpDataVolume"]
+        rows = cleanup.leftovers(local_stack, before)
+        assert [(row.type, row.id, row.billable) for row in rows] == [("AWS::EC2::Volume", volume, "yes")]
+    finally:
+        ec2.delete_volume(VolumeId=volume)

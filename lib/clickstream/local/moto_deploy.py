@@ -61,6 +61,8 @@ MOTO_CAVEATS: dict[str, list[tuple[str | None, str]]] = {
     "AWS::IAM::Role": [("ManagedPolicyArns", "ManagedPolicyArns dropped by moto")],
     "AWS::Lambda::Function": [(None, "stored by moto, never run: the project's runtime runs the handler in-process")],
     "AWS::Events::Rule": [("ScheduleExpression", "never fires in moto: `clickstream up --schedule` runs it")],
+    "AWS::EC2::Volume": [(None, "moto's stack deletion leaves it: the local destroy detaches and deletes it unless "
+                                "its DeletionPolicy keeps it")],
     "AWS::EC2::VPCEndpoint": [(None, "created by moto with made-up DNS entries; `!GetAtt DnsEntries` in Outputs "
                                      "would make moto drop every output of the stack")],
     "AWS::EC2::SecurityGroup": [("SecurityGroupEgress", "SecurityGroupEgress ignored by moto: the group keeps "
@@ -259,11 +261,17 @@ def deploy_local_stack(cf, name: str, body: dict, parameters: list[dict], delay:
 
 
 
-def _local_pre_delete(cf, ec2, name: str) -> list[str]:
+def _local_pre_delete(cf, ec2, name: str, kept: set[str] = frozenset()) -> list[str]:
     """moto refuses to delete a VPC that still has network interfaces (DependencyViolation): its interface
     endpoints' and its terminated instances' interfaces outlive them. Delete the stack's endpoints, then the
-    interfaces left in its VPCs. Returns the stack's VPC ids, to check afterwards."""
+    interfaces left in its VPCs. moto's stack deletion leaves EBS volumes: detach and delete those whose
+    DeletionPolicy does not keep them (`kept`: logical ids). Returns the stack's VPC ids, to check afterwards."""
     resources = stack_resources(cf, name)
+    for volume in [r["physical_id"] for r in resources if r["type"] == "AWS::EC2::Volume" and r["physical_id"]
+                   and r["logical_id"] not in kept]:
+        for attachment in ec2.describe_volumes(VolumeIds=[volume])["Volumes"][0].get("Attachments") or []:
+            ec2.detach_volume(VolumeId=volume, InstanceId=attachment["InstanceId"], Force=True)  # moto needs the id
+        ec2.delete_volume(VolumeId=volume)
     vpcs = [r["physical_id"] for r in resources if r["type"] == "AWS::EC2::VPC" and r["physical_id"]]
     endpoints = [r["physical_id"] for r in resources if r["type"] == "AWS::EC2::VPCEndpoint" and r["physical_id"]]
     if endpoints:
@@ -344,9 +352,11 @@ def destroy(settings: Settings, stack: str | None = None, *, parameters_file: Pa
     first; after it, no VPC of the stack may be left."""
     _require_local_endpoint(settings)
     cf, ec2 = aws.client("cloudformation", settings), aws.client("ec2", settings)
+    _, order, _ = plan(settings, stack, parameters_file, templates_dir)
+    kept = {template.stack_name: set(aws_deploy._retained(template)) for template in order}
 
     def prepare(name: str) -> Callable[[], None]:
-        vpcs = _local_pre_delete(cf, ec2, name)
+        vpcs = _local_pre_delete(cf, ec2, name, kept.get(name, set()))
 
         def check() -> None:
             if left := _local_leftovers(ec2, vpcs):
