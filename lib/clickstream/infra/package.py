@@ -204,13 +204,17 @@ def _module_imports(path: Path) -> list[tuple[str, bool]]:
     return found
 
 
+# Third-party modules a clickstream module imports inside a function that never runs in a function or an
+# instance (contract.py's yaml: the docs and tests only); every other import, at module level or on first use
+# inside a function (transform.py's user-agent parsers), is shipped.
+NOT_AT_RUNTIME = {"clickstream.contract": {"yaml"}}
+
+
 def third_party_modules(source: Path | None, package: Path | None = None, modules: Iterable[str] = ()
                         ) -> tuple[set[str], set[str]]:
-    """The top-level third-party modules the handler folder imports at module level, following the clickstream
-    modules it imports transitively; and the clickstream modules reached (for the report).
-
-    Imports inside functions are a module's deliberate choice to not need them at import time (contract.py's
-    `yaml`, only for the docs and tests): they are not followed."""
+    """The top-level third-party modules the handler folder imports, following the clickstream modules it
+    imports at module level transitively; and the clickstream modules reached (for the report). A third-party
+    import inside a function counts (a module may import on first use), unless NOT_AT_RUNTIME lists it."""
     package = package or package_dir()
     base = package.parent
     todo = sorted(p for p in source.rglob("*.py") if not _excluded(p.relative_to(source))) if source else []
@@ -225,10 +229,12 @@ def third_party_modules(source: Path | None, package: Path | None = None, module
         if path in seen:
             continue
         seen.add(path)
+        name = ".".join(path.relative_to(base).with_suffix("").parts).removesuffix(".__init__") \
+            if path.is_relative_to(base) else path.stem
         for module, top in _module_imports(path):
-            if not top:
-                continue
             parts = module.split(".")
+            if not top and (parts[0] == package.name or parts[0] in NOT_AT_RUNTIME.get(name, ())):
+                continue
             if parts[0] == package.name:
                 for i in range(1, len(parts) + 1):
                     for candidate in (base.joinpath(*parts[:i]).with_suffix(".py"), base.joinpath(*parts[:i], "__init__.py")):
