@@ -167,6 +167,7 @@ def test_the_storefront_bundle_holds_frontend_and_the_oltp_migrations(tmp_path):
     with tarfile.open(artifact.path) as tar:
         names = set(tar.getnames())
     assert "frontend/static/clickstream.js" in names and "frontend/templates" in names
+    assert "cloudformation/userdata/mount-data-volume.sh" in names  # the user data mounts shop_oltp's volume with it
     assert any(re.fullmatch(r"sql/oltp/\d{4}_.+\.sql", name) for name in names)
     assert not any(name.startswith(("shiny/", "sql/analytics")) for name in names)
     assert any(re.fullmatch(r"wheels/clickstream-.+-py3-none-any\.whl", name) for name in names)
