@@ -30,7 +30,7 @@ Measured (milliseconds; median and nearest-rank p95):
   (login_state, device, include_bots) is the compute on rows already in memory. Server time only: no page, no
   drawing, so it is a lower bound of that app's times.
 - where the server's time goes: each panel's query and each plot drawn to a PNG by shiny/app.py's own figure
-  functions (96 dpi), in this process, median of `--baseline-repeat` runs over the whole range.
+  functions (their size and dpi, tight layout as render.plot), in this process, median of `--baseline-repeat` runs over the whole range.
 
 Targets (issue 14): first full render <= 1 s; each change <= 200 ms p95, for every filter and whole-hour zone.
 
@@ -355,7 +355,8 @@ def original_approach(reader_dsn: str, first: date, last: date, repeat: int) -> 
 # --- where a change's server time goes ------------------------------------------------------------------------
 def server_breakdown(reader_dsn: str, first: date, last: date, repeat: int) -> dict:
     """Median ms of each panel's query (clickstream.analytics.dashboard) and of drawing each plot to a PNG with
-    shiny/app.py's own figure functions at 96 dpi, over the whole range in UTC with no filter."""
+    shiny/app.py's own figure functions at their size and dpi, tight layout as shiny's render.plot does, over
+    the whole range in UTC with no filter."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shiny"))
     import app  # noqa: PLC0415  (the page's figure functions)
 
@@ -369,7 +370,8 @@ def server_breakdown(reader_dsn: str, first: date, last: date, repeat: int) -> d
         return round(statistics.median(times), 1)
 
     def png(fig) -> None:
-        fig.savefig(io.BytesIO(), format="png", dpi=96)
+        fig.set_layout_engine("tight")  # as shiny's render.plot draws a figure without a layout engine
+        fig.savefig(io.BytesIO(), format="png", dpi=fig.dpi)
 
     f = dashboard.Filters(first, last)
     with questions.read_only(reader_dsn) as conn:
