@@ -1,11 +1,13 @@
 #!/bin/bash
 # Mounts an instance's data volume (the device its AWS::EC2::VolumeAttachment names) at DIRECTORY for good:
 # waits for the device, makes a file system only on an empty volume (a volume that already holds a database,
-# found by a replacement instance, is mounted as it is), mounts it by UUID from fstab and gives it to OWNER.
-# Usage: mount-data-volume.sh DEVICE DIRECTORY OWNER   (FSTAB overrides /etc/fstab, for tests)
+# found by a replacement instance, is mounted as it is), mounts it by UUID from fstab and gives it to OWNER;
+# SERVICE then starts only with it mounted (after a reboot too), never on an empty directory of the root volume.
+# Usage: mount-data-volume.sh DEVICE DIRECTORY OWNER SERVICE   (FSTAB, SYSTEMD_DIR: other paths, for tests)
 set -euo pipefail
-device=$1 directory=$2 owner=$3
+device=$1 directory=$2 owner=$3 service=$4
 fstab=${FSTAB:-/etc/fstab}
+dropins=${SYSTEMD_DIR:-/etc/systemd/system}/$service.service.d
 for _ in $(seq 120); do
   [ -e "$device" ] && break
   sleep 5
@@ -21,3 +23,5 @@ mountpoint -q "$directory" || mount "$directory"
 chown "$owner:$owner" "$directory"
 chmod 0700 "$directory"
 if command -v restorecon > /dev/null; then restorecon -R "$directory"; fi
+mkdir -p "$dropins"
+printf '[Unit]\nRequiresMountsFor=%s\n' "$directory" > "$dropins/data-volume.conf"

@@ -43,7 +43,7 @@ def test_the_database_volume_is_encrypted_in_the_instances_zone_and_kept_only_wi
     assert stack.template.parameters["ProtectData"]["Default"] == "false"
     attached = stack.props(attachment)
     assert attached["InstanceId"] == {"Ref": instance} and attached["VolumeId"] == {"Ref": volume}
-    assert f"mount-data-volume.sh {attached['Device']} /var/lib/pgsql postgres" in user_data(stack, instance)
+    assert f"mount-data-volume.sh {attached['Device']} /var/lib/pgsql postgres postgresql" in user_data(stack, instance)
 
 
 @pytest.mark.parametrize("stem", sorted(INSTANCES))
@@ -74,8 +74,9 @@ def run_mount(tmp_path: Path, fs_type: str) -> tuple[subprocess.CompletedProcess
     device, directory, fstab = tmp_path / "sdf", tmp_path / "pgsql", tmp_path / "fstab"
     device.touch()
     fstab.touch()
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FSTAB": str(fstab)}
-    done = subprocess.run(["bash", str(MOUNT_SCRIPT), str(device), str(directory), "postgres"], env=env,
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FSTAB": str(fstab),
+           "SYSTEMD_DIR": str(tmp_path / "systemd")}
+    done = subprocess.run(["bash", str(MOUNT_SCRIPT), str(device), str(directory), "postgres", "postgresql"], env=env,
                           capture_output=True, text=True, timeout=30)
     calls = log.read_text().splitlines() if log.exists() else []
     log.unlink(missing_ok=True)
@@ -90,6 +91,8 @@ def test_a_new_volume_gets_a_file_system_and_an_fstab_line_once(tmp_path):
     assert f"chown postgres:postgres {tmp_path / 'pgsql'}" in calls
     assert (tmp_path / "fstab").read_text() == f"UUID=1234-abcd {tmp_path / 'pgsql'} xfs defaults,nofail 0 2\n"
     assert oct((tmp_path / "pgsql").stat().st_mode & 0o777) == "0o700"
+    dropin = tmp_path / "systemd" / "postgresql.service.d" / "data-volume.conf"
+    assert dropin.read_text() == f"[Unit]\nRequiresMountsFor={tmp_path / 'pgsql'}\n"  # never on the root volume
     run_mount(tmp_path, fs_type="")
     assert len((tmp_path / "fstab").read_text().splitlines()) == 1  # a second run adds no line
 
