@@ -61,7 +61,7 @@ from playwright.sync_api import Page, sync_playwright
 from shiny.playwright import controller
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import dashboard_queries  # noqa: E402  (the small warehouse built on the fly)
+import dashboard_queries  # noqa: E402  (the small warehouse built on the fly, kept stacks, timing)
 import query_latency  # noqa: E402  (its range and percentile)
 
 from clickstream.analytics import dashboard, questions  # noqa: E402
@@ -300,7 +300,7 @@ def sessions(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def original_panels(rows: pd.DataFrame, previous: pd.DataFrame | None, login_state: str, device: str,
-                    include_bots: bool, tz: str) -> dict:
+                    include_bots: bool) -> dict:
     """The dashboard's panels computed in the app from raw rows (and the previous period's KPIs)."""
     def kpis(frame: pd.DataFrame) -> dict:
         events = frame[keep(frame, login_state, device, include_bots)]
@@ -344,10 +344,10 @@ def original_approach(reader_dsn: str, first: date, last: date, repeat: int) -> 
             started = time.perf_counter()
             rows = select_rows(conn, first, last, "UTC")
             previous = select_rows(conn, first - timedelta(days=days), first - timedelta(days=1), "UTC")
-            original_panels(rows, previous, "all", "all", False, "UTC")
+            original_panels(rows, previous, "all", "all", False)
             reads.append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
-            original_panels(rows, previous, ("all", "signed_in", "anonymous")[n % 3], "mobile", bool(n % 2), "UTC")
+            original_panels(rows, previous, ("all", "signed_in", "anonymous")[n % 3], "mobile", bool(n % 2))
             computes.append((time.perf_counter() - started) * 1000)
     return {"rows": len(rows), "select_and_compute": summary(reads), "compute_only": summary(computes)}
 
@@ -361,13 +361,7 @@ def server_breakdown(reader_dsn: str, first: date, last: date, repeat: int) -> d
     import app  # noqa: PLC0415  (the page's figure functions)
 
     def median_ms(call: Callable[[], object]) -> float:
-        call()
-        times = []
-        for _ in range(repeat):
-            started = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - started) * 1000)
-        return round(statistics.median(times), 1)
+        return round(statistics.median(dashboard_queries.timed(call, repeat)), 1)
 
     def png(fig) -> None:
         fig.set_layout_engine("tight")  # as shiny's render.plot draws a figure without a layout engine

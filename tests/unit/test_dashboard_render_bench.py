@@ -70,10 +70,10 @@ def test_sessions_split_after_30_minutes_and_the_funnel_steps_count_in_order():
     assert found["purchase"].notna().sum() == 1
     assert found["add_to_cart"].notna().sum() == 1  # the second session's cart came before its view
 
-    panels = dashboard_render.original_panels(rows, None, "all", "all", False, "UTC")
+    panels = dashboard_render.original_panels(rows, None, "all", "all", False)
     assert panels["kpis"]["events"] == 6 and panels["kpis"]["sessions"] == 2 and panels["kpis"]["visitors"] == 1
     assert panels["kpis"]["conversion"] == 0.5 and panels["kpis"]["revenue"] == 30.0
     assert panels["funnel"] == {"product_view": 2, "add_to_cart": 1, "begin_checkout": 1, "purchase": 1}
     assert panels["products"].index[0] == "p1"
-    signed_in = dashboard_render.original_panels(rows, None, "signed_in", "all", True, "UTC")
+    signed_in = dashboard_render.original_panels(rows, None, "signed_in", "all", True)
     assert signed_in["kpis"]["sessions"] == 1 and signed_in["kpis"]["events"] == 5
