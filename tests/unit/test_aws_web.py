@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from clickstream.infra import package
+from clickstream.infra import checks, package
 from clickstream.infra.templates import Stack, TemplateSet, load_stacks
 from clickstream.local.http_api import create_app
 from clickstream.settings import Settings
@@ -216,7 +216,8 @@ def test_the_warehouse_user_data_grants_what_setup_warehouse_grants_locally():
     local = [normalized(s) for s in cluster.statements if not s.startswith("SELECT")]
     script = user_data(aws_stacks()["analytics"], "DwInstance")
     sql_blocks = re.findall(r"<<'SQL'\n(.*?)\nSQL\n", script, re.S)
-    on_aws = {normalized(s) for block in sql_blocks for s in block.split(";") if s.strip()}
+    statements = ["\n".join(line for line in block.splitlines() if not line.startswith("\\")) for block in sql_blocks]
+    on_aws = {normalized(s) for block in statements for s in block.split(";") if s.strip()}
     missing = [s for s in local if not any(statement.startswith(s) for statement in on_aws)]
     # the roles are created on a new data volume; their passwords are set by every new instance
     assert len(sql_blocks) == 4 and missing == []
@@ -299,3 +300,13 @@ def test_what_an_instance_runs_imports_with_only_its_bundles_third_party_package
                           timeout=120, cwd=ROOT, env={"PYTHONPATH": f"{tmp_path}:{ROOT / 'lib'}",
                                                       "CLICKSTREAM_PROJECT_ROOT": str(ROOT)})
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+
+@pytest.mark.parametrize("template, instance, variables", [("analytics", "DwInstance", ("ETL_PW", "READER_PW", "SBW_PW")),
+                                                           ("frontend", "OltpInstance", ("APP_PW",))])
+def test_no_password_is_on_a_command_line_in_user_data(template, instance, variables):
+    """`ps` shows every command line to every user: psql reads each password from its environment."""
+    script = user_data(aws_stacks()[template], instance)
+    assert checks.passwords_on_command_lines(script) == []
+    assert sorted(re.findall(r"^\\getenv \w+ (\w+)$", script, re.M)) == sorted(variables)

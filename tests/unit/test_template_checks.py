@@ -390,6 +390,10 @@ def plaintext_password_in_user_data(t):
     prepend_to_user_data(t, "analytics.yaml", "DwInstance", "psql -c \"ALTER ROLE postgres PASSWORD 'hunter22'\"")
 
 
+def password_on_a_command_line_in_user_data(t):
+    prepend_to_user_data(t, "analytics.yaml", "DwInstance", 'psql -v pw="$ETL_PW" -c "SELECT 1"')
+
+
 def warehouse_image_resolved_at_each_update(t):
     t["analytics.yaml"].parameters["DwImageId"] = {
         "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
@@ -689,6 +693,8 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
                                                 {"cloudfront_logs_access"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
+    "password on a command line in user data": (password_on_a_command_line_in_user_data, {"no_plaintext_secrets"},
+                                                set()),
 }
 
 

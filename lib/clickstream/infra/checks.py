@@ -57,6 +57,12 @@ NOT_A_SECRET = re.compile(
 DYNAMIC_REFERENCE = re.compile(r"^\{\{resolve:(secretsmanager|ssm-secure):")
 CREDENTIAL_TEXT = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----")
 PASSWORD_LITERAL = re.compile(r"password\s*(=|\s)\s*['\"]?(?![$:{'\"])[^\s'\"]{6,}", re.IGNORECASE)
+HEREDOC = re.compile(r"<<-?\\?['\"]?(\w+)['\"]?\\?\n.*?\n\s*\1\\?\n", re.S)
+ASSIGNMENT = re.compile(r"^\w+=")
+CONTINUATION = re.compile(r"\\+\n")
+PASSWORD_VARIABLE = re.compile(r"\$\{?\w*(_PW|PASSWORD)\b", re.IGNORECASE)
+SHELL_KEYWORDS = {"if", "then", "else", "elif", "do", "!", "time"}
+SHELL_BUILTINS = {"printf", "echo", "export", "local", "read", "[[", "test", "unset"}
 NO_VALUE = object()
 DEFAULT_RULES = "policy-rules.cfnlint"
 DEFAULT_SUPPRESSIONS = "policy-suppressions.toml"
@@ -1518,7 +1524,8 @@ def _everyone(templates: Templates, template: Template, principal: Any) -> bool:
 def no_plaintext_secrets(folder: Folder) -> list[Finding]:
     """No secret is written in a template: secret-like parameters are NoEcho without a default, secret-like
     properties and environment variables are references (never literals, never a visible parameter), no literal
-    password in user data, no access key or private key anywhere in the text."""
+    password in user data and no password on a command line there, no access key or private key anywhere in the
+    text."""
     templates = _load(folder)
     rule = "no_plaintext_secrets"
     findings = []
@@ -1537,6 +1544,9 @@ def no_plaintext_secrets(folder: Folder) -> list[Finding]:
                     text = json.dumps(value)
                     if PASSWORD_LITERAL.search(text.replace("\\n", "\n")):
                         findings.append(Finding(rule, template.name, lid, f"{path}: a literal password in the user data"))
+                    findings += [Finding(rule, template.name, lid, f"{path}: a password on a command line, which `ps` "
+                                                                   f"shows to every user: {line}")
+                                 for line in passwords_on_command_lines(text.replace("\\n", "\n"))]
                     continue
                 if not _secret_like(key) or isinstance(value, (bool, int, float)) or isinstance(value, dict) and not _intrinsic(value):
                     continue
@@ -1558,6 +1568,21 @@ def _secret_like(name: str) -> bool:
 
 def _intrinsic(value: dict) -> bool:
     return len(value) == 1 and next(iter(value)) in ("Ref", "Fn::Sub", "Fn::Join", "Fn::ImportValue", "Fn::GetAtt")
+
+
+def passwords_on_command_lines(script: str) -> list[str]:
+    """The lines of a shell script that hand a password variable ($X_PW, $X_PASSWORD) to a program as an
+    argument. Allowed: making it (`X_PW=$(...)`), one command's environment (`X_PW="$X_PW" psql`), shell
+    builtins (printf, echo: no process) and heredoc bodies (stdin)."""
+    commands = CONTINUATION.sub(" ", HEREDOC.sub("<<heredoc\n", script))
+    found = []
+    for line in commands.splitlines():
+        words = line.split("#", 1)[0].split()
+        while words and (ASSIGNMENT.match(words[0]) or words[0] in SHELL_KEYWORDS):
+            words.pop(0)
+        if words and words[0] not in SHELL_BUILTINS and any(PASSWORD_VARIABLE.search(word) for word in words):
+            found.append(line.strip())
+    return found
 
 
 def _walk(value: Any, path: str = "Properties") -> Iterable[tuple[str, str, Any]]:
