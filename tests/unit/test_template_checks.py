@@ -390,6 +390,15 @@ def plaintext_password_in_user_data(t):
     prepend_to_user_data(t, "analytics.yaml", "DwInstance", "psql -c \"ALTER ROLE postgres PASSWORD 'hunter22'\"")
 
 
+def endpoints_admit_only_one_private_subnet(t):
+    ingress(t, "network.yaml", "EndpointSecurityGroup")[0]["CidrIp"] = {"Ref": "PrivateSubnetACidr"}
+
+
+def etl_cannot_leave_for_the_endpoints(t):
+    egress = props(t, "network.yaml", "EtlSecurityGroup")["SecurityGroupEgress"]
+    egress[:] = [rule for rule in egress if rule.get("DestinationSecurityGroupId") != {"Ref": "EndpointSecurityGroup"}]
+
+
 def password_on_a_command_line_in_user_data(t):
     prepend_to_user_data(t, "analytics.yaml", "DwInstance", 'psql -v pw="$ETL_PW" -c "SELECT 1"')
 
@@ -693,6 +702,10 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
                                                 {"cloudfront_logs_access"}, set()),
     "plaintext password default": (plaintext_password_default, {"no_plaintext_secrets"}, set()),
     "plaintext password in user data": (plaintext_password_in_user_data, {"no_plaintext_secrets"}, set()),
+    "endpoints admit only one private subnet": (endpoints_admit_only_one_private_subnet,
+                                                {"private_subnets_have_their_endpoints"}, set()),
+    "ETL cannot leave for the endpoints": (etl_cannot_leave_for_the_endpoints,
+                                           {"private_subnets_have_their_endpoints"}, set()),
     "password on a command line in user data": (password_on_a_command_line_in_user_data, {"no_plaintext_secrets"},
                                                 set()),
 }

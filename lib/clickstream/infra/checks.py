@@ -745,8 +745,9 @@ def private_subnets_have_their_endpoints(folder: Folder) -> list[Finding]:
     """Whatever runs in a private subnet reaches the services its role may call through interface endpoints in
     that subnet: the services of its IAM actions (Lambda's own logs and network interfaces aside; S3 through the
     gateway endpoint, checked with the route tables) and ssm, ssmmessages, ec2messages for an SSM-managed
-    instance. Every interface endpoint is in private subnets only, has private DNS and admits only TCP 443 from
-    inside its VPC."""
+    instance; and can reach each of them on TCP 443 (its groups let it out, the endpoint's let it in, from its
+    group or from CIDRs holding every one of its subnets). Every interface endpoint is in private subnets only,
+    has private DNS and admits only TCP 443 from inside its VPC."""
     templates = _load(folder)
     rule = "private_subnets_have_their_endpoints"
     findings = []
@@ -776,10 +777,12 @@ def private_subnets_have_their_endpoints(folder: Folder) -> list[Finding]:
                 if not (r.protocol in ("tcp", "6") and r.from_port == r.to_port == 443 and from_vpc):
                     findings.append(Finding(rule, r.template.name, r.owner, f"{r.describe()} on endpoint {lid}: endpoints "
                                                                             f"admit TCP 443 from the VPC ({vpc_cidr}) only"))
+    rules = templates.security_group_rules()
     for template, lid, subnets, role, is_function in _private_consumers(templates):
         if role is None:
             continue
         sent_by_lambda = _failure_destinations(templates, template, lid) if is_function else set()
+        consumer = _Side(_consumer_groups(templates, template, lid), _cidrs(templates, subnets))
         for service in sorted(_services_needed(templates, role, is_function, sent_by_lambda) - {"s3"}):
             covered = {_key(templates.node(t, s)) for t, e in interfaces.get(service, [])
                        for s in _as_list(t.props(e).get("SubnetIds") or [])}
@@ -787,7 +790,48 @@ def private_subnets_have_their_endpoints(folder: Folder) -> list[Finding]:
                 if _key(subnet) not in covered:
                     findings.append(Finding(rule, template.name, lid, f"its role calls {service}, but private subnet "
                                                                       f"{subnet[1]} has no {service} interface endpoint"))
+            for t, endpoint in interfaces.get(service, []):
+                props = t.props(endpoint)
+                side = _Side({templates.group_name(templates.node(t, g)) for g in props.get("SecurityGroupIds") or []},
+                             _cidrs(templates, [templates.node(t, s) for s in _as_list(props.get("SubnetIds") or [])]))
+                blocked = [f"{', '.join(sorted(consumer.groups))} lets no TCP 443 out to it"] \
+                    if not _lets(rules, consumer.groups, "egress", 443, side) else []
+                blocked += [f"{', '.join(sorted(side.groups))} lets no TCP 443 in from it"] \
+                    if not _lets(rules, side.groups, "ingress", 443, consumer) else []
+                if blocked:
+                    findings.append(Finding(rule, template.name, lid, f"its role calls {service}, but it cannot reach "
+                                                                      f"endpoint {endpoint}: {'; '.join(blocked)}"))
     return findings
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One end of a connection inside the VPC: its security groups' names and the CIDRs of its subnets."""
+    groups: set[str]
+    cidrs: list[str]
+
+
+def _consumer_groups(templates: Templates, template: Template, lid: str) -> set[str]:
+    props = template.props(lid)
+    values = (_as_list((props.get("VpcConfig") or {}).get("SecurityGroupIds") or [])
+              + _as_list(props.get("SecurityGroupIds") or [])
+              + [g for i in props.get("NetworkInterfaces") or [] for g in _as_list(i.get("GroupSet") or [])])
+    return {templates.group_name(templates.node(template, g)) for g in values}
+
+
+def _cidrs(templates: Templates, subnets: Iterable[Node | None]) -> list[str]:
+    return [templates.text(t, t.props(s).get("CidrBlock")) for t, s in filter(None, subnets)]
+
+
+def _lets(rules: list[GroupRule], groups: set[str], direction: str, port: int, peer: _Side) -> bool:
+    """Does one of `groups` let TCP `port` out to (or in from) the peer: its group, or CIDRs holding every subnet
+    of it? A group with no egress rule at all lets everything out (AWS's default rule)."""
+    own = [r for r in rules if r.group_name in groups and r.direction == direction]
+    if direction == "egress" and any(not [r for r in own if r.group_name == g] for g in groups):
+        return True
+    return any(r.covers(port) and (r.peer_group in peer.groups or
+                                   (peer.cidrs and all(any(_inside(c, cidr) for cidr in r.cidrs) for c in peer.cidrs)))
+               for r in own)
 
 
 # A trailing wildcard after a named bucket (a key prefix) or a named stack (its generated id).
