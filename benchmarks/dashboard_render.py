@@ -11,7 +11,8 @@ events (dashboard_queries.py's loaded_stack: the query benchmark's data, rollups
 Measured (milliseconds; median and nearest-rank p95):
 
 - first full render: from navigation start (performance.timeOrigin) to the first moment, seen by a
-  MutationObserver, when every panel is rendered: each KPI's value, the four plots' PNG images, a row in each
+  MutationObserver, when every panel is rendered: each KPI's value, the four charts drawn by plotly.js (their
+  SVG), a row in each
   of the three tables, the product trend's title, no output `.recalculating` and Shiny not busy. `--loads` page
   loads, each in a fresh browser profile (a new Shiny session and connection), after one warm-up load.
 - each filter change: from Shiny's `shiny:inputchanged` of the changed input in the page (the moment the client
@@ -29,8 +30,9 @@ Measured (milliseconds; median and nearest-rank p95):
   and its "change that re-reads" (date_range, tz) are the select + compute; its "change that re-aggregates"
   (login_state, device, include_bots) is the compute on rows already in memory. Server time only: no page, no
   drawing, so it is a lower bound of that app's times.
-- where the server's time goes: each panel's query and each plot drawn to a PNG by shiny/app.py's own figure
-  functions (their size and dpi, tight layout as render.plot), in this process, median of `--baseline-repeat` runs over the whole range.
+- where the server's time goes: each panel's query and each chart's plotly.js spec built by
+  clickstream.analytics.dashboard_charts (as shiny/app.py does) and serialized to JSON, in this process, median
+  of `--baseline-repeat` runs over the whole range.
 
 Targets (issue 14): first full render <= 1 s; each change <= 200 ms p95, for every filter and whole-hour zone.
 
@@ -64,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dashboard_queries  # noqa: E402  (the small warehouse built on the fly, kept stacks, timing)
 import query_latency  # noqa: E402  (its range and percentile)
 
-from clickstream.analytics import dashboard, questions  # noqa: E402
+from clickstream.analytics import dashboard, dashboard_charts, questions  # noqa: E402
 from clickstream.local import stack  # noqa: E402
 from clickstream.settings import Settings  # noqa: E402
 from clickstream.shop.browser import CHROMIUM_ARGS, NO_CHROMIUM, find_chromium  # noqa: E402
@@ -87,7 +89,7 @@ RECORDER = """
   const b = window.__bench = {changes: [], values: [], idle: [], errors: [], mark: 0, rendered: null};
   const has = (sel) => document.querySelector(sel) !== null;
   const complete = () => %(kpis)s.every(k => has(`#kpi_${k} .kpi-value`))
-      && %(plots)s.every(p => has(`#${p} img[src^="data:image/png"]`))
+      && %(plots)s.every(p => has(`#${p} .main-svg`))
       && %(tables)s.every(t => has(`#${t} tbody tr`))
       && (document.querySelector('#product_trend_title')?.textContent || '').trim() !== ''
       && !has('.recalculating') && !document.documentElement.classList.contains('shiny-busy');
@@ -354,18 +356,11 @@ def original_approach(reader_dsn: str, first: date, last: date, repeat: int) -> 
 
 # --- where a change's server time goes ------------------------------------------------------------------------
 def server_breakdown(reader_dsn: str, first: date, last: date, repeat: int) -> dict:
-    """Median ms of each panel's query (clickstream.analytics.dashboard) and of drawing each plot to a PNG with
-    shiny/app.py's own figure functions at their size and dpi, tight layout as shiny's render.plot does, over
-    the whole range in UTC with no filter."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shiny"))
-    import app  # noqa: PLC0415  (the page's figure functions)
-
+    """Median ms of each panel's query (clickstream.analytics.dashboard) and of building each chart's plotly.js
+    spec (clickstream.analytics.dashboard_charts, as shiny/app.py does) and serializing it to JSON, over the whole
+    range in UTC with no filter."""
     def median_ms(call: Callable[[], object]) -> float:
         return round(statistics.median(dashboard_queries.timed(call, repeat)), 1)
-
-    def png(fig) -> None:
-        fig.set_layout_engine("tight")  # as shiny's render.plot draws a figure without a layout engine
-        fig.savefig(io.BytesIO(), format="png", dpi=fig.dpi)
 
     f = dashboard.Filters(first, last)
     with questions.read_only(reader_dsn) as conn:
@@ -380,11 +375,12 @@ def server_breakdown(reader_dsn: str, first: date, last: date, repeat: int) -> d
         data["product_trend"] = lambda: dashboard.product_trend(conn, f, product)
         frames["product_trend"] = data["product_trend"]()
         queries = {name: median_ms(call) for name, call in data.items()}
-    plots = {"funnel_plot": lambda: png(app.funnel_figure(frames["funnel"])),
-             "trend_plot": lambda: png(app.trend_figure(frames["trend (day)"], "day")),
-             "product_trend_plot": lambda: png(app.product_trend_figure(frames["product_trend"])),
-             "heatmap_plot": lambda: png(app.heatmap_figure(frames["heatmap"], "UTC"))}
-    return {"queries_ms": queries, "plots_ms": {name: median_ms(call) for name, call in plots.items()}}
+    specs = {"funnel_plot": lambda: dashboard_charts.funnel_chart(frames["funnel"]),
+             "trend_plot": lambda: dashboard_charts.trend_chart(frames["trend (day)"], "day"),
+             "product_trend_plot": lambda: dashboard_charts.product_trend_chart(frames["product_trend"]),
+             "heatmap_plot": lambda: dashboard_charts.heatmap_chart(frames["heatmap"], "UTC")}
+    return {"queries_ms": queries,
+            "chart_specs_ms": {name: median_ms(lambda s=spec: json.dumps(s())) for name, spec in specs.items()}}
 
 
 # --- report ----------------------------------------------------------------------------------------------------
@@ -410,8 +406,8 @@ def markdown(figures: dict) -> str:
     parts = {kind: (", ".join(f"{name} {ms:,.0f}" for name, ms in times.items()), sum(times.values()))
              for kind, times in figures["server_breakdown"].items()}
     lines.append(f"\nServer work of an unfiltered whole-range change, median ms: queries {parts['queries_ms'][0]} "
-                 f"(sum {parts['queries_ms'][1]:,.0f}); plots drawn to PNG {parts['plots_ms'][0]} "
-                 f"(sum {parts['plots_ms'][1]:,.0f}).")
+                 f"(sum {parts['queries_ms'][1]:,.0f}); chart specs built and serialized "
+                 f"{parts['chart_specs_ms'][0]} (sum {parts['chart_specs_ms'][1]:,.0f}).")
     return "\n".join(lines)
 
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 import os
 from datetime import date, timedelta
 
-import numpy as np
+from pathlib import Path
+
 import pandas as pd
+import plotly
 import psycopg
-from matplotlib import dates as mdates
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from htmltools import HTMLDependency
 from shiny import App, reactive, render, req, ui
+from shiny.render.renderer import Renderer
 from shiny.types import SafeException, SilentException
 
-from clickstream.analytics import dashboard, questions
+from clickstream.analytics import dashboard, dashboard_charts, questions
+from clickstream.analytics.dashboard_charts import STEP_LABELS
 from clickstream.analytics.questions import AnalyticsError
 from clickstream.analytics.warehouse import WarehouseError
 
@@ -34,9 +36,6 @@ DEVICE_LABELS = {"all": "All devices", "desktop": "Desktop", "mobile": "Mobile",
 BREAKDOWN_LABELS = {"none": "None", "device": "Device", "login_state": "Login state",
                     "traffic_source": "Traffic source (UTM)"}
 GRAIN_LABELS = {"day": "Per day", "hour": "Per hour"}
-STEP_LABELS = {"product_view": "Product view", "add_to_cart": "Add to cart", "begin_checkout": "Begin checkout",
-               "purchase": "Purchase"}
-COLORS = ("#2563eb", "#f97316", "#10b981", "#a855f7", "#ef4444", "#14b8a6", "#eab308", "#64748b")
 LOST_ERRORS = (WarehouseError, psycopg.Error)
 EMPTY_HELP = ("The warehouse has no events yet. Load some with `make demo` (a simulated week, loaded end to end), "
               "or `clickstream simulate` then `clickstream etl`. This page shows them as soon as they are loaded.")
@@ -100,82 +99,29 @@ def percent(series: pd.Series) -> pd.Series:
     return series.map(lambda value: "" if value is None or pd.isna(value) else f"{value:.1%}")
 
 
-# --- charts -------------------------------------------------------------------------------------------------------
-def figure(rows: int = 1, height: float = 3.4) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(8, height))
-    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
-    for ax in axes:
-        ax.spines[["top", "right"]].set_visible(False)
-        ax.grid(axis="y", color="#e5e7eb")
-        ax.set_axisbelow(True)
-        ax.tick_params(colors="#374151", labelsize=9)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    return fig, axes
+# --- charts: plotly.js figure specs (clickstream.analytics.dashboard_charts), drawn in the browser -----------------
+class chart(Renderer[dict]):
+    """An output whose value is a plotly.js figure spec, drawn by www/plotly_chart.js (only the JSON travels)."""
+
+    async def transform(self, value: dict) -> dict:
+        return value
 
 
-def funnel_figure(frame: pd.DataFrame) -> Figure:
-    fig, (ax,) = figure(height=3.6)
-    segments = list(dict.fromkeys(frame["segment"]))
-    width = 0.8 / max(len(segments), 1)
-    for n, segment in enumerate(segments):
-        rows = frame[frame["segment"] == segment].sort_values("step_index")
-        x = rows["step_index"].to_numpy() - 1 + (n - (len(segments) - 1) / 2) * width
-        bars = ax.bar(x, rows["sessions"], width, label=str(segment), color=COLORS[n % len(COLORS)])
-        if len(segments) == 1:
-            ax.bar_label(bars, labels=[f"{v:,}" for v in rows["sessions"]], fontsize=9, padding=2)
-    ax.set_xticks(range(len(STEP_LABELS)), [label.replace(" ", "\n") for label in STEP_LABELS.values()])
-    ax.set_ylabel("sessions")
-    if len(segments) > 1:
-        ax.legend(frameon=False, fontsize=8, ncols=min(len(segments), 4), loc="lower center",
-                  bbox_to_anchor=(0.5, 1.0))
-    return fig
+CHART_ALTS = {"funnel_plot": "Sessions reaching each funnel step",
+              "trend_plot": "Events and sessions over time",
+              "product_trend_plot": "Daily views, add-to-carts and purchases of the chosen product",
+              "heatmap_plot": "Events by hour of day and day of week"}
+CHART_SCRIPTS = (  # served by the app itself: the page works offline and on an instance with no internet
+    HTMLDependency("plotly", plotly.__version__, source={"subdir": str(Path(plotly.__file__).parent / "package_data")},
+                   script={"src": "plotly.min.js"}, all_files=False),
+    HTMLDependency("clickstream-plotly-chart", "1", source={"subdir": str(Path(__file__).parent / "www")},
+                   script={"src": "plotly_chart.js"}, all_files=False),
+)
 
 
-def day_axis(ax, days: pd.Series) -> None:
-    """Days labelled like "Oct 07": a tick each (every n-th on long ranges)."""
-    ticks = pd.to_datetime(pd.Series(days)).sort_values()
-    ax.set_xticks(ticks.iloc[::max(1, len(ticks) // 12)].tolist())
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
-
-
-def trend_figure(frame: pd.DataFrame, grain: str) -> Figure:
-    fig, axes = figure(rows=2, height=4.2)
-    for ax, column, color in zip(axes, ("events", "sessions"), COLORS):
-        ax.plot(frame["bucket"], frame[column], color=color, linewidth=1.6, marker="o" if grain == "day" else None,
-                markersize=4)
-        ax.fill_between(frame["bucket"], frame[column], color=color, alpha=0.12)
-        ax.set_ylabel(f"{column} per {grain}")
-        ax.set_ylim(bottom=0)
-    if grain == "day":
-        day_axis(axes[-1], frame["bucket"])
-    fig.autofmt_xdate()
-    return fig
-
-
-def product_trend_figure(frame: pd.DataFrame) -> Figure:
-    fig, (ax,) = figure(height=3.4)
-    for column, color in zip(("views", "add_to_cart", "purchases"), COLORS):
-        ax.plot(frame["day"], frame[column], color=color, marker="o", markersize=4, linewidth=1.6,
-                label=column.replace("_", " "))
-    ax.set_ylim(bottom=0)
-    ax.legend(frameon=False, fontsize=8)
-    day_axis(ax, frame["day"])
-    fig.autofmt_xdate()
-    return fig
-
-
-def heatmap_figure(frame: pd.DataFrame, tz: str) -> Figure:
-    grid = frame.pivot_table(index="dow", columns="hour", values="events", aggfunc="sum")
-    grid = grid.reindex(index=range(7), columns=range(24), fill_value=0).fillna(0)
-    fig = Figure(figsize=(11, 3.2))
-    ax = fig.subplots()
-    image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="Blues")
-    ax.set_yticks(range(7), questions.DAY_NAMES)
-    ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)])
-    ax.set_xlabel(f"hour of day ({tz})")
-    ax.tick_params(length=0, labelsize=9)
-    fig.colorbar(image, ax=ax, label="events", shrink=0.9)
-    return fig
+def chart_output(output_id: str, height: str) -> ui.Tag:
+    return ui.div(id=output_id, class_="plotly-chart-output", role="img", aria_label=CHART_ALTS[output_id],
+                  style=f"height: {height}; width: 100%;")
 
 
 # --- page ---------------------------------------------------------------------------------------------------------
@@ -211,7 +157,7 @@ def app_ui(request) -> ui.Tag:
             ui.p("A session's device and login state are those of its first event.", class_="small text-muted"),
             width=290,
         ),
-        ui.head_content(ui.tags.link(rel="icon", href="data:,"), ui.tags.style(STYLE)),
+        ui.head_content(ui.tags.link(rel="icon", href="data:,"), ui.tags.style(STYLE)), *CHART_SCRIPTS,
         ui.output_ui("warehouse_status"),
         ui.layout_columns(
             kpi_box("events", "Events"), kpi_box("sessions", "Sessions"), kpi_box("visitors", "Visitors"),
@@ -221,9 +167,9 @@ def app_ui(request) -> ui.Tag:
         ),
         ui.layout_columns(
             panel("Funnel", ui.input_radio_buttons("funnel_breakdown", "Breakdown", BREAKDOWN_LABELS, inline=True),
-                  ui.output_plot("funnel_plot", height="320px"), ui.output_data_frame("funnel_table")),
+                  chart_output("funnel_plot", "320px"), ui.output_data_frame("funnel_table")),
             panel("Trends", ui.input_radio_buttons("trend_grain", "Grain", GRAIN_LABELS, inline=True),
-                  ui.output_plot("trend_plot", height="380px")),
+                  chart_output("trend_plot", "380px")),
             col_widths=(6, 6), fill=False,
         ),
         panel("Products", ui.p("Sort by a column, search with the boxes under the headers, choose a product (a row) "
@@ -231,11 +177,11 @@ def app_ui(request) -> ui.Tag:
               ui.output_data_frame("products_table"), footer=questions.REVENUE_CLAIM),
         ui.layout_columns(
             panel("Product trend", ui.output_text("product_trend_title", inline=False),
-                  ui.output_plot("product_trend_plot", height="320px")),
+                  chart_output("product_trend_plot", "320px")),
             panel("Categories", ui.output_data_frame("categories_table"), footer=questions.REVENUE_CLAIM),
             col_widths=(6, 6), fill=False,
         ),
-        panel("Activity by hour and weekday", ui.output_plot("heatmap_plot", height="300px")),
+        panel("Activity by hour and weekday", chart_output("heatmap_plot", "300px")),
         title="Clickstream dashboard",
         fillable=False,
     )
@@ -338,9 +284,9 @@ def server(input, output, session) -> None:
     def funnel_data() -> pd.DataFrame:
         return ask(dashboard.funnel, filters(), input.funnel_breakdown())
 
-    @render.plot(alt="Sessions reaching each funnel step")
+    @chart
     def funnel_plot():
-        return funnel_figure(funnel_data())
+        return dashboard_charts.funnel_chart(funnel_data())
 
     @render.data_frame
     def funnel_table():
@@ -382,9 +328,9 @@ def server(input, output, session) -> None:
     def product_trend_title():
         return chosen_product()[1]
 
-    @render.plot(alt="Daily views, add-to-carts and purchases of the chosen product")
+    @chart
     def product_trend_plot():
-        return product_trend_figure(product_trend_data())
+        return dashboard_charts.product_trend_chart(product_trend_data())
 
     @reactive.calc
     def categories_data() -> pd.DataFrame:
@@ -404,17 +350,17 @@ def server(input, output, session) -> None:
     def trend_data() -> pd.DataFrame:
         return ask(dashboard.trend, filters(), input.trend_grain())
 
-    @render.plot(alt="Events and sessions over time")
+    @chart
     def trend_plot():
-        return trend_figure(trend_data(), input.trend_grain())
+        return dashboard_charts.trend_chart(trend_data(), input.trend_grain())
 
     @reactive.calc
     def heatmap_data() -> pd.DataFrame:
         return ask(dashboard.heatmap, filters())
 
-    @render.plot(alt="Events by hour of day and day of week")
+    @chart
     def heatmap_plot():
-        return heatmap_figure(heatmap_data(), filters().tz)
+        return dashboard_charts.heatmap_chart(heatmap_data(), filters().tz)
 
 
 app = App(app_ui, server)

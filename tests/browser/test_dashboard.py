@@ -8,7 +8,6 @@ Screenshots go to $CLICKSTREAM_TEST_OUTPUT/dashboard/, by default test-output/da
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -30,7 +29,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CONFIG = SimulationConfig(start=date(2024, 10, 7), days=3, visitors=150, seed=21)
 FIRST, LAST = CONFIG.start, CONFIG.start + timedelta(days=CONFIG.days - 1)
 KPIS = ("events", "sessions", "visitors", "conversion", "revenue")
-PLOTS = ("funnel_plot", "trend_plot", "product_trend_plot", "heatmap_plot")
+PLOTS = {"funnel_plot": "Sessions reaching each funnel step", "trend_plot": "Events and sessions over time",
+         "product_trend_plot": "Daily views, add-to-carts and purchases of the chosen product",
+         "heatmap_plot": "Events by hour of day and day of week"}  # id: accessible name
 TABLES = ("funnel_table", "products_table", "categories_table")
 STEPS = ("Product view", "Add to cart", "Begin checkout", "Purchase")
 TOP = 5
@@ -195,6 +196,18 @@ def rows(page: Page, table: str) -> list[list[str]]:
     return [row.locator("td").all_inner_texts() for row in page.locator(f"#{table} tbody tr").all()]
 
 
+def expect_drawn(page: Page, plot: str) -> None:
+    """plotly.js has drawn the chart (its SVG) in the output."""
+    expect(page.locator(f"#{plot} .main-svg").first).to_be_visible(timeout=WAIT_MS)
+
+
+def expect_funnel_bars(page: Page, funnel: list[tuple[str, int]]) -> None:
+    """The funnel chart's bars, as drawn and as plotly.js holds them, are `funnel`'s (step, sessions)."""
+    expect(page.locator("#funnel_plot text.bartext")).to_have_text([f"{n:,}" for _, n in funnel], timeout=WAIT_MS)
+    drawn = page.evaluate("document.getElementById('funnel_plot').data.map(t => [t.x, t.y])")
+    assert drawn == [[[step for step, _ in funnel], [n for _, n in funnel]]]
+
+
 def top_products(page: Page) -> dict[str, tuple]:
     """The first TOP rows of the products table: {id: (views, add_to_cart, purchases, revenue)}."""
     settled(page)
@@ -236,8 +249,9 @@ def test_an_empty_warehouse_says_how_to_load_data_then_shows_it_once_loaded(url,
 def test_it_boots_without_errors_and_every_panel_renders(url, simulated, page, output):
     open_at(page, url, View())
     expect_kpis(page, truth(simulated, View())["kpis"])
-    for plot in PLOTS:
-        expect(page.locator(f"#{plot} img")).to_have_attribute("src", re.compile("^data:image/png"), timeout=WAIT_MS)
+    for plot, name in PLOTS.items():
+        expect_drawn(page, plot)
+        expect(page.get_by_role("img", name=name)).to_have_attribute("id", plot)
     for table in TABLES:
         expect(page.locator(f"#{table} tbody tr").first).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#product_trend_title")).not_to_be_empty()
@@ -258,6 +272,7 @@ def test_kpis_funnel_and_top_products_equal_the_events(url, simulated, page):
     controller.OutputDataFrame(page, "funnel_table").expect_nrow(4, timeout=WAIT_MS)
     assert [(cells[1], int(cells[2].replace(",", ""))) for cells in rows(page, "funnel_table")] == expected["funnel"]
     expect_top_products(page, expected["products"])
+    expect_funnel_bars(page, expected["funnel"])
 
 
 CHANGES = {
@@ -282,6 +297,17 @@ def test_each_filter_changes_the_kpis_and_products_as_the_events_do(url, simulat
     expect_top_products(page, after["products"])
 
 
+def test_a_filter_change_redraws_the_funnel_chart_with_the_new_numbers(url, simulated, page):
+    open_at(page, url, View())
+    before, after = (truth(simulated, view)["funnel"] for view in (View(), CHANGES["login state"]))
+    assert before != after
+    expect_funnel_bars(page, before)
+    funnel_svg = page.locator("#funnel_plot .main-svg").first.element_handle()
+    controller.InputSelect(page, "login_state").set(CHANGES["login state"].login_state)
+    expect_funnel_bars(page, after)
+    assert funnel_svg.evaluate("svg => svg.isConnected")  # redrawn in place (Plotly.react), not a new image
+
+
 def test_the_change_is_against_the_previous_period_and_goes_with_the_comparison(url, simulated, page):
     day = View(start=FIRST + timedelta(days=1), end=FIRST + timedelta(days=1))
     open_at(page, url, day)
@@ -304,7 +330,7 @@ def test_products_are_searchable_and_a_chosen_product_shows_its_trend(url, simul
     products.expect_nrow(1, timeout=WAIT_MS)
     products.select_rows([0])
     expect(page.locator("#product_trend_title")).to_have_text(name, timeout=WAIT_MS)
-    expect(page.locator("#product_trend_plot img")).to_have_attribute("src", re.compile("^data:image/png"))
+    expect_drawn(page, "product_trend_plot")
 
 
 def test_a_lost_connection_shows_a_message_and_the_data_when_the_warehouse_returns(url, simulated, local_stack,
