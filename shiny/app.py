@@ -113,7 +113,7 @@ CHART_ALTS = {"funnel_plot": "Sessions reaching each funnel step",
               "heatmap_plot": "Events by hour of day and day of week"}
 CHART_SCRIPTS = (  # served by the app itself: the page works offline and on an instance with no internet
     HTMLDependency("plotly", plotly.__version__, source={"subdir": str(Path(plotly.__file__).parent / "package_data")},
-                   script={"src": "plotly.min.js"}, all_files=False),
+                   script={"src": "plotly.min.js", "async": ""}, all_files=False),
     HTMLDependency("clickstream-plotly-chart", "1", source={"subdir": str(Path(__file__).parent / "www")},
                    script={"src": "plotly_chart.js"}, all_files=False),
 )
