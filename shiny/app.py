@@ -3,14 +3,15 @@ and categories, trends and the hour x weekday heatmap of the warehouse, read as 
 in CLICKSTREAM_DASHBOARD_DSN.
 
 `clickstream up` serves it on 127.0.0.1 (`clickstream status` shows its URL); `clickstream dashboard` runs it in
-the foreground. The queries live in clickstream.analytics.dashboard: this file is the page and its reactivity.
+the foreground. The queries live in clickstream.analytics.dashboard and the charts' plotly.js specs in
+clickstream.analytics.dashboard_charts (drawn in the browser by www/plotly_chart.js): this file is the page and its
+reactivity.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import date, timedelta
-
 from pathlib import Path
 
 import pandas as pd
