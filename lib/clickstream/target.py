@@ -97,10 +97,7 @@ class Workshop:
         return self._invoke(self.etl_function, dict(event or {}))
 
     def description(self) -> str:
-        where = {"local": "the local stack (clickstream up)",
-                 "aws": f"the deployed stacks in {self.region}",
-                 "rehearsal": f"the stacks deployed into moto at {self.aws_endpoint_url}, read as on AWS"}[self.mode]
-        lines = [f"target {self.target}: {where}",
+        lines = [where_it_runs(self.target, self.mode, self.region, self.aws_endpoint_url),
                  f"  ingest URL {self.ingest_url}  (raw bucket s3://{self.raw_bucket})",
                  f"  storefront {self.storefront_url}",
                  f"  dashboard  {self.dashboard_url}",
@@ -131,6 +128,34 @@ def choose_mode(settings: Settings, env: Mapping[str, str] | None = None) -> str
         return "local"
     endpoint = env.get("AWS_ENDPOINT_URL")
     return "rehearsal" if endpoint and urlsplit(endpoint).hostname in LOOPBACK else "aws"
+
+
+def where_it_runs(target: str, mode: str, region: str, aws_endpoint_url: str | None) -> str:
+    """The first line of `Workshop.description()`: the target and what it reaches in its mode."""
+    where = {"local": "the local stack (clickstream up)",
+             "aws": f"the deployed stacks in {region}",
+             "rehearsal": f"the stacks deployed into moto at {aws_endpoint_url}, read as on AWS"}[mode]
+    return f"target {target}: {where}"
+
+
+def target_line(settings: Settings, env: Mapping[str, str] | None = None) -> str:
+    """`where_it_runs` before any stack is read (a notebook that runs before the stacks are deployed)."""
+    env = os.environ if env is None else env
+    endpoint = (env.get("AWS_ENDPOINT_URL") or "").rstrip("/") or None
+    return where_it_runs(settings.target, choose_mode(settings, env), settings.region, endpoint)
+
+
+def deployer(settings: Settings, env: Mapping[str, str] | None = None) -> tuple[Any, Settings]:
+    """The deployer of the settings' mode and the settings to call it with: clickstream.infra.deploy (change
+    sets) on aws; clickstream.local.moto_deploy locally and in a rehearsal, whose stacks go into the local
+    stack's moto as `clickstream deploy --target local` puts them there."""
+    if choose_mode(settings, env) == "aws":
+        from clickstream.infra import deploy
+
+        return deploy, settings
+    from clickstream.local import moto_deploy
+
+    return moto_deploy, settings.with_(target="local")
 
 
 def open_workshop(settings: Settings, env: Mapping[str, str] | None = None,
