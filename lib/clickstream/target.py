@@ -43,7 +43,9 @@ from clickstream.analytics import secrets
 from clickstream.infra import ssm
 from clickstream.infra.deploy import DeployConfig
 from clickstream.infra.templates import TemplateSet
+from clickstream.ingestion.ingest import IngestSettings
 from clickstream.settings import Settings
+from clickstream.shop import shoppers, traffic
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # What the notebooks read from the stacks' outputs (the templates declare them).
@@ -145,7 +147,7 @@ def target_line(settings: Settings, env: Mapping[str, str] | None = None) -> str
     return where_it_runs(settings.target, choose_mode(settings, env), settings.region, endpoint)
 
 
-def deployer(settings: Settings, env: Mapping[str, str] | None = None) -> tuple[Any, Settings]:
+def choose_deployer(settings: Settings, env: Mapping[str, str] | None = None) -> tuple[Any, Settings]:
     """The deployer of the settings' mode and the settings to call it with: clickstream.infra.deploy (change
     sets) on aws; clickstream.local.moto_deploy locally and in a rehearsal, whose stacks go into the local
     stack's moto as `clickstream deploy --target local` puts them there."""
@@ -180,6 +182,19 @@ def rehearsal_environment(local: Settings) -> dict[str, str]:
     """The environment variables that make the aws target a rehearsal against the local stack `local`'s moto."""
     return {"CLICKSTREAM_TARGET": "aws", "AWS_ENDPOINT_URL": local.aws_endpoint_url, "AWS_REGION": local.region,
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def history_target(workshop: Workshop, settings: Settings, s3: Any) -> traffic.IngestTarget:
+    """The simulator's history mode (`traffic.send(config, target)`) into the workshop's raw bucket with `s3`:
+    locally the ingest as the templates configure it; on aws as the deployed ingest function is configured (its
+    environment), the simulated shoppers in the workshop's user pool (in a rehearsal the local stack's pool, which
+    stands in for Cognito)."""
+    if workshop.mode == "local":
+        return traffic.IngestTarget.from_templates(settings, s3)
+    function = aws.client("lambda", settings).get_function_configuration(FunctionName=workshop.ingest_function)
+    pool_of = settings.with_(target="local") if workshop.mode == "rehearsal" else settings
+    return traffic.IngestTarget(s3, IngestSettings.from_env(function.get("Environment", {}).get("Variables", {})),
+                                subs=shoppers.ensure_shoppers(pool_of, traffic.SHOPPERS))
 
 
 # --- prerequisites -------------------------------------------------------------------------------
