@@ -14,9 +14,9 @@ from clickstream import aws
 from clickstream.infra.deploy import stack_outputs
 from clickstream.infra.templates import find_function, load_stacks
 from clickstream.local import moto_deploy, stack
-from clickstream.shop import samples, tracker
+from clickstream.shop import samples, shoppers, tracker, traffic
 from clickstream.settings import Settings
-from clickstream.target import STAND_INS, open_workshop, rehearsal_environment
+from clickstream.target import STAND_INS, history_target, open_workshop, rehearsal_environment
 
 PREFIX = "cs-workshop"
 STATUS_KEYS = ("region", "api_url", "ingest_url", "raw_bucket", "storefront_url", "dashboard_url", "dw_dsn",
@@ -106,3 +106,13 @@ def test_status_on_aws_prints_the_rehearsals_endpoints(rehearsal, local_stack):
     ingestion = stack_outputs(aws.client("cloudformation", local_stack), f"{PREFIX}-ingestion")
     assert (printed["mode"], printed["raw_bucket"]) == ("rehearsal", ingestion["RawBucketName"])
     assert set(printed["ssm_commands"]) == {"dw", "dashboard"}
+
+
+def test_the_history_target_writes_as_the_deployed_ingest_with_the_pools_shoppers(rehearsal, local_stack):
+    with open_workshop(rehearsal) as workshop:
+        target = history_target(workshop, rehearsal, aws.client("s3", rehearsal))
+        deployed = aws.client("lambda", rehearsal).get_function_configuration(FunctionName=workshop.ingest_function)
+    assert target.ingest_settings.raw_bucket == workshop.raw_bucket == deployed["Environment"]["Variables"]["RAW_BUCKET"]
+    # the local stack's user pool stands in for Cognito: the simulated shoppers are its users
+    assert set(target.subs) == set(traffic.SHOPPERS)
+    assert target.subs == {email: shoppers.shopper_sub(local_stack, email) for email in traffic.SHOPPERS}
