@@ -264,13 +264,12 @@ class Connections:
 
 
 def read_dw_secret(settings: Settings, secret_id: str) -> dict[str, Any]:
-    """The warehouse secret's value (DwSecretArn), with every key a connection needs."""
+    """The warehouse secret's value (DwSecretArn), with every key a connection needs (TLS's too)."""
     try:
         secret = secrets.read_secret(aws.client("secretsmanager", settings), secret_id)
+        secrets.check_value(secret, secret_id)
     except secrets.SecretError as error:
         raise WorkshopError(str(error)) from None
-    if missing := [key for key in secrets.REQUIRED_KEYS if secret.get(key) in (None, "")]:
-        raise WorkshopError(f"secret {secret_id} lacks {', '.join(missing)}")
     return secret
 
 
@@ -285,8 +284,7 @@ def _aws_fields(settings: Settings, outputs: Mapping[str, str], secret: Mapping[
         "raw_bucket": outputs["RawBucketName"],
         "storefront_url": outputs.get("StorefrontUrl"),
         "dashboard_url": f"http://{ssm.LOCAL_HOST}:{connections.dashboard_port}",
-        "dw_dsn": secrets.dsn(ssm.LOCAL_HOST, connections.dw_port, str(secret["dbname"]), str(secret["username"]),
-                              str(secret["password"])),
+        "dw_dsn": secrets.dsn_from_value(secret, outputs["DwSecretArn"], host=ssm.LOCAL_HOST, port=connections.dw_port),
         "dw_admin_dsn": None,
         "dw_secret_id": outputs["DwSecretArn"],
         "cognito_user_pool_id": outputs.get("UserPoolId"),

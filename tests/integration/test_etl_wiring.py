@@ -65,7 +65,8 @@ def test_the_dw_secret_holds_etl_writers_local_credentials(local_stack, status, 
     passwords = json.loads((local_stack.home / "credentials" / "dw.json").read_text())
     assert status["dw_secret_id"] == "clickstream/dw/etl_writer-local"
     assert value == {"username": "etl_writer", "password": passwords["etl_writer"], "host": "127.0.0.1",
-                     "port": local_stack.dw_port, "dbname": "clickstream_dw", "engine": "postgres"}
+                     "port": local_stack.dw_port, "dbname": "clickstream_dw", "engine": "postgres",
+                     "sslmode": "verify-full", "sslrootcert_pem": stack.clusters(local_stack)["dw"].ca_pem()}
     assert passwords["etl_writer"] not in json.dumps(status), "status never shows the ETL's password"
 
 

@@ -51,7 +51,7 @@ def runs(handler_module, monkeypatch):
     monkeypatch.setattr(etl, "run_etl", fake_run_etl)
     with mock_aws():
         handler_module.secrets_client().create_secret(
-            Name=SECRET, SecretString=json.dumps(dw_etl_writer_value("s3cret", "10.0.2.15", 5432)))
+            Name=SECRET, SecretString=json.dumps(dw_etl_writer_value("s3cret", "10.0.2.15", 5432, None)))
         yield calls
 
 

@@ -12,6 +12,7 @@ from psycopg.conninfo import conninfo_to_dict
 from clickstream.analytics.secrets import SecretError, dsn_from_secret, dw_etl_writer_value, put_secret
 
 NAME = "clickstream/dw/etl_writer-unit"
+CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 @pytest.fixture
@@ -21,11 +22,14 @@ def secretsmanager(aws_credentials):
 
 
 def test_dsn_from_an_rds_style_secret(secretsmanager):
-    value = dw_etl_writer_value("p@ss w'rd=;", "127.0.0.1", 15432)
+    value = dw_etl_writer_value("p@ss w'rd=;", "127.0.0.1", 15432, CA)
     secretsmanager.create_secret(Name=NAME, SecretString=json.dumps(value))
-    assert conninfo_to_dict(dsn_from_secret(secretsmanager, NAME)) == {
+    params = conninfo_to_dict(dsn_from_secret(secretsmanager, NAME))
+    with open(params.pop("sslrootcert"), encoding="ascii") as f:
+        assert f.read() == CA
+    assert params == {
         "host": "127.0.0.1", "port": "15432", "dbname": "clickstream_dw", "user": "etl_writer",
-        "password": "p@ss w'rd=;",
+        "password": "p@ss w'rd=;", "sslmode": "verify-full",
     }
 
 
@@ -39,8 +43,9 @@ def test_a_missing_secret_says_how_to_create_it(secretsmanager):
 @pytest.mark.parametrize(("secret", "message"), [
     ("not json", "is not a JSON object"),
     ('["etl_writer"]', "is not a JSON object"),
-    ('{"username": "etl_writer", "host": "h", "port": 5432, "dbname": "d"}', "lacks password"),
-    ('{"username": "etl_writer", "password": "x", "host": "h", "port": "five", "dbname": "d"}', "port must be a number"),
+    ('{"username": "etl_writer", "host": "h", "port": 5432, "dbname": "d", "sslmode": "require"}', "lacks password$"),
+    ('{"username": "etl_writer", "password": "x", "host": "h", "port": "five", "dbname": "d", "sslmode": "require"}',
+     "port must be a number"),
 ])
 def test_an_unusable_secret_is_named_without_its_values(secretsmanager, secret, message):
     secretsmanager.create_secret(Name=NAME, SecretString=secret)
@@ -50,7 +55,7 @@ def test_an_unusable_secret_is_named_without_its_values(secretsmanager, secret, 
 
 
 def test_put_secret_creates_then_updates_only_on_change(secretsmanager):
-    first = dw_etl_writer_value("one", "127.0.0.1", 15432)
+    first = dw_etl_writer_value("one", "127.0.0.1", 15432, CA)
     assert put_secret(secretsmanager, NAME, first) is True
     assert put_secret(secretsmanager, NAME, first) is False
     assert put_secret(secretsmanager, NAME, {**first, "port": 25432}) is True

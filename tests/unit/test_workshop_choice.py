@@ -149,7 +149,8 @@ def deployed_account(dashboard_port: int):
                                                Handler="handler.handler", Code={"ZipFile": code.getvalue()})
         secret = boto3.client("secretsmanager").create_secret(Name="dw", SecretString=json.dumps(
             {"username": "etl_writer", "password": "pw", "host": "10.20.10.10", "port": 5432,
-             "dbname": "clickstream_dw", "engine": "postgres"}))["ARN"]
+             "dbname": "clickstream_dw", "engine": "postgres", "sslmode": "verify-full",
+             "sslrootcert_pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}))["ARN"]
         instance = boto3.client("ec2").run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
         outputs = {
             "ingestion": {"ApiUrl": "https://a1b2c3.execute-api.us-east-1.amazonaws.com/clickstream",

@@ -20,19 +20,28 @@ Layout of the real cluster dir (the requested base dir, or its /tmp fallback, se
     data/            PGDATA (0700, owned by the server user); data/clickstream.conf is rewritten at each start
     run/             unix socket dir (0700): only the server user (and root) can reach the socket
     postgres.log     server log (pg_ctl -l)
+    tls/             (a cluster with hostssl_roles) its private CA and the server's certificate: ca.crt, ca.key,
+                     server.crt, server.key, all 0600, the server user's; the CA is made once and kept
 
 Auth: superuser `postgres` only over the unix socket (trust; the 0700 socket dir keeps others out);
 TCP on 127.0.0.1 needs a scram-sha-256 password and refuses `postgres`. Applications use login roles
 created by setup_warehouse / setup_oltp. Passwords go to the server as SCRAM verifiers computed here,
 so the plain text never reaches the server (or its log).
+
+TLS: a cluster with `hostssl_roles` (the warehouse: etl_writer) serves TLS with a certificate for 127.0.0.1 and
+localhost signed by its own CA (`ca_pem()`, for sslmode verify-full), and those roles connect only over TLS
+(pg_hba hostssl; without TLS, or over the socket, they are refused); the other roles as before. A PostgreSQL
+built without SSL (the pgserver wheel's: `SHOW ssl_library` is empty) serves none: `tls_warning()` says so.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import importlib.util
+import ipaddress
 import os
 import pwd
 import re
@@ -76,6 +85,10 @@ TMP_ROOT = Path("/tmp")  # not $TMPDIR: macOS's is too long for a unix socket pa
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the trailing NUL
 START_TIMEOUT = 60
 LOG_TAIL_LINES = 25
+TLS_DIR = "tls"  # in the cluster dir
+TLS_DAYS = 3650  # a local CA and certificate; re-issued within TLS_RENEW_DAYS of the end
+TLS_RENEW_DAYS = 30
+TLS_NAMES = ("127.0.0.1", "localhost")  # the server certificate's subject alternative names, plus the cluster's host
 
 
 class ClusterError(RuntimeError):
@@ -358,6 +371,7 @@ class Cluster:
     host: str = "127.0.0.1"
     port_hint: str = ""  # how the caller's user changes the port, e.g. "--dw-port or CLICKSTREAM_DW_PORT"
     bindir: Path | None = None  # None: find_bindir()
+    hostssl_roles: tuple[str, ...] = ()  # roles that connect over TLS only; the cluster then serves TLS
     _dir: Path | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -383,6 +397,10 @@ class Cluster:
     @property
     def log_file(self) -> Path:
         return self.dir / "postgres.log"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / TLS_DIR
 
     @property
     def socket_dir(self) -> Path:
@@ -448,24 +466,59 @@ class Cluster:
     # ---- start / stop
 
     def ensure_started(self) -> bool:
-        """initdb if needed and start if not running. True if this call started the server, False if it was running."""
-        if self._check_running():
+        """initdb if needed and start if not running. True if this call started the server, False if it was running.
+
+        A running cluster made before it served TLS gets its certificates and settings, and reloads them."""
+        if self._check_running() and not self._tls_to_set_up():
             return False
         run_as = _run_as()
         bindir = self.bindir or find_bindir()
-        if not port_is_free(self.host, self.port):
+        if not self.is_running() and not port_is_free(self.host, self.port):
             raise PortInUseError(self.port, self.port_hint)
         self._prepare_dirs(run_as)
         with folder_lock(self.dir):
-            if self._check_running():  # another process started it while we waited for the lock
+            running = self._check_running()  # another process may have started it while we waited for the lock
+            if running and not self._tls_to_set_up():
                 return False
             bindir = server_bindir(run_as, bindir)
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb(run_as, bindir)
             self._check_version(bindir)
-            self._write_config(run_as)
+            self._write_config(run_as, bindir)
+            if running:
+                self._pg_ctl(run_as, bindir, "reload")
+                return False
             self._pg_ctl_start(run_as, bindir)
         return True
+
+    def ca_pem(self) -> str | None:
+        """The certificate (PEM) of the CA that signed the server's, for sslmode verify-full; None when the
+        cluster serves no TLS."""
+        if not self.hostssl_roles or "\nssl = on\n" not in self._conf_text():
+            return None
+        return (self.tls_dir / "ca.crt").read_text(encoding="ascii")
+
+    def tls_warning(self) -> str | None:
+        """Why a cluster that should serve TLS does not (its PostgreSQL was built without SSL), and what to do."""
+        if not self.hostssl_roles or self.ca_pem() is not None:
+            return None
+        return (f"the {self.name} cluster serves no TLS: its PostgreSQL was built without SSL (`SHOW ssl_library` is "
+                f"empty, as with the pgserver wheel), so {', '.join(self.hostssl_roles)} connect without TLS "
+                f"(sslmode disable) unlike on AWS. For TLS, install a PostgreSQL with SSL (e.g. `apt-get install "
+                f"postgresql`, or {BINDIR_ENV}) and delete {self.dir} to make the cluster again (its data is lost)")
+
+    def _conf_text(self) -> str:
+        try:
+            return (self.data_dir / CONF_FILE).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
+
+    def _tls_to_set_up(self) -> bool:
+        """A cluster that should serve TLS whose settings do not say yet whether it can (made by an older version)."""
+        try:
+            return bool(self.hostssl_roles) and not re.search(r"^ssl = (on|off)$", self._conf_text(), re.M)
+        except PermissionError:
+            return False  # another user's cluster: _check_running and ensure_started report it
 
     def _check_running(self) -> bool:
         if not self.is_running():
@@ -481,13 +534,16 @@ class Cluster:
         if not self.is_running():
             return False
         run_as = _run_as()
-        bindir = server_bindir(run_as, self.bindir or find_bindir())
-        result = self._run(run_as, [str(bindir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w",
-                                    "-t", str(START_TIMEOUT)])
-        if result.returncode != 0 and self.is_running():
-            raise ClusterError(f"could not stop the {self.name} cluster:\n{result.stdout.strip()}\n"
-                               f"--- last lines of {self.log_file}:\n{_tail(self.log_file)}")
+        self._pg_ctl(run_as, server_bindir(run_as, self.bindir or find_bindir()), "stop", "-m", "fast", "-w",
+                     "-t", str(START_TIMEOUT))
         return True
+
+    def _pg_ctl(self, run_as: _RunAs, bindir: Path, action: str, *options: str) -> None:
+        """pg_ctl stop or reload on the running cluster."""
+        result = self._run(run_as, [str(bindir / "pg_ctl"), action, "-D", str(self.data_dir), *options])
+        if result.returncode != 0 and self.is_running():
+            raise ClusterError(f"could not {action} the {self.name} cluster:\n{result.stdout.strip()}\n"
+                               f"--- last lines of {self.log_file}:\n{_tail(self.log_file)}")
 
     def _run(self, run_as: _RunAs, cmd: list[str], timeout: float = START_TIMEOUT + 30) -> subprocess.CompletedProcess:
         # Output into a file, not a pipe: a server forked by pg_ctl must not hold our pipe open.
@@ -569,7 +625,8 @@ class Cluster:
                 f"in {bindir} are PostgreSQL {server_version}; set {BINDIR_ENV} to a PostgreSQL {data_version} bin "
                 f"folder, or delete {self.dir} to start from scratch (its data is lost)")
 
-    def _write_config(self, run_as: _RunAs) -> None:
+    def _write_config(self, run_as: _RunAs, bindir: Path) -> None:
+        tls = self._ensure_tls(run_as, bindir) if self.hostssl_roles else None
         conf = f"""\
 # Written by clickstream.local.postgres at every start: change the code or the port setting, not this file.
 listen_addresses = {_conf_quote(self.host)}
@@ -584,6 +641,12 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 """
+        if tls is False:
+            conf += "# This PostgreSQL was built without SSL: no TLS (tls_warning says what to do).\nssl = off\n"
+        elif tls:
+            conf += (f"# TLS with the cluster's own CA (tls/): {', '.join(self.hostssl_roles)} connect over TLS only.\n"
+                     f"ssl = on\nssl_cert_file = {_conf_quote(str(tls / 'server.crt'))}\n"
+                     f"ssl_key_file = {_conf_quote(str(tls / 'server.key'))}\n")
         hba = """\
 # Written by clickstream.local.postgres at every start.
 # TYPE  DATABASE  USER      ADDRESS        METHOD
@@ -591,6 +654,15 @@ full_page_writes = off
 local   all       postgres                 trust
 host    all       postgres  0.0.0.0/0      reject
 host    all       postgres  ::/0           reject
+"""
+        if tls:
+            hba += "# Roles that connect over TLS only (hostssl, SCRAM); without TLS, or over the socket, refused.\n"
+            for role in self.hostssl_roles:
+                hba += (f"local   all       {role}                 reject\n"
+                        f"hostssl all       {role}  127.0.0.1/32   scram-sha-256\n"
+                        f"hostssl all       {role}  ::1/128        scram-sha-256\n"
+                        f"host    all       {role}  all            reject\n")
+        hba += """\
 # Application roles: password (SCRAM) over TCP on the loopback.
 local   all       all                      scram-sha-256
 host    all       all       127.0.0.1/32   scram-sha-256
@@ -600,15 +672,20 @@ host    all       all       ::1/128        scram-sha-256
         self._write_data_file("pg_hba.conf", hba, run_as)
 
     def _write_data_file(self, name: str, text: str, run_as: _RunAs) -> None:
-        path = self.data_dir / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        if run_as.prefix:
-            os.chown(tmp, run_as.uid, run_as.gid)
-        os.replace(tmp, path)
+        _write_private(self.data_dir / name, text.encode(), run_as)
+
+    def _ensure_tls(self, run_as: _RunAs, bindir: Path) -> Path | bool:
+        """The tls/ folder with the CA and a valid server certificate for TLS_NAMES and the host, or False when
+        this PostgreSQL was built without SSL."""
+        result = subprocess.run([*run_as.prefix, str(bindir / "postgres"), "-D", str(self.data_dir), "-C", "ssl_library"],
+                                capture_output=True, text=True, env=_clean_env(), cwd=str(self.dir), timeout=60)
+        if result.returncode != 0:
+            raise ClusterError(f"cannot ask {bindir / 'postgres'} for its ssl_library:\n{result.stderr.strip()}")
+        if not result.stdout.strip():
+            return False
+        self._own_dir(self.tls_dir, run_as)
+        ensure_certificates(self.tls_dir, f"clickstream local {self.name}", (*TLS_NAMES, self.host), run_as)
+        return self.tls_dir
 
     def _pg_ctl_start(self, run_as: _RunAs, bindir: Path) -> None:
         log_size = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -679,6 +756,96 @@ host    all       all       ::1/128        scram-sha-256
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             verb = sql.SQL("ALTER ROLE") if exists else sql.SQL("CREATE ROLE")
             conn.execute(sql.SQL("{} {} {}").format(verb, sql.Identifier(role), attrs))
+
+
+def _write_private(path: Path, data: bytes, run_as: _RunAs) -> None:
+    """Write `path` atomically, 0600, owned by the server user."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    if run_as.prefix:
+        os.chown(tmp, run_as.uid, run_as.gid)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------- TLS
+
+
+def ensure_certificates(folder: Path, label: str, names: tuple[str, ...], run_as: _RunAs) -> None:
+    """ca.crt/ca.key, a private CA made once (later calls keep it), and server.crt/server.key, a certificate it
+    signs for `names` (IP addresses or host names), issued again when missing, not signed by that CA, not naming
+    exactly these, or within TLS_RENEW_DAYS of its end. ECDSA P-256 keys; every file 0600."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def new_key() -> ec.EllipticCurvePrivateKey:
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    def issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
+              issuer_key: ec.EllipticCurvePrivateKey, extensions: list[tuple[x509.ExtensionType, bool]]) -> bytes:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer.subject if issuer else name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=TLS_DAYS))
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    wanted = {x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n) for n in names}
+    if not ((folder / "ca.crt").exists() and (folder / "ca.key").exists()):
+        ca_key = new_key()
+        usage = dict.fromkeys(("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+                               "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"), False)
+        _write_private(folder / "ca.key", key_pem(ca_key), run_as)
+        _write_private(folder / "ca.crt", issue(f"{label} CA", ca_key, None, ca_key, [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (x509.KeyUsage(**{**usage, "key_cert_sign": True, "crl_sign": True}), True)]), run_as)
+        (folder / "server.crt").unlink(missing_ok=True)
+    ca = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    if _server_certificate_valid(folder, ca, wanted):
+        return
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+    key = new_key()
+    _write_private(folder / "server.key", key_pem(key), run_as)
+    _write_private(folder / "server.crt", issue(label, key, ca, ca_key, [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        (x509.SubjectAlternativeName(sorted(wanted, key=str)), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)]), run_as)
+
+
+def _server_certificate_valid(folder: Path, ca: "x509.Certificate", wanted: set) -> bool:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate((folder / "server.crt").read_bytes())
+        key = serialization.load_pem_private_key((folder / "server.key").read_bytes(), None)
+        cert.verify_directly_issued_by(ca)
+        names = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except (OSError, ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
+        return False
+    renew = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=TLS_RENEW_DAYS)
+    return names == wanted and cert.not_valid_after_utc > renew and key.public_key() == cert.public_key()
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _scram_verifier(password: str, iterations: int = 4096) -> str:

@@ -189,7 +189,8 @@ def stack_lock(settings: Settings):
 
 def clusters(settings: Settings) -> dict[str, Cluster]:
     return {
-        "dw": Cluster("dw", settings.home / "pg" / "dw", settings.dw_port, settings.host, PORT_HINTS["dw"]),
+        "dw": Cluster("dw", settings.home / "pg" / "dw", settings.dw_port, settings.host, PORT_HINTS["dw"],
+                      hostssl_roles=("etl_writer",)),
         "oltp": Cluster("oltp", settings.home / "pg" / "oltp", settings.oltp_port, settings.host, PORT_HINTS["oltp"]),
     }
 
@@ -231,6 +232,8 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None, sch
                 progress(f"started PostgreSQL {name} on {settings.host}:{cluster.port}")
             (setup_warehouse if name == "dw" else setup_oltp)(cluster, dw_passwords if name == "dw" else oltp_passwords)
             if name == "dw":
+                if warning := cluster.tls_warning():
+                    progress(f"warning: {warning}")
                 _migrate_warehouse(cluster, progress)
             else:
                 _seed_shop(cluster, oltp_passwords, progress)
@@ -337,7 +340,7 @@ def _seed_shop(cluster: Cluster, passwords: dict[str, str], progress: Callable[[
 def _ensure_secrets(settings: Settings, dw_passwords: dict[str, str], progress: Callable[[str], None]) -> None:
     """Write the templates' secrets that have a local value into the local endpoint (moto keeps them in
     memory only, so this runs at every `up`). The DW secret gets etl_writer's password from the 0600
-    credentials file and the local DW's address."""
+    credentials file, the local DW's address and its CA (verify-full, as on AWS)."""
     client = aws.client("secretsmanager", settings)
     for stack in load_stacks(settings):
         for secret in stack.secrets():
@@ -346,7 +349,8 @@ def _ensure_secrets(settings: Settings, dw_passwords: dict[str, str], progress: 
             if secret.local_value != secrets.DW_ETL_WRITER:
                 raise TemplateError(f"{stack.path.name}: {secret.logical_id} has an unknown Metadata.clickstream."
                                     f"LocalValue {secret.local_value!r} (known: {secrets.DW_ETL_WRITER})")
-            value = secrets.dw_etl_writer_value(dw_passwords["etl_writer"], settings.host, settings.dw_port)
+            value = secrets.dw_etl_writer_value(dw_passwords["etl_writer"], settings.host, settings.dw_port,
+                                                clusters(settings)["dw"].ca_pem())
             if secrets.put_secret(client, secret.name, value, "etl_writer of the local warehouse (clickstream up)"):
                 progress(f"wrote secret {secret.name} (etl_writer of clickstream_dw)")
 
