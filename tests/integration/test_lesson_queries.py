@@ -1,5 +1,5 @@
 """The helpers of notebooks 04 and 05 on the test stack's warehouse, with a small simulated range loaded by the ETL:
-every question read both ways, the KPIs per filter choice, and forgetting days by the admin DSN."""
+every question read both ways, the KPIs per filter choice, and forgetting days by the admin DSN and as etl_writer."""
 
 from __future__ import annotations
 
@@ -86,3 +86,29 @@ def test_forget_days_by_dsn_deletes_one_day_and_keeps_the_next(local_stack, dw):
             assert conn.execute("SELECT count(*) FROM rollup_pending WHERE day = %s", (day,)).fetchone() == (0,)
     finally:
         raw.delete_prefix(s3, bucket, "events/2035/04/")
+
+
+def test_forget_days_as_etl_writer_the_only_login_on_aws_deletes_a_loaded_day(local_stack, dw):
+    """On AWS no superuser is reachable: notebooks 04 and 05 forget their week as etl_writer."""
+    admin, writer, _ = dw
+    s3, bucket = aws.client("s3", local_stack), stack.status(local_stack)["raw_bucket"]
+    config = SimulationConfig(start=date(2035, 5, 7), days=1, visitors=10, seed=47)
+    day, prefix = config.start, raw.day_prefix(config.start)
+    traffic.send(config, traffic.IngestTarget.from_templates(local_stack, s3))
+    try:
+        loaded = etl.run_etl(s3, bucket, writer, etl.EtlRequest(date=day))
+        assert loaded["rows_inserted"] > 0
+        deleted = warehouse.forget_days(s3, bucket, writer, day)
+        assert deleted["clickstream_events"] == loaded["rows_inserted"]
+        assert deleted["raw objects"] == loaded["objects_listed"]
+        assert list(raw.list_objects(s3, bucket, prefix)) == []
+        with psycopg.connect(admin) as conn:
+            left = conn.execute("SELECT (SELECT count(*) FROM clickstream_events WHERE source_key ^@ %(p)s),"
+                                " (SELECT count(*) FROM etl_load_log WHERE key ^@ %(p)s),"
+                                " (SELECT count(*) FROM rollup_hourly_events"
+                                "  WHERE (hour AT TIME ZONE 'UTC')::date = %(d)s),"
+                                " (SELECT count(*) FROM rollup_pending WHERE day = %(d)s)",
+                                {"p": prefix, "d": day}).fetchone()
+        assert left == (0, 0, 0, 0)
+    finally:
+        warehouse.forget_days(s3, bucket, admin, day, day + timedelta(days=1))

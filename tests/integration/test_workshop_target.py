@@ -112,7 +112,8 @@ def test_the_history_target_writes_as_the_deployed_ingest_with_the_pools_shopper
     with open_workshop(rehearsal) as workshop:
         target = history_target(workshop, rehearsal, aws.client("s3", rehearsal))
         deployed = aws.client("lambda", rehearsal).get_function_configuration(FunctionName=workshop.ingest_function)
-    assert target.ingest_settings.raw_bucket == workshop.raw_bucket == deployed["Environment"]["Variables"]["RAW_BUCKET"]
+    assert target.ingest_settings.raw_bucket == workshop.raw_bucket
+    assert target.ingest_settings.raw_bucket == deployed["Environment"]["Variables"]["RAW_BUCKET"]
     # the local stack's user pool stands in for Cognito: the simulated shoppers are its users
     assert set(target.subs) == set(traffic.SHOPPERS)
     assert target.subs == {email: shoppers.shopper_sub(local_stack, email) for email in traffic.SHOPPERS}

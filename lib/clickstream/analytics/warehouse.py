@@ -365,7 +365,8 @@ def delete_days(conn: psycopg.Connection, first: date, last: date, key_prefixes:
     of the raw objects under `key_prefixes`, in one transaction that marks the days of every deleted event (and
     `first` to `last`) for the rollups to recompute (`rollups.mark_pending`). Returns the rows deleted per table.
 
-    Needs a role that may delete (the superuser locally); the rollups change at the next refresh."""
+    Needs a role that may delete: the superuser locally, or etl_writer (on AWS no superuser is reachable); the
+    rollups change at the next refresh."""
     lo = datetime.combine(first, time.min, timezone.utc)
     hi = datetime.combine(last, time.min, timezone.utc) + timedelta(days=1)
     prefixes = list(key_prefixes)
@@ -384,8 +385,8 @@ def forget_days(s3: Any, bucket: str, conn: psycopg.Connection | str, first: dat
     """Delete the UTC days `first` to `last` (default: `first` alone) everywhere: their raw objects
     (`raw.delete_prefix` of each day prefix), then their warehouse rows (`delete_days`), then refresh the rollups.
     For tests and notebooks that reuse days; the platform itself never deletes data. `conn` is a connection
-    outside a transaction or a DSN (the superuser locally, `dw_admin_dsn`). Returns what was deleted: raw
-    objects, rows per table, and the rollup days refreshed."""
+    outside a transaction or a DSN of a role that may delete (`dw_admin_dsn` locally, etl_writer's on AWS,
+    `Workshop.dw_dsn`). Returns what was deleted: raw objects, rows per table, and the rollup days refreshed."""
     if isinstance(conn, str):
         with psycopg.connect(conn, autocommit=True) as own:
             return forget_days(s3, bucket, own, first, last, raw_prefix)
