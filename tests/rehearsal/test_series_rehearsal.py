@@ -31,7 +31,7 @@ PARAMETERS = {"01": {"I_ACCEPT_THE_AWS_COST": True, "DESTROY_AT_END": False}, "0
 # Lessons that run before 01 deploys the stacks: no port-forward command to show yet.
 BEFORE_THE_STACKS = {"00"}
 # Lessons not converted to the aws target yet (issue 16): expected to fail until they are; empty it as they pass.
-NOT_YET_ON_AWS = {"02", "03", "04", "05", "06", "07"}
+NOT_YET_ON_AWS = {"06", "07"}
 CELL_TIMEOUT = 600
 # The port forwards `Workshop.description()` lists, as the workshop built them.
 PORT_FORWARD_TARGET = re.compile(r"port forward: aws ssm start-session --target (\S+) ")
