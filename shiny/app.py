@@ -5,17 +5,20 @@ in CLICKSTREAM_DASHBOARD_DSN.
 `clickstream up` serves it on 127.0.0.1 (`clickstream status` shows its URL); `clickstream dashboard` runs it in
 the foreground. The queries live in clickstream.analytics.dashboard and the charts' plotly.js specs in
 clickstream.analytics.dashboard_charts (drawn in the browser by www/plotly_chart.js): this file is the page and its
-reactivity.
+reactivity. plotly.js is www/plotly-cartesian.min.js, plotly's official cartesian partial bundle (bar, scatter and
+heatmap among its traces), vendored from npm with its version and sha256 in www/plotly-cartesian.txt.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
-import plotly
 import psycopg
 from htmltools import HTMLDependency
 from shiny import App, reactive, render, req, ui
@@ -29,6 +32,7 @@ from clickstream.analytics.warehouse import WarehouseError
 
 DSN_ENV = "CLICKSTREAM_DASHBOARD_DSN"
 POLL_SECONDS = 3
+READERS = 3  # connections per page: the eight queries of a change in about three rounds
 DEFAULT_DAYS = 7
 TIME_ZONES = ("UTC", "Europe/London", "Europe/Paris", "America/New_York", "America/Los_Angeles", "Asia/Ho_Chi_Minh",
               "Asia/Tokyo", "Australia/Sydney", "Asia/Kolkata")
@@ -65,6 +69,36 @@ class Reader:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+class Readers:
+    """A few Readers on worker threads, one each: the queries a change needs run at once, not one after another."""
+
+    def __init__(self, dsn: str | None, size: int = READERS) -> None:
+        self.pool = ThreadPoolExecutor(size, thread_name_prefix="dashboard-reader")
+        self.dsn, self.mine, self.readers, self.generation = dsn, threading.local(), [], 0
+
+    def reader(self) -> Reader:
+        """This thread's Reader, its connection closed first if it predates the last reconnect()."""
+        if not hasattr(self.mine, "reader"):
+            self.mine.reader, self.mine.generation = Reader(self.dsn), self.generation
+            self.readers.append(self.mine.reader)
+        if self.mine.generation != self.generation:
+            self.mine.reader.close()
+            self.mine.generation = self.generation
+        return self.mine.reader
+
+    def reconnect(self) -> None:
+        """Each Reader opens a new connection on its next query (the warehouse came back: theirs are dead)."""
+        self.generation += 1
+
+    def submit(self, question, *args) -> Future:
+        return self.pool.submit(lambda: self.reader()(question, *args))
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+        for reader in self.readers:
+            reader.close()
 
 
 def warehouse_state(read: Reader) -> tuple[str, object]:
@@ -112,10 +146,20 @@ CHART_ALTS = {"funnel_plot": "Sessions reaching each funnel step",
               "trend_plot": "Events and sessions over time",
               "product_trend_plot": "Daily views, add-to-carts and purchases of the chosen product",
               "heatmap_plot": "Events by hour of day and day of week"}
+WWW = Path(__file__).parent / "www"
+
+
+def vendored_plotly() -> dict[str, str]:
+    """The `key: value` lines of www/plotly-cartesian.txt: the vendored plotly.js bundle's package, version, file
+    and sha256."""
+    return dict(re.findall(r"^(\w+): (\S+)$", (WWW / "plotly-cartesian.txt").read_text(encoding="utf-8"), re.M))
+
+
+PLOTLY_JS = vendored_plotly()
 CHART_SCRIPTS = (  # served by the app itself: the page works offline and on an instance with no internet
-    HTMLDependency("plotly", plotly.__version__, source={"subdir": str(Path(plotly.__file__).parent / "package_data")},
-                   script={"src": "plotly.min.js", "async": ""}, all_files=False),
-    HTMLDependency("clickstream-plotly-chart", "1", source={"subdir": str(Path(__file__).parent / "www")},
+    HTMLDependency("plotly", PLOTLY_JS["version"], source={"subdir": str(WWW)},
+                   script={"src": PLOTLY_JS["file"], "async": ""}, all_files=False),
+    HTMLDependency("clickstream-plotly-chart", "1", source={"subdir": str(WWW)},
                    script={"src": "plotly_chart.js"}, all_files=False),
 )
 
@@ -189,8 +233,9 @@ def app_ui(request) -> ui.Tag:
 
 
 def server(input, output, session) -> None:
-    read = Reader(os.environ.get(DSN_ENV))
+    read, readers = Reader(os.environ.get(DSN_ENV)), Readers(os.environ.get(DSN_ENV))
     session.on_ended(read.close)
+    session.on_ended(readers.close)
     initial = warehouse_state(read)
     warehouse = reactive.value(initial)
     automatic = {default_range(initial)}  # the dates this page chose; dates the user chose stay
@@ -204,6 +249,8 @@ def server(input, output, session) -> None:
         with reactive.isolate():
             before, shown = warehouse(), tuple(input.date_range())
         if state != before:
+            if state[0] == "ready":
+                readers.reconnect()
             warehouse.set(state)
             # While the browser updates the dates, either end may be missing or an older default of ours.
             ours = all(bound is None or bound in {dates[n] for dates in automatic} for n, bound in enumerate(shown))
@@ -212,12 +259,31 @@ def server(input, output, session) -> None:
                 automatic.add((start, end))
                 ui.update_date_range("date_range", start=start, end=end)
 
+    @reactive.calc
+    def started() -> dict[tuple, Future]:
+        """Every panel's query for the filters and the other inputs as they are, started at once on the readers; the
+        panels' calcs take their results from here (a query not among them, after another input changed, runs
+        alone)."""
+        if warehouse()[0] != "ready":
+            raise SilentException()
+        chosen = filters()
+        with reactive.isolate():
+            wanted = [(dashboard.kpis, chosen), (dashboard.products, chosen), (dashboard.categories, chosen),
+                      (dashboard.funnel, chosen, input.funnel_breakdown()),
+                      (dashboard.trend, chosen, input.trend_grain()), (dashboard.heatmap, chosen)]
+            if input.compare():
+                wanted.append((dashboard.kpis, chosen.previous()))
+            if chosen_product.is_set():
+                wanted.append((dashboard.product_trend, chosen, chosen_product()[0]))
+        return {key: readers.submit(*key) for key in wanted}
+
     def ask(question, *args):
         """question(conn, *args), or nothing while the warehouse is empty or lost (the page says why)."""
         if warehouse()[0] != "ready":
             raise SilentException()
+        future = started().get((question, *args)) or readers.submit(question, *args)
         try:
-            return read(question, *args)
+            return future.result()
         except LOST_ERRORS as error:
             warehouse.set(("lost", " ".join(str(error).split()) or type(error).__name__))
             raise SilentException() from None
@@ -246,14 +312,18 @@ def server(input, output, session) -> None:
         first, last = detail
         return ui.p(f"The warehouse holds events from {first} to {last} (UTC days).", class_="small text-muted")
 
-    # KPIs: one query for the period and one for the previous one, shared by the five boxes.
+    # KPIs: one query for the period and one for the previous one (switching the comparison re-reads only that),
+    # shared by the five boxes.
     @reactive.calc
-    def kpi_values():
-        chosen = filters()
-        return ask(dashboard.kpis, chosen), (ask(dashboard.kpis, chosen.previous()) if input.compare() else None)
+    def kpis_now() -> dict:
+        return ask(dashboard.kpis, filters())
+
+    @reactive.calc
+    def kpis_before() -> dict | None:
+        return ask(dashboard.kpis, filters().previous()) if input.compare() else None
 
     def kpi(key: str) -> ui.TagList:
-        now, before = kpi_values()
+        now, before = kpis_now(), kpis_before()
         parts = [ui.span(format_value(key, now[key]), class_="kpi-value")]
         if before is not None:
             text, trend = dashboard.format_change(key, now[key], before[key])
@@ -312,14 +382,26 @@ def server(input, output, session) -> None:
                               "Revenue": frame["revenue"].astype(float).round(2), "ID": frame["product_id"]})
         return render.DataGrid(shown, filters=True, selection_mode="row", width="100%", height="420px")
 
-    @reactive.calc
-    def chosen_product() -> tuple[str, str]:
-        picked = products_table.data_view(selected=True)
+    chosen_product = reactive.value()  # (product_id, name), set only when it changes
+
+    @reactive.effect(priority=1)  # before the outputs: the product trend is drawn in the same round as the grid
+    def _choose_product() -> None:
+        """The products grid's selected row, else the top product: also in the first round, before the grid has
+        reported its view. A redrawn grid that keeps the product re-reads and redraws nothing."""
+        try:
+            picked = products_table.data_view(selected=True)
+        except SilentException:  # not drawn yet, or its selection and view not reported yet
+            picked = ()
         if len(picked):
-            return picked.iloc[0]["ID"], picked.iloc[0]["Product"]
-        frame = products_data()
-        req(not frame.empty)
-        return frame.iloc[0]["product_id"], frame.iloc[0]["product_name"]
+            product = picked.iloc[0]["ID"], picked.iloc[0]["Product"]
+        else:
+            frame = products_data()
+            req(not frame.empty)
+            product = frame.iloc[0]["product_id"], frame.iloc[0]["product_name"]
+        with reactive.isolate():
+            unchanged = chosen_product.is_set() and chosen_product() == product
+        if not unchanged:  # reactive values compare by identity: an equal new tuple would invalidate
+            chosen_product.set(product)
 
     @reactive.calc
     def product_trend_data() -> pd.DataFrame:

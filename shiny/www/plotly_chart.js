@@ -1,10 +1,10 @@
 // Shiny output binding of shiny/app.py's charts: each value is a plotly.js figure spec {data, layout}, drawn
-// (and redrawn in place on the next value) with Plotly.react. plotly.min.js loads async (it takes about a second
-// to run): Shiny connects and the server answers meanwhile, and the charts are drawn once it has run.
+// (and redrawn in place on the next value) with Plotly.react. plotly.js (www/plotly-cartesian.min.js) loads async:
+// Shiny connects and the server answers while it runs, and the charts are drawn once it has run.
 (() => {
   const plotly = new Promise((resolve) => {
     const ready = () => window.Plotly && resolve(window.Plotly);
-    if (!ready()) document.querySelector('script[src$="/plotly.min.js"]').addEventListener("load", ready);
+    if (!ready()) document.querySelector('script[src$="/plotly-cartesian.min.js"]').addEventListener("load", ready);
   });
 
   class PlotlyChart extends Shiny.OutputBinding {

@@ -333,6 +333,30 @@ def test_products_are_searchable_and_a_chosen_product_shows_its_trend(url, simul
     expect_drawn(page, "product_trend_plot")
 
 
+def values_after(page: Page, change) -> list[str]:
+    """The outputs (by id, in order) whose values arrive after `change()`, until the page has been quiet for a
+    second (the products grid's own round, when it reports its redrawn view, included)."""
+    settled(page)
+    page.evaluate("""() => { window.__values = []; window.__last = performance.now();
+        $(document).on('shiny:value.values_after', (e) => { window.__values.push(e.name); window.__last = performance.now(); }); }""")
+    change()
+    page.wait_for_function("window.__values.length > 0 && performance.now() - window.__last > 1000 "
+                           "&& !document.documentElement.classList.contains('shiny-busy')", timeout=WAIT_MS)
+    return page.evaluate("() => { $(document).off('shiny:value.values_after'); return window.__values; }")
+
+
+def test_a_filter_change_draws_the_product_trend_once_and_other_changes_leave_it(url, simulated, page):
+    """The product trend comes with the rest of a change, and not again when the products grid reports its
+    redrawn view; a change that leaves the products alone leaves it alone."""
+    open_at(page, url, View())
+    expect_drawn(page, "product_trend_plot")
+    grain = values_after(page, lambda: controller.InputRadioButtons(page, "trend_grain").set("hour"))
+    assert "trend_plot" in grain and not {"product_trend_plot", "products_table", "kpi_events"} & set(grain)
+    device = values_after(page, lambda: controller.InputSelect(page, "device").set("mobile"))
+    assert [device.count(name) for name in ("products_table", "product_trend_plot", "kpi_events")] == [1, 1, 1]
+    expect_top_products(page, truth(simulated, View(device="mobile"))["products"])
+
+
 def test_a_lost_connection_shows_a_message_and_the_data_when_the_warehouse_returns(url, simulated, local_stack,
                                                                                  page, output):
     open_at(page, url, View())
