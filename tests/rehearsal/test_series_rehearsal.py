@@ -30,9 +30,8 @@ LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 PARAMETERS = {"01": {"I_ACCEPT_THE_AWS_COST": True, "DESTROY_AT_END": False}, "07": {"I_MEAN_DESTROY": True}}
 # Lessons that run before 01 deploys the stacks: no port-forward command to show yet.
 BEFORE_THE_STACKS = {"00"}
-# Lessons not converted to the aws target yet (issue 16): expected to fail until they are; empty it as they pass.
-NOT_YET_ON_AWS = {"06", "07"}
 CELL_TIMEOUT = 600
+LESSON_TIMEOUT = 900  # seconds: the slowest lesson (04) takes about 90 s here, the first also starts the stack
 # The port forwards `Workshop.description()` lists, as the workshop built them.
 PORT_FORWARD_TARGET = re.compile(r"port forward: aws ssm start-session --target (\S+) ")
 
@@ -86,14 +85,9 @@ def outputs_text(notebook) -> str:
     return "\n".join(parts)
 
 
-def lesson_params() -> list:
-    not_yet = pytest.mark.xfail(reason="not converted to the aws target yet (issue 16)", strict=True)
-    return [pytest.param(path, id=path.stem, marks=[not_yet] if path.name[:2] in NOT_YET_ON_AWS else [])
-            for path in LESSONS]
-
-
 @pytest.mark.integration
-@pytest.mark.parametrize("lesson", lesson_params())
+@pytest.mark.timeout(LESSON_TIMEOUT)
+@pytest.mark.parametrize("lesson", LESSONS, ids=[path.stem for path in LESSONS])
 def test_the_lesson_runs_on_the_aws_target(lesson: Path, series: Series):
     if series.failed:
         pytest.fail(f"an earlier notebook failed: {series.failed} (executed copies: {series.executed})")
