@@ -44,7 +44,6 @@ with nothing to fold). Loads only append deltas, so concurrent loads never wait 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta, timezone
 from decimal import Decimal
@@ -244,7 +243,7 @@ _WORK_MEM = "SET LOCAL work_mem = '128MB'"  # the sessions' sorts in memory (4MB
 _COLUMN = {name: index for index, name in enumerate(COLUMNS)}
 _TS, _NAME, _BOT, _CLIENT, _PAGE, _VALUE, _DEVICE, _USER = (_COLUMN[name] for name in (
     "event_timestamp", "event_name", "is_bot", "client_id", "page_path", "value", "device_category", "user_id"))
-_PRODUCT = tuple(_COLUMN[name] for name in (
+_PRODUCT_ID, _PRODUCT_NAME, _CATEGORY, _BRAND = (_COLUMN[name] for name in (
     "context_product_id", "context_product_name", "context_product_category", "context_product_brand"))
 _PRODUCT_STEP = {"product_view": 0, "add_to_cart": 1, "purchase": 2}
 _CENTS = Decimal("0.01")
@@ -262,7 +261,9 @@ def mark_load(cur: psycopg.Cursor | psycopg.Connection, rows: Sequence[Sequence[
     """Mark the UTC days of `rows` (clickstream.analytics.transform rows) pending, their changes to come as deltas
     (add_rows): in a transaction of its own just before the load, then first in the load's transaction. A
     row without a timestamp is left to the insert to refuse."""
-    days = sorted({ts.astimezone(timezone.utc).date() for row in rows if (ts := row[_TS]) is not None})
+    utc = timezone.utc
+    days = sorted({(ts if ts.tzinfo is utc else ts.astimezone(utc)).date()
+                   for row in rows if (ts := row[_TS]) is not None})
     if days:
         cur.execute("INSERT INTO rollup_pending (day, recompute) SELECT unnest(%s::date[]), false"
                     " ON CONFLICT (day) DO NOTHING", (days,))
@@ -271,53 +272,64 @@ def mark_load(cur: psycopg.Cursor | psycopg.Connection, rows: Sequence[Sequence[
 def add_rows(cur: psycopg.Cursor, rows: Sequence[Sequence[Any]]) -> None:
     """Append what `rows` add to the rollups to the delta tables, in the transaction that inserted them (only
     those inserted), after mark_load."""
+    with cur.connection.cursor() as delta_cur:
+        for table, delta_rows in deltas(rows).items():
+            if delta_rows:
+                with delta_cur.copy(_DELTA_COPY[table]) as copy:
+                    for delta_row in delta_rows:
+                        copy.write_row(delta_row)
+
+
+def deltas(rows: Iterable[Sequence[Any]]) -> dict[str, list[tuple]]:
+    """The rows of each delta table that `rows` (clickstream.analytics.transform rows) add, in one pass."""
     utc = timezone.utc
-    stamps = [row[_TS] if row[_TS].tzinfo is utc else row[_TS].astimezone(utc) for row in rows]
-    hours = [ts.replace(minute=0, second=0, microsecond=0) for ts in stamps]
     events: dict[tuple, list] = {}
-    for hour, row in zip(hours, rows):
-        key = (hour, row[_NAME], row[_BOT], row[_DEVICE], row[_USER] is not None)
+    pages: dict[tuple, int] = {}
+    products: dict[tuple, list] = {}
+    clients: dict[tuple, list] = {}
+    for row in rows:
+        ts = row[_TS]
+        if ts.tzinfo is not utc:
+            ts = ts.astimezone(utc)
+        hour = ts.replace(minute=0, second=0, microsecond=0)
+        name, is_bot, device, value = row[_NAME], row[_BOT], row[_DEVICE], row[_VALUE]
+        signed_in = row[_USER] is not None
+        key = (hour, name, is_bot, device, signed_in)
         counts = events.get(key)
         if counts is None:
-            counts = events[key] = [0, None]
-        counts[0] += 1
-        counts[1] = _plus(counts[1], row[_VALUE])
-    pages = Counter((hour, row[_BOT], row[_PAGE]) for hour, row in zip(hours, rows) if row[_NAME] == "page_view")
-    products: dict[tuple, list] = {}
-    for hour, row in zip(hours, rows):
-        step = _PRODUCT_STEP.get(row[_NAME])
-        if step is None or row[_PRODUCT[0]] is None:
-            continue
-        key = (hour, row[_BOT], row[_PRODUCT[0]], row[_DEVICE], row[_USER] is not None,
-               *(row[i] for i in _PRODUCT[1:]))
-        counts = products.get(key)
-        if counts is None:
-            counts = products[key] = [0, 0, 0, None]
-        counts[step] += 1
-        if step == 2:
-            counts[3] = _plus(counts[3], row[_VALUE])
-    clients: dict[tuple, list] = {}
-    for ts, row in zip(stamps, rows):
-        span = clients.get((row[_CLIENT], row[_BOT]))
+            events[key] = [1, value]
+        else:
+            counts[0] += 1
+            counts[1] = _plus(counts[1], value)
+        if name == "page_view":
+            key = (hour, is_bot, row[_PAGE])
+            pages[key] = pages.get(key, 0) + 1
+        else:
+            step = _PRODUCT_STEP.get(name)
+            if step is not None and row[_PRODUCT_ID] is not None:
+                key = (hour, is_bot, row[_PRODUCT_ID], device, signed_in,
+                       row[_PRODUCT_NAME], row[_CATEGORY], row[_BRAND])
+                counts = products.get(key)
+                if counts is None:
+                    counts = products[key] = [0, 0, 0, None]
+                counts[step] += 1
+                if step == 2:
+                    counts[3] = _plus(counts[3], value)
+        key = (row[_CLIENT], is_bot)
+        span = clients.get(key)
         if span is None:
-            clients[row[_CLIENT], row[_BOT]] = [ts, ts]
+            clients[key] = [ts, ts]
         elif ts < span[0]:
             span[0] = ts
         elif ts > span[1]:
             span[1] = ts
-    deltas = {
+    return {
         "rollup_delta_events": [(*key, n, _cents(value)) for key, (n, value) in events.items()],
         "rollup_delta_pages": [(*key, n) for key, n in pages.items()],
         "rollup_delta_products": [(*key, views, carts, purchases, _cents(revenue))
                                   for key, (views, carts, purchases, revenue) in products.items()],
         "rollup_delta_clients": [(*key, lo, hi) for key, (lo, hi) in clients.items()],
     }
-    with cur.connection.cursor() as delta_cur:
-        for table, delta_rows in deltas.items():
-            if delta_rows:
-                with delta_cur.copy(_DELTA_COPY[table]) as copy:
-                    for delta_row in delta_rows:
-                        copy.write_row(delta_row)
 
 
 def _plus(total: Decimal | None, value: Decimal | None) -> Decimal | None:
