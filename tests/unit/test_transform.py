@@ -17,6 +17,7 @@ from clickstream.ingestion.ingest import ServerContext, build_raw_object
 from clickstream.analytics.transform import (
     COLUMNS,
     classify_user_agent,
+    event_row,
     event_timestamp,
     page_path,
     transform_body,
@@ -103,6 +104,24 @@ def test_canonical_event_fills_every_column_from_the_event_and_the_server_block(
     assert row["user_agent"] == UA["windows"]
     assert (row["schema_version"], row["source_key"]) == ("1", KEY)
     assert row["is_first_visit"] is None
+
+
+def test_a_property_the_sender_set_wins_over_the_utm_term_and_the_stored_event_is_left_as_parsed():
+    sent = event(utm={"source": "news", "medium": "email", "campaign": "bf", "term": "laptop", "content": "banner"},
+                 properties={"utm_term": "set by the page"})
+    stored = contract.loads(raw_body(sent))["events"][0]
+    row = dict(zip(COLUMNS, event_row(stored, KEY)))
+    assert row["properties"] == {"utm_term": "set by the page", "utm_content": "banner"}
+    assert stored["event"]["properties"] == {"utm_term": "set by the page"}
+
+
+def test_events_sent_together_share_the_send_time_and_keep_their_own_delays():
+    sent_ts = contract.isoformat_utc(RECEIVED_AT - timedelta(seconds=1))
+    first, second = (event(client_ts=contract.isoformat_utc(RECEIVED_AT - timedelta(seconds=delay)), sent_ts=sent_ts)
+                     for delay in (3, 61))
+    rows = rows_of(raw_body(first, second))
+    assert [row["event_timestamp"] for row in rows] == [RECEIVED_AT - timedelta(seconds=2),
+                                                         RECEIVED_AT - timedelta(seconds=60)]
 
 
 def test_anonymous_event_is_identified_by_client_id_and_first_visit_comes_from_properties():

@@ -173,12 +173,15 @@ def event_row(stored: Mapping[str, Any], source_key: str) -> Row:
     utm = event.get("utm") or {}
     user_id = event.get("user_id")
     client_ts = contract.parse_timestamp(event["client_ts"])
-    sent_ts = contract.parse_timestamp(event["sent_ts"]) if event.get("sent_ts") else None
-    received_at = _received_at(server["received_at"])
-    properties = dict(event.get("properties") or {})
-    for part in ("term", "content"):
-        if utm.get(part) is not None:
-            properties.setdefault(f"utm_{part}", utm[part])
+    sent_ts = _request_time(event["sent_ts"]) if event.get("sent_ts") else None
+    received_at = _request_time(server["received_at"])
+    properties = event.get("properties") or {}
+    term, content = utm.get("term"), utm.get("content")
+    if term is not None or content is not None or legacy:
+        properties = dict(properties)  # a copy: the stored event stays as it was parsed
+        for part, value in (("term", term), ("content", content)):
+            if value is not None:
+                properties.setdefault(f"utm_{part}", value)
     if legacy:
         properties["legacy"] = {name: legacy[name] for name in LEGACY_PROPERTIES}
         is_first_visit = legacy["is_first_visit"]
@@ -250,8 +253,8 @@ def money(value: Any) -> Decimal | None:
 
 
 @lru_cache(maxsize=1024)
-def _received_at(text: str) -> datetime:
-    """The server's receive time: the same for every event of an object, parsed once."""
+def _request_time(text: str) -> datetime:
+    """A time the same for every event of a request (received_at, sent_ts), parsed once."""
     return contract.parse_timestamp(text)
 
 
@@ -267,9 +270,9 @@ def page_path(page_url: str | None) -> str | None:
 
 
 @cache
-def _user_agent_parsers() -> tuple[Any, Any]:
-    """user-agents' parse and a CrawlerDetect, imported on first use: their patterns cost a quarter of a
-    CPU-second to import, which a process that loads no event (the ETL's coordinator) does not pay."""
+def user_agent_parsers() -> tuple[Any, Any]:
+    """user-agents' parse and a CrawlerDetect, imported on first use (or by the ETL before it forks its workers):
+    their patterns cost a quarter of a CPU-second to import, which a process that loads no event does not pay."""
     import user_agents
     from crawlerdetect import CrawlerDetect
 
@@ -281,7 +284,7 @@ def classify_user_agent(user_agent: str | None) -> tuple[bool, str | None]:
     """(is_bot, device_category) of a user agent: bot, tablet, mobile, desktop, or None when unknown."""
     if not user_agent:
         return False, None
-    parse, crawler_detect = _user_agent_parsers()
+    parse, crawler_detect = user_agent_parsers()
     parsed = parse(user_agent)
     if parsed.is_bot or crawler_detect.isCrawler(user_agent):
         return True, "bot"
