@@ -153,7 +153,8 @@ def test_dw_instance_private_subnet_dw_group_ssm_imdsv2_encrypted(stacks):
     assert props["PrivateIpAddress"] == {"Ref": "DwHost"}, "the address the DW secret names"
     role = analytics.props("DwInstanceRole")
     grants = {(s["Action"], str(s["Resource"])) for p in role["Policies"] for s in as_list(p["PolicyDocument"]["Statement"])}
-    assert ("secretsmanager:GetSecretValue", str({"Ref": "DwSecret"})) in grants and len(grants) == 2
+    assert ("secretsmanager:GetSecretValue", str({"Ref": "DwSecret"})) in grants and len(grants) == 3
+    assert ("secretsmanager:PutSecretValue", str({"Ref": "DwSecret"})) in grants, "it adds its CA and sslmode"
 
 
 def test_dw_user_data_installs_postgres_and_the_dashboard_and_reads_the_password_from_secrets_manager(stacks):

@@ -403,6 +403,19 @@ def password_on_a_command_line_in_user_data(t):
     prepend_to_user_data(t, "analytics.yaml", "DwInstance", 'psql -v pw="$ETL_PW" -c "SELECT 1"')
 
 
+def warehouse_user_data(t) -> list:
+    return props(t, "analytics.yaml", "DwInstance")["UserData"]["Fn::Base64"]["Fn::Sub"]
+
+
+def etl_writer_without_tls_from_the_subnets(t):
+    warehouse_user_data(t)[0] = warehouse_user_data(t)[0].replace("hostssl clickstream_dw etl_writer ${PrivateA}",
+                                                                  "host clickstream_dw etl_writer ${PrivateA}")
+
+
+def dw_secret_without_verify_full(t):
+    warehouse_user_data(t)[0] = warehouse_user_data(t)[0].replace('sslmode: "verify-full"', 'sslmode: "require"')
+
+
 def warehouse_image_resolved_at_each_update(t):
     t["analytics.yaml"].parameters["DwImageId"] = {
         "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
@@ -708,6 +721,9 @@ MUTATIONS: dict[str, tuple[Breaks, set[str], set[str]]] = {
                                            {"private_subnets_have_their_endpoints"}, set()),
     "password on a command line in user data": (password_on_a_command_line_in_user_data, {"no_plaintext_secrets"},
                                                 set()),
+    "etl_writer without TLS from a subnet": (etl_writer_without_tls_from_the_subnets,
+                                             {"etl_writer_connects_over_tls_only"}, set()),
+    "DW secret without verify-full": (dw_secret_without_verify_full, {"etl_writer_connects_over_tls_only"}, set()),
 }
 
 

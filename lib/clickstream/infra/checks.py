@@ -1017,6 +1017,8 @@ USER_DATA_CALLS = (
      "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"),
 )
 SECRET_READ = re.compile(r"aws secretsmanager get-secret-value --secret-id '([^']+)'")
+SECRET_WRITE = re.compile(r"aws secretsmanager put-secret-value --secret-id '([^']+)'")
+SECRET_CALLS = ((SECRET_READ, "secretsmanager:GetSecretValue"), (SECRET_WRITE, "secretsmanager:PutSecretValue"))
 # Modules an instance runs (Metadata.clickstream.Modules) that read its own stack's outputs.
 READS_OWN_OUTPUTS = {"clickstream.shop.shoppers"}
 
@@ -1028,7 +1030,7 @@ def _user_data(templates: Templates, template: Template, lid: str) -> str:
 
 def _instance_expected_grants(templates: Templates, template: Template, lid: str) -> set[tuple[str, str, str]]:
     """What the instance's user data and the modules it runs call: the objects it copies, the parameters and
-    secrets it reads, its own stack's outputs."""
+    secrets it reads, the secrets it writes, its own stack's outputs."""
     script = _user_data(templates, template, lid)
     expected = set()
     for pattern, action, prefix in USER_DATA_CALLS:
@@ -1040,8 +1042,8 @@ def _instance_expected_grants(templates: Templates, template: Template, lid: str
         secrets[arn] = arn
         if "Name" in template.props(secret):
             secrets[templates.text(template, template.props(secret)["Name"])] = arn
-    expected |= {("secretsmanager:GetSecretValue", secrets.get(name, f"{{no secret {name} in {template.name}}}"), "null")
-                 for name in SECRET_READ.findall(script)}
+    expected |= {(action, secrets.get(name, f"{{no secret {name} in {template.name}}}"), "null")
+                 for pattern, action in SECRET_CALLS for name in pattern.findall(script)}
     modules = set((template.resources[lid].get("Metadata") or {}).get("clickstream", {}).get("Modules") or [])
     if modules & READS_OWN_OUTPUTS:
         expected.add(("cloudformation:DescribeStacks", templates.text(template, {"Ref": "AWS::StackId"}), "null"))
@@ -1106,6 +1108,46 @@ def instance_images_are_pinned(folder: Folder) -> list[Finding]:
 
 INITDB = "postgresql-setup --initdb"
 PROTECT_DATA = "ProtectData"
+
+
+# A pg_hba.conf entry for etl_writer in user data: its type, database and the rest (address and method, or method).
+ETL_WRITER_HBA = re.compile(r"(?<![\w=.-])(local|host|hostssl|hostnossl|hostgssenc|hostnogssenc)\s+(\S+)\s+etl_writer\s+"
+                            r"([^\n\"'>]*)")
+SSL_SETTINGS = ("ssl = on", "ssl_cert_file = ", "ssl_key_file = ")  # outside a comment line of the user data
+SSLMODE_VERIFY_FULL = re.compile(r"\bsslmode\"?\s*:\s*\"verify-full\"")
+
+
+def _etl_writer_tls_problems(script: str, dw_secrets: set[str]) -> list[str]:
+    """What lets etl_writer reach the warehouse without TLS, or the ETL connect without verifying the server."""
+    problems = []
+    if not all(re.search(rf"^(?!\s*#).*\b{re.escape(setting)}", script, re.M) for setting in SSL_SETTINGS):
+        problems.append("does not set ssl = on with ssl_cert_file and ssl_key_file")
+    entries = [(kind, rest.split()) for kind, _, rest in ETL_WRITER_HBA.findall(script)]
+    methods = [(kind, words[0] if kind == "local" else (words[1:2] or ["?"])[0]) for kind, words in entries if words]
+    problems += [f"admits etl_writer with a {kind} entry ({method}): only hostssl with scram-sha-256"
+                 for kind, method in methods if method != "reject" and (kind, method) != ("hostssl", "scram-sha-256")]
+    if not any(kind == "hostssl" for kind, _ in methods):
+        problems.append("has no hostssl entry for etl_writer")
+    if not any(kind in ("host", "hostnossl") and words[:2] == ["all", "reject"] for kind, words in entries):
+        problems.append("does not refuse etl_writer's other TCP connections (host ... etl_writer all reject)")
+    written = set(SECRET_WRITE.findall(script)) & dw_secrets
+    if not written or not SSLMODE_VERIFY_FULL.search(script) or "sslrootcert_pem" not in script:
+        problems.append(f"does not write sslmode verify-full and its CA (sslrootcert_pem) into the DW secret "
+                        f"{', '.join(sorted(dw_secrets)) or '(no ETL function reads one)'}")
+    return problems
+
+
+def etl_writer_connects_over_tls_only(folder: Folder) -> list[Finding]:
+    """The warehouse instance serves TLS (ssl = on, its certificate and key) and admits etl_writer only over it
+    (pg_hba: hostssl with scram-sha-256, any other TCP connection of etl_writer refused), and writes sslmode
+    verify-full and its CA's certificate (sslrootcert_pem) into the DW secret, the one the ETL function reads
+    (DW_SECRET_ID)."""
+    templates = _load(folder)
+    rule = "etl_writer_connects_over_tls_only"
+    dw_secrets = {templates.text(template, env["DW_SECRET_ID"]) for template, lid in _etl_functions(templates)
+                  if "DW_SECRET_ID" in (env := ((template.props(lid).get("Environment") or {}).get("Variables") or {}))}
+    return [Finding(rule, template.name, lid, problem) for template, lid in _dw_instances(templates)
+            for problem in _etl_writer_tls_problems(_user_data(templates, template, lid), dw_secrets)]
 
 
 def _protects_data(template: Template, condition: Any) -> bool:
@@ -1658,6 +1700,7 @@ ARCHITECTURE_RULES: dict[str, Callable[[Folder], list[Finding]]] = {
         instances_imdsv2_and_encrypted_volumes,
         instance_images_are_pinned,
         databases_on_their_own_volumes,
+        etl_writer_connects_over_tls_only,
         lambda_roles_are_exact_allow_lists,
         instance_roles_are_exact_allow_lists,
         iam_grants_name_their_resources,
