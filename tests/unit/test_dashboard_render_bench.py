@@ -78,3 +78,15 @@ def test_sessions_split_after_30_minutes_and_the_funnel_steps_count_in_order():
     assert panels["products"].index[0] == "p1"
     signed_in = dashboard_render.original_panels(rows, None, "signed_in", "all", True)
     assert signed_in["kpis"]["sessions"] == 1 and signed_in["kpis"]["events"] == 5
+
+
+def test_the_report_gives_the_queries_one_after_another_and_at_once():
+    figures = {"first_render": dashboard_render.summary([900.0]), "changes": [],
+               "original": {"rows": 10, "select_and_compute": dashboard_render.summary([50.0]),
+                            "compute_only": dashboard_render.summary([5.0])},
+               "server_breakdown": {"queries_ms": {"kpis": 30.0, "products": 50.0}, "queries_at_once_ms": 61.4,
+                                    "chart_specs_ms": {"funnel_plot": 1.0, "heatmap_plot": 4.0}}}
+    report = dashboard_render.markdown(figures)
+    assert "| first full render (1 loads) | 900 | 900 | <= 1,000 | yes |" in report
+    assert "queries kpis 30, products 50 (sum 80; all eight at once on the app's reader connections 61)" in report
+    assert "funnel_plot 1, heatmap_plot 4 (sum 5)" in report
