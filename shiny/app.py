@@ -101,6 +101,11 @@ class Readers:
             reader.close()
 
 
+# The page's first dates and every page's poll of the warehouse's state, on the event loop's thread: one connection
+# for the process, so opening a page waits for no connection but its queries' own.
+STATE_READER = Reader(os.environ.get(DSN_ENV))
+
+
 def warehouse_state(read: Reader) -> tuple[str, object]:
     """("ready", (first day, last day)), ("empty", None) or ("lost", why)."""
     try:
@@ -186,11 +191,7 @@ STYLE = """
 
 
 def app_ui(request) -> ui.Tag:
-    read = Reader(os.environ.get(DSN_ENV))
-    try:
-        start, end = default_range(warehouse_state(read))
-    finally:
-        read.close()
+    start, end = default_range(warehouse_state(STATE_READER))
     return ui.page_sidebar(
         ui.sidebar(
             ui.input_date_range("date_range", "Dates", start=start, end=end),
@@ -233,8 +234,7 @@ def app_ui(request) -> ui.Tag:
 
 
 def server(input, output, session) -> None:
-    read, readers = Reader(os.environ.get(DSN_ENV)), Readers(os.environ.get(DSN_ENV))
-    session.on_ended(read.close)
+    read, readers = STATE_READER, Readers(os.environ.get(DSN_ENV))
     session.on_ended(readers.close)
     initial = warehouse_state(read)
     warehouse = reactive.value(initial)
