@@ -46,7 +46,7 @@ from typing import Any
 
 from clickstream.analytics import rollups, warehouse
 from clickstream.ingestion import raw
-from clickstream.analytics.transform import transform_body
+from clickstream.analytics.transform import transform_body, user_agent_parsers
 
 logger = logging.getLogger(__name__)
 
@@ -407,18 +407,29 @@ def _chunk_executor(workers: int, s3_factory: Callable[[], Any] | None) -> Execu
     one chunk is transformed while the other waits on the DW."""
     if workers <= 1:
         return ThreadPoolExecutor(2, thread_name_prefix="etl-load")
-    # A fork server (not fork: this process has threads) that has imported what the workers need once; the
-    # workers it forks start without importing again. What a worker needs comes with it and its tasks.
-    return ProcessPoolExecutor(workers, mp_context=start_worker_server(), initializer=_worker_started,
+    return ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=_worker_started,
                                initargs=(s3_factory,))
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Where the worker processes come from: copies of this process (fork) when it runs no other thread, else
+    a fork server (a copy would hold for ever any lock another thread held at the fork).
+
+    A copy starts at once: it has imported all a worker needs (the user-agent parsers are imported here,
+    once) and its boto3 session has loaded the S3 model. From the fork server each worker waits for its
+    imports (about half a CPU-second, on the run's critical path), runs the main script again and loads
+    the S3 model."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        user_agent_parsers()
+        return multiprocessing.get_context("fork")
+    return start_worker_server()
 
 
 def start_worker_server() -> multiprocessing.context.ForkServerContext:
     """Start the fork server the worker processes come from, if it is not running yet, and return its context.
 
-    A caller that will run with `workers` > 1 can call it first thing (`clickstream etl` does): the server then
-    imports what the workers need (about a CPU-second) while this process starts, lists and reads, instead of
-    the run waiting for it at its first chunk."""
+    A caller whose process runs threads can call it first thing: the server then imports what the workers
+    need while the caller starts, lists and reads, instead of the run waiting for it at its first chunk."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_forkserver_preload())
     multiprocessing.forkserver.ensure_running()
