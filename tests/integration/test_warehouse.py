@@ -428,3 +428,37 @@ def test_forget_days_empties_the_raw_zone_and_the_warehouse_of_the_days_and_refr
     assert list(raw.list_objects(s3, bucket, "events/2034/")) == []
     with pytest.raises(ValueError, match="empty the bucket"):
         raw.delete_prefix(s3, bucket, "")
+
+
+def test_a_deadlock_in_the_fallback_insert_runs_the_chunk_again_and_loads_nothing_twice(empty, dw):
+    """As above, then the chunk's fallback insert takes w (new, the smallest id) and waits on x; the other load
+    inserts w: a second deadlock, now in the fallback. PostgreSQL aborts the chunk's transaction (it waited
+    first); load_chunk runs it again, which waits on the other load and, once that commits, finds every id taken."""
+    w, x, y = uuid.UUID(int=1), uuid.uuid4(), uuid.uuid4()
+    admin, pid = dw[0], empty.info.backend_pid
+
+    def wait_until_the_chunk_waits(statement: str) -> None:
+        query = ("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'"
+                 " AND left(query, %s) = %s")
+        for _ in range(200):
+            if one(admin, query, (pid, len(statement), statement)) == (1,):
+                return
+            if loading.done():
+                loading.result()  # raises what stopped the chunk
+            time.sleep(0.05)
+        raise AssertionError(f"the chunk's {statement} never waited")
+
+    with psycopg.connect(admin) as other, ThreadPoolExecutor(1) as pool:
+        other.execute(INSERT_ONE, (x,))
+        loading = pool.submit(load_chunk, empty, [object_load("k/1", stored(w), stored(y), stored(x))])
+        wait_until_the_chunk_waits("COPY")
+        other.execute(INSERT_ONE, (y,))  # the first deadlock: the chunk goes to the fallback insert
+        wait_until_the_chunk_waits("INSERT INTO clickstream_events")
+        other.execute(INSERT_ONE, (w,))  # the second: returns once PostgreSQL aborted the chunk's transaction
+        wait_until_the_chunk_waits("COPY")  # its second attempt, waiting on w
+        other.commit()
+        counts = loading.result(timeout=30)
+    assert counts["k/1"] == warehouse.LoadCounts(rows_inserted=0, duplicates=3, rejected=0)
+    assert sorted(all_rows(admin, "SELECT event_id, source_key FROM clickstream_events")) == sorted(
+        [(w, "other-run"), (x, "other-run"), (y, "other-run")])
+    assert one(admin, "SELECT rows_inserted, duplicates FROM etl_load_log WHERE key = 'k/1'") == (0, 3)

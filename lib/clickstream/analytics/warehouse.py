@@ -149,10 +149,11 @@ _CREATE_STAGE = sql.SQL(
 _COPY_STAGE = sql.SQL("COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)").format(stage=_STAGE, columns=_COLUMN_LIST)
 _COPY_EVENTS = sql.SQL("COPY clickstream_events ({columns}) FROM STDIN (FORMAT BINARY)").format(columns=_COLUMN_LIST)
 # When some of the chunk's ids are in the table already: ON CONFLICT skips them and RETURNING tells which
-# rows went in.
+# rows went in. In id order, so two such inserts take their ids' locks in the same order.
+DEADLOCK_ATTEMPTS = 3
 _INSERT_FROM_STAGE = sql.SQL(
     "INSERT INTO clickstream_events ({columns}) SELECT {columns} FROM {stage}"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text"
+    " ORDER BY event_id ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text"
 ).format(stage=_STAGE, columns=_COLUMN_LIST)
 EVENT_ID, RECEIVED_AT, SOURCE_KEY = (
     list(COLUMNS).index(name) for name in ("event_id", "received_at", "source_key")
@@ -166,13 +167,30 @@ def load_chunk(conn: psycopg.Connection, objects: Sequence[ObjectLoad]) -> dict[
     key), and ids already in the table are skipped. The rows go straight into clickstream_events by binary
     COPY, which fails on the first id already there (loaded by an earlier run, or by a concurrent load; or
     the two loads wait on each other's ids: a deadlock). Then the COPY is rolled back to a savepoint and the
-    rows go through a staging table and INSERT ... ON CONFLICT DO NOTHING instead. New events, the common
-    case, cost one COPY and no lookup; a resend that crosses runs costs the staging pass."""
+    rows go through a staging table and INSERT ... ON CONFLICT DO NOTHING instead, in event id order. New events,
+    the common case, cost one COPY and no lookup; a resend that crosses runs costs the staging pass. Should the
+    transaction still deadlock with a concurrent load (whose COPY takes its ids in another order), all of it is
+    rolled back and run again, up to DEADLOCK_ATTEMPTS times: nothing is loaded twice."""
     keys = [obj.key for obj in objects]
     repeated = [key for key, n in Counter(keys).items() if n > 1]
     if repeated:
         raise ValueError(f"a chunk lists the same object twice: {repeated[0]}")
     rows = _first_rows(objects)
+    attempt = 1
+    while True:
+        try:
+            return _load_rows(conn, objects, keys, rows)
+        except psycopg.errors.DeadlockDetected:
+            if attempt == DEADLOCK_ATTEMPTS:
+                raise
+            attempt += 1
+            logger.warning("a chunk of %d objects deadlocked with a concurrent load; running it again (%d of %d)",
+                           len(objects), attempt, DEADLOCK_ATTEMPTS)
+
+
+def _load_rows(conn: psycopg.Connection, objects: Sequence[ObjectLoad], keys: list[str],
+               rows: list[Row]) -> dict[str, LoadCounts]:
+    """One attempt of `load_chunk`: its two transactions."""
     with conn.transaction():  # committed at once, so loads of the same new day do not wait on each other
         rollups.mark_load(conn, rows)
     with conn.transaction():
