@@ -11,9 +11,8 @@ events (dashboard_queries.py's loaded_stack: the query benchmark's data, rollups
 Measured (milliseconds; median and nearest-rank p95):
 
 - first full render: from navigation start (performance.timeOrigin) to the first moment, seen by a
-  MutationObserver, when every panel is rendered: each KPI's value, the four charts drawn by plotly.js (their
-  SVG), a row in each
-  of the three tables, the product trend's title, no output `.recalculating` and Shiny not busy. `--loads` page
+  MutationObserver, when every panel is rendered: each KPI's value, the four charts drawn by Chart.js (their
+  canvas, marked data-drawn once drawn), a row in each of the three tables, the product trend's title, no output `.recalculating` and Shiny not busy. `--loads` page
   loads, each in a fresh browser profile (a new Shiny session and connection), after one warm-up load.
 - each filter change: from Shiny's `shiny:inputchanged` of the changed input in the page (the moment the client
   sends it), once the page has been quiet for 0.5 s, to the arrival (`shiny:message`) of the last message with
@@ -34,7 +33,7 @@ Measured (milliseconds; median and nearest-rank p95):
   (login_state, device, include_bots) is the compute on rows already in memory. Server time only: no page, no
   drawing, so it is a lower bound of that app's times.
 - where the server's time goes: each panel's query, the eight of them started at once on shiny/app.py's Readers
-  (its pool of reader connections, as a change starts them), and each chart's plotly.js spec built by
+  (its pool of reader connections, as a change starts them), and each chart's Chart.js config built by
   clickstream.analytics.dashboard_charts (as shiny/app.py does) and serialized to JSON, in this process, median
   of `--baseline-repeat` runs over the whole range.
 
@@ -95,7 +94,7 @@ RECORDER = """
   const b = window.__bench = {changes: [], values: [], received: [], idle: [], errors: [], mark: 0, rendered: null};
   const has = (sel) => document.querySelector(sel) !== null;
   const complete = () => %(kpis)s.every(k => has(`#kpi_${k} .kpi-value`))
-      && %(plots)s.every(p => has(`#${p} .main-svg`))
+      && %(plots)s.every(p => has(`#${p}[data-drawn] canvas`))
       && %(tables)s.every(t => has(`#${t} tbody tr`))
       && (document.querySelector('#product_trend_title')?.textContent || '').trim() !== ''
       && !has('.recalculating') && !document.documentElement.classList.contains('shiny-busy');
@@ -370,7 +369,7 @@ def original_approach(reader_dsn: str, first: date, last: date, repeat: int) -> 
 # --- where a change's server time goes ------------------------------------------------------------------------
 def server_breakdown(reader_dsn: str, first: date, last: date, repeat: int) -> dict:
     """Median ms of each panel's query (clickstream.analytics.dashboard), of all eight started at once on
-    shiny/app.py's Readers (as a change starts them) and of building each chart's plotly.js spec
+    shiny/app.py's Readers (as a change starts them) and of building each chart's Chart.js config
     (clickstream.analytics.dashboard_charts, as shiny/app.py does) and serializing it to JSON, over the whole range
     in UTC with no filter."""
     def median_ms(call: Callable[[], object]) -> float:

@@ -3,10 +3,10 @@ and categories, trends and the hour x weekday heatmap of the warehouse, read as 
 in CLICKSTREAM_DASHBOARD_DSN.
 
 `clickstream up` serves it on 127.0.0.1 (`clickstream status` shows its URL); `clickstream dashboard` runs it in
-the foreground. The queries live in clickstream.analytics.dashboard and the charts' plotly.js specs in
-clickstream.analytics.dashboard_charts (drawn in the browser by www/plotly_chart.js): this file is the page and its
-reactivity. plotly.js is www/plotly-cartesian.min.js, plotly's official cartesian partial bundle (bar, scatter and
-heatmap among its traces), vendored from npm with its version and sha256 in www/plotly-cartesian.txt.
+the foreground. The queries live in clickstream.analytics.dashboard and the charts' Chart.js configs in
+clickstream.analytics.dashboard_charts (drawn on a canvas in the browser by www/chart_output.js): this file is the
+page and its reactivity. Chart.js and its matrix chart type (the heatmap) are vendored from npm in www/, each with
+its version and sha256 in the .txt beside it.
 """
 
 from __future__ import annotations
@@ -139,9 +139,9 @@ def percent(series: pd.Series) -> pd.Series:
     return series.map(lambda value: "" if value is None or pd.isna(value) else f"{value:.1%}")
 
 
-# --- charts: plotly.js figure specs (clickstream.analytics.dashboard_charts), drawn in the browser -----------------
+# --- charts: Chart.js configs (clickstream.analytics.dashboard_charts), drawn in the browser ---------------------
 class chart(Renderer[dict]):
-    """An output whose value is a plotly.js figure spec, drawn by www/plotly_chart.js (only the JSON travels)."""
+    """An output whose value is a Chart.js config, drawn by www/chart_output.js (only the JSON travels)."""
 
     async def transform(self, value: dict) -> dict:
         return value
@@ -154,24 +154,27 @@ CHART_ALTS = {"funnel_plot": "Sessions reaching each funnel step",
 WWW = Path(__file__).parent / "www"
 
 
-def vendored_plotly() -> dict[str, str]:
-    """The `key: value` lines of www/plotly-cartesian.txt: the vendored plotly.js bundle's package, version, file
-    and sha256."""
-    return dict(re.findall(r"^(\w+): (\S+)$", (WWW / "plotly-cartesian.txt").read_text(encoding="utf-8"), re.M))
+def vendored(record: str) -> dict[str, str]:
+    """The `key: value` lines of www/RECORD: a vendored script's package, version, file and sha256."""
+    return dict(re.findall(r"^(\w+): (\S+)$", (WWW / record).read_text(encoding="utf-8"), re.M))
 
 
-PLOTLY_JS = vendored_plotly()
+def script(record: str) -> HTMLDependency:
+    found = vendored(record)
+    return HTMLDependency(found["package"], found["version"], source={"subdir": str(WWW)},
+                          script={"src": found["file"]}, all_files=False)
+
+
 CHART_SCRIPTS = (  # served by the app itself: the page works offline and on an instance with no internet
-    HTMLDependency("plotly", PLOTLY_JS["version"], source={"subdir": str(WWW)},
-                   script={"src": PLOTLY_JS["file"], "async": ""}, all_files=False),
-    HTMLDependency("clickstream-plotly-chart", "1", source={"subdir": str(WWW)},
-                   script={"src": "plotly_chart.js"}, all_files=False),
+    script("chart.js.txt"), script("chartjs-chart-matrix.txt"),
+    HTMLDependency("clickstream-chart-output", "1", source={"subdir": str(WWW)},
+                   script={"src": "chart_output.js"}, all_files=False),
 )
 
 
 def chart_output(output_id: str, height: str) -> ui.Tag:
-    return ui.div(id=output_id, class_="plotly-chart-output", role="img", aria_label=CHART_ALTS[output_id],
-                  style=f"height: {height}; width: 100%;")
+    return ui.div(id=output_id, class_="chart-output", role="img", aria_label=CHART_ALTS[output_id],
+                  style=f"height: {height}; width: 100%; position: relative;")
 
 
 # --- page ---------------------------------------------------------------------------------------------------------

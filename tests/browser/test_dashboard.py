@@ -157,7 +157,7 @@ def output() -> Path:
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     """A page of a fresh browser profile; its console errors and page errors are collected in page.errors."""
-    context = browser.new_context(viewport={"width": 1300, "height": 2400})
+    context = browser.new_context(viewport={"width": 1300, "height": 2800})
     page = context.new_page()
     page.errors = []
     page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
@@ -197,15 +197,28 @@ def rows(page: Page, table: str) -> list[list[str]]:
 
 
 def expect_drawn(page: Page, plot: str) -> None:
-    """plotly.js has drawn the chart (its SVG) in the output."""
-    expect(page.locator(f"#{plot} .main-svg").first).to_be_visible(timeout=WAIT_MS)
+    """Chart.js has drawn the chart on its canvas in the output."""
+    expect(page.locator(f"#{plot}[data-drawn] canvas")).to_be_visible(timeout=WAIT_MS)
+
+
+FUNNEL_DRAWN = """() => {
+  const chart = Chart.getChart(document.querySelector('#funnel_plot canvas'));
+  const bars = chart.getDatasetMeta(0).data;
+  return {steps: chart.data.labels, sessions: chart.data.datasets.map(d => d.data),
+          labels: chart.options.plugins.barLabels.labels, heights: bars.map(bar => bar.base - bar.y),
+          axis: chart.scales.y.getPixelForValue(0) - chart.scales.y.getPixelForValue(1)};
+}"""
 
 
 def expect_funnel_bars(page: Page, funnel: list[tuple[str, int]]) -> None:
-    """The funnel chart's bars, as drawn and as plotly.js holds them, are `funnel`'s (step, sessions)."""
-    expect(page.locator("#funnel_plot text.bartext")).to_have_text([f"{n:,}" for _, n in funnel], timeout=WAIT_MS)
-    drawn = page.evaluate("document.getElementById('funnel_plot').data.map(t => [t.x, t.y])")
-    assert drawn == [[[step for step, _ in funnel], [n for _, n in funnel]]]
+    """The funnel chart's bars, as Chart.js holds them and as it drew them (each bar as tall as its sessions on the
+    axis), with their labels, are `funnel`'s (step, sessions)."""
+    steps, sessions = [step for step, _ in funnel], [n for _, n in funnel]
+    page.wait_for_function(f"(want) => {{ try {{ return JSON.stringify(({FUNNEL_DRAWN})().sessions) === "
+                           "JSON.stringify([want]); } catch (error) { return false; } }", arg=sessions, timeout=WAIT_MS)
+    drawn = page.evaluate(FUNNEL_DRAWN)
+    assert (drawn["steps"], drawn["sessions"], drawn["labels"]) == (steps, [sessions], [f"{n:,}" for n in sessions])
+    assert drawn["heights"] == pytest.approx([n * drawn["axis"] for n in sessions], abs=1.0)
 
 
 def top_products(page: Page) -> dict[str, tuple]:
@@ -252,6 +265,9 @@ def test_it_boots_without_errors_and_every_panel_renders(url, simulated, page, o
     for plot, name in PLOTS.items():
         expect_drawn(page, plot)
         expect(page.get_by_role("img", name=name)).to_have_attribute("id", plot)
+    days = page.evaluate("""() => { const y = Chart.getChart(document.querySelector('#heatmap_plot canvas')).scales.y;
+                                    return [0, 6].map(n => [y.getLabelForValue(n), y.getPixelForValue(n)]); }""")
+    assert days[0][0] == "Mon" and days[1][0] == "Sun" and days[0][1] < days[1][1]  # the week reads down
     for table in TABLES:
         expect(page.locator(f"#{table} tbody tr").first).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#product_trend_title")).not_to_be_empty()
@@ -302,10 +318,10 @@ def test_a_filter_change_redraws_the_funnel_chart_with_the_new_numbers(url, simu
     before, after = (truth(simulated, view)["funnel"] for view in (View(), CHANGES["login state"]))
     assert before != after
     expect_funnel_bars(page, before)
-    funnel_svg = page.locator("#funnel_plot .main-svg").first.element_handle()
+    canvas = page.locator("#funnel_plot canvas").element_handle()
     controller.InputSelect(page, "login_state").set(CHANGES["login state"].login_state)
     expect_funnel_bars(page, after)
-    assert funnel_svg.evaluate("svg => svg.isConnected")  # redrawn in place (Plotly.react), not a new image
+    assert canvas.evaluate("canvas => canvas.isConnected")  # redrawn in place (chart.update), not a new chart
 
 
 def test_the_change_is_against_the_previous_period_and_goes_with_the_comparison(url, simulated, page):

@@ -241,7 +241,7 @@ def test_the_bundle_holds_the_clickstream_wheel_sql_and_shiny_and_is_reproducibl
         assert {m.mtime for m in members.values()} == {0}
         assert "wheels/clickstream-0.1.0-py3-none-any.whl" in members
         assert any(n.startswith("sql/migrations/0001_") for n in members)
-        assert {"shiny/www/plotly-cartesian.min.js", "shiny/www/plotly_chart.js"} <= set(members)  # served offline
+        assert {"shiny/www/chart.umd.min.js", "shiny/www/chartjs-chart-matrix.min.js", "shiny/www/chart_output.js"} <= set(members)  # served offline
         wheel = zipfile.ZipFile(io.BytesIO(tar.extractfile("wheels/clickstream-0.1.0-py3-none-any.whl").read()))
     listed = wheel.namelist()
     assert {"clickstream/analytics/warehouse.py", "clickstream/schemas/clickstream-event-v1.json",

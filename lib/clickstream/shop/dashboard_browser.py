@@ -49,8 +49,8 @@ def _screenshot(url: str, f: Filters, events_text: str, path: Path, executable: 
             controller.InputSelect(page, "device").set(f.device)
             controller.InputSwitch(page, "include_bots").set(f.include_bots)
             expect(page.locator(EVENTS_KPI)).to_have_text(events_text, timeout=timeout_ms)
-            for plot in PLOTS:  # drawn by plotly.js
-                expect(page.locator(f"#{plot} .main-svg").first).to_be_visible(timeout=timeout_ms)
+            for plot in PLOTS:  # drawn by Chart.js
+                expect(page.locator(f"#{plot}[data-drawn] canvas")).to_be_visible(timeout=timeout_ms)
             for table in TABLES:
                 expect(page.locator(f"#{table} tbody tr").first).to_be_visible(timeout=timeout_ms)
             page.wait_for_function(SETTLED, timeout=timeout_ms)
