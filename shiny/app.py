@@ -11,8 +11,10 @@ its version and sha256 in the .txt beside it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
@@ -22,6 +24,7 @@ import pandas as pd
 import psycopg
 from htmltools import HTMLDependency
 from shiny import App, reactive, render, req, ui
+from shiny.reactive._reactives import Calc_, Effect_, Value
 from shiny.render.renderer import Renderer
 from shiny.types import SafeException, SilentException
 
@@ -30,9 +33,28 @@ from clickstream.analytics.dashboard_charts import STEP_LABELS
 from clickstream.analytics.questions import AnalyticsError
 from clickstream.analytics.warehouse import WarehouseError
 
+
+def without_tracing_work() -> None:
+    """shiny 1.8 names every reactive value, calc and effect it makes from its caller's source for OpenTelemetry
+    (inspect.stack(), which reads source files): about half the server's work when a page opens, whose three data
+    grids alone make dozens. And before each output it renders it tries to import the OpenTelemetry SDK, searching
+    sys.path each time it is missing. Without the SDK installed nothing can trace: skip the naming, and let that
+    import fail at once."""
+    try:
+        installed = importlib.util.find_spec("opentelemetry.sdk") is not None
+    except ModuleNotFoundError:
+        installed = False
+    if not installed:
+        Value._try_infer_name = lambda self: None
+        Calc_._extract_otel_attrs = Effect_._extract_otel_attrs = lambda self, fn: {}
+        sys.modules.setdefault("opentelemetry.sdk.trace", None)  # None: "not importable", without a search
+
+
+without_tracing_work()
+
 DSN_ENV = "CLICKSTREAM_DASHBOARD_DSN"
 POLL_SECONDS = 3
-READERS = 3  # connections per page: the eight queries of a change in about three rounds
+READERS = 3  # connections of the process, shared by its pages: the eight queries of a change in about three rounds
 DEFAULT_DAYS = 7
 TIME_ZONES = ("UTC", "Europe/London", "Europe/Paris", "America/New_York", "America/Los_Angeles", "Asia/Ho_Chi_Minh",
               "Asia/Tokyo", "Australia/Sydney", "Asia/Kolkata")
@@ -72,7 +94,8 @@ class Reader:
 
 
 class Readers:
-    """A few Readers on worker threads, one each: the queries a change needs run at once, not one after another."""
+    """A few Readers on worker threads, one each, shared by every page: the queries a change needs run at once, not
+    one after another, and the warehouse sees at most `size` dashboard connections however many pages are open."""
 
     def __init__(self, dsn: str | None, size: int = READERS) -> None:
         self.pool = ThreadPoolExecutor(size, thread_name_prefix="dashboard-reader")
@@ -102,8 +125,9 @@ class Readers:
 
 
 # The page's first dates and every page's poll of the warehouse's state, on the event loop's thread: one connection
-# for the process, so opening a page waits for no connection but its queries' own.
+# for the process, so opening a page waits for no connection but its queries' own; the queries run on READERS_POOL.
 STATE_READER = Reader(os.environ.get(DSN_ENV))
+READERS_POOL = Readers(os.environ.get(DSN_ENV))
 
 
 def warehouse_state(read: Reader) -> tuple[str, object]:
@@ -237,8 +261,7 @@ def app_ui(request) -> ui.Tag:
 
 
 def server(input, output, session) -> None:
-    read, readers = STATE_READER, Readers(os.environ.get(DSN_ENV))
-    session.on_ended(readers.close)
+    read, readers = STATE_READER, READERS_POOL
     initial = warehouse_state(read)
     warehouse = reactive.value(initial)
     automatic = {default_range(initial)}  # the dates this page chose; dates the user chose stay

@@ -8,6 +8,7 @@ Screenshots go to $CLICKSTREAM_TEST_OUTPUT/dashboard/, by default test-output/da
 
 from __future__ import annotations
 
+import runpy
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -36,6 +37,7 @@ TABLES = ("funnel_table", "products_table", "categories_table")
 STEPS = ("Product view", "Add to cart", "Begin checkout", "Purchase")
 TOP = 5
 WAIT_MS = 20_000
+APP_READERS = runpy.run_path(str(Path(__file__).resolve().parents[2] / "shiny" / "app.py"))["READERS"]
 
 
 # --- the independent reading of clickstream_events -----------------------------------------------------------------
@@ -278,6 +280,22 @@ def test_it_boots_without_errors_and_every_panel_renders(url, simulated, page, o
     assert page.errors == []
     assert page.locator(".shiny-output-error").count() == 0
     assert "Traceback" not in page.locator("body").inner_text()
+
+
+def test_open_pages_share_the_apps_few_warehouse_connections(url, simulated, browser, admin_dsn):
+    """However many pages are open, the app holds its pool's connections and the state reader's, no more."""
+    contexts = [browser.new_context() for _ in range(5)]
+    try:
+        for context in contexts:
+            page = context.new_page()
+            page.goto(url)
+            expect(page.locator("#kpi_events .kpi-value")).not_to_be_empty(timeout=WAIT_MS)
+        with psycopg.connect(admin_dsn) as conn:
+            (held,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'dashboard_reader'").fetchone()
+    finally:
+        for context in contexts:
+            context.close()
+    assert 1 <= held <= APP_READERS + 1
 
 
 def test_kpis_funnel_and_top_products_equal_the_events(url, simulated, page):

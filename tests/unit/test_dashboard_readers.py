@@ -1,8 +1,11 @@
-"""shiny/app.py's Readers: a change's queries run at the same time, each on its own connection of a small pool,
-and closing the page closes every connection."""
+"""shiny/app.py's Readers: a change's queries run at the same time, each on its own connection of a small pool that
+every page shares (tests/browser/test_dashboard.py counts them with pages open), and closing the pool closes every
+connection. And shiny's OpenTelemetry naming, skipped while no SDK is installed."""
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import runpy
 import threading
 from pathlib import Path
@@ -82,3 +85,25 @@ def test_after_a_reconnect_each_reader_opens_a_new_connection_on_its_next_query(
     again = readers.submit(lambda conn: conn).result(timeout=20)
     assert again is not first and first.closed and not again.closed and len(opened) == 2
     readers.close()
+
+
+def test_without_an_opentelemetry_sdk_shiny_names_nothing_from_the_stack(monkeypatch):
+    from shiny import reactive
+
+    assert importlib.util.find_spec("opentelemetry.sdk") is None, "this test expects no OpenTelemetry SDK"
+
+    read = []
+    monkeypatch.setattr(inspect, "stack", lambda *args, **kwargs: read.append(args) or [])
+    counter = reactive.value(0)
+    assert counter._name is None and read == []
+    with pytest.raises(ImportError):  # at once: no search of sys.path for the missing SDK
+        import opentelemetry.sdk.trace  # noqa: F401
+
+
+def test_with_an_opentelemetry_sdk_shiny_keeps_its_naming(monkeypatch):
+    from shiny.reactive._reactives import Value
+
+    monkeypatch.setattr(Value, "_try_infer_name", lambda self: "counter")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())  # the SDK installed
+    APP["without_tracing_work"]()
+    assert Value(0)._name == "counter"
