@@ -25,14 +25,20 @@ MAX_TICKS = 12
 Config = dict[str, Any]
 
 
+def number(value) -> int | float:
+    """A JSON number (an int when whole; NULL is 0)."""
+    value = 0.0 if value is None or pd.isna(value) else float(value)
+    return int(value) if value.is_integer() else value
+
+
 def numbers(values) -> list[int | float]:
-    """JSON numbers of a column (ints stay ints; NULL is 0)."""
-    return [int(v) if float(v).is_integer() else float(v) for v in pd.Series(values).fillna(0).astype(float)]
+    """JSON numbers of a column (a plain loop: the frames here are small, where pandas' per-call cost dominates)."""
+    return [number(value) for value in list(values)]
 
 
 def labels(values, fmt: str) -> list[str]:
     """Dates or local timestamps as the axis shows them ("Oct 07", "Oct 07 14:00")."""
-    return pd.to_datetime(pd.Series(values)).dt.strftime(fmt).tolist()
+    return [value.strftime(fmt) for value in list(values)]
 
 
 def translucent(color: str, alpha: float) -> str:
@@ -70,12 +76,12 @@ def chart(kind: str, x: list, datasets: list[dict], scales: dict, shown_legend: 
 
 def funnel_chart(frame: pd.DataFrame) -> Config:
     """Sessions per funnel step: one labelled bar per step, grouped bars with a legend when broken down by segment."""
-    segments = list(dict.fromkeys(frame["segment"]))
-    datasets = []
-    for n, segment in enumerate(segments):
-        rows = frame[frame["segment"] == segment].set_index("step").reindex(list(STEP_LABELS))
-        datasets.append({"label": str(segment), "data": numbers(rows["sessions"]),
-                         "backgroundColor": COLORS[n % len(COLORS)]})
+    sessions: dict[Any, dict[str, int | float]] = {}
+    for segment, step, count in zip(list(frame["segment"]), list(frame["step"]), list(frame["sessions"])):
+        sessions.setdefault(segment, {})[step] = number(count)
+    datasets = [{"label": str(segment), "data": [steps.get(step, 0) for step in STEP_LABELS],
+                 "backgroundColor": COLORS[n % len(COLORS)]} for n, (segment, steps) in enumerate(sessions.items())]
+    segments = list(sessions)
     config = chart("bar", list(STEP_LABELS.values()), datasets,
                    {"x": {"grid": {"display": False}}, "y": counts("sessions", grace="8%")},
                    shown_legend=len(segments) > 1)
@@ -112,9 +118,9 @@ def product_trend_chart(frame: pd.DataFrame) -> Config:
 def heatmap_chart(frame: pd.DataFrame, tz: str) -> Config:
     """Events by hour of day (x, in `tz`) and day of week (y, Monday on top): a cell per hour and day, darker for
     more events, its tooltip its count."""
-    grid = frame.pivot_table(index="dow", columns="hour", values="events", aggfunc="sum")
-    grid = grid.reindex(index=range(7), columns=range(24), fill_value=0).fillna(0)
-    z = [numbers(row) for row in grid.to_numpy()]
+    z: list[list[int | float]] = [[0] * 24 for _ in DAY_NAMES]
+    for dow, hour, events in zip(list(frame["dow"]), list(frame["hour"]), list(frame["events"])):
+        z[int(dow)][int(hour)] += number(events)
     top = max(map(max, z))
     hours = [f"{hour:02d}" for hour in range(24)]
     cells = [{"x": hours[hour], "y": day, "v": value, "label": f"{day} {hours[hour]}:00: {value:,} events"}
