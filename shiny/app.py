@@ -410,24 +410,38 @@ def server(input, output, session) -> None:
 
     chosen_product = reactive.value()  # (product_id, name), set only when it changes
 
-    @reactive.effect(priority=1)  # before the outputs: the product trend is drawn in the same round as the grid
-    def _choose_product() -> None:
-        """The products grid's selected row, else the top product: also in the first round, before the grid has
-        reported its view. A redrawn grid that keeps the product re-reads and redraws nothing."""
-        try:
-            picked = products_table.data_view(selected=True)
-        except SilentException:  # not drawn yet, or its selection and view not reported yet
-            picked = ()
-        if len(picked):
-            product = picked.iloc[0]["ID"], picked.iloc[0]["Product"]
-        else:
-            frame = products_data()
-            req(not frame.empty)
-            product = frame.iloc[0]["product_id"], frame.iloc[0]["product_name"]
+    def choose(product: tuple) -> None:
         with reactive.isolate():
             unchanged = chosen_product.is_set() and chosen_product() == product
         if not unchanged:  # reactive values compare by identity: an equal new tuple would invalidate
             chosen_product.set(product)
+
+    @reactive.effect(priority=1)  # before the outputs: the product trend is drawn in the same round as the grid
+    def _keep_product() -> None:
+        """New products (the filters changed, or the first round): the chosen product while it has figures in the
+        range, else the top product. So a filter change keeps the product and re-reads and redraws its trend once."""
+        frame = products_data()
+        req(not frame.empty)
+        ids = frame["product_id"].tolist()
+        with reactive.isolate():
+            kept = chosen_product.is_set() and chosen_product()[0] in ids
+        if not kept:
+            choose((ids[0], frame["product_name"].iat[0]))
+
+    @reactive.effect
+    @reactive.event(input.products_table_cell_selection)
+    async def _pick_product() -> None:
+        """A row chosen in the grid becomes the chosen product. A grid redrawn with new figures has cleared its
+        selection: the chosen product's row is selected again."""
+        picked = products_table.data_view(selected=True)
+        if len(picked):
+            choose((picked["ID"].iat[0], picked["Product"].iat[0]))
+            return
+        ids = products_data()["product_id"].tolist()
+        with reactive.isolate():
+            chosen = chosen_product()[0] if chosen_product.is_set() else None
+        if chosen in ids:
+            await products_table.update_cell_selection({"type": "row", "rows": [ids.index(chosen)]})
 
     @reactive.calc
     def product_trend_data() -> pd.DataFrame:

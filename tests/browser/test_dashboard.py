@@ -367,6 +367,22 @@ def test_products_are_searchable_and_a_chosen_product_shows_its_trend(url, simul
     expect_drawn(page, "product_trend_plot")
 
 
+def test_a_chosen_product_stays_chosen_and_selected_through_a_filter_change(url, simulated, page):
+    """Redrawn with new figures, the grid selects the chosen product's row again; the product trend stays on it
+    and is drawn once, not first for the product that moved into the old row."""
+    open_at(page, url, View())
+    settled(page)
+    third = page.locator("#products_table tbody tr").nth(2).locator("td")
+    name, product_id = third.nth(0).inner_text(timeout=WAIT_MS), third.nth(7).inner_text(timeout=WAIT_MS)
+    controller.OutputDataFrame(page, "products_table").select_rows([2])
+    expect(page.locator("#product_trend_title")).to_have_text(name, timeout=WAIT_MS)
+    changed = values_after(page, lambda: controller.InputSwitch(page, "include_bots").set(True))
+    assert changed.count("product_trend_plot") == 1 and "product_trend_title" not in changed
+    expect(page.locator("#product_trend_title")).to_have_text(name)
+    selected = page.locator("#products_table tbody tr[aria-selected=true] td")
+    expect(selected.nth(7)).to_have_text(product_id, timeout=WAIT_MS)
+
+
 def values_after(page: Page, change) -> list[str]:
     """The outputs (by id, in order) whose values arrive after `change()`, until the page has been quiet for a
     second (the products grid's own round, when it reports its redrawn view, included)."""
