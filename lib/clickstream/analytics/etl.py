@@ -426,10 +426,8 @@ def worker_context() -> multiprocessing.context.BaseContext:
 
 
 def start_worker_server() -> multiprocessing.context.ForkServerContext:
-    """Start the fork server the worker processes come from, if it is not running yet, and return its context.
-
-    A caller whose process runs threads can call it first thing: the server then imports what the workers
-    need while the caller starts, lists and reads, instead of the run waiting for it at its first chunk."""
+    """Start the fork server the worker processes come from, if it is not running yet, and return its context
+    (worker_context's way when the process runs threads, where forking is not safe)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_forkserver_preload())
     multiprocessing.forkserver.ensure_running()
