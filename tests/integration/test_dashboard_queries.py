@@ -331,6 +331,15 @@ def test_an_empty_warehouse_has_no_range_and_zero_kpis(empty):
         assert dashboard.products(conn, Filters(DAY0, DAY0)).empty
 
 
+def test_a_question_asked_again_is_planned_for_its_own_filters_never_prepared(empty):
+    """psycopg prepares a statement run five times and PostgreSQL may then plan it for any parameters, where the
+    optional filters ("all" or a value) cost a test per row: the read-only connections prepare nothing."""
+    with questions.read_only(empty[2]) as conn:
+        for _ in range(8):
+            dashboard.products(conn, Filters(DAY0, DAY0))
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+
+
 def test_filters_check_their_values_and_give_the_previous_period():
     f = Filters(date(2026, 11, 16), date(2026, 11, 22), tz="Europe/Paris")
     assert f.previous() == Filters(date(2026, 11, 9), date(2026, 11, 15), tz="Europe/Paris")
