@@ -1,13 +1,15 @@
-"""The warehouse and output folder the dashboard tests (Python and R apps) share."""
+"""The warehouse, output folder and watched pages the dashboard tests (Python and R apps) share."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+from playwright.sync_api import Browser, Page
 
 from clickstream import aws
 from clickstream.analytics import etl, rollups, warehouse
@@ -48,3 +50,17 @@ def output_folder(name: str) -> Path:
     folder = Path(os.environ.get("CLICKSTREAM_TEST_OUTPUT", ROOT / "test-output")) / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@contextmanager
+def watched_page(browser: Browser, height: int) -> Iterator[Page]:
+    """A page of a fresh browser profile, 1300 px wide; every console error and page error goes to page.errors."""
+    context = browser.new_context(viewport={"width": 1300, "height": height})
+    page = context.new_page()
+    page.errors = []
+    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()

@@ -158,16 +158,8 @@ def output() -> Path:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A page of a fresh browser profile; its console errors and page errors are collected in page.errors."""
-    context = browser.new_context(viewport={"width": 1300, "height": 2800})
-    page = context.new_page()
-    page.errors = []
-    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    try:
+    with dashboard_data.watched_page(browser, height=2800) as page:
         yield page
-    finally:
-        context.close()
 
 
 def open_at(page: Page, url: str, view: View) -> None:

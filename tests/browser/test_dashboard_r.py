@@ -279,16 +279,8 @@ def dashboard(rscript, local_stack, admin_dsn, output) -> Iterator[tuple[str, Pa
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A page of a fresh browser profile; every console error and page error goes to page.errors."""
-    context = browser.new_context(viewport={"width": 1300, "height": 1300})
-    page = context.new_page()
-    page.errors = []
-    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    try:
+    with dashboard_data.watched_page(browser, height=1300) as page:
         yield page
-    finally:
-        context.close()
 
 
 # --- driving the page ----------------------------------------------------------------------------------------------
