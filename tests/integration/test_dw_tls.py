@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from clickstream import aws
 from clickstream.analytics import secrets
@@ -251,6 +252,17 @@ def test_the_dw_secret_carries_verify_full_and_the_ca_and_its_dsn_connects_over_
     assert "sslmode=verify-full" in dsn
     with psycopg.connect(dsn, connect_timeout=10) as conn:
         assert encrypted(conn) and conn.execute("SELECT current_user").fetchone()[0] == ETL_WRITER
+
+
+def test_the_stacks_etl_writer_dsn_verifies_the_server_as_the_secret_does(local_stack):
+    """`rollups rebuild`, the tests and the benchmarks reach the warehouse as etl_writer through stack.warehouse_dsn:
+    verify-full against the local CA too, not libpq's default (TLS without checking who answers)."""
+    params = conninfo_to_dict(stack.warehouse_dsn(local_stack, ETL_WRITER))
+    assert params["sslmode"] == "verify-full"
+    assert Path(params["sslrootcert"]).read_text(encoding="ascii") == stack.clusters(local_stack)["dw"].ca_pem()
+    with psycopg.connect(stack.warehouse_dsn(local_stack, ETL_WRITER), connect_timeout=10) as conn:
+        assert encrypted(conn) and conn.execute("SELECT current_user").fetchone()[0] == ETL_WRITER
+    assert "sslmode" not in conninfo_to_dict(stack.warehouse_dsn(local_stack, "dashboard_reader"))
 
 
 def test_a_second_up_keeps_the_ca_and_the_secret(local_stack):

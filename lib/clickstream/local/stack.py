@@ -481,8 +481,14 @@ def shop_dsn(settings: Settings) -> str:
 
 
 def warehouse_dsn(settings: Settings, role: str) -> str:
-    """The DSN of one of the warehouse's application roles (etl_writer, dashboard_reader) over TCP."""
-    return dsn(settings.host, settings.dw_port, DW_DATABASE, role, _role_password(settings, "dw", role))
+    """The DSN of one of the warehouse's application roles (etl_writer, dashboard_reader) over TCP; a role that
+    connects over TLS only (etl_writer) as its secret has it: verify-full against the warehouse's CA, or sslmode
+    disable when that PostgreSQL serves no TLS."""
+    password, dw = _role_password(settings, "dw", role), clusters(settings)["dw"]
+    if role in dw.hostssl_roles:
+        return secrets.dsn_from_value(secrets.dw_etl_writer_value(password, settings.host, settings.dw_port,
+                                                                  dw.ca_pem()) | {"username": role}, role)
+    return dsn(settings.host, settings.dw_port, DW_DATABASE, role, password)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
