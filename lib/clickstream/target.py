@@ -42,7 +42,7 @@ from clickstream import aws
 from clickstream.analytics import secrets
 from clickstream.infra import ssm
 from clickstream.infra.deploy import DeployConfig
-from clickstream.infra.templates import TemplateSet
+from clickstream.infra.templates import TemplateSet, load_stacks
 from clickstream.ingestion.ingest import IngestSettings
 from clickstream.settings import Settings
 from clickstream.shop import shoppers, traffic
@@ -187,14 +187,24 @@ def rehearsal_environment(local: Settings) -> dict[str, str]:
 def history_target(workshop: Workshop, settings: Settings, s3: Any) -> traffic.IngestTarget:
     """The simulator's history mode (`traffic.send(config, target)`) into the workshop's raw bucket with `s3`:
     locally the ingest as the templates configure it; on aws as the deployed ingest function is configured (its
-    environment), the simulated shoppers in the workshop's user pool (in a rehearsal the local stack's pool, which
-    stands in for Cognito)."""
+    environment), under the deployed API's id (from the ingest URL) and the templates' stage, the simulated
+    shoppers in the workshop's user pool (in a rehearsal the local stack's pool, which stands in for Cognito)."""
     if workshop.mode == "local":
         return traffic.IngestTarget.from_templates(settings, s3)
     function = aws.client("lambda", settings).get_function_configuration(FunctionName=workshop.ingest_function)
     pool_of = settings.with_(target="local") if workshop.mode == "rehearsal" else settings
     return traffic.IngestTarget(s3, IngestSettings.from_env(function.get("Environment", {}).get("Variables", {})),
+                                *ingest_api(workshop.ingest_url, settings),
                                 subs=shoppers.ensure_shoppers(pool_of, traffic.SHOPPERS))
+
+
+def ingest_api(ingest_url: str, settings: Settings) -> tuple[str, str]:
+    """(API id, stage) of the HTTP API behind `ingest_url`: a deployed API's id is the first label of its
+    execute-api host name; a stand-in (the local API, in a rehearsal) has the templates' id. The stage is the
+    templates'."""
+    (api,) = [api for stack in load_stacks(settings) for api in stack.http_apis()]
+    host = urlsplit(ingest_url).hostname or ""
+    return (host.split(".")[0] if ".execute-api." in host else str(api.api_id)), str(api.stage)
 
 
 # --- prerequisites -------------------------------------------------------------------------------

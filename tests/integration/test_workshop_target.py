@@ -16,7 +16,7 @@ from clickstream.infra.templates import find_function, load_stacks
 from clickstream.local import moto_deploy, stack
 from clickstream.shop import samples, shoppers, tracker, traffic
 from clickstream.settings import Settings
-from clickstream.target import STAND_INS, history_target, open_workshop, rehearsal_environment
+from clickstream.target import STAND_INS, history_target, ingest_api, open_workshop, rehearsal_environment
 
 PREFIX = "cs-workshop"
 STATUS_KEYS = ("region", "api_url", "ingest_url", "raw_bucket", "storefront_url", "dashboard_url", "dw_dsn",
@@ -114,6 +114,16 @@ def test_the_history_target_writes_as_the_deployed_ingest_with_the_pools_shopper
         deployed = aws.client("lambda", rehearsal).get_function_configuration(FunctionName=workshop.ingest_function)
     assert target.ingest_settings.raw_bucket == workshop.raw_bucket
     assert target.ingest_settings.raw_bucket == deployed["Environment"]["Variables"]["RAW_BUCKET"]
+    # the objects it writes name the API and stage, as the ingest would: in a rehearsal the stand-in local API's
+    stand_in = traffic.IngestTarget.from_templates(local_stack, aws.client("s3", local_stack))
+    assert (target.api_id, target.stage) == (stand_in.api_id, stand_in.stage) == ingest_api(workshop.ingest_url,
+                                                                                            rehearsal)
+    assert target.api_id and target.stage == "$default"
     # the local stack's user pool stands in for Cognito: the simulated shoppers are its users
     assert set(target.subs) == set(traffic.SHOPPERS)
     assert target.subs == {email: shoppers.shopper_sub(local_stack, email) for email in traffic.SHOPPERS}
+
+
+def test_a_deployed_apis_id_comes_from_its_execute_api_host(local_stack):
+    deployed = "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/clickstream"
+    assert ingest_api(deployed, local_stack) == ("a1b2c3d4e5", "$default")
